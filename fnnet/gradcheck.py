@@ -1,0 +1,328 @@
+"""Gradient checking: hand-written backward passes against ``jax.vjp`` and finite differences.
+
+Each check runs in float64 (it enables x64 for its own duration and casts the
+inputs), compares every gradient leaf with
+
+1. autodiff (``jax.vjp`` of ``apply``, or ``jax.grad`` of the loss), and
+2. central finite differences, the tutorials' ``prime``:
+   ``(f(θ + ε v) - f(θ - ε v)) / 2ε ≈ <∇f, v>`` along random directions ``v``,
+
+and returns a :class:`Report` with, for each parameter path, the largest
+absolute and relative error and whether it passed. On a failure it raises
+:class:`GradientMismatch` naming the layer and the parameter.
+
+Finite differences are only meaningful where the function is smooth: keep
+inputs away from ReLU's kink at 0.
+
+Example:
+  >>> import jax, jax.numpy as jnp, fnnet
+  >>> layer = fnnet.Dense(3)
+  >>> _, params = layer.init(jax.random.PRNGKey(0), (2,))
+  >>> report = fnnet.gradcheck.check_layer(layer, params, jnp.ones((4, 2)))
+  >>> report.passed
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.gradients import autodiff_value_and_grad, value_and_grad
+from fnnet.layer import Layer, layer_children, layer_name
+from fnnet.losses import Loss, loss_name
+
+AUTODIFF_RTOL = 1e-9
+FD_RTOL = 1e-6
+FD_EPS = 1e-6
+
+
+class GradientMismatch(AssertionError):
+    """A hand-written gradient disagrees with autodiff or finite differences."""
+
+    def __init__(self, message: str, report: "Report"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One gradient leaf: where it is and how far it is from the references."""
+
+    layer: str
+    param: str
+    max_abs_error: float
+    max_rel_error: float
+    fd_rel_error: float
+    passed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """The result of a gradient check: one :class:`Row` per gradient leaf."""
+
+    subject: str
+    rows: tuple[Row, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    @property
+    def worst_rel_error(self) -> float:
+        return max((row.max_rel_error for row in self.rows), default=0.0)
+
+    def __str__(self) -> str:
+        return format_table(self.rows)
+
+
+def format_table(rows) -> str:
+    """A fixed-width table of :class:`Row` s."""
+    header = ("layer", "param", "max abs err", "max rel err", "fd rel err", "result")
+    lines = [(r.layer, r.param, f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}",
+              f"{r.fd_rel_error:.2e}", "pass" if r.passed else "FAIL") for r in rows]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
+
+
+def _to_float64(tree):
+    def cast(leaf):
+        leaf = jnp.asarray(leaf)
+        return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+    return jax.tree.map(cast, tree)
+
+
+def _errors(manual, reference) -> tuple[float, float]:
+    manual, reference = np.asarray(manual, np.float64), np.asarray(reference, np.float64)
+    if manual.size == 0:
+        return 0.0, 0.0
+    abs_error = float(np.max(np.abs(manual - reference)))
+    scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(manual))), 1e-300)
+    return abs_error, abs_error / scale
+
+
+def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions) -> float:
+    """Largest relative error of central differences along random directions of one leaf."""
+    leaves, treedef = jax.tree.flatten(point)
+    leaf = leaves[path_index]
+    worst = 0.0
+    for k in jax.random.split(key, directions):
+        v = jax.random.normal(k, leaf.shape, leaf.dtype)
+
+        def shifted(sign):
+            new = list(leaves)
+            new[path_index] = leaf + sign * FD_EPS * v
+            return scalar_fn(jax.tree.unflatten(treedef, new))
+
+        numeric = float((shifted(1.0) - shifted(-1.0)) / (2 * FD_EPS))
+        analytic = float(jnp.vdot(manual_leaf, v))
+        # <g, v> for v ~ N(0, I) is typically of size |g|: use it so near-orthogonal v don't inflate
+        scale = max(abs(numeric), abs(analytic), float(jnp.linalg.norm(manual_leaf)), 1e-12)
+        worst = max(worst, abs(numeric - analytic) / scale)
+    return worst
+
+
+def _describe(model, path) -> tuple[str, str]:
+    """(layer description, parameter name) for a key path into ``model``'s params."""
+    names = []
+    layer = model
+    rest = list(path)
+    while rest and layer_children(layer) and isinstance(rest[0], jax.tree_util.SequenceKey):
+        index = rest.pop(0).idx
+        layer = layer_children(layer)[index]
+        names.append(f"{index}:{layer_name(layer)}")
+    param = jax.tree_util.keystr(tuple(rest)) or "(all)"
+    return (" / ".join(names) or layer_name(layer)), param.strip("[]'\"") if len(rest) == 1 else param
+
+
+def _check_structure(subject, manual, reference, report_rows):
+    if jax.tree.structure(manual) != jax.tree.structure(reference):
+        raise GradientMismatch(
+            f"{subject}: gradient tree structure {jax.tree.structure(manual)} does not match the "
+            f"params' {jax.tree.structure(reference)}", Report(subject, tuple(report_rows)))
+    for m, r in zip(jax.tree.leaves(manual), jax.tree.leaves(reference)):
+        if jnp.shape(m) != jnp.shape(r):
+            raise GradientMismatch(f"{subject}: a gradient leaf has shape {jnp.shape(m)}, "
+                                   f"expected {jnp.shape(r)}", Report(subject, tuple(report_rows)))
+
+
+def _compare(subject, describe, manual, reference, scalar_fn, point, key, directions, rtol, fd_rtol,
+             raise_on_failure) -> Report:
+    _check_structure(subject, manual, reference, [])
+    rows = []
+    paths = jax.tree_util.tree_flatten_with_path(reference)[0]
+    manual_leaves = jax.tree.leaves(manual)
+    for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
+        abs_error, rel_error = _errors(man_leaf, ref_leaf)
+        fd_error = _fd_error(scalar_fn, point, index, man_leaf, jax.random.fold_in(key, index),
+                             directions)
+        layer, param = describe(path)
+        rows.append(Row(layer, param, abs_error, rel_error, fd_error,
+                        rel_error <= rtol and fd_error <= fd_rtol))
+    report = Report(subject, tuple(rows))
+    if raise_on_failure and not report.passed:
+        bad = next(row for row in rows if not row.passed)
+        raise GradientMismatch(
+            f"{subject}: hand-written gradient of {bad.layer}, parameter {bad.param!r} disagrees: "
+            f"max rel error vs autodiff {bad.max_rel_error:.3e} (tolerance {rtol:g}), "
+            f"finite differences {bad.fd_rel_error:.3e} (tolerance {fd_rtol:g})\n{report}", report)
+    return report
+
+
+def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIFF_RTOL,
+                fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True) -> Report:
+    """Checks ``layer.backward`` against ``jax.vjp(layer.apply)`` and finite differences.
+
+    A random cotangent ``dy`` is pulled back through both; the parameter
+    gradients and ``dx`` (reported as param ``"x (input)"``) are compared leaf by leaf.
+
+    Returns:
+      a :class:`Report`. Raises :class:`GradientMismatch` on failure unless
+      ``raise_on_failure=False``.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    subject = layer_name(layer)
+    with jax.enable_x64(True):
+        params, x = _to_float64(params), _to_float64(x)
+        y, residuals = layer.forward(params, x)
+        cotangent = jax.random.normal(jax.random.fold_in(key, 1), jnp.shape(y), jnp.float64)
+        dparams, dx = layer.backward(params, residuals, cotangent)
+        _, vjp = jax.vjp(layer.apply, params, x)
+        ref_dparams, ref_dx = vjp(cotangent)
+
+        def scalar_fn(point):
+            p, inputs = point
+            return jnp.vdot(cotangent, layer.apply(p, inputs))
+
+        def describe(path):
+            if path[0].idx == 1:
+                return subject, "x (input)"
+            return _describe(layer, path[1:])
+
+        return _compare(subject, describe, (dparams, dx), (ref_dparams, ref_dx), scalar_fn,
+                        (params, x), key, directions, rtol, fd_rtol, raise_on_failure)
+
+
+def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
+                rtol: float = AUTODIFF_RTOL, fd_rtol: float = FD_RTOL, directions: int = 3,
+                raise_on_failure: bool = True) -> Report:
+    """Checks :func:`fnnet.value_and_grad` (hand-written) against ``jax.value_and_grad`` and
+    finite differences of the loss, for every parameter of ``model``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> model = fnnet.serial(fnnet.Dense(4), fnnet.Tanh, fnnet.Dense(1), fnnet.Sigmoid)
+      >>> _, params = model.init(jax.random.PRNGKey(0), (2,))
+      >>> x = jnp.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]]); y = jnp.array([[0.], [1.], [1.], [0.]])
+      >>> print(fnnet.gradcheck.check_model(model, fnnet.losses.squared_error, params, x, y).passed)
+      True
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    subject = f"{layer_name(model)} + {loss_name(loss)}"
+    with jax.enable_x64(True):
+        params, x, y = _to_float64(params), _to_float64(x), _to_float64(y)
+        value, grads = value_and_grad(model, loss)(params, x, y)
+        ref_value, ref_grads = autodiff_value_and_grad(model, loss)(params, x, y)
+        _, value_rel = _errors(value, ref_value)
+        if value_rel > rtol:
+            raise GradientMismatch(f"{subject}: forward loss {float(value)!r} differs from apply's "
+                                   f"{float(ref_value)!r}", Report(subject, ()))
+
+        def scalar_fn(p):
+            return loss.value(model.apply(p, x), y)
+
+        return _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
+                        params, key, directions, rtol, fd_rtol, raise_on_failure)
+
+
+def check_loss(loss: Loss, pred, target, *, key=None, rtol: float = AUTODIFF_RTOL,
+               fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True) -> Report:
+    """Checks ``loss.grad`` against ``jax.grad(loss.value)`` and finite differences in ``pred``."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    subject = loss_name(loss)
+    with jax.enable_x64(True):
+        pred, target = _to_float64(pred), _to_float64(target)
+        manual = loss.grad(pred, target)
+        reference = jax.grad(loss.value)(pred, target)
+        return _compare(subject, lambda path: (subject, "pred"), manual, reference,
+                        lambda p: loss.value(p, target), pred, key, directions, rtol, fd_rtol,
+                        raise_on_failure)
+
+
+def builtin_cases():
+    """(name, thunk) pairs that check every built-in layer and loss; used by ``fnnet gradcheck``."""
+    from fnnet import activations, combinators, dense, losses, reshape
+
+    key = jax.random.PRNGKey(42)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+
+    def layer_case(layer, in_shape, batch=5):
+        def run():
+            with jax.enable_x64(True):
+                _, params = layer.init(k1, in_shape)
+                x = jax.random.normal(k2, (batch,) + tuple(in_shape), jnp.float64)
+                return check_layer(layer, params, x, key=k3, raise_on_failure=False)
+        return run
+
+    def loss_case(loss, pred, target):
+        return lambda: check_loss(loss, pred, target, key=k4, raise_on_failure=False)
+
+    def model_case():
+        with jax.enable_x64(True):
+            model = combinators.serial(dense.Dense(5), activations.Tanh, dense.Dense(4),
+                                       activations.Relu, dense.Dense(3))
+            _, params = model.init(k1, (6,))
+            x = jax.random.normal(k2, (8, 6), jnp.float64)
+            labels = jax.random.randint(k3, (8,), 0, 3)
+        return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
+                           raise_on_failure=False)
+
+    with jax.enable_x64(True):
+        logits = 3 * jax.random.normal(k1, (8, 3), jnp.float64)
+        probs = jax.random.uniform(k2, (8, 2), jnp.float64, 0.05, 0.95)
+        bits = jax.random.bernoulli(k3, 0.5, (8, 2)).astype(jnp.float64)
+        labels = jax.random.randint(k4, (8,), 0, 3)
+        onehot = jax.nn.one_hot(labels, 3, dtype=jnp.float64)
+    return [
+        ("Dense", layer_case(dense.Dense(4), (3,))),
+        ("Dense (3-D input)", layer_case(dense.Dense(2), (2, 3))),
+        ("Relu", layer_case(activations.Relu, (7,))),
+        ("LeakyRelu", layer_case(activations.LeakyRelu(0.1), (7,))),
+        ("Sigmoid", layer_case(activations.Sigmoid, (7,))),
+        ("Tanh", layer_case(activations.Tanh, (7,))),
+        ("Softmax", layer_case(activations.Softmax, (7,))),
+        ("Gelu", layer_case(activations.Gelu, (7,))),
+        ("Identity", layer_case(activations.Identity, (7,))),
+        ("Flatten", layer_case(reshape.Flatten, (2, 3))),
+        ("squared_error", loss_case(losses.squared_error, logits, onehot)),
+        ("mse", loss_case(losses.mse, logits, onehot)),
+        ("binary_cross_entropy", loss_case(losses.binary_cross_entropy, probs, bits)),
+        ("sigmoid_binary_cross_entropy", loss_case(losses.sigmoid_binary_cross_entropy, logits, onehot)),
+        ("softmax_cross_entropy (labels)", loss_case(losses.softmax_cross_entropy, logits, labels)),
+        ("softmax_cross_entropy (one-hot)", loss_case(losses.softmax_cross_entropy, logits, onehot)),
+        ("serial MLP + softmax_cross_entropy", model_case),
+    ]
+
+
+def run_builtin(verbose: bool = True) -> list[tuple[str, Report]]:
+    """Checks every built-in layer and loss and prints one table; returns the reports."""
+    results = []
+    rows = []
+    for name, case in builtin_cases():
+        report = case()
+        results.append((name, report))
+        rows += [dataclasses.replace(row, layer=name if row.layer == report.subject else
+                                     f"{name}: {row.layer}") for row in report.rows]
+    if verbose:
+        print(format_table(rows))
+        print(f"\n{sum(r.passed for r in rows)}/{len(rows)} gradient leaves pass "
+              f"(autodiff rtol {AUTODIFF_RTOL:g}, finite differences rtol {FD_RTOL:g}, float64)")
+    return results

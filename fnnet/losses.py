@@ -1,0 +1,200 @@
+"""Losses: a value and its hand-written gradient with respect to the prediction.
+
+Conventions, shared by every loss here:
+
+* ``pred`` has shape ``(..., K)``: any leading example axes, then the output
+  axis of size ``K``. The number of examples ``N`` is the product of the
+  leading axes (1 for a single example).
+* ``value(pred, target)`` is a scalar: the per-example loss (summed over the
+  output axis, except :data:`mse`, which averages it) **averaged over the N
+  examples**.
+* ``grad(pred, target)`` is ``dL/dpred``, including the ``1/N``: this is the
+  only place the average lives; layers never average.
+* The target must have the prediction's shape (for :data:`softmax_cross_entropy`
+  also integer labels of shape ``pred.shape[:-1]``). Anything else raises a
+  ``ValueError``; there is no silent broadcasting of ``(N,)`` against ``(N, 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Loss(NamedTuple):
+    """A loss: two pure functions ``(value, grad)``."""
+
+    value: Callable
+    """``(pred, target) -> scalar``: the mean loss over examples."""
+    grad: Callable
+    """``(pred, target) -> dL/dpred`` (same shape as ``pred``), including the ``1/N``."""
+
+
+def _make_loss(name: str, kind: str, value, grad) -> Loss:
+    # kind is what the prediction means: "logits" / "probabilities" for binary
+    # outputs, "multiclass_logits", or "regression"; evaluate() uses it for accuracy.
+    value.fnnet_name = name
+    value.fnnet_kind = kind
+    return Loss(value, grad)
+
+
+def loss_name(loss: Loss) -> str:
+    """The name of a loss (``"softmax_cross_entropy"``...)."""
+    return getattr(loss.value, "fnnet_name", getattr(loss.value, "__name__", "loss"))
+
+
+def loss_kind(loss: Loss) -> str:
+    """What the model's output means for this loss: ``"probabilities"``, ``"logits"``,
+    ``"multiclass_logits"`` or ``"regression"`` (used by accuracy and ``predict_proba``)."""
+    return getattr(loss.value, "fnnet_kind", "regression")
+
+
+def _num_examples(name, pred) -> int:
+    if jnp.ndim(pred) == 0:
+        raise ValueError(f"{name}: expected a prediction with an output axis (..., K), got a scalar")
+    return math.prod(jnp.shape(pred)[:-1])
+
+
+def _same_shape(name, pred, target):
+    if jnp.shape(target) != jnp.shape(pred):
+        hint = ""
+        if jnp.shape(target) == jnp.shape(pred)[:-1]:
+            hint = f"; add the output axis to the target (e.g. y[..., None] -> {jnp.shape(pred)})"
+        raise ValueError(f"{name}: target shape {jnp.shape(target)} does not match prediction shape "
+                         f"{jnp.shape(pred)}{hint}")
+    return jnp.asarray(target, dtype=jnp.result_type(pred))
+
+
+# --- squared error: the classic tutorial loss --------------------------------
+
+def _squared_error_value(pred, target):
+    target = _same_shape("squared_error", pred, target)
+    n = _num_examples("squared_error", pred)
+    return 0.5 * jnp.sum((pred - target) ** 2) / n
+
+
+def _squared_error_grad(pred, target):
+    target = _same_shape("squared_error", pred, target)
+    return (pred - target) / _num_examples("squared_error", pred)  # (ŷ - y) / N
+
+
+squared_error = _make_loss("squared_error", "regression", _squared_error_value, _squared_error_grad)
+"""``L = (1/N) Σ_n ½ Σ_k (ŷ - y)²``, gradient ``(ŷ - y) / N``."""
+
+
+# --- mean squared error -----------------------------------------------------
+
+def _mse_value(pred, target):
+    target = _same_shape("mse", pred, target)
+    return jnp.mean((pred - target) ** 2)
+
+
+def _mse_grad(pred, target):
+    target = _same_shape("mse", pred, target)
+    return 2 * (pred - target) / jnp.size(pred)  # 2 (ŷ - y) / (N K)
+
+
+mse = _make_loss("mse", "regression", _mse_value, _mse_grad)
+"""Mean over examples *and* outputs: ``L = (1/(N K)) Σ (ŷ - y)²``, gradient ``2 (ŷ - y) / (N K)``."""
+
+
+# --- binary cross-entropy on probabilities ----------------------------------
+
+def _clip_eps(pred):
+    return jnp.finfo(jnp.result_type(pred)).eps
+
+
+def _bce_value(pred, target):
+    target = _same_shape("binary_cross_entropy", pred, target)
+    n = _num_examples("binary_cross_entropy", pred)
+    eps = _clip_eps(pred)
+    p = jnp.clip(pred, eps, 1 - eps)
+    return -jnp.sum(target * jnp.log(p) + (1 - target) * jnp.log1p(-p)) / n
+
+
+def _bce_grad(pred, target):
+    target = _same_shape("binary_cross_entropy", pred, target)
+    n = _num_examples("binary_cross_entropy", pred)
+    eps = _clip_eps(pred)
+    inside = (pred >= eps) & (pred <= 1 - eps)   # the clip's derivative: 0 outside [eps, 1-eps]
+    p = jnp.clip(pred, eps, 1 - eps)
+    return jnp.where(inside, (p - target) / (p * (1 - p)), 0) / n
+
+
+binary_cross_entropy = _make_loss("binary_cross_entropy", "probabilities", _bce_value, _bce_grad)
+"""On probabilities ``p`` (e.g. after :data:`fnnet.Sigmoid`), clipped to ``[eps, 1-eps]``:
+``L = -(1/N) Σ [y log p + (1-y) log(1-p)]``, gradient ``(p - y) / (p (1-p) N)``.
+
+Chained with the sigmoid's backward this gives the tutorials' ``delta = ŷ - y``;
+:data:`sigmoid_binary_cross_entropy` computes that directly from logits, stably.
+"""
+
+
+# --- sigmoid + binary cross-entropy, fused, on logits -----------------------
+
+def _sigmoid_bce_value(logits, target):
+    target = _same_shape("sigmoid_binary_cross_entropy", logits, target)
+    n = _num_examples("sigmoid_binary_cross_entropy", logits)
+    # softplus(z) - y z; logaddexp(0, z) is finite for |z| large and smooth at z = 0 (unlike
+    # max(z, 0) + log1p(e^-|z|), whose autodiff is wrong exactly at 0)
+    per_element = jnp.logaddexp(0, logits) - logits * target
+    return jnp.sum(per_element) / n
+
+
+def _sigmoid_bce_grad(logits, target):
+    target = _same_shape("sigmoid_binary_cross_entropy", logits, target)
+    return (jax.nn.sigmoid(logits) - target) / _num_examples("sigmoid_binary_cross_entropy", logits)
+
+
+sigmoid_binary_cross_entropy = _make_loss("sigmoid_binary_cross_entropy", "logits",
+                                          _sigmoid_bce_value, _sigmoid_bce_grad)
+"""On logits ``z``: ``L = (1/N) Σ [log(1 + e^z) - z y]`` (computed stably), gradient
+``(σ(z) - y) / N``. Finite at logits of ±1000."""
+
+
+# --- softmax + cross-entropy, fused, on logits ------------------------------
+
+def _softmax_targets(pred, target):
+    """Integer labels of shape pred.shape[:-1], or one-hot / probabilities of pred's shape."""
+    name = "softmax_cross_entropy"
+    _num_examples(name, pred)
+    target = jnp.asarray(target)
+    if jnp.shape(target) == jnp.shape(pred)[:-1] and jnp.issubdtype(target.dtype, jnp.integer):
+        return jax.nn.one_hot(target, pred.shape[-1], dtype=pred.dtype)
+    if jnp.shape(target) == jnp.shape(pred):
+        return target.astype(pred.dtype)
+    if jnp.shape(target) == jnp.shape(pred)[:-1]:
+        raise ValueError(f"{name}: class labels of shape {jnp.shape(target)} must be integers, "
+                         f"got dtype {target.dtype}")
+    raise ValueError(f"{name}: target shape {jnp.shape(target)} fits neither integer labels "
+                     f"{jnp.shape(pred)[:-1]} nor one-hot {jnp.shape(pred)} for prediction shape "
+                     f"{jnp.shape(pred)}")
+
+
+def _softmax_ce_value(logits, target):
+    onehot = _softmax_targets(logits, target)
+    n = _num_examples("softmax_cross_entropy", logits)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    return jnp.sum(jnp.sum(onehot, axis=-1) * lse - jnp.sum(onehot * logits, axis=-1)) / n
+
+
+def _softmax_ce_grad(logits, target):
+    onehot = _softmax_targets(logits, target)
+    n = _num_examples("softmax_cross_entropy", logits)
+    mass = jnp.sum(onehot, axis=-1, keepdims=True)  # 1 for one-hot targets
+    return (jax.nn.softmax(logits, axis=-1) * mass - onehot) / n  # (softmax(z) - onehot(y)) / N
+
+
+softmax_cross_entropy = _make_loss("softmax_cross_entropy", "multiclass_logits",
+                                   _softmax_ce_value, _softmax_ce_grad)
+"""On logits ``z`` with integer labels or one-hot targets:
+``L = (1/N) Σ_n [logsumexp(z_n) - z_n·y_n]``, gradient ``(softmax(z) - y) / N``.
+Finite at logits of ±1000."""
+
+
+ALL = {"squared_error": squared_error, "mse": mse, "binary_cross_entropy": binary_cross_entropy,
+       "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
+       "softmax_cross_entropy": softmax_cross_entropy}
