@@ -8,10 +8,13 @@ The public API, at a glance:
 * :mod:`fnnet.initializers` and :mod:`fnnet.losses` (``fnnet.Loss`` = ``(value, grad)``);
 * gradients: :func:`value_and_grad` (hand-written), :func:`autodiff_value_and_grad`
   (reference), :func:`objective` (``jax.custom_vjp``), :func:`per_example_grads`;
-* :mod:`fnnet.gradcheck` and :func:`summary`.
+* :mod:`fnnet.gradcheck` and :func:`summary`;
+* :mod:`fnnet.train` (``fit``, ``evaluate``, ``make_train_step``, ``fit_ensemble``),
+  checkpoints :func:`save` / :func:`load`.
 """
 
-from fnnet import gradcheck, initializers, losses
+from fnnet import checkpoint, gradcheck, initializers, losses, train
+from fnnet.checkpoint import load, save
 from fnnet.activations import Gelu, Identity, LeakyRelu, Relu, Sigmoid, Softmax, Tanh
 from fnnet.combinators import serial
 from fnnet.dense import Dense
@@ -25,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dense", "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "Loss", "Relu", "Sigmoid",
-    "Softmax", "Summary", "Tanh", "autodiff_value_and_grad", "gradcheck", "initializers",
-    "layer_name", "losses", "objective", "per_example_grads", "serial", "summary",
-    "value_and_grad",
+    "Softmax", "Summary", "Tanh", "autodiff_value_and_grad", "checkpoint", "gradcheck",
+    "initializers", "layer_name", "load", "losses", "objective", "per_example_grads", "save",
+    "serial", "summary", "train", "value_and_grad",
 ]
