@@ -13,7 +13,7 @@ The public API, at a glance:
   checkpoints :func:`save` / :func:`load`.
 """
 
-from fnnet import checkpoint, gradcheck, initializers, losses, train
+from fnnet import checkpoint, datasets, gradcheck, initializers, losses, train
 from fnnet.checkpoint import load, save
 from fnnet.activations import Gelu, Identity, LeakyRelu, Relu, Sigmoid, Softmax, Tanh
 from fnnet.combinators import serial
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dense", "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "Loss", "Relu", "Sigmoid",
-    "Softmax", "Summary", "Tanh", "autodiff_value_and_grad", "checkpoint", "gradcheck",
+    "Softmax", "Summary", "Tanh", "autodiff_value_and_grad", "checkpoint", "datasets", "gradcheck",
     "initializers", "layer_name", "load", "losses", "objective", "per_example_grads", "save",
     "serial", "summary", "train", "value_and_grad",
 ]

@@ -74,7 +74,7 @@ def _checksum(tensors: dict[str, np.ndarray]) -> str:
         digest.update(name.encode())
         digest.update(str(tensors[name].dtype).encode())
         digest.update(str(tensors[name].shape).encode())
-        digest.update(np.ascontiguousarray(tensors[name]).tobytes())
+        digest.update(np.asarray(tensors[name], order="C").tobytes())
     return digest.hexdigest()
 
 
@@ -100,7 +100,7 @@ def save(path, tree, *, metadata: dict | None = None) -> pathlib.Path:
             leaf = jax.random.key_data(leaf)
         if name in tensors:
             raise CheckpointError(f"{path}: two leaves share the key {name!r}")
-        tensors[name] = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        tensors[name] = np.array(jax.device_get(leaf), order="C")  # (ascontiguousarray makes 0-d 1-d)
     header = {_CHECKSUM: _checksum(tensors), _USER: json.dumps(metadata or {}),
               _KEYS: json.dumps(key_impls)}
     data = safetensors.numpy.save(tensors, metadata=header)

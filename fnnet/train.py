@@ -184,6 +184,11 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     full = n % batch_size == 0  # then no padding, no masking
 
     def epoch(state: TrainState, x, y):
+        if n <= batch_size:  # full batch: order does not matter, no gather, no mask
+            xb, yb = (constrain(x), constrain(y)) if constrain is not None else (x, y)
+            state, metrics = step(state, xb, yb)
+            metrics["count"] = jnp.asarray(n, jnp.float32)
+            return state, jax.tree.map(lambda m: m[None], metrics)
         key, order_key = jax.random.split(state.key)
         order, weights = _batch_plan(order_key, n, batch_size, shuffle)
 

@@ -1,0 +1,248 @@
+"""The training engine: manual == autodiff, masking, compile-once, determinism, NaN stop, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnnet
+from fnnet import checkpoint, losses, train
+
+
+def _blobs(n=300, d=6, classes=3, seed=0):
+    kx, kw = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(kx, (n, d))
+    y = jnp.argmax(x @ jax.random.normal(kw, (d, classes)), -1)
+    return x, y
+
+
+MLP = fnnet.serial(fnnet.Dense(16), fnnet.Relu, fnnet.Dense(16), fnnet.Tanh, fnnet.Dense(3))
+
+
+@pytest.mark.parametrize("optimizer", [optax.sgd(0.1, momentum=0.9), optax.adam(1e-2)],
+                         ids=["momentum", "adam"])
+def test_manual_and_autodiff_steps_agree_after_100_steps(optimizer):
+    x, y = _blobs()
+    state0 = train.init_state(MLP, optimizer, jax.random.PRNGKey(1), (6,))
+    finals = {}
+    for grad in ("manual", "autodiff"):
+        step = train.make_train_step(MLP, losses.softmax_cross_entropy, optimizer, grad=grad)
+
+        @jax.jit
+        def run(state):
+            def body(state, i):
+                batch = jax.lax.dynamic_slice_in_dim(x, (i % 10) * 30, 30)
+                labels = jax.lax.dynamic_slice_in_dim(y, (i % 10) * 30, 30)
+                return step(state, batch, labels)
+            return jax.lax.scan(body, state, jnp.arange(100))
+
+        with jax.default_matmul_precision("highest"):
+            finals[grad], metrics = run(state0)
+        assert int(finals[grad].step) == 100
+        assert float(metrics["loss"][-1]) < float(metrics["loss"][0])
+    chex.assert_trees_all_close(finals["manual"].params, finals["autodiff"].params, rtol=1e-4, atol=1e-5)
+
+
+def test_padded_batch_equals_batch_of_valid_examples():
+    x, y = _blobs(40)
+    optimizer = optax.sgd(0.1)
+    state = train.init_state(MLP, optimizer, jax.random.PRNGKey(0), (6,))
+    for grad in ("manual", "autodiff"):
+        step = jax.jit(train.make_train_step(MLP, losses.softmax_cross_entropy, optimizer, grad=grad))
+        valid, _ = step(state, x[:25], y[:25])
+        padded_x = jnp.concatenate([x[:25], jnp.full((15, 6), 1e3)])   # junk in the padding
+        padded_y = jnp.concatenate([y[:25], jnp.zeros(15, y.dtype)])
+        weights = (jnp.arange(40) < 25).astype(jnp.float32)
+        masked, metrics = step(state, padded_x, padded_y, weights)
+        chex.assert_trees_all_close(masked.params, valid.params, rtol=1e-5, atol=1e-6)
+        ref = losses.softmax_cross_entropy.value(MLP.apply(state.params, x[:25]), y[:25])
+        np.testing.assert_allclose(metrics["loss"], ref, rtol=1e-5)
+
+
+def test_fit_covers_every_example_and_compiles_once():
+    x, y = _blobs(1000)
+    state, history = train.fit(MLP, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=3,
+                               batch_size=128, key=jax.random.PRNGKey(0), verbose=False)
+    assert history.traces == 1                  # one compilation for three epochs, partial batch included
+    assert int(state.step) == 3 * 8             # 7 full batches + 1 of 104 per epoch
+    assert len(history) == 3 and history.train_loss[2] < history.train_loss[0]
+    epoch = train.make_epoch(MLP, losses.softmax_cross_entropy, optax.adam(1e-2), n=1000, batch_size=128)
+    _, metrics = jax.jit(epoch)(state, x, y)
+    assert float(metrics["count"].sum()) == 1000 and metrics["count"].tolist()[-1] == 104
+
+
+def test_user_jitted_step_does_not_retrace():
+    x, y = _blobs(64)
+    optimizer = optax.adam(1e-3)
+    step = jax.jit(chex.assert_max_traces(train.make_train_step(MLP, losses.softmax_cross_entropy,
+                                                               optimizer), n=1))
+    state = train.init_state(MLP, optimizer, jax.random.PRNGKey(0), (6,))
+    for _ in range(5):
+        state, _ = step(state, x, y)
+
+
+def test_same_seed_gives_bitwise_identical_parameters():
+    x, y = _blobs(500)
+    runs = [train.fit(MLP, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=2,
+                      batch_size=64, key=jax.random.PRNGKey(5), verbose=False)[0] for _ in range(2)]
+    chex.assert_trees_all_equal(runs[0].params, runs[1].params)
+    other = train.fit(MLP, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=2,
+                      batch_size=64, key=jax.random.PRNGKey(6), verbose=False)[0]
+    assert not np.array_equal(other.params[0]["w"], runs[0].params[0]["w"])
+
+
+def test_fit_learns_with_eval_history_and_plot(tmp_path):
+    x, y = _blobs(600)
+    state, history = train.fit(MLP, losses.softmax_cross_entropy, optax.adam(1e-2), (x[:500], y[:500]),
+                               epochs=8, batch_size=50, key=jax.random.PRNGKey(0),
+                               eval_data=(x[500:], y[500:]), verbose=False)
+    assert history.eval_accuracy[-1] > 0.85 and history.train_accuracy[-1] > 0.85
+    result = train.evaluate(MLP, state.params, losses.softmax_cross_entropy, (x[500:], y[500:]), batch_size=7)
+    np.testing.assert_allclose(result["accuracy"], history.eval_accuracy[-1], rtol=1e-6)
+    full = losses.softmax_cross_entropy.value(MLP.apply(state.params, x[500:]), y[500:])
+    np.testing.assert_allclose(result["loss"], full, rtol=1e-5)
+    probs = train.predict_proba(MLP, state.params, x[500:], losses.softmax_cross_entropy, batch_size=33)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert float(jnp.mean(jnp.argmax(probs, -1) == y[500:])) == pytest.approx(result["accuracy"])
+    png = history.plot(tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert train.History.from_dict(history.to_dict()) == history
+
+
+def test_binary_accuracy_thresholds():
+    logits = jnp.array([[2.0], [-1.0], [0.5]])
+    y = jnp.array([[1.0], [1.0], [0.0]])
+    model = fnnet.Identity
+    acc = train.evaluate(model, (), losses.sigmoid_binary_cross_entropy, (logits, y))["accuracy"]
+    assert acc == pytest.approx(1 / 3)       # logits thresholded at 0
+    probs = jnp.array([[0.9], [0.4], [0.6]])
+    acc = train.evaluate(model, (), losses.binary_cross_entropy, (probs, y))["accuracy"]
+    assert acc == pytest.approx(1 / 3)       # probabilities at 0.5
+    assert train.evaluate(model, (), losses.mse, (probs, y))["accuracy"] is None
+    assert train.evaluate(model, (), losses.mse, (probs, y), task="binary")["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_weight_decay_through_optax_mask():
+    _, params = MLP.init(jax.random.PRNGKey(0), (6,))
+    mask = train.weight_decay_mask(params)
+    assert mask[0] == {"w": True, "b": False} and mask[1] == ()
+    optimizer = optax.chain(optax.add_decayed_weights(0.5, mask=mask), optax.sgd(1.0))
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zero, optimizer.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(new[0]["w"], 0.5 * params[0]["w"], rtol=1e-6)   # w -= lr * λ w
+    np.testing.assert_array_equal(new[0]["b"], params[0]["b"])
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 4))
+    y = x @ jnp.ones((4, 1)) * 10
+    model = fnnet.serial(fnnet.Dense(1))
+    with pytest.raises(train.TrainingDiverged, match=r"at epoch (\d+), step (\d+).*last good checkpoint") as info:
+        train.fit(model, losses.mse, optax.sgd(3.0), (x, y), epochs=50, batch_size=16,
+                  key=jax.random.PRNGKey(0), checkpoint_dir=tmp_path, verbose=False)
+    import re
+    epoch, step = map(int, re.search(r"epoch (\d+), step (\d+)", str(info.value)).groups())
+    assert epoch > 1 and (epoch - 1) * 4 < step <= epoch * 4
+    path = tmp_path / train.CHECKPOINT_NAME
+    assert checkpoint.read_metadata(path)["epoch"] == epoch - 1
+    saved = checkpoint.load(path)
+    chex.assert_tree_all_finite(saved)
+
+
+def test_bad_arguments_are_clear():
+    x, y = _blobs(10)
+    with pytest.raises(ValueError, match="grad must be 'manual'"):
+        train.fit(MLP, losses.mse, optax.sgd(0.1), (x, y), epochs=1, batch_size=2, key=jax.random.PRNGKey(0), grad="x")
+    with pytest.raises(ValueError, match=r"same number of examples.*\(10, 6\).*\(9,\)"):
+        train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y[:9]), epochs=1, batch_size=2,
+                  key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=0,
+                  key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(16\)\)"):
+        train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=2,
+                  key=jax.random.PRNGKey(0), params=MLP.init(jax.random.PRNGKey(0), (5,))[1])
+
+
+def test_progress_bar_is_quiet_when_not_a_terminal(capfd):
+    x, y = _blobs(50)
+    train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=2, batch_size=10,
+              key=jax.random.PRNGKey(0), verbose=True)
+    captured = capfd.readouterr()
+    assert "epoch" not in captured.err and captured.out == ""
+
+
+def test_ensemble_equals_independent_fits():
+    x = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    y = jnp.array([[0.0], [1.0], [1.0], [0.0]])
+    model = fnnet.serial(fnnet.Dense(3), fnnet.Tanh, fnnet.Dense(1))
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    states, metrics = train.fit_ensemble(model, losses.sigmoid_binary_cross_entropy, optax.sgd(0.5),
+                                         (x, y), keys=keys, epochs=30)
+    assert metrics["loss"].shape == (3, 30) and metrics["accuracy"].shape == (3,)
+    for i in range(3):
+        single, history = train.fit(model, losses.sigmoid_binary_cross_entropy, optax.sgd(0.5), (x, y),
+                                    epochs=30, batch_size=4, key=keys[i], verbose=False)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], states.params), single.params,
+                                    rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics["loss"][i], history.train_loss, rtol=1e-5)
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import jax, jax.numpy as jnp, numpy as np, optax, fnnet
+    from fnnet import train
+    out_dir, result = sys.argv[1], sys.argv[2]
+    kx, kw = jax.random.split(jax.random.PRNGKey(0))
+    x = jax.random.normal(kx, (500, 8)); y = jnp.argmax(x @ jax.random.normal(kw, (8, 4)), -1)
+    model = fnnet.serial(fnnet.Dense(32), fnnet.Relu, fnnet.Dense(4))
+    optimizer = optax.chain(optax.add_decayed_weights(1e-4), optax.adam(1e-2))
+    state, history = train.fit(model, fnnet.losses.softmax_cross_entropy, optimizer, (x, y),
+                               epochs=12, batch_size=48, key=jax.random.PRNGKey(3), verbose=False,
+                               checkpoint_dir=out_dir, resume=True,
+                               on_epoch_end=lambda *a: time.sleep(0.25))
+    fnnet.save(result, state, metadata={"epochs": history.epoch})
+""")
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    clean = subprocess.run([sys.executable, str(script), str(tmp_path / "clean"), str(tmp_path / "clean.st")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    victim = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed"), str(tmp_path / "k.st")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "killed" / train.CHECKPOINT_NAME
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if ckpt.exists():
+            try:
+                if checkpoint.read_metadata(ckpt)["epoch"] >= 3:
+                    break
+            except checkpoint.CheckpointError:
+                pass
+        assert victim.poll() is None, victim.stderr.read()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = checkpoint.read_metadata(ckpt)["epoch"]
+    assert 3 <= killed_at < 12
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "killed"), str(tmp_path / "k.st")],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = checkpoint.load(tmp_path / "clean.st")
+    result = checkpoint.load(tmp_path / "k.st")
+    chex.assert_trees_all_equal(result, reference)     # bitwise, optimizer state and key included
+    assert checkpoint.read_metadata(tmp_path / "k.st")["epochs"] == list(range(1, 13))
