@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(PY) examples/xor.py
+	$(PY) -m fnnet demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,81 @@
+"""Shared by mnist.py and fashion_mnist.py: train an MLP on 28x28 images and write the figures.
+
+The model is the classic 784-512-512-10 ReLU MLP with softmax cross-entropy on
+logits, trained with Adam by :func:`fnnet.train.fit` (hand-written backward,
+whole epochs compiled in one ``lax.scan``). After training it writes:
+``curves.png`` (loss and accuracy per epoch), ``confusion.png`` and
+``misclassified.png`` (a grid of test images the model gets wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import fnnet
+from fnnet import plots, train
+
+
+def build_model(hidden=(512, 512)):
+    layers = []
+    for width in hidden:
+        layers += [fnnet.Dense(width, w_init=fnnet.initializers.he_uniform), fnnet.Relu]
+    return fnnet.serial(*layers, fnnet.Dense(10))
+
+
+def run(name: str, load, *, epochs: int, out: str, class_names=None, limit=None, lr=1e-3,
+        batch_size=128, seed=0, verbose=True, figures=True) -> dict:
+    """Trains on ``load(split)`` data; returns metrics (test accuracy, seconds...)."""
+    started = time.perf_counter()
+    x_train, y_train = load("train")
+    x_test, y_test = load("test")
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+    data_seconds = time.perf_counter() - started
+    model = build_model()
+    loss = fnnet.losses.softmax_cross_entropy
+    if verbose:
+        print(fnnet.summary(model, x_train.shape[1:]))
+    state, history = train.fit(model, loss, optax.adam(lr), (x_train, y_train), epochs=epochs,
+                               batch_size=batch_size, key=jax.random.PRNGKey(seed),
+                               eval_data=(x_test, y_test), verbose=verbose)
+    result = train.evaluate(model, state.params, loss, (x_test, y_test))
+    metrics = {"dataset": name, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+               "epochs": epochs, "train_examples": len(x_train), "data_seconds": data_seconds,
+               "train_seconds": float(sum(history.seconds)),
+               "total_seconds": time.perf_counter() - started}
+    if figures:
+        out_dir = pathlib.Path(out)
+        predictions = np.asarray(jnp.argmax(train.predict(model, state.params, x_test), axis=-1))
+        history.plot(out_dir / "curves.png")
+        plots.plot_confusion_matrix(y_test, predictions, out_dir / "confusion.png",
+                                    class_names=class_names, title=f"{name} test confusion matrix")
+        plots.plot_misclassified(x_test, y_test, predictions, out_dir / "misclassified.png",
+                                 class_names=class_names, title=f"{name} misclassified test images")
+        (out_dir / "metrics.json").write_text(json.dumps(dict(metrics, history=history.to_dict()), indent=2))
+        metrics["figures"] = [str(out_dir / f) for f in ("curves.png", "confusion.png", "misclassified.png")]
+    if verbose:
+        print(f"{name}: test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.4f}, "
+              f"{metrics['train_seconds']:.1f} s training ({metrics['total_seconds']:.1f} s in all)")
+        for figure in metrics.get("figures", []):
+            print(f"  wrote {figure}")
+    return metrics
+
+
+def main(name, load, *, epochs, bar, class_names=None):
+    parser = argparse.ArgumentParser(description=f"Train a 784-512-512-10 MLP on {name}.")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--out", default=f"runs/{name}")
+    args = parser.parse_args()
+    metrics = run(name, load, epochs=args.epochs, out=args.out, class_names=class_names, limit=args.limit)
+    if args.limit is None and args.epochs >= epochs and metrics["test_accuracy"] < bar:
+        raise SystemExit(f"{name}: test accuracy {metrics['test_accuracy']:.2%} is below the {bar:.1%} bar")

@@ -1,0 +1,75 @@
+"""PNG figures for classifiers: a confusion matrix and a grid of misclassified images (matplotlib)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """Counts ``[true, predicted]``, shape ``(num_classes, num_classes)``."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def plot_confusion_matrix(labels, predictions, path, *, class_names=None, title="confusion matrix"):
+    """Writes the confusion matrix as a PNG; returns the path."""
+    plt = _pyplot()
+    names = list(class_names) if class_names else [str(i) for i in range(int(max(np.max(labels), np.max(predictions))) + 1)]
+    matrix = confusion_matrix(labels, predictions, len(names))
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = matrix.max() / 2
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_misclassified(images, labels, predictions, path, *, class_names=None, max_images: int = 36,
+                       title="misclassified"):
+    """Writes a grid of misclassified images, each titled ``true → predicted``; returns the path."""
+    plt = _pyplot()
+    images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
+    wrong = np.flatnonzero(labels != predictions)[:max_images]
+    side = int(np.ceil(np.sqrt(max(len(wrong), 1))))
+    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.8 * side))
+    name = (lambda i: class_names[i]) if class_names else str
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, index in zip(np.atleast_1d(axes).ravel(), wrong):
+        image = images[index]
+        if image.ndim == 1:
+            width = int(np.sqrt(image.size))
+            image = image.reshape(width, -1)
+        ax.imshow(image, cmap="gray_r")
+        ax.set_title(f"{name(labels[index])} → {name(predictions[index])}", fontsize=7)
+    fig.suptitle(f"{title} ({len(np.flatnonzero(labels != predictions))} of {len(labels)})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path) -> pathlib.Path:
+    plt = _pyplot()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
