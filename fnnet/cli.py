@@ -82,7 +82,7 @@ DATASETS = {
     "breast-cancer": DatasetSpec(_load_breast_cancer, 1, "sigmoid_binary_cross_entropy", "30", "relu",
                                  "adam", 1e-3, 100, 32),
     "digits": DatasetSpec(_load_digits, 10, "softmax_cross_entropy", "64", "relu", "adam", 1e-3, 60, 32),
-    "mnist": DatasetSpec(_load_mnist, 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3, 10, 128),
+    "mnist": DatasetSpec(_load_mnist, 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3, 12, 128),
     "fashion-mnist": DatasetSpec(_load_fashion, 10, "softmax_cross_entropy", "512,512", "relu", "adam",
                                  1e-3, 15, 128,
                                  ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--mnist-epochs", type=int, default=5)
+    p.add_argument("--mnist-epochs", type=int, default=12)
     p.add_argument("--offline", action="store_true", help="do not try to download MNIST")
     p.set_defaults(run=_cmd_demo)
     return parser
