@@ -10,7 +10,8 @@ The tutorials train with a Python loop that prints the cost. Here:
   example dropped); the data stays on the device between epochs; it can checkpoint
   every epoch and resume, and stops with an error naming the step on a NaN;
 * :func:`evaluate`, :func:`predict`, :func:`predict_proba` work in batches;
-* :func:`fit_ensemble` trains K models from K keys at once with ``jax.vmap``.
+* :func:`fit_compiled` runs init and every epoch of one model in a single compiled call;
+  :func:`fit_ensemble` trains K models from K keys at once with ``jax.vmap`` of it.
 
 Regularisation ``J = L + λ Ω(θ)`` and every optimizer come from optax, e.g.
 ``optax.chain(optax.add_decayed_weights(λ, mask=weight_decay_mask), optax.sgd(0.1, momentum=0.9))``.
@@ -475,12 +476,60 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     return state, history
 
 
-# --- ensembles ------------------------------------------------------------------------------
+# --- everything on the device: one model or an ensemble ------------------------------------
+
+@functools.lru_cache(maxsize=32)
+def _compiled_trainer(model, loss, optimizer, n, in_shape, *, epochs, batch_size, grad, task,
+                      ensemble):
+    """The jitted ``(key(s), x, y) -> (state, per-epoch losses, final train accuracy)``; cached so
+    that calling :func:`fit_compiled` / :func:`fit_ensemble` again with the same objects reuses it."""
+    _check_grad_mode(grad)
+    batch_size = n if batch_size is None else min(batch_size, n)
+    task_resolved = resolve_task(loss, task)
+    epoch = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task)
+
+    def train_one(key, x, y):
+        state = init_state(model, optimizer, key, in_shape)
+
+        def one_epoch(state, _):
+            state, metrics = epoch(state, x, y)
+            return state, jnp.sum(metrics["loss"] * metrics["count"]) / n
+
+        state, losses = jax.lax.scan(one_epoch, state, None, length=epochs)
+        correct = _correct(loss, task_resolved, model.apply(state.params, x), y)
+        accuracy = jnp.mean(correct) if correct is not None else jnp.zeros(())
+        return state, losses, accuracy
+
+    run = jax.vmap(train_one, in_axes=(0, None, None)) if ensemble else train_one
+    return jax.jit(run), task_resolved
+
+
+def fit_compiled(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train_data, *,
+                 key, epochs: int, batch_size: int | None = None, grad: str = "manual",
+                 task: str | None = None):
+    """Trains one model with ``init`` and *all* epochs in a single compiled call.
+
+    :func:`fit` returns to Python after every epoch (history, eval, checkpoints,
+    progress bar). For tiny problems such as XOR, where an epoch is one step, that
+    per-epoch round trip dominates; here the whole run is one ``lax.scan`` on the
+    device, as fast as a hand-written JAX loop.
+
+    Returns:
+      ``(state, metrics)`` with ``metrics = {"loss": (epochs,) mean train loss per
+      epoch, "accuracy": final train accuracy (or None)}``.
+    """
+    x, y = _as_arrays(train_data, "fit_compiled")
+    run, task_resolved = _compiled_trainer(model, loss, optimizer, x.shape[0], x.shape[1:],
+                                           epochs=epochs, batch_size=batch_size, grad=grad, task=task,
+                                           ensemble=False)
+    state, losses, accuracy = run(key, x, y)
+    return state, {"loss": losses, "accuracy": accuracy if task_resolved else None}
+
 
 def fit_ensemble(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train_data, *,
                  keys, epochs: int, batch_size: int | None = None, grad: str = "manual",
                  task: str | None = None):
-    """Trains ``len(keys)`` independent models at once: ``jax.vmap`` over init and training.
+    """Trains ``len(keys)`` independent models at once: ``jax.vmap`` of :func:`fit_compiled`.
 
     Every model gets its own initialisation and shuffles from its key; all epochs of
     all models run in one compiled ``lax.scan`` under ``vmap``.
@@ -505,25 +554,9 @@ def fit_ensemble(model: Layer, loss: Loss, optimizer: optax.GradientTransformati
       >>> metrics["loss"].shape, metrics["accuracy"].shape
       ((8, 50), (8,))
     """
-    _check_grad_mode(grad)
     x, y = _as_arrays(train_data, "fit_ensemble")
-    n = x.shape[0]
-    batch_size = n if batch_size is None else min(batch_size, n)
-    task_resolved = resolve_task(loss, task)
-    epoch = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task)
-
-    def train_one(key):
-        state = init_state(model, optimizer, key, x.shape[1:])
-
-        def one_epoch(state, _):
-            state, metrics = epoch(state, x, y)
-            return state, jnp.sum(metrics["loss"] * metrics["count"]) / n
-
-        state, losses = jax.lax.scan(one_epoch, state, None, length=epochs)
-        pred = model.apply(state.params, x)
-        correct = _correct(loss, task_resolved, pred, y)
-        accuracy = jnp.mean(correct) if correct is not None else jnp.zeros(())
-        return state, losses, accuracy
-
-    states, losses, accuracy = jax.jit(jax.vmap(train_one))(jnp.asarray(keys))
+    run, task_resolved = _compiled_trainer(model, loss, optimizer, x.shape[0], x.shape[1:],
+                                           epochs=epochs, batch_size=batch_size, grad=grad, task=task,
+                                           ensemble=True)
+    states, losses, accuracy = run(jnp.asarray(keys), x, y)
     return states, {"loss": losses, "accuracy": accuracy if task_resolved else None}
