@@ -150,7 +150,7 @@ def _jax_mlp(workload):
 class JaxScan:
     """Plain JAX, jax.grad, optax, the whole epoch in one jitted lax.scan over pre-batched data."""
 
-    def __init__(self, workload, loop=False):
+    def __init__(self, workload, loop=False, shuffle=False):
         import jax
         import optax
 
@@ -173,6 +173,26 @@ class JaxScan:
             if loop:
                 self.step = jax.jit(lambda c, xb, yb: step(c, (xb, yb))[0], donate_argnums=0)
                 self.epoch = None
+            elif shuffle:  # the common plain-JAX way: permute the whole data set every epoch
+                self.key = jax.random.PRNGKey(1)
+                flat_x, flat_y = jax.device_put(x), jax.device_put(y)
+
+                def shuffled_epoch(c, key, xs, ys):
+                    key, sub = jax.random.split(key)
+                    perm = jax.random.permutation(sub, xs.shape[0])[:nb * workload.batch]
+                    xb = xs[perm].reshape(nb, workload.batch, -1)
+                    yb = ys[perm].reshape(nb, workload.batch)
+                    return jax.lax.scan(step, c, (xb, yb))[0], key
+
+                run = jax.jit(shuffled_epoch, donate_argnums=0)
+
+                def epoch(c, xb, yb):
+                    c, self.key = run(c, self.key, flat_x, flat_y)
+                    return c
+
+                self.epoch = epoch
+                self.xb = self.yb = None
+                self.xb_count = nb * workload.batch
             else:
                 self.epoch = jax.jit(lambda c, xb, yb: jax.lax.scan(step, c, (xb, yb))[0],
                                      donate_argnums=0)
@@ -204,7 +224,7 @@ class JaxScan:
             for i in range(self.xb.shape[0]):
                 self.carry = self.step(self.carry, self.xb[i], self.yb[i])
         jax.block_until_ready(self.carry)
-        return self.xb.shape[0] * self.xb.shape[1]
+        return self.xb_count if self.xb is None else self.xb.shape[0] * self.xb.shape[1]
 
 
 # --- NumPy from scratch ---------------------------------------------------------------------
@@ -405,6 +425,7 @@ CONTENDERS = {
     "fnnet-manual": lambda w: FnnetFit(w, "manual"),
     "fnnet-autodiff": lambda w: FnnetFit(w, "autodiff"),
     "jax-scan": lambda w: JaxScan(w),
+    "jax-scan-shuffled": lambda w: JaxScan(w, shuffle=True),
     "jax-loop": lambda w: JaxScan(w, loop=True),
     "numpy": NumpyScratch,
     "torch-eager": TorchEager,
@@ -413,8 +434,10 @@ CONTENDERS = {
 
 # Which contenders run on which workload.
 PLAN = {
-    "mnist-sgd": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-loop", "numpy", "torch-eager", "flax-nnx"],
-    "mnist-adam": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-loop", "numpy", "torch-eager"],
+    "mnist-sgd": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop", "numpy",
+                  "torch-eager", "flax-nnx"],
+    "mnist-adam": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop", "numpy",
+                   "torch-eager"],
     "wide-4096": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "numpy", "torch-eager"],
     "tiny-batch-8": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
     "tiny-batch-1": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
