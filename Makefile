@@ -13,7 +13,7 @@ ifeq ($(origin FNNET_DATA), undefined)
   endif
 endif
 
-.PHONY: demo test test-all bench bench-smoke gradcheck clean
+.PHONY: demo test test-all bench bench-smoke bench-e2e bench-scaling gradcheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(PY) benchmarks/run.py --smoke
+
+bench-e2e: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]' || echo "bench extra not installed: PyTorch will be skipped"
+	$(PY) benchmarks/e2e_mnist.py
+
+bench-scaling: $(STAMP)
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -57,13 +57,13 @@ def aggregate(samples):
             "peak_mb": max(s["peak_mb"] for s in ok), "base_mb": min(s["base_mb"] for s in ok)}
 
 
-def run(workloads, rounds, epochs, smoke, verbose=True):
+def run(workloads, rounds, epochs, smoke, verbose=True, only=None):
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "cpus": os.cpu_count()},
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "smoke": smoke, "workloads": {}}
     for name in workloads:
-        plan = contenders.PLAN[name]
+        plan = [c for c in contenders.PLAN[name] if only is None or c in only]
         workload = contenders.WORKLOADS[name]
         samples = {c: [] for c in plan}
         for r in range(rounds):
@@ -155,13 +155,15 @@ def main(argv=None):
     parser.add_argument("--workloads", default=",".join(contenders.PLAN))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
+    parser.add_argument("--contenders", default=None, help="comma-separated subset of contenders")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [w for w in workloads if w not in contenders.PLAN]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from {list(contenders.PLAN)}")
-    results = run(workloads, 1 if args.smoke else args.rounds, args.epochs, args.smoke)
+    only = set(args.contenders.split(",")) if args.contenders else None
+    results = run(workloads, 1 if args.smoke else args.rounds, args.epochs, args.smoke, only=only)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = results["date"].replace(":", "").replace("-", "")

@@ -13,7 +13,7 @@
 Example:
   >>> import tempfile, os, jax.numpy as jnp, fnnet
   >>> path = os.path.join(tempfile.mkdtemp(), "params.safetensors")
-  >>> fnnet.save(path, {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}, metadata={"epoch": 3})
+  >>> written = fnnet.save(path, {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}, metadata={"epoch": 3})
   >>> fnnet.load(path, like={"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})["w"].shape
   (2, 3)
   >>> fnnet.checkpoint.read_metadata(path)["epoch"]

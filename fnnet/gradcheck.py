@@ -89,7 +89,7 @@ def format_table(rows) -> str:
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*line) for line in lines]
-    return "\n".join(out)
+    return "\n".join(line.rstrip() for line in out)
 
 
 def _to_float64(tree):

@@ -27,7 +27,7 @@ class Summary:
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
         out = [fmt.format(*header), rule] + [fmt.format(*line) for line in lines]
         out += [rule, f"total parameters: {self.total_params:,}"]
-        return "\n".join(out)
+        return "\n".join(line.rstrip() for line in out)
 
 
 def summary(model: Layer, in_shape) -> Summary:
@@ -39,12 +39,12 @@ def summary(model: Layer, in_shape) -> Summary:
       >>> import fnnet
       >>> print(fnnet.summary(fnnet.serial(fnnet.Dense(4), fnnet.Relu, fnnet.Dense(1)), (2,)))
       #  layer     output shape  params
-      -------------------------------
+      ---------------------------------
          input     (2,)
       0  Dense(4)  (4,)          12
       1  Relu      (4,)          0
       2  Dense(1)  (1,)          5
-      -------------------------------
+      ---------------------------------
       total parameters: 17
     """
     in_shape = as_shape(in_shape, "summary")

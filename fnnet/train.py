@@ -5,7 +5,8 @@ The tutorials train with a Python loop that prints the cost. Here:
 * :func:`make_train_step` builds a pure ``step(state, x, y) -> (state, metrics)``
   whose gradient is the hand-written backward (``grad="manual"``) or ``jax.grad``
   (``grad="autodiff"``), so both can be compared on the same run;
-* :func:`fit` shuffles on the device and runs all of an epoch's batches inside one
+* :func:`fit` shuffles on the device (a sort-free keyed permutation, :mod:`fnnet.shuffle`)
+  and runs all of an epoch's batches inside one
   jitted ``lax.scan``; a last partial batch is padded and masked (no recompile, no
   example dropped); the data stays on the device between epochs; it can checkpoint
   every epoch and resume, and stops with an error naming the step on a NaN;
@@ -33,6 +34,7 @@ import optax
 from fnnet import checkpoint
 from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_kind
+from fnnet.shuffle import permutation
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -162,13 +164,19 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
     return step
 
 
-def _batch_plan(key, n: int, batch_size: int, shuffle: bool = True):
-    """Indices (n_batches, batch_size) of a (shuffled) epoch, the tail padded, and 0/1 weights."""
+def _batch_plan(key, nonce, n: int, batch_size: int, shuffle: bool = True):
+    """Indices (n_batches, batch_size) of a (shuffled) epoch, the tail padded, and 0/1 weights.
+
+    The order is a sort-free keyed permutation (:mod:`fnnet.shuffle`) of ``key`` and
+    ``nonce`` (the step count, so every epoch gets a new order).
+    """
     n_batches = -(-n // batch_size)
     padded = n_batches * batch_size
-    # one key-value sort of random bits: a uniform shuffle (ties, rare, keep index order), cheaper
-    # to compile than jax.random.permutation's multi-round shuffle
-    order = jnp.argsort(jax.random.bits(key, (n,), jnp.uint32)).astype(jnp.int32) if shuffle else jnp.arange(n)
+    if shuffle:
+        key_data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        order = permutation(key_data, nonce, n)
+    else:
+        order = jnp.arange(n, dtype=jnp.int32)
     order = jnp.concatenate([order, jnp.zeros(padded - n, order.dtype)])
     weights = (jnp.arange(padded) < n).astype(jnp.float32)
     return order.reshape(n_batches, batch_size), weights.reshape(n_batches, batch_size)
@@ -197,8 +205,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
             state, metrics = step(state, xb, yb)
             metrics["count"] = jnp.asarray(n, jnp.float32)
             return state, jax.tree.map(lambda m: m[None], metrics)
-        key, order_key = jax.random.split(state.key)
-        order, weights = _batch_plan(order_key, n, batch_size, shuffle)
+        order, weights = _batch_plan(state.key, state.step, n, batch_size, shuffle)
 
         def body(state, plan):
             indices, batch_weights = plan
@@ -215,7 +222,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
                 metrics["count"] = jnp.sum(batch_weights)
             return state, metrics
 
-        return jax.lax.scan(body, state._replace(key=key), (order, None if full else weights))
+        return jax.lax.scan(body, state, (order, None if full else weights))
 
     return epoch
 
@@ -286,7 +293,7 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
         placement = DataParallel(mesh, batch_size)
 
     def run(params, x, y):
-        order, weights = _batch_plan(None, n, batch_size, shuffle=False)
+        order, weights = _batch_plan(None, 0, n, batch_size, shuffle=False)
 
         def body(totals, plan):
             indices, w = plan
@@ -485,7 +492,7 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         if history.eval_accuracy[-1] is not None:
             postfix["eval_acc"] = f"{history.eval_accuracy[-1]:.4f}"
         progress.set_postfix(postfix)
-        if ckpt_path is not None:
+        if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
             checkpoint.save(ckpt_path, state, metadata={"history": history.to_dict(),
                                                         "epoch": epoch + 1})
         if on_epoch_end is not None:

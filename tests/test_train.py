@@ -246,3 +246,19 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     result = checkpoint.load(tmp_path / "k.st")
     chex.assert_trees_all_equal(result, reference)     # bitwise, optimizer state and key included
     assert checkpoint.read_metadata(tmp_path / "k.st")["epochs"] == list(range(1, 13))
+
+
+def test_shuffle_is_a_fresh_permutation_every_epoch():
+    from fnnet import shuffle
+
+    key = jax.random.PRNGKey(3)
+    orders = [np.asarray(shuffle.permutation(key, epoch, 1000)) for epoch in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(1000))
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+    np.testing.assert_array_equal(orders[0], shuffle.permutation(key, 0, 1000))        # deterministic
+    assert not np.array_equal(orders[0], shuffle.permutation(jax.random.PRNGKey(4), 0, 1000))
+    # roughly uniform: where example 0 lands over many epochs
+    first = np.array([int(np.argmax(np.asarray(shuffle.permutation(key, e, 8)) == 0)) for e in range(4000)])
+    assert np.bincount(first, minlength=8).min() > 4000 / 8 * 0.8
+    assert np.corrcoef(np.arange(1000), orders[0])[0, 1] < 0.1                       # no leftover order

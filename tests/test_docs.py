@@ -1,0 +1,18 @@
+"""The runnable examples in the docstrings run (as optax does with its doctests)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["fnnet.initializers", "fnnet.dense", "fnnet.activations", "fnnet.combinators",
+           "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train",
+           "fnnet.datasets"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no runnable example"
