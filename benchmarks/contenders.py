@@ -227,9 +227,25 @@ class JaxScan:
         return self.xb_count if self.xb is None else self.xb.shape[0] * self.xb.shape[1]
 
 
-# --- NumPy from scratch ---------------------------------------------------------------------
+# --- eager peers: a Python loop over batches --------------------------------------------------
 
-class NumpyScratch:
+class _EagerLoop:
+    """A Python loop calling ``self._step(x_batch, y_batch)``: XOR full-batch, or in-order batches."""
+
+    def run_epoch(self):
+        w = self.w
+        if w.kind == "xor":
+            for _ in range(w.steps):
+                self._step(self.x, self.y)
+            return w.steps
+        count = 0
+        for start in range(0, w.n - w.batch + 1, w.batch):
+            self._step(self.x[start:start + w.batch], self.y[start:start + w.batch])
+            count += w.batch
+        return count
+
+
+class NumpyScratch(_EagerLoop):
     """The tutorials' from-scratch NumPy MLP: forward, deltas, dW = hᵀ·δ, hand-written SGD/Adam."""
 
     def __init__(self, workload):
@@ -282,22 +298,11 @@ class NumpyScratch:
                 layer[0] -= w.lr * g_layer[0]
                 layer[1] -= w.lr * g_layer[1]
 
-    def run_epoch(self):
-        w = self.w
-        if w.kind == "xor":
-            for _ in range(w.steps):
-                self._step(self.x, self.y)
-            return w.steps
-        count = 0
-        for start in range(0, w.n - w.batch + 1, w.batch):
-            self._step(self.x[start:start + w.batch], self.y[start:start + w.batch])
-            count += w.batch
-        return count
 
 
 # --- PyTorch and Flax NNX (optional) -------------------------------------------------------------
 
-class TorchEager:
+class TorchEager(_EagerLoop):
     """PyTorch eager, nn.Sequential and torch.optim, 2 threads."""
 
     def __init__(self, workload):
@@ -324,17 +329,6 @@ class TorchEager:
         self.loss(self.model(x), y).backward()
         self.opt.step()
 
-    def run_epoch(self):
-        w = self.w
-        if w.kind == "xor":
-            for _ in range(w.steps):
-                self._step(self.x, self.y)
-            return w.steps
-        count = 0
-        for start in range(0, w.n - w.batch + 1, w.batch):
-            self._step(self.x[start:start + w.batch], self.y[start:start + w.batch])
-            count += w.batch
-        return count
 
 
 class FlaxNNX:

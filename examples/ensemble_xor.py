@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 import fnnet
-from fnnet import initializers, train
+from fnnet import initializers, plots, train
 
 X = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 Y = jnp.array([[0.0], [1.0], [1.0], [0.0]])
@@ -63,11 +63,7 @@ def run(nets: int = 1000, steps: int = 5000, seed: int = 0, verbose: bool = True
 
 
 def plot(results: dict, path) -> pathlib.Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     archs = sorted({a for a, _ in results})
     inits = list(INITS)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -79,11 +75,7 @@ def plot(results: dict, path) -> pathlib.Path:
     ax.set(ylabel="% of nets at 100% accuracy", ylim=(0, 105), title="XOR: which initialisations learn")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save_figure(fig, path)
 
 
 def main():

@@ -1,7 +1,7 @@
 """Shared by mnist.py and fashion_mnist.py: train an MLP on 28x28 images and write the figures.
 
 The model is the classic 784-512-512-10 ReLU MLP with softmax cross-entropy on
-logits, trained with Adam by :func:`fnnet.train.fit` (hand-written backward,
+logits, trained with Adam (learning rate 1e-3 with a cosine decay to 5e-5) by :func:`fnnet.train.fit` (hand-written backward,
 whole epochs compiled in one ``lax.scan``). After training it writes:
 ``curves.png`` (loss and accuracy per epoch), ``confusion.png`` and
 ``misclassified.png`` (a grid of test images the model gets wrong).
@@ -44,7 +44,9 @@ def run(name: str, load, *, epochs: int, out: str, class_names=None, limit=None,
     loss = fnnet.losses.softmax_cross_entropy
     if verbose:
         print(fnnet.summary(model, x_train.shape[1:]))
-    state, history = train.fit(model, loss, optax.adam(lr), (x_train, y_train), epochs=epochs,
+    steps = epochs * -(-len(x_train) // batch_size)
+    optimizer = optax.adam(optax.cosine_decay_schedule(lr, decay_steps=steps, alpha=0.05))
+    state, history = train.fit(model, loss, optimizer, (x_train, y_train), epochs=epochs,
                                batch_size=batch_size, key=jax.random.PRNGKey(seed),
                                eval_data=(x_test, y_test), verbose=verbose)
     result = train.evaluate(model, state.params, loss, (x_test, y_test))

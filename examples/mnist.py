@@ -1,4 +1,4 @@
-"""MNIST with a 784-512-512-10 ReLU MLP, hand-written backward, Adam: >= 98.0% test accuracy.
+"""MNIST with a 784-512-512-10 ReLU MLP, hand-written backward, Adam + cosine decay: >= 98.0% test accuracy.
 
 Writes curves, a confusion matrix and a grid of misclassified digits as PNGs to
 ``runs/mnist/``. Data: found through ``FNNET_DATA``, ``~/.cache/fnnet`` or a

@@ -37,6 +37,7 @@ class DatasetSpec:
     epochs: int
     batch_size: int
     class_names: tuple | None = None
+    schedule: str = "constant"
 
 
 def _load_xor(seed):
@@ -82,11 +83,12 @@ DATASETS = {
     "breast-cancer": DatasetSpec(_load_breast_cancer, 1, "sigmoid_binary_cross_entropy", "30", "relu",
                                  "adam", 1e-3, 100, 32),
     "digits": DatasetSpec(_load_digits, 10, "softmax_cross_entropy", "64", "relu", "adam", 1e-3, 60, 32),
-    "mnist": DatasetSpec(_load_mnist, 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3, 12, 128),
+    "mnist": DatasetSpec(_load_mnist, 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3, 12, 128,
+                         schedule="cosine"),
     "fashion-mnist": DatasetSpec(_load_fashion, 10, "softmax_cross_entropy", "512,512", "relu", "adam",
                                  1e-3, 15, 128,
                                  ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                                  "Shirt", "Sneaker", "Bag", "Ankle boot")),
+                                  "Shirt", "Sneaker", "Bag", "Ankle boot"), schedule="cosine"),
 }
 
 
@@ -125,9 +127,11 @@ def build_model(hidden, activation: str, out_dim: int, in_shape):
     return fnnet.serial(*layers)
 
 
-def build_optimizer(name: str, lr: float, weight_decay: float = 0.0):
+def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule: str = "constant",
+                    total_steps: int | None = None):
     """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
-    (``J = L + λ/2 Σ w²``), biases excluded."""
+    (``J = L + λ/2 Σ w²``), biases excluded. ``schedule="cosine"`` decays the learning rate
+    from ``lr`` to ``lr/20`` over ``total_steps``."""
     import optax
 
     from fnnet import train
@@ -136,8 +140,16 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0):
         raise UsageError(f"--lr must be positive, got {lr}")
     if weight_decay < 0:
         raise UsageError(f"--weight-decay must be >= 0, got {weight_decay}")
-    base = {"adam": lambda: optax.adam(lr), "sgd": lambda: optax.sgd(lr),
-            "momentum": lambda: optax.sgd(lr, momentum=0.9)}
+    if schedule == "cosine":
+        if not total_steps:
+            raise UsageError("--schedule cosine needs the number of training steps")
+        rate = optax.cosine_decay_schedule(lr, decay_steps=total_steps, alpha=0.05)
+    elif schedule == "constant":
+        rate = lr
+    else:
+        raise UsageError(f"--schedule must be 'constant' or 'cosine', got {schedule!r}")
+    base = {"adam": lambda: optax.adam(rate), "sgd": lambda: optax.sgd(rate),
+            "momentum": lambda: optax.sgd(rate, momentum=0.9)}
     if name not in base:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     if weight_decay:
@@ -157,6 +169,7 @@ def _config_from_args(args) -> dict:
         "batch_size": pick(args.batch_size, spec.batch_size),
         "lr": pick(args.lr, spec.lr),
         "optimizer": pick(args.optimizer, spec.optimizer),
+        "schedule": pick(args.schedule, spec.schedule),
         "weight_decay": args.weight_decay,
         "grad": args.grad,
         "seed": args.seed,
@@ -181,7 +194,10 @@ def _setup(config: dict):
     if config.get("limit"):
         train_data = tuple(a[:config["limit"]] for a in train_data)
     model = build_model(config["hidden"], config["activation"], spec.out_dim, train_data[0].shape[1:])
-    optimizer = build_optimizer(config["optimizer"], config["lr"], config["weight_decay"])
+    steps_per_epoch = -(-len(train_data[0]) // min(config["batch_size"], len(train_data[0])))
+    optimizer = build_optimizer(config["optimizer"], config["lr"], config["weight_decay"],
+                                schedule=config.get("schedule", "constant"),
+                                total_steps=config["epochs"] * steps_per_epoch)
     return model, losses.ALL[config["loss"]], optimizer, train_data, test_data, spec
 
 
@@ -351,7 +367,7 @@ def _cmd_demo(args) -> int:
     spec = DATASETS[name]
     config = dict(base, dataset=name, hidden=list(parse_hidden(spec.hidden)), activation=spec.activation,
                   epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
-                  loss=spec.loss)
+                  schedule=spec.schedule, loss=spec.loss)
     print(f"\n== {name}: hidden {spec.hidden}, {spec.activation}, {spec.optimizer}, {epochs} epochs ==")
     results[name] = run_train(config, out / name, verbose=True)
     print("\nSummary")
@@ -379,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--schedule", choices=("constant", "cosine"),
+                   help="learning-rate schedule (default: cosine for the MNIST sets, else constant)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
     p.add_argument("--seed", type=int, default=0)

@@ -157,6 +157,7 @@ def _check_structure(subject, manual, reference, report_rows):
 def _compare(subject, describe, manual, reference, scalar_fn, point, key, directions, rtol, fd_rtol,
              raise_on_failure) -> Report:
     _check_structure(subject, manual, reference, [])
+    scalar_fn = jax.jit(scalar_fn)  # finite differences evaluate it many times
     rows = []
     paths = jax.tree_util.tree_flatten_with_path(reference)[0]
     manual_leaves = jax.tree.leaves(manual)

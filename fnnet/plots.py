@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +26,7 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
 
 def plot_confusion_matrix(labels, predictions, path, *, class_names=None, title="confusion matrix"):
     """Writes the confusion matrix as a PNG; returns the path."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(class_names) if class_names else [str(i) for i in range(int(max(np.max(labels), np.max(predictions))) + 1)]
     matrix = confusion_matrix(labels, predictions, len(names))
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -40,13 +41,13 @@ def plot_confusion_matrix(labels, predictions, path, *, class_names=None, title=
             ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
                     color="white" if matrix[i, j] > threshold else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_misclassified(images, labels, predictions, path, *, class_names=None, max_images: int = 36,
                        title="misclassified"):
     """Writes a grid of misclassified images, each titled ``true → predicted``; returns the path."""
-    plt = _pyplot()
+    plt = pyplot()
     images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
     wrong = np.flatnonzero(labels != predictions)[:max_images]
     side = int(np.ceil(np.sqrt(max(len(wrong), 1))))
@@ -63,11 +64,12 @@ def plot_misclassified(images, labels, predictions, path, *, class_names=None, m
         ax.set_title(f"{name(labels[index])} → {name(predictions[index])}", fontsize=7)
     fig.suptitle(f"{title} ({len(np.flatnonzero(labels != predictions))} of {len(labels)})")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path) -> pathlib.Path:
-    plt = _pyplot()
+def save_figure(fig, path) -> pathlib.Path:
+    """Writes a matplotlib figure as a PNG (creating its folder) and closes it; returns the path."""
+    plt = pyplot()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -254,11 +254,9 @@ class History:
 
     def plot(self, path) -> pathlib.Path:
         """Writes a PNG with the loss and accuracy curves (train and eval) to ``path``."""
-        import matplotlib
+        from fnnet.plots import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         has_acc = any(a is not None for a in self.train_accuracy + self.eval_accuracy)
         fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4))
         axes = np.atleast_1d(axes)
@@ -275,11 +273,7 @@ class History:
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
 # --- evaluation -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """fnnet.gradcheck catches broken backward passes and names the culprit."""
 
+import re
 import subprocess
 import sys
 
@@ -76,16 +77,14 @@ def test_report_without_raising():
     assert not report.passed and "FAIL" in str(report)
 
 
-def test_builtin_cases_all_pass():
-    results = gradcheck.run_builtin(verbose=False)
-    assert len(results) >= 17
-    for name, report in results:
-        assert report.passed, f"{name}\n{report}"
-
-
 def test_cli_gradcheck_prints_an_all_pass_table():
     out = subprocess.run([sys.executable, "-m", "fnnet", "gradcheck"], capture_output=True, text=True,
                          timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "FAIL" not in out.stdout and "Softmax" in out.stdout and "Dense" in out.stdout
-    assert "gradient leaves pass" in out.stdout
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FAIL" not in out.stdout
+    for name in ("Dense", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Gelu", "Identity", "Flatten",
+                 "squared_error", "mse", "binary_cross_entropy", "sigmoid_binary_cross_entropy",
+                 "softmax_cross_entropy", "serial MLP"):
+        assert name in out.stdout, name
+    passed, total = map(int, re.search(r"(\d+)/(\d+) gradient leaves pass", out.stdout).groups())
+    assert passed == total >= 26
