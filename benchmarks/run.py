@@ -154,7 +154,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks the suite runs")
     parser.add_argument("--workloads", default=",".join(contenders.PLAN))
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement")
     parser.add_argument("--contenders", default=None, help="comma-separated subset of contenders")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
