@@ -333,7 +333,7 @@ def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
 
 def predict(model: Layer, params, x, *, batch_size: int = 4096):
     """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses)."""
-    x = jnp.asarray(x)
+    x = _on_device(x)
     apply = jax.jit(model.apply)
     return jnp.concatenate([apply(params, x[i:i + batch_size])
                             for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else apply(params, x)
@@ -423,8 +423,6 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
 
         placement = distributed.DataParallel(mesh, batch_size)
         x, y = placement.put_data(x), placement.put_data(y)
-    else:
-        x, y = jax.device_put(x), jax.device_put(y)
 
     state = init_state(model, optimizer, key, x.shape[1:], params)
     history = History()
