@@ -73,6 +73,8 @@ def Dense(out_dim: int, w_init=initializers.glorot_uniform, b_init=initializers.
         dw = jnp.tensordot(x, dy, axes=(batch_axes, batch_axes))  # xᵀ·dy, summed over examples
         db = jnp.sum(dy, axis=batch_axes)                           # Σ dy
         dx = jnp.einsum("...o,io->...i", dy, params["w"])           # dy·Wᵀ, no transpose materialised
-        return {"w": dw, "b": db}, dx
+        # each gradient in its own tensor's dtype (bfloat16 params with float32 data, and back)
+        w, b = params["w"], params["b"]
+        return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
     return make_layer(name, init, apply, forward, backward)

@@ -21,6 +21,75 @@ from fnnet.layer import Layer
 from fnnet.losses import Loss
 
 
+GRAD_MODES = ("manual", "autodiff")
+
+
+def check_grad_mode(grad: str) -> None:
+    """Raises ValueError unless ``grad`` is ``"manual"`` or ``"autodiff"``."""
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be 'manual' (hand-written backward) or 'autodiff' (jax.grad), "
+                         f"got {grad!r}")
+
+
+def _cast_floats(tree, dtype):
+    """Casts the floating leaves of ``tree`` to ``dtype`` (``None``: unchanged)."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
+                        else a, tree)
+
+
+def like_params(grads, params):
+    """Each gradient leaf in its parameter's dtype (bfloat16 params get bfloat16 gradients)."""
+    return jax.tree.map(lambda g, p: jnp.asarray(g).astype(jnp.result_type(p)), grads, params)
+
+
+def per_example_loss(loss: Loss, pred, target):
+    """``loss.value`` of each example alone: shape ``pred.shape[:1]``."""
+    return jax.vmap(lambda p, t: loss.value(p[None], t[None]))(pred, target)
+
+
+def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manual", weights=None,
+                   compute_dtype=None):
+    """``(loss value, grads, prediction)`` of one batch: the one gradient implementation of fnnet.
+
+    Args:
+      grad: ``"manual"`` (``forward``, ``loss.grad``, ``backward``: no autodiff) or
+        ``"autodiff"`` (``jax.value_and_grad`` of ``apply`` and ``loss.value``).
+      weights: optional 0/1 per example (shape ``(B,)``) that masks padding: the loss
+        and the gradient are the mean over the examples with weight 1.
+      compute_dtype: e.g. ``jnp.bfloat16``: params and ``x`` are cast to it for the
+        forward and backward passes (mixed precision, float32 master params); the
+        gradients come back in each parameter's own dtype.
+
+    Gradients always have their parameter's dtype, whatever the input's dtype.
+    """
+    check_grad_mode(grad)
+    compute_params, x = _cast_floats(params, compute_dtype), _cast_floats(x, compute_dtype)
+    count = None if weights is None else jnp.maximum(jnp.sum(weights), 1)
+
+    def masked_value(pred):
+        if weights is None:
+            return loss.value(pred, y)
+        return jnp.sum(per_example_loss(loss, pred, y) * weights) / count
+
+    if grad == "manual":
+        pred, residuals = model.forward(compute_params, x)
+        delta = loss.grad(pred, y)
+        if weights is not None:  # loss.grad averages over the B rows; reweight to the valid ones
+            scale = (weights * (weights.shape[0] / count)).astype(delta.dtype)
+            delta = delta * scale.reshape(scale.shape + (1,) * (delta.ndim - 1))
+        grads, _ = model.backward(compute_params, residuals, delta)
+        return masked_value(pred), like_params(grads, params), pred
+
+    def total(p):
+        pred = model.apply(_cast_floats(p, compute_dtype), x)
+        return masked_value(pred), pred
+
+    (value, pred), grads = jax.value_and_grad(total, has_aux=True)(params)
+    return value, like_params(grads, params), pred
+
+
 def value_and_grad(model: Layer, loss: Loss):
     """Returns ``f(params, x, y) -> (loss_value, grads)`` using the hand-written backward passes.
 
@@ -41,9 +110,7 @@ def value_and_grad(model: Layer, loss: Loss):
     """
 
     def value_and_grads(params, x, y):
-        pred, residuals = model.forward(params, x)
-        value = loss.value(pred, y)
-        grads, _ = model.backward(params, residuals, loss.grad(pred, y))
+        value, grads, _ = loss_and_grads(model, loss, params, x, y, grad="manual")
         return value, grads
 
     return value_and_grads
@@ -52,10 +119,11 @@ def value_and_grad(model: Layer, loss: Loss):
 def autodiff_value_and_grad(model: Layer, loss: Loss):
     """Returns ``f(params, x, y) -> (loss_value, grads)`` through ``jax.value_and_grad``: the reference."""
 
-    def total_loss(params, x, y):
-        return loss.value(model.apply(params, x), y)
+    def value_and_grads(params, x, y):
+        value, grads, _ = loss_and_grads(model, loss, params, x, y, grad="autodiff")
+        return value, grads
 
-    return jax.value_and_grad(total_loss)
+    return value_and_grads
 
 
 def _zero_cotangent(x):
@@ -102,7 +170,7 @@ def objective(model: Layer, loss: Loss):
             (dy,) = target_vjp(g)
         else:
             dy = _zero_cotangent(y)
-        return dparams, dx, dy
+        return like_params(dparams, params), dx, dy
 
     f.defvjp(f_fwd, f_bwd)
     return f
@@ -124,16 +192,12 @@ def per_example_grads(model: Layer, loss: Loss, *, grad: str = "manual"):
       >>> g[0]["w"].shape
       (5, 2, 3)
     """
-    if grad == "manual":
-        grads_of = value_and_grad(model, loss)
-    elif grad == "autodiff":
-        grads_of = autodiff_value_and_grad(model, loss)
-    else:
+    if grad not in GRAD_MODES:
         raise ValueError(f"per_example_grads: grad must be 'manual' or 'autodiff', got {grad!r}")
 
     def per_example(params, x, y):
         def one(x_i, y_i):
-            return grads_of(params, x_i[None], y_i[None])[1]
+            return loss_and_grads(model, loss, params, x_i[None], y_i[None], grad=grad)[1]
 
         return jax.vmap(one)(x, y)
 

@@ -20,7 +20,7 @@ Shape = tuple[int, ...]
 
 
 class Layer(NamedTuple):
-    """A layer: four pure functions ``(init, apply, forward, backward)``.
+    """A layer: four pure functions ``(init, apply, forward, backward)``, and its display name.
 
     A NamedTuple of functions is itself a pytree with no array leaves: close over
     a layer or pass it as a static argument to ``jax.jit``; never trace it.
@@ -34,31 +34,56 @@ class Layer(NamedTuple):
     """``(params, x) -> (y, residuals)``: the output and what ``backward`` needs."""
     backward: Callable[[Any, Any, Any], tuple[Any, Any]]
     """``(params, residuals, dy) -> (dparams, dx)``: the hand-written VJP."""
+    name: str | None = None
+    """What error messages, :func:`fnnet.summary` and :mod:`fnnet.gradcheck` call the layer
+    (``"Dense(4)"``); ``None`` falls back to the name of its ``init`` function."""
+    children: tuple = ()
+    """The sub-layers of a combinator such as :func:`fnnet.serial`; ``()`` for a leaf layer."""
 
 
 def make_layer(name: str, init, apply, forward, backward, children: Sequence[Layer] = ()) -> Layer:
-    """Builds a :class:`Layer` and records its display ``name`` (and sub-layers) on ``init``.
-
-    The name is what error messages, :func:`fnnet.summary` and :mod:`fnnet.gradcheck`
-    print; it lives on the function so that ``Layer`` stays a plain 4-tuple.
-    """
-    init.fnnet_name = name
-    init.fnnet_children = tuple(children)
-    return Layer(init, apply, forward, backward)
+    """Builds a :class:`Layer` named ``name`` (with ``children`` for a combinator)."""
+    return Layer(init, apply, forward, backward, name=name, children=tuple(children))
 
 
 def layer_name(layer: Layer) -> str:
     """The display name of a layer (``"Dense(4)"``, ``"Relu"``, ``"serial"``...)."""
-    name = getattr(layer.init, "fnnet_name", None)
-    if name:
-        return name
+    if layer.name:
+        return layer.name
     qualname = getattr(layer.init, "__qualname__", "layer")
-    return qualname.split(".<locals>")[0]
+    return qualname.split(".<locals>")[0].lstrip("_").removesuffix("_init") or "layer"
 
 
 def layer_children(layer: Layer) -> tuple[Layer, ...]:
     """The sub-layers of a combinator such as :func:`fnnet.serial`; ``()`` for a leaf layer."""
-    return getattr(layer.init, "fnnet_children", ())
+    return tuple(layer.children)
+
+
+def locate(model: Layer, path) -> tuple[list[tuple[int, Layer]], tuple]:
+    """Follows a params key path into ``model``'s combinators.
+
+    Returns the chain of ``(index, layer)`` entered (outermost first) and the rest of the
+    path (inside the leaf layer's own params, e.g. ``('w',)``).
+    """
+    import jax
+
+    chain, layer, rest = [], model, list(path)
+    while rest and layer_children(layer) and isinstance(rest[0], jax.tree_util.SequenceKey):
+        index = rest.pop(0).idx
+        layer = layer_children(layer)[index]
+        chain.append((index, layer))
+    return chain, tuple(rest)
+
+
+def describe_path(model: Layer, path) -> str:
+    """``"layer 0 (Dense(16)), param 'w'"`` for a key path into ``model``'s params."""
+    import jax
+
+    chain, rest = locate(model, path)
+    where = " / ".join(f"layer {index} ({layer_name(layer)})" for index, layer in chain) or layer_name(model)
+    param = "".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in rest[:1]) if len(rest) == 1 \
+        else jax.tree_util.keystr(rest)
+    return f"{where}, param {param!r}" if rest else where
 
 
 def as_shape(in_shape, where: str) -> Shape:

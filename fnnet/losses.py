@@ -24,32 +24,55 @@ import jax
 import jax.numpy as jnp
 
 
+KINDS = ("regression", "probabilities", "logits", "multiclass_logits")
+"""What a model's output means for a loss; see :class:`Loss`."""
+
+
 class Loss(NamedTuple):
-    """A loss: two pure functions ``(value, grad)``."""
+    """A loss: two pure functions ``(value, grad)``, what the prediction means, and a name.
+
+    ``kind`` decides accuracy and :func:`fnnet.train.predict_proba`, and which targets
+    are accepted:
+
+    * ``"regression"`` (the default): any real outputs; no accuracy;
+    * ``"probabilities"``: binary, outputs in [0, 1] (after :data:`fnnet.Sigmoid`), targets in [0, 1];
+    * ``"logits"``: binary, outputs are logits (sigmoid applied by the loss), targets in [0, 1];
+    * ``"multiclass_logits"``: outputs are logits over ``K`` classes (softmax applied by the
+      loss), targets integer labels in ``[0, K)`` or one-hot rows.
+
+    Example:
+      >>> import jax.numpy as jnp, fnnet
+      >>> mae = fnnet.Loss(lambda p, t: jnp.sum(jnp.abs(p - t)) / p.shape[0],
+      ...                  lambda p, t: jnp.sign(p - t) / p.shape[0], kind="regression", name="mae")
+      >>> mae.kind, fnnet.losses.loss_name(mae)
+      ('regression', 'mae')
+    """
 
     value: Callable
     """``(pred, target) -> scalar``: the mean loss over examples."""
     grad: Callable
     """``(pred, target) -> dL/dpred`` (same shape as ``pred``), including the ``1/N``."""
+    kind: str = "regression"
+    """What the prediction means: one of :data:`KINDS`."""
+    name: str | None = None
+    """Shown in gradient-check reports; ``None`` falls back to ``value``'s function name."""
 
 
 def _make_loss(name: str, kind: str, value, grad) -> Loss:
-    # kind is what the prediction means: "logits" / "probabilities" for binary
-    # outputs, "multiclass_logits", or "regression"; evaluate() uses it for accuracy.
-    value.fnnet_name = name
-    value.fnnet_kind = kind
-    return Loss(value, grad)
+    return Loss(value, grad, kind=kind, name=name)
 
 
 def loss_name(loss: Loss) -> str:
     """The name of a loss (``"softmax_cross_entropy"``...)."""
-    return getattr(loss.value, "fnnet_name", getattr(loss.value, "__name__", "loss"))
+    return loss.name or getattr(loss.value, "__name__", "loss")
 
 
 def loss_kind(loss: Loss) -> str:
     """What the model's output means for this loss: ``"probabilities"``, ``"logits"``,
     ``"multiclass_logits"`` or ``"regression"`` (used by accuracy and ``predict_proba``)."""
-    return getattr(loss.value, "fnnet_kind", "regression")
+    if loss.kind not in KINDS:
+        raise ValueError(f"Loss kind must be one of {', '.join(KINDS)}, got {loss.kind!r}")
+    return loss.kind
 
 
 def _num_examples(name, pred) -> int:

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["fnnet.initializers", "fnnet.dense", "fnnet.activations", "fnnet.combinators",
-           "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train",
+           "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
+           "fnnet.train.compiled", "fnnet.losses",
            "fnnet.datasets"]
 
 

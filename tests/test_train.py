@@ -169,17 +169,22 @@ def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=0,
                   key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(16\)\)"):
+    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(16\)\), param 'w' expected shape \(6, 16\)"):
         train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=2,
                   key=jax.random.PRNGKey(0), params=MLP.init(jax.random.PRNGKey(0), (5,))[1])
 
 
-def test_progress_bar_is_quiet_when_not_a_terminal(capfd):
+def test_one_plain_line_per_epoch_when_not_a_terminal(capfd):
     x, y = _blobs(50)
     train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=2, batch_size=10,
-              key=jax.random.PRNGKey(0), verbose=True)
+              key=jax.random.PRNGKey(0), verbose=True, eval_data=(x, y))
     captured = capfd.readouterr()
-    assert "epoch" not in captured.err and captured.out == ""
+    lines = captured.out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]], captured.out
+    assert "eval_accuracy" in lines[0] and "\r" not in captured.out + captured.err  # no progress bar
+    train.fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=2, batch_size=10,
+              key=jax.random.PRNGKey(0), verbose=False)
+    assert capfd.readouterr().out == ""
 
 
 def test_ensemble_equals_independent_fits():

@@ -1,0 +1,77 @@
+"""One epoch on the device: a keyed shuffle, the batches gathered, every step inside one ``lax.scan``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.layer import Layer
+from fnnet.losses import Loss
+from fnnet.shuffle import permutation
+from fnnet.train.state import TrainState
+from fnnet.train.steps import make_train_step
+
+
+def batch_plan(key, nonce, n: int, batch_size: int, shuffle: bool = True):
+    """Indices (n_batches, batch_size) of a (shuffled) epoch, the tail padded, and 0/1 weights.
+
+    The order is a sort-free keyed permutation (:mod:`fnnet.shuffle`) of ``key`` and
+    ``nonce`` (the step count, so every epoch gets a new order).
+    """
+    n_batches = -(-n // batch_size)
+    padded = n_batches * batch_size
+    if shuffle:
+        key_data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        order = permutation(key_data, nonce, n)
+    else:
+        order = jnp.arange(n, dtype=jnp.int32)
+    order = jnp.concatenate([order, jnp.zeros(padded - n, order.dtype)])
+    weights = (jnp.arange(padded) < n).astype(jnp.float32)
+    return order.reshape(n_batches, batch_size), weights.reshape(n_batches, batch_size)
+
+
+def gather(data, indices):
+    """Rows ``indices`` of ``data``; every index is valid by construction, so no bounds fill."""
+    return jnp.take(data, indices, axis=0, mode="clip")
+
+
+def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
+               grad: str = "manual", task: str | None = None, shuffle: bool = True,
+               constrain: Callable | None = None, compute_dtype=None):
+    """Returns ``epoch(state, x, y) -> (state, metrics)``: one shuffled pass in a ``lax.scan``.
+
+    Not jitted: :func:`fit` jits it (with the state donated) and :func:`fit_ensemble`
+    vmaps it. ``metrics`` has one entry per batch, plus ``count`` (valid examples per batch).
+    ``constrain`` (e.g. a sharding constraint) is applied to each gathered batch.
+    """
+    step = make_train_step(model, loss, optimizer, grad=grad, task=task, compute_dtype=compute_dtype)
+    full = n % batch_size == 0  # then no padding, no masking
+
+    def epoch(state: TrainState, x, y):
+        if n <= batch_size:  # full batch: order does not matter, no gather, no mask
+            xb, yb = (constrain(x), constrain(y)) if constrain is not None else (x, y)
+            state, metrics = step(state, xb, yb)
+            metrics["count"] = jnp.asarray(n, jnp.float32)
+            return state, jax.tree.map(lambda m: m[None], metrics)
+        order, weights = batch_plan(state.key, state.step, n, batch_size, shuffle)
+
+        def body(state, plan):
+            indices, batch_weights = plan
+            xb, yb = gather(x, indices), gather(y, indices)
+            if constrain is not None:
+                xb, yb = constrain(xb), constrain(yb)
+            if full:  # every batch is whole: the plain step, no masking work at all
+                state, metrics = step(state, xb, yb)
+                metrics["count"] = jnp.asarray(batch_size, jnp.float32)
+            else:
+                if constrain is not None:
+                    batch_weights = constrain(batch_weights)
+                state, metrics = step(state, xb, yb, batch_weights)
+                metrics["count"] = jnp.sum(batch_weights)
+            return state, metrics
+
+        return jax.lax.scan(body, state, (order, None if full else weights))
+
+    return epoch

@@ -1,0 +1,106 @@
+"""Evaluation and prediction in batches: mean loss, accuracy, outputs and probabilities."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.gradients import per_example_loss
+from fnnet.layer import Layer
+from fnnet.losses import Loss, loss_kind
+from fnnet.train import inputs
+from fnnet.train.epochs import batch_plan, gather
+from fnnet.train.tasks import correct, resolve_task
+
+
+@functools.lru_cache(maxsize=64)
+def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | None, mesh=None):
+    placement = None
+    if mesh is not None:
+        from fnnet.distributed import DataParallel
+
+        placement = DataParallel(mesh, batch_size)
+
+    def run(params, x, y):
+        order, weights = batch_plan(None, 0, n, batch_size, shuffle=False)
+
+        def body(totals, plan):
+            indices, w = plan
+            xb, yb = gather(x, indices), gather(y, indices)
+            if placement is not None:
+                xb, yb, w = placement.constrain_batch(xb), placement.constrain_batch(yb), \
+                    placement.constrain_batch(w)
+            pred = model.apply(params, xb)
+            loss_sum = jnp.sum(per_example_loss(loss, pred, yb) * w)
+            hits = correct(loss, task, pred, yb)
+            correct_sum = jnp.sum(hits * w) if hits is not None else jnp.zeros(())
+            return (totals[0] + loss_sum, totals[1] + correct_sum), None
+
+        zero = jnp.zeros((), jnp.result_type(float))
+        (loss_sum, correct_sum), _ = jax.lax.scan(body, (zero, zero), (order, weights))
+        return loss_sum / n, correct_sum / n
+
+    return jax.jit(run)
+
+
+def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
+             task: str | None = None, mesh=None) -> dict:
+    """Mean loss and accuracy of ``params`` on ``data = (x, y)``, computed in batches.
+
+    Accuracy: multi-class takes the argmax; binary thresholds the sigmoid output at
+    0.5 (logits at 0); regression has none (``accuracy`` is ``None``). With a
+    ``mesh``, each batch is split over its devices (the batch size is rounded up
+    to a multiple of the device count; padding is masked out).
+
+    The data is checked first (see :mod:`fnnet.train.inputs`): NaN or inf, labels
+    outside the model's classes and non-probabilities for a probability loss raise a
+    ``ValueError`` instead of a silently wrong number.
+    """
+    x, y = inputs.as_arrays(data, "evaluate")
+    validate(model, loss, params, x, y, "evaluate")
+    return evaluate_arrays(model, params, loss, x, y, batch_size=batch_size, task=task, mesh=mesh)
+
+
+def evaluate_arrays(model: Layer, params, loss: Loss, x, y, *, batch_size: int = 1024,
+                    task: str | None = None, mesh=None) -> dict:
+    """:func:`evaluate` on device arrays already checked (``fit`` checks its data once)."""
+    task = resolve_task(loss, task)
+    batch_size = max(1, min(batch_size, x.shape[0]))
+    if mesh is not None:
+        from fnnet.distributed import DataParallel
+
+        devices = mesh.shape[mesh.axis_names[0]]
+        batch_size = -(-batch_size // devices) * devices
+        placement = DataParallel(mesh, batch_size)
+        x, y, params = placement.put_data(x), placement.put_data(y), placement.put_state(params)
+    mean_loss, accuracy = _evaluator(model, loss, batch_size, x.shape[0], task, mesh)(params, x, y)
+    return {"loss": float(mean_loss), "accuracy": float(accuracy) if task else None}
+
+
+def validate(model: Layer, loss: Loss, params, x, y, where: str) -> None:
+    """The host-side checks of :mod:`fnnet.train.inputs` for ``params`` on ``(x, y)``."""
+    out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+    inputs.check_targets(loss, y, out.shape[1:], where)
+    inputs.check_outputs(loss, model, params, x, where)
+
+
+def predict(model: Layer, params, x, *, batch_size: int = 4096):
+    """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses)."""
+    x = inputs.on_device(x)
+    apply = jax.jit(model.apply)
+    return jnp.concatenate([apply(params, x[i:i + batch_size])
+                            for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else apply(params, x)
+
+
+def predict_proba(model: Layer, params, x, loss: Loss, *, batch_size: int = 4096):
+    """Probabilities, by ``loss.kind``: softmax of multi-class logits, sigmoid of binary logits;
+    a ``"probabilities"`` or ``"regression"`` loss's outputs are returned as they are."""
+    out = predict(model, params, x, batch_size=batch_size)
+    kind = loss_kind(loss)
+    if kind == "multiclass_logits":
+        return jax.nn.softmax(out, axis=-1)
+    if kind == "logits":
+        return jax.nn.sigmoid(out)
+    return out

@@ -1,0 +1,184 @@
+"""``fit``: epochs compiled once, history, evaluation, checkpoints, and a NaN stop."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+import optax
+
+from fnnet import checkpoint
+from fnnet.gradients import check_grad_mode
+from fnnet.layer import Layer
+from fnnet.losses import Loss
+from fnnet.train import inputs
+from fnnet.train.epochs import make_epoch
+from fnnet.train.evaluation import evaluate_arrays, validate
+from fnnet.train.history import History
+from fnnet.train.state import TrainingDiverged, TrainState, init_state, owned_copy
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+class _Progress:
+    """A tqdm bar on a terminal; one plain line per epoch on stdout otherwise (logs, CI, ``| tee``)."""
+
+    def __init__(self, done: int, epochs: int, verbose: bool):
+        self.epochs, self.bar, self.lines = epochs, None, False
+        if not verbose:
+            return
+        if sys.stderr.isatty() and sys.stdout.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=True, desc="fit")
+        else:
+            self.lines = True
+
+    def update(self, history: History) -> None:
+        if self.bar is not None:
+            postfix = {"loss": f"{history.train_loss[-1]:.4f}"}
+            if history.train_accuracy[-1] is not None:
+                postfix["acc"] = f"{history.train_accuracy[-1]:.4f}"
+            if history.eval_accuracy[-1] is not None:
+                postfix["eval_acc"] = f"{history.eval_accuracy[-1]:.4f}"
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(1)
+        elif self.lines:
+            print(history.line(-1, self.epochs), flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train_data, *,
+        epochs: int, batch_size: int, key, eval_data=None, grad: str = "manual",
+        params=None, task: str | None = None, eval_batch_size: int = 1024, verbose: bool = True,
+        checkpoint_dir=None, resume: bool = False, on_epoch_end: Callable | None = None,
+        mesh=None, compute_dtype=None) -> tuple[TrainState, History]:
+    """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
+
+    Each epoch shuffles on the device and runs all its batches in one jitted
+    ``lax.scan`` (compiled once; fnnet's own state buffers are donated from epoch to
+    epoch, never an array you hold: ``params`` are copied first, and ``on_epoch_end``
+    gets a state of its own that stays valid). The last partial batch is padded and
+    masked: no example is dropped, nothing recompiles.
+
+    Before anything compiles, the data are checked on the host (:mod:`fnnet.train.inputs`):
+    NaN/inf in ``x``, ``y`` or ``eval_data``, labels outside the model's classes, targets
+    or outputs outside [0, 1] for the binary losses, and ``params`` that do not fit the
+    model for examples of shape ``x.shape[1:]`` raise a ``ValueError`` naming what is wrong.
+
+    Args:
+      epochs: number of passes over the data (in total, when resuming).
+      batch_size: examples per step.
+      key: PRNG key for ``model.init`` and the shuffles.
+      eval_data: optional ``(x, y)`` evaluated after every epoch.
+      grad: ``"manual"`` (hand-written backward) or ``"autodiff"`` (``jax.grad``).
+      params: start from these instead of ``model.init(key, x.shape[1:])`` (one example's
+        shape, no batch axis); they are copied, never consumed.
+      task: ``"multiclass"``, ``"binary"`` or ``"regression"`` (inferred from ``loss.kind``).
+      verbose: a tqdm progress bar on a terminal; one plain line per epoch when stdout or
+        stderr is not a terminal (logs, CI, pipes).
+      checkpoint_dir: save the full :class:`TrainState` and history there after
+        every epoch (``checkpoint.safetensors``, written atomically).
+      resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
+      on_epoch_end: called as ``on_epoch_end(epoch, state, history)``; the state is a copy
+        the callback may keep (early stopping, best model).
+      mesh: a ``jax.sharding.Mesh`` for data-parallel training (see
+        :mod:`fnnet.distributed`): batches are split along its first axis.
+      compute_dtype: mixed precision (e.g. ``jnp.bfloat16``): forward and backward run in
+        it, the params and optimizer state keep their dtype (float32 master weights).
+
+    Raises:
+      TrainingDiverged: the loss became NaN/inf (the message names epoch and step);
+        the last good checkpoint is kept.
+      ValueError: bad arguments or data, before anything is compiled.
+    """
+    check_grad_mode(grad)
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+    x, y = inputs.as_arrays(train_data, "fit")
+    if eval_data is not None:
+        eval_data = inputs.as_arrays(eval_data, "fit (eval_data)")
+    if params is not None:
+        inputs.check_params(model, params, x.shape[1:], "fit", batch=x.shape[0])
+    n = x.shape[0]
+    batch_size = min(batch_size, n)
+    placement = None
+    if mesh is not None:
+        from fnnet import distributed
+
+        placement = distributed.DataParallel(mesh, batch_size)
+        x, y = placement.put_data(x), placement.put_data(y)
+
+    state = init_state(model, optimizer, key, x.shape[1:], params)
+    validate(model, loss, state.params, x, y, "fit")
+    if eval_data is not None:
+        validate(model, loss, state.params, *eval_data, "fit (eval_data)")
+    history = History()
+    ckpt_path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = checkpoint.load(ckpt_path, like=state)
+        history = History.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
+        history.traces = 0
+    if placement is not None:
+        state = placement.put_state(state)
+
+    traces = [0]
+    epoch_body = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task,
+                            constrain=placement.constrain_batch if placement else None,
+                            compute_dtype=compute_dtype)
+
+    def counted(state, x, y):
+        traces[0] += 1  # runs only while tracing: counts compilations
+        return epoch_body(state, x, y)
+
+    run_epoch = jax.jit(counted, donate_argnums=0) if placement is None else \
+        placement.jit_epoch(counted)
+
+    progress = _Progress(len(history), epochs, verbose)
+    try:
+        for epoch in range(len(history), epochs):
+            start_step = int(state.step)
+            started = time.perf_counter()
+            state, metrics = run_epoch(state, x, y)
+            metrics = jax.device_get(metrics)
+            seconds = time.perf_counter() - started
+            losses = np.asarray(metrics["loss"])
+            if not np.all(np.isfinite(losses)):
+                bad = int(np.argmax(~np.isfinite(losses)))
+                kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
+                raise TrainingDiverged(f"fit: loss became {losses[bad]} at epoch {epoch + 1}, step "
+                                       f"{start_step + bad + 1} (batch {bad + 1} of the epoch){kept}")
+            counts = np.asarray(metrics["count"])
+            history.epoch.append(epoch + 1)
+            history.train_loss.append(float(np.sum(losses * counts) / np.sum(counts)))
+            history.train_accuracy.append(float(np.sum(np.asarray(metrics["accuracy"]) * counts) / np.sum(counts))
+                                          if "accuracy" in metrics else None)
+            if eval_data is not None:
+                result = evaluate_arrays(model, state.params, loss, *eval_data,
+                                         batch_size=eval_batch_size, task=task, mesh=mesh)
+                history.eval_loss.append(result["loss"])
+                history.eval_accuracy.append(result["accuracy"])
+            else:
+                history.eval_loss.append(None)
+                history.eval_accuracy.append(None)
+            history.seconds.append(seconds)
+            history.traces = traces[0]
+            progress.update(history)
+            if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
+                checkpoint.save(ckpt_path, state, metadata={"history": history.to_dict(),
+                                                            "epoch": epoch + 1})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, owned_copy(state), history)
+    finally:
+        progress.close()
+    history.traces = traces[0]
+    return state, history

@@ -1,0 +1,65 @@
+"""The per-epoch record of a :func:`fnnet.train.fit` run, and its curves."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch metrics of a :func:`fit` run."""
+
+    epoch: list = dataclasses.field(default_factory=list)
+    train_loss: list = dataclasses.field(default_factory=list)
+    train_accuracy: list = dataclasses.field(default_factory=list)
+    eval_loss: list = dataclasses.field(default_factory=list)
+    eval_accuracy: list = dataclasses.field(default_factory=list)
+    seconds: list = dataclasses.field(default_factory=list)
+    traces: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def line(self, index: int = -1, epochs: int | None = None) -> str:
+        """One plain line for epoch ``index``: ``epoch 3/12  loss 0.1234  accuracy 0.9612 ...``."""
+        parts = [f"epoch {self.epoch[index]}" + (f"/{epochs}" if epochs else "")]
+        for name, values in (("loss", self.train_loss), ("accuracy", self.train_accuracy),
+                             ("eval_loss", self.eval_loss), ("eval_accuracy", self.eval_accuracy)):
+            if values and values[index] is not None:
+                parts.append(f"{name} {values[index]:.4f}")
+        parts.append(f"{self.seconds[index]:.2f} s")
+        return "  ".join(parts)
+
+    def plot(self, path) -> pathlib.Path:
+        """Writes a PNG with the loss and accuracy curves (train and eval) to ``path``."""
+        from fnnet.plots import pyplot, save_figure
+
+        plt = pyplot()
+        has_acc = any(a is not None for a in self.train_accuracy + self.eval_accuracy)
+        fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4))
+        axes = np.atleast_1d(axes)
+        for name, values in (("train", self.train_loss), ("eval", self.eval_loss)):
+            if any(v is not None for v in values):
+                axes[0].plot(self.epoch, values, marker="o", label=name)
+        axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+        if has_acc:
+            for name, values in (("train", self.train_accuracy), ("eval", self.eval_accuracy)):
+                if any(v is not None for v in values):
+                    axes[1].plot(self.epoch, values, marker="o", label=name)
+            axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        return save_figure(fig, path)

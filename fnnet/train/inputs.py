@@ -1,0 +1,157 @@
+"""Data going in: moved to the device once, and checked on the host before anything compiles.
+
+A library sold on verified gradients must not train silently on wrong input. Each check
+raises a ``ValueError`` that names the function, the array and the first bad entry:
+
+* NaN or inf anywhere in ``x`` or ``y`` (train and eval data);
+* integer labels outside ``[0, K)`` for a ``"multiclass_logits"`` loss with ``K`` outputs
+  (``jax.nn.one_hot`` would silently turn label ``K`` into an all-zero row);
+* targets outside [0, 1] for the binary losses, and model outputs outside [0, 1] for
+  ``"probabilities"`` (logits given to :data:`fnnet.losses.binary_cross_entropy`);
+* ``params`` that do not fit the model for the data's example shape (e.g. made with
+  ``model.init(key, x.shape)``, the batch axis included, instead of ``x.shape[1:]``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.layer import Layer, describe_path
+from fnnet.losses import Loss, loss_kind, loss_name
+
+
+def on_device(array):
+    """``array`` on the default device; a NumPy array is copied there once (no per-call copies)."""
+    # device_put copies a NumPy array to the device once; jnp.asarray would alias it and then be
+    # copied again at every jit boundary that needs an owned buffer (a dataset-sized copy each).
+    return array if isinstance(array, jax.Array) else jax.device_put(np.asarray(array))
+
+
+def _first_bad(mask: np.ndarray) -> str:
+    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return str(index[0] if len(index) == 1 else tuple(int(i) for i in index))
+
+
+def check_finite(array, where: str, what: str) -> None:
+    """Raises ValueError if the floating ``array`` holds NaN or inf."""
+    if not jnp.issubdtype(jnp.result_type(array), jnp.inexact):
+        return
+    values = np.asarray(array)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = ~finite
+        raise ValueError(f"{where}: {what} has {int(bad.sum())} NaN or infinite value(s), the first at "
+                         f"index {_first_bad(bad)} ({values[np.unravel_index(np.argmax(bad), bad.shape)]}); "
+                         f"clean or drop them before training")
+
+
+def as_arrays(data, where: str):
+    """``(x, y)`` on the device, with the same number of examples, non-empty and finite."""
+    try:
+        x, y = data
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: data must be a pair (x, y), got {type(data).__name__}") from None
+    for name, array in (("x", x), ("y", y)):
+        check_finite(array, where, name)
+    x, y = on_device(x), on_device(y)
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{where}: x and y must have the same number of examples on axis 0, "
+                         f"got x {x.shape} and y {y.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}: the data set is empty")
+    return x, y
+
+
+def out_shape(model: Layer, in_shape) -> tuple:
+    """The output shape (one example) that ``model.init`` declares for ``in_shape``; nothing computed."""
+    declared = {}
+
+    def run(key):
+        declared["shape"], params = model.init(key, tuple(in_shape))
+        return params
+
+    jax.eval_shape(run, jax.random.PRNGKey(0))
+    return tuple(declared["shape"])
+
+
+def check_targets(loss: Loss, y, out_shape, where: str) -> None:
+    """Raises ValueError if ``y`` cannot be a target of ``loss`` for outputs of shape ``out_shape``
+    (one example's, no batch axis)."""
+    kind, name = loss_kind(loss), loss_name(loss)
+    values = np.asarray(y)
+    if kind == "multiclass_logits" and jnp.issubdtype(values.dtype, jnp.integer) and len(out_shape):
+        classes = int(out_shape[-1])
+        outside = (values < 0) | (values >= classes)
+        if outside.any():
+            raise ValueError(
+                f"{where}: {name} needs integer labels in [0, {classes}) for a model with {classes} "
+                f"outputs; y has {int(values[np.unravel_index(np.argmax(outside), outside.shape)])} at "
+                f"index {_first_bad(outside)} ({int(outside.sum())} label(s) outside the range)")
+    if kind in ("probabilities", "logits") or (kind == "multiclass_logits"
+                                               and not jnp.issubdtype(values.dtype, jnp.integer)):
+        outside = (values < 0) | (values > 1)
+        if outside.any():
+            raise ValueError(f"{where}: {name} needs targets in [0, 1]; y has "
+                             f"{values[np.unravel_index(np.argmax(outside), outside.shape)]} at index "
+                             f"{_first_bad(outside)} ({int(outside.sum())} value(s) outside)")
+
+
+def check_outputs(loss: Loss, model: Layer, params, x, where: str, sample: int = 256) -> None:
+    """For a ``"probabilities"`` loss, runs the model on the first ``sample`` examples and raises
+    ValueError if an output lies outside [0, 1] (logits given to a probability loss)."""
+    if loss_kind(loss) != "probabilities":
+        return
+    outputs = np.asarray(jax.jit(model.apply)(params, x[:sample]))
+    if outputs.size and (outputs.min() < 0 or outputs.max() > 1):
+        raise ValueError(
+            f"{where}: {loss_name(loss)} takes probabilities in [0, 1] (e.g. after fnnet.Sigmoid), but "
+            f"the model's outputs on the first {min(sample, x.shape[0])} examples range over "
+            f"[{outputs.min():.4g}, {outputs.max():.4g}]; for logits use "
+            f"fnnet.losses.sigmoid_binary_cross_entropy")
+
+
+def check_params(model: Layer, params, in_shape, where: str, batch: int = 1):
+    """Raises ValueError unless ``params`` have the structure and shapes that ``model.init``
+    gives for examples of shape ``in_shape``; returns the output shape. When they fit
+    ``(batch,) + in_shape`` instead, the message says the batch axis was included."""
+    key = jax.random.PRNGKey(0)
+    declared = {}
+
+    def init(shape):
+        def run(k):
+            declared[shape], p = model.init(k, shape)
+            return p
+        return jax.eval_shape(run, key)
+
+    expected = init(tuple(in_shape))
+
+    def fits(reference):
+        if jax.tree.structure(reference) != jax.tree.structure(params):
+            return False
+        return all(jnp.shape(a) == b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
+
+    if fits(expected):
+        return declared[tuple(in_shape)]
+    hint = ""
+    try:
+        batched = (batch,) + tuple(in_shape)
+        if fits(init(batched)):
+            hint = (f"; they fit examples of shape {batched}: were they made with the batch axis in "
+                    f"in_shape? model.init takes one example's shape, x.shape[1:] = {tuple(in_shape)}")
+    except Exception:  # noqa: BLE001 - only a hint
+        pass
+    paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+    got = jax.tree.leaves(params)
+    detail = ""
+    if jax.tree.structure(expected) == jax.tree.structure(params):
+        for (path, ref), leaf in zip(paths, got):
+            if jnp.shape(leaf) != ref.shape:
+                detail = (f": {describe_path(model, path)} expected shape {ref.shape}, "
+                          f"got {jnp.shape(leaf)}")
+                break
+    else:
+        detail = f": expected tree {jax.tree.structure(expected)}, got {jax.tree.structure(params)}"
+    raise ValueError(f"{where}: params do not fit the model for examples of shape {tuple(in_shape)}"
+                     f"{detail}{hint}")

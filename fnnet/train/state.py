@@ -1,0 +1,50 @@
+"""What training carries from step to step: :class:`TrainState`, and how a fresh one is made."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fnnet.layer import Layer
+
+
+class TrainState(NamedTuple):
+    """Everything training needs to continue: a pytree, so it can be jitted, donated and saved."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+def owned_copy(tree):
+    """A copy of every array in ``tree`` in new buffers, so fnnet can donate them freely."""
+    return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
+
+
+def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_shape,
+               params=None) -> TrainState:
+    """A fresh :class:`TrainState`: ``model.init`` (unless ``params`` is given) and ``optimizer.init``.
+
+    ``in_shape`` is the shape of *one example*, without the batch axis (``x.shape[1:]``).
+    Given ``params`` are copied, so the caller's arrays are never donated or changed.
+    """
+    init_key, state_key = jax.random.split(key)
+    if params is None:
+        _, params = model.init(init_key, in_shape)
+    else:
+        params = owned_copy(params)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key)
+
+
+def weight_decay_mask(params):
+    """A mask for ``optax.add_decayed_weights``: decay the weights ``w``, not the biases."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(path) and getattr(path[-1], "key", None) == "w", params)
