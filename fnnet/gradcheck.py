@@ -11,8 +11,19 @@ and returns a :class:`Report` with, for each parameter path, the largest
 absolute and relative error and whether it passed. On a failure it raises
 :class:`GradientMismatch` naming the layer and the parameter.
 
-Finite differences are only meaningful where the function is smooth: keep
-inputs away from ReLU's kink at 0.
+Finite differences are only meaningful where the function is smooth. A direction
+whose step crosses a kink (a ReLU pre-activation changing sign) is recognised by its
+one-sided differences disagreeing, ``f(θ+εv) - f(θ) ≠ f(θ) - f(θ-εv)``, by as much as
+the error they explain; it is retried with a ten times smaller step, and if the kink
+is still inside it is skipped and counted (the ``fd skipped`` column) and another
+random direction is drawn. A wrong gradient along a smooth direction has no such
+excuse, so it still fails.
+
+:func:`check_model` also localises a failure: it checks every layer of a
+:func:`fnnet.serial` model on its own input (``forward`` against ``apply``, then
+``backward`` against ``jax.vjp``, parameter-free layers included) and names the first
+layer that disagrees, since a wrong ``dx`` shows up in the parameter gradients of
+the layers *before* it.
 
 Example:
   >>> import jax, jax.numpy as jnp, fnnet
@@ -33,12 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.gradients import autodiff_value_and_grad, value_and_grad
-from fnnet.layer import Layer, layer_children, layer_name
+from fnnet.layer import Layer, layer_children, layer_name, locate
 from fnnet.losses import Loss, loss_name
 
 AUTODIFF_RTOL = 1e-9
 FD_RTOL = 1e-6
 FD_EPS = 1e-6
+FD_STEPS = (FD_EPS, FD_EPS / 10)
+"""The finite-difference steps tried in turn along a direction that crosses a kink."""
 
 
 class GradientMismatch(AssertionError):
@@ -59,6 +72,8 @@ class Row:
     max_rel_error: float
     fd_rel_error: float
     passed: bool
+    fd_skipped: int = 0
+    """Random directions skipped because every step crossed a kink."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +82,8 @@ class Report:
 
     subject: str
     rows: tuple[Row, ...]
+    culprit: str | None = None
+    """For :func:`check_model`: the first layer whose own check fails, with what failed."""
 
     @property
     def passed(self) -> bool:
@@ -82,9 +99,10 @@ class Report:
 
 def format_table(rows) -> str:
     """A fixed-width table of :class:`Row` s."""
-    header = ("layer", "param", "max abs err", "max rel err", "fd rel err", "result")
+    header = ("layer", "param", "max abs err", "max rel err", "fd rel err", "fd skipped", "result")
     lines = [(r.layer, r.param, f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}",
-              f"{r.fd_rel_error:.2e}", "pass" if r.passed else "FAIL") for r in rows]
+              "n/a" if np.isnan(r.fd_rel_error) else f"{r.fd_rel_error:.2e}", str(r.fd_skipped),
+              "pass" if r.passed else "FAIL") for r in rows]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
@@ -109,38 +127,54 @@ def _errors(manual, reference) -> tuple[float, float]:
     return abs_error, abs_error / scale
 
 
-def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions) -> float:
-    """Largest relative error of central differences along random directions of one leaf."""
+def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions, fd_rtol) -> tuple[float, int]:
+    """(largest relative error of central differences along random directions of one leaf,
+    number of directions skipped because they cross a kink at every step size)."""
     leaves, treedef = jax.tree.flatten(point)
     leaf = leaves[path_index]
-    worst = 0.0
-    for k in jax.random.split(key, directions):
-        v = jax.random.normal(k, leaf.shape, leaf.dtype)
+    center = float(scalar_fn(point))
+    norm = float(jnp.linalg.norm(manual_leaf))
+    worst, checked, skipped = 0.0, 0, 0
 
-        def shifted(sign):
-            new = list(leaves)
-            new[path_index] = leaf + sign * FD_EPS * v
-            return scalar_fn(jax.tree.unflatten(treedef, new))
+    def at(step, v):
+        new = list(leaves)
+        new[path_index] = leaf + step * v
+        return float(scalar_fn(jax.tree.unflatten(treedef, new)))
 
-        numeric = float((shifted(1.0) - shifted(-1.0)) / (2 * FD_EPS))
-        analytic = float(jnp.vdot(manual_leaf, v))
+    def differences(eps, v, scale_floor):
+        plus, minus = at(eps, v), at(-eps, v)
+        numeric = (plus - minus) / (2 * eps)
         # <g, v> for v ~ N(0, I) is typically of size |g|: use it so near-orthogonal v don't inflate
-        scale = max(abs(numeric), abs(analytic), float(jnp.linalg.norm(manual_leaf)), 1e-12)
-        worst = max(worst, abs(numeric - analytic) / scale)
-    return worst
+        scale = max(abs(numeric), scale_floor, 1e-12)
+        asymmetry = abs((plus - center) - (center - minus)) / eps / scale  # ~ eps·vᵀHv: 0 where smooth
+        return abs(numeric - analytic) / scale, asymmetry
+
+    for k in jax.random.split(key, 4 * directions):
+        if checked == directions:
+            break
+        v = jax.random.normal(k, leaf.shape, leaf.dtype)
+        analytic = float(jnp.vdot(manual_leaf, v))
+        floor = max(abs(analytic), norm)
+        error, asymmetry = differences(FD_STEPS[0], v, floor)
+        if error > fd_rtol:
+            # Either the gradient is wrong, or the step crossed a kink. Where f is smooth the
+            # one-sided slopes differ by ~eps·vᵀHv, which shrinks with the step; across a kink
+            # they differ by the jump in slope, whatever the step.
+            error_small, asymmetry_small = differences(FD_STEPS[1], v, floor)
+            if error_small > fd_rtol and asymmetry_small > fd_rtol and asymmetry_small > 0.5 * asymmetry:
+                skipped += 1  # a kink inside every step: this direction cannot judge the gradient
+                continue
+            error = error_small
+        worst, checked = max(worst, error), checked + 1
+    return (worst if checked else float("nan")), skipped
 
 
 def _describe(model, path) -> tuple[str, str]:
     """(layer description, parameter name) for a key path into ``model``'s params."""
-    names = []
-    layer = model
-    rest = list(path)
-    while rest and layer_children(layer) and isinstance(rest[0], jax.tree_util.SequenceKey):
-        index = rest.pop(0).idx
-        layer = layer_children(layer)[index]
-        names.append(f"{index}:{layer_name(layer)}")
+    chain, rest = locate(model, path)
     param = jax.tree_util.keystr(tuple(rest)) or "(all)"
-    return (" / ".join(names) or layer_name(layer)), param.strip("[]'\"") if len(rest) == 1 else param
+    names = " / ".join(f"{index}:{layer_name(layer)}" for index, layer in chain)
+    return (names or layer_name(model)), param.strip("[]'\"") if len(rest) == 1 else param
 
 
 def _check_structure(subject, manual, reference, report_rows):
@@ -155,24 +189,27 @@ def _check_structure(subject, manual, reference, report_rows):
 
 
 def _compare(subject, describe, manual, reference, scalar_fn, point, key, directions, rtol, fd_rtol,
-             raise_on_failure) -> Report:
+             raise_on_failure, first_rows=()) -> Report:
     _check_structure(subject, manual, reference, [])
     scalar_fn = jax.jit(scalar_fn)  # finite differences evaluate it many times
-    rows = []
+    rows = list(first_rows)
     paths = jax.tree_util.tree_flatten_with_path(reference)[0]
     manual_leaves = jax.tree.leaves(manual)
     for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
         abs_error, rel_error = _errors(man_leaf, ref_leaf)
-        fd_error = _fd_error(scalar_fn, point, index, man_leaf, jax.random.fold_in(key, index),
-                             directions)
+        fd_error, skipped = _fd_error(scalar_fn, point, index, man_leaf, jax.random.fold_in(key, index),
+                                      directions, fd_rtol)
         layer, param = describe(path)
-        rows.append(Row(layer, param, abs_error, rel_error, fd_error,
-                        rel_error <= rtol and fd_error <= fd_rtol))
+        fd_ok = np.isnan(fd_error) or fd_error <= fd_rtol  # nan: every direction crossed a kink
+        rows.append(Row(layer, param, abs_error, rel_error, fd_error, rel_error <= rtol and fd_ok,
+                        skipped))
     report = Report(subject, tuple(rows))
     if raise_on_failure and not report.passed:
         bad = next(row for row in rows if not row.passed)
+        what = "forward's output differs from apply's" if bad.param == "y (forward vs apply)" else \
+            f"hand-written gradient of {bad.layer}, parameter {bad.param!r} disagrees"
         raise GradientMismatch(
-            f"{subject}: hand-written gradient of {bad.layer}, parameter {bad.param!r} disagrees: "
+            f"{subject}: {what}: "
             f"max rel error vs autodiff {bad.max_rel_error:.3e} (tolerance {rtol:g}), "
             f"finite differences {bad.fd_rel_error:.3e} (tolerance {fd_rtol:g})\n{report}", report)
     return report
@@ -180,10 +217,12 @@ def _compare(subject, describe, manual, reference, scalar_fn, point, key, direct
 
 def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIFF_RTOL,
                 fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True) -> Report:
-    """Checks ``layer.backward`` against ``jax.vjp(layer.apply)`` and finite differences.
+    """Checks ``layer.forward`` against ``layer.apply``, and ``layer.backward`` against
+    ``jax.vjp(layer.apply)`` and finite differences.
 
-    A random cotangent ``dy`` is pulled back through both; the parameter
-    gradients and ``dx`` (reported as param ``"x (input)"``) are compared leaf by leaf.
+    The output of ``forward`` must equal ``apply``'s (row ``"y (forward vs apply)"``). A random
+    cotangent ``dy`` is pulled back through both backward passes; the parameter gradients
+    and ``dx`` (reported as param ``"x (input)"``) are compared leaf by leaf.
 
     Returns:
       a :class:`Report`. Raises :class:`GradientMismatch` on failure unless
@@ -194,6 +233,12 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
     with jax.enable_x64(True):
         params, x = _to_float64(params), _to_float64(x)
         y, residuals = layer.forward(params, x)
+        y_apply = layer.apply(params, x)
+        if jnp.shape(y) != jnp.shape(y_apply):
+            raise GradientMismatch(f"{subject}: forward returns shape {jnp.shape(y)} but apply returns "
+                                   f"{jnp.shape(y_apply)}", Report(subject, ()))
+        forward_row = Row(subject, "y (forward vs apply)", *_errors(y, y_apply), float("nan"),
+                          _errors(y, y_apply)[1] <= rtol)
         cotangent = jax.random.normal(jax.random.fold_in(key, 1), jnp.shape(y), jnp.float64)
         dparams, dx = layer.backward(params, residuals, cotangent)
         _, vjp = jax.vjp(layer.apply, params, x)
@@ -209,7 +254,54 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
             return _describe(layer, path[1:])
 
         return _compare(subject, describe, (dparams, dx), (ref_dparams, ref_dx), scalar_fn,
-                        (params, x), key, directions, rtol, fd_rtol, raise_on_failure)
+                        (params, x), key, directions, rtol, fd_rtol, raise_on_failure,
+                        first_rows=(forward_row,))
+
+
+def _units(model: Layer, params, x, labels=()):
+    """``(label, layer, params, input)`` for each layer of ``model`` in forward order, descending
+    into :func:`fnnet.serial`; each input is what the layers before it ``apply``."""
+    if model.name == "serial" and layer_children(model):
+        for index, (child, child_params) in enumerate(zip(layer_children(model), params)):
+            yield from _units(child, child_params, x, labels + (f"{index}:{layer_name(child)}",))
+            x = child.apply(child_params, x)
+    else:
+        yield " / ".join(labels) or layer_name(model), model, params, x
+
+
+def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTODIFF_RTOL) -> str | None:
+    """Checks each layer of ``model`` on its own input, in forward order (``forward`` against
+    ``apply``, ``backward`` against ``jax.vjp``, in float64) and describes the first that
+    disagrees, e.g. ``"1:Relu: dx disagrees with jax.vjp at the layer's input (max rel error
+    1.0e+00)"``; ``None`` when every layer agrees."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    with jax.enable_x64(True):
+        params, x = _to_float64(params), _to_float64(x)
+        for index, (label, layer, layer_params, layer_x) in enumerate(_units(model, params, x)):
+            y, residuals = layer.forward(layer_params, layer_x)
+            y_apply = layer.apply(layer_params, layer_x)
+            if jnp.shape(y) != jnp.shape(y_apply) or _errors(y, y_apply)[1] > rtol:
+                return (f"{label}: forward's output differs from apply's (max rel error "
+                        f"{_errors(y, y_apply)[1]:.1e})" if jnp.shape(y) == jnp.shape(y_apply) else
+                        f"{label}: forward's output shape {jnp.shape(y)} differs from apply's "
+                        f"{jnp.shape(y_apply)}")
+            cotangent = jax.random.normal(jax.random.fold_in(key, index), jnp.shape(y), jnp.float64)
+            manual = layer.backward(layer_params, residuals, cotangent)
+            reference = jax.vjp(layer.apply, layer_params, layer_x)[1](cotangent)
+            if jax.tree.structure(manual) != jax.tree.structure(reference):
+                return f"{label}: backward returns a tree {jax.tree.structure(manual)}, expected " \
+                       f"{jax.tree.structure(reference)}"
+            for path, got, want in zip(
+                    (p for p, _ in jax.tree_util.tree_flatten_with_path(reference)[0]),
+                    jax.tree.leaves(manual), jax.tree.leaves(reference)):
+                what = "dx" if path[0].idx == 1 else f"d{_describe(layer, path[1:])[1]}"
+                if jnp.shape(got) != jnp.shape(want):
+                    return f"{label}: backward's {what} has shape {jnp.shape(got)}, expected {jnp.shape(want)}"
+                error = _errors(got, want)[1]
+                if error > rtol:
+                    return (f"{label}: {what} disagrees with jax.vjp at the layer's own input "
+                            f"(max rel error {error:.1e})")
+    return None
 
 
 def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
@@ -217,6 +309,11 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
                 raise_on_failure: bool = True) -> Report:
     """Checks :func:`fnnet.value_and_grad` (hand-written) against ``jax.value_and_grad`` and
     finite differences of the loss, for every parameter of ``model``.
+
+    On a failure the report's ``culprit`` (and the error message) names the first layer
+    whose own ``forward`` or ``backward`` disagrees (see :func:`first_failing_layer`):
+    a wrong ``dx`` in layer ``i`` makes the parameter gradients of layers ``< i`` wrong,
+    so the failing rows alone would blame the wrong layer.
 
     Example:
       >>> import jax, jax.numpy as jnp, fnnet
@@ -234,14 +331,33 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
         ref_value, ref_grads = autodiff_value_and_grad(model, loss)(params, x, y)
         _, value_rel = _errors(value, ref_value)
         if value_rel > rtol:
+            culprit = first_failing_layer(model, params, x, key=key, rtol=rtol)
             raise GradientMismatch(f"{subject}: forward loss {float(value)!r} differs from apply's "
-                                   f"{float(ref_value)!r}", Report(subject, ()))
+                                   f"{float(ref_value)!r}; "
+                                   + (f"the first layer that differs is {culprit}" if culprit else
+                                      "every layer's forward agrees with its apply on its own input"),
+                                   Report(subject, (), culprit))
 
         def scalar_fn(p):
             return loss.value(model.apply(p, x), y)
 
-        return _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
-                        params, key, directions, rtol, fd_rtol, raise_on_failure)
+        report = _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
+                          params, key, directions, rtol, fd_rtol, raise_on_failure=False)
+        if report.passed:
+            return report
+        culprit = first_failing_layer(model, params, x, key=key, rtol=rtol)
+        report = dataclasses.replace(report, culprit=culprit)
+        if raise_on_failure:
+            bad = next(row for row in report.rows if not row.passed)
+            blame = (f"the first layer whose backward disagrees is {culprit}; the parameter gradients "
+                     f"of the layers before it are wrong as a consequence" if culprit else
+                     f"every layer agrees with jax.vjp on its own input, so look at the loss's grad; "
+                     f"first failing gradient: {bad.layer}, parameter {bad.param!r}")
+            raise GradientMismatch(
+                f"{subject}: {blame} (max rel error vs autodiff {bad.max_rel_error:.3e}, tolerance "
+                f"{rtol:g}; finite differences {bad.fd_rel_error:.3e}, tolerance {fd_rtol:g})\n{report}",
+                report)
+        return report
 
 
 def check_loss(loss: Loss, pred, target, *, key=None, rtol: float = AUTODIFF_RTOL,
