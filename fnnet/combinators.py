@@ -1,10 +1,21 @@
-"""Combinators: :func:`serial`, the one place that walks layers backwards."""
+"""Combinators: :func:`serial`, the one place that walks layers backwards, and branches.
+
+``serial`` chains layers (``dx`` of layer ``i`` is ``dy`` of layer ``i - 1``). For
+branches, as in stax: :func:`FanOut` copies its input to ``n`` branches, :func:`parallel`
+runs one layer per branch, :data:`FanInSum` / :func:`FanInConcat` join them, and
+:func:`Residual` is ``x + block(x)``. The fan-out's chain rule, *the gradients of the
+branches are summed*, is written once, in ``FanOut``'s backward.
+"""
 
 from __future__ import annotations
 
-import jax
+import itertools
 
-from fnnet.layer import Layer, as_shape, at_layer, make_layer
+import jax
+import jax.numpy as jnp
+
+from fnnet.layer import (Layer, apply_with_state, as_shape, at_layer, forward_with_state, init_with_state,
+                         is_stateful, layer_name, make_layer)
 
 
 def serial(*layers: Layer) -> Layer:
@@ -69,4 +80,223 @@ def serial(*layers: Layer) -> Layer:
                 grads[index], dy = layers[index].backward(params[index], residuals[index], dy)
         return tuple(grads), dy
 
-    return make_layer("serial", init, apply, forward, backward, children=layers)
+    if not any(is_stateful(layer) for layer in layers):
+        return make_layer("serial", init, apply, forward, backward, children=layers)
+
+    # With a stateful child (Dropout, BatchNorm): state is a tuple with one entry per layer,
+    # and layer i gets the key fold_in(key, i).
+    def stateful_init(key, in_shape):
+        shape = as_shape(in_shape, "serial")
+        keys = jax.random.split(key, max(len(layers), 1))
+        params, states = [], []
+        for index, (layer, layer_key) in enumerate(zip(layers, keys)):
+            with at_layer(index, layer):
+                shape, layer_params, layer_state = init_with_state(layer, layer_key, shape)
+            params.append(layer_params)
+            states.append(layer_state)
+        return shape, tuple(params), tuple(states)
+
+    def run(params, state, x, key, train, with_residuals):
+        check(params)
+        if not isinstance(state, (tuple, list)) or len(state) != len(layers):
+            got = f"{len(state)} entries" if isinstance(state, (tuple, list)) else type(state).__name__
+            raise ValueError(f"serial: expected a state with {len(layers)} entries (one per layer, as "
+                             f"fnnet.init_with_state returns it), got {got}")
+        residuals, states = [], []
+        for index, (layer, layer_params, layer_state) in enumerate(zip(layers, params, state)):
+            layer_key = None if key is None else jax.random.fold_in(key, index)
+            with at_layer(index, layer):
+                x, residual, layer_state = forward_with_state(layer, layer_params, layer_state, x,
+                                                              key=layer_key, train=train) \
+                    if with_residuals else _no_residuals(*apply_with_state(
+                        layer, layer_params, layer_state, x, key=layer_key, train=train))
+            residuals.append(residual)
+            states.append(layer_state)
+        return x, tuple(residuals), tuple(states)
+
+    def stateful_apply(params, state, x, *, key=None, train=False):
+        y, _, state = run(params, state, x, key, train, with_residuals=False)
+        return y, state
+
+    def stateful_forward(params, state, x, *, key=None, train=False):
+        return run(params, state, x, key, train, with_residuals=True)
+
+    return make_layer("serial", init, apply, forward, backward, children=layers,
+                      stateful_init=stateful_init, stateful_apply=stateful_apply,
+                      stateful_forward=stateful_forward)
+
+
+def _no_residuals(y, state):
+    return y, None, state
+
+
+def _check_branches(name, xs, n):
+    if not isinstance(xs, (tuple, list)) or len(xs) != n:
+        got = f"{len(xs)} inputs" if isinstance(xs, (tuple, list)) else f"one array of shape {jnp.shape(xs)}"
+        raise ValueError(f"{name}: expected a tuple of {n} inputs (one per branch), got {got}")
+
+
+def FanOut(n: int) -> Layer:
+    """Copies its input to ``n`` branches: ``y = (x, x, ..., x)``.
+
+    Backward, the chain rule of a fan-out: ``dx = Σ_i dy_i`` (each branch's gradient, summed).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"FanOut: n must be a positive int, got {n!r}")
+    name = f"FanOut({n})"
+
+    def init(key, in_shape):
+        return (as_shape(in_shape, name),) * n, ()
+
+    def apply(params, x):
+        return (x,) * n
+
+    def backward(params, residuals, dys):
+        _check_branches(name, dys, n)
+        dx = dys[0]
+        for dy in dys[1:]:
+            dx = dx + dy  # the gradients of the branches add up
+        return (), dx
+
+    return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward)
+
+
+def parallel(*layers: Layer) -> Layer:
+    """Runs ``layers[i]`` on the ``i``-th input of a tuple (stax's ``parallel``); params are a tuple.
+
+    Backward: each branch's own backward on its own ``dy``.
+    """
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"parallel: argument {index} is not a fnnet.Layer: {layer!r}")
+    layers = tuple(layers)
+    n = len(layers)
+
+    def init(key, in_shapes):
+        _check_branches("parallel", in_shapes, n)
+        out, params = [], []
+        for index, (layer, layer_key, shape) in enumerate(zip(layers, jax.random.split(key, n), in_shapes)):
+            with at_layer(index, layer):
+                shape, layer_params = layer.init(layer_key, shape)
+            out.append(shape)
+            params.append(layer_params)
+        return tuple(out), tuple(params)
+
+    def apply(params, xs):
+        _check_branches("parallel", xs, n)
+        return tuple(layer.apply(p, x) for layer, p, x in zip(layers, params, xs))
+
+    def forward(params, xs):
+        _check_branches("parallel", xs, n)
+        outs = [layer.forward(p, x) for layer, p, x in zip(layers, params, xs)]
+        return tuple(y for y, _ in outs), tuple(r for _, r in outs)
+
+    def backward(params, residuals, dys):
+        _check_branches("parallel", dys, n)
+        outs = [layer.backward(p, r, dy) for layer, p, r, dy in zip(layers, params, residuals, dys)]
+        return tuple(g for g, _ in outs), tuple(dx for _, dx in outs)
+
+    if not any(is_stateful(layer) for layer in layers):
+        return make_layer("parallel", init, apply, forward, backward, children=layers)
+
+    def stateful_init(key, in_shapes):
+        _check_branches("parallel", in_shapes, n)
+        results = [init_with_state(layer, k, shape)
+                   for layer, k, shape in zip(layers, jax.random.split(key, n), in_shapes)]
+        return tuple(r[0] for r in results), tuple(r[1] for r in results), tuple(r[2] for r in results)
+
+    def run(params, state, xs, key, train, fn):
+        _check_branches("parallel", xs, n)
+        return [fn(layer, p, s, x, key=None if key is None else jax.random.fold_in(key, i), train=train)
+                for i, (layer, p, s, x) in enumerate(zip(layers, params, state, xs))]
+
+    def stateful_apply(params, state, xs, *, key=None, train=False):
+        outs = run(params, state, xs, key, train, apply_with_state)
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
+    def stateful_forward(params, state, xs, *, key=None, train=False):
+        outs = run(params, state, xs, key, train, forward_with_state)
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
+
+    return make_layer("parallel", init, apply, forward, backward, children=layers,
+                      stateful_init=stateful_init, stateful_apply=stateful_apply,
+                      stateful_forward=stateful_forward)
+
+
+def _fan_in_init(name, join_shapes):
+    def init(key, in_shapes):
+        if not isinstance(in_shapes, (tuple, list)) or not in_shapes or \
+                not all(isinstance(s, (tuple, list)) for s in in_shapes):
+            raise ValueError(f"{name}: expected a tuple of input shapes (one per branch), got {in_shapes!r}")
+        return join_shapes([as_shape(s, name) for s in in_shapes]), ()
+    return init
+
+
+def _sum_shapes(shapes):
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"FanInSum: every branch must have the same shape, got {shapes}")
+    return shapes[0]
+
+
+def _fan_in_sum_apply(params, xs):
+    if not isinstance(xs, (tuple, list)) or not xs:
+        raise ValueError(f"FanInSum: expected a tuple of inputs, got {type(xs).__name__}")
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
+
+
+FanInSum: Layer = make_layer(
+    "FanInSum", _fan_in_init("FanInSum", _sum_shapes), _fan_in_sum_apply,
+    lambda params, xs: (_fan_in_sum_apply(params, xs), (None,) * len(xs)),
+    lambda params, branches, dy: ((), (dy,) * len(branches)))
+"""Adds its inputs: ``y = Σ_i x_i``; backward ``dx_i = dy`` for every branch."""
+
+
+def FanInConcat(axis: int = -1) -> Layer:
+    """Concatenates its inputs along ``axis`` of each example (default: the features);
+    backward splits ``dy`` back into the branches' sizes."""
+    if not isinstance(axis, int) or axis == 0:
+        raise ValueError(f"FanInConcat: axis must be a nonzero int of one example (-1 for features), got {axis!r}")
+    name = f"FanInConcat({axis})"
+
+    def join(shapes):
+        rank = len(shapes[0])
+        where = axis if axis < 0 else axis - 1  # on the example's shape
+        if any(len(s) != rank for s in shapes) or not -rank <= where < rank:
+            raise ValueError(f"{name}: branches must have the same rank, with axis inside it; got {shapes}")
+        where %= rank
+        if any(s[:where] + s[where + 1:] != shapes[0][:where] + shapes[0][where + 1:] for s in shapes):
+            raise ValueError(f"{name}: branches differ outside the concatenation axis: {shapes}")
+        return shapes[0][:where] + (sum(s[where] for s in shapes),) + shapes[0][where + 1:]
+
+    def apply(params, xs):
+        return jnp.concatenate(xs, axis=axis)
+
+    def forward(params, xs):
+        return apply(params, xs), tuple(xs)  # the inputs themselves: their static sizes
+
+    def backward(params, xs, dy):
+        cuts = list(itertools.accumulate(x.shape[axis] for x in xs))[:-1]
+        return (), tuple(jnp.split(dy, cuts, axis=axis))
+
+    return make_layer(name, _fan_in_init(name, join), apply, forward, backward)
+
+
+def Residual(block: Layer) -> Layer:
+    """``y = x + block(x)``: ``serial(FanOut(2), parallel(block, Identity), FanInSum)``.
+
+    Backward: ``dx = dy + block.backward(dy)``, the two paths of the fan-out summed.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> block = fnnet.Residual(fnnet.serial(fnnet.Dense(4), fnnet.Relu, fnnet.Dense(4)))
+      >>> _, params = block.init(jax.random.PRNGKey(0), (4,))
+      >>> block.apply(params, jnp.ones((2, 4))).shape
+      (2, 4)
+    """
+    from fnnet.activations import Identity
+
+    inner = serial(FanOut(2), parallel(block, Identity), FanInSum)
+    return inner._replace(name=f"Residual({layer_name(block)})")

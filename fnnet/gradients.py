@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Layer
+from fnnet.layer import Layer, apply_with_state, forward_with_state, is_stateful, layer_name
 from fnnet.losses import Loss
 
 
@@ -50,8 +50,10 @@ def per_example_loss(loss: Loss, pred, target):
 
 
 def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manual", weights=None,
-                   compute_dtype=None):
-    """``(loss value, grads, prediction)`` of one batch: the one gradient implementation of fnnet.
+                   compute_dtype=None, state=(), key=None, train: bool = True):
+    """``(loss value, grads, prediction, new model state)`` of one batch: the one gradient
+    implementation of fnnet, used by :func:`value_and_grad`, :func:`autodiff_value_and_grad`,
+    :func:`per_example_grads` and every training step.
 
     Args:
       grad: ``"manual"`` (``forward``, ``loss.grad``, ``backward``: no autodiff) or
@@ -61,6 +63,8 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
       compute_dtype: e.g. ``jnp.bfloat16``: params and ``x`` are cast to it for the
         forward and backward passes (mixed precision, float32 master params); the
         gradients come back in each parameter's own dtype.
+      state, key, train: for a model with state or randomness (BatchNorm, Dropout; see
+        :mod:`fnnet.layer`); ``()``, ``None`` and ``True`` for a plain model.
 
     Gradients always have their parameter's dtype, whatever the input's dtype.
     """
@@ -74,20 +78,21 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
         return jnp.sum(per_example_loss(loss, pred, y) * weights) / count
 
     if grad == "manual":
-        pred, residuals = model.forward(compute_params, x)
+        pred, residuals, new_state = forward_with_state(model, compute_params, state, x, key=key, train=train)
         delta = loss.grad(pred, y)
         if weights is not None:  # loss.grad averages over the B rows; reweight to the valid ones
             scale = (weights * (weights.shape[0] / count)).astype(delta.dtype)
             delta = delta * scale.reshape(scale.shape + (1,) * (delta.ndim - 1))
         grads, _ = model.backward(compute_params, residuals, delta)
-        return masked_value(pred), like_params(grads, params), pred
+        return masked_value(pred), like_params(grads, params), pred, new_state
 
     def total(p):
-        pred = model.apply(_cast_floats(p, compute_dtype), x)
-        return masked_value(pred), pred
+        pred, new_state = apply_with_state(model, _cast_floats(p, compute_dtype), state, x, key=key,
+                                           train=train)
+        return masked_value(pred), (pred, new_state)
 
-    (value, pred), grads = jax.value_and_grad(total, has_aux=True)(params)
-    return value, like_params(grads, params), pred
+    (value, (pred, new_state)), grads = jax.value_and_grad(total, has_aux=True)(params)
+    return value, like_params(grads, params), pred, new_state
 
 
 def value_and_grad(model: Layer, loss: Loss):
@@ -110,7 +115,7 @@ def value_and_grad(model: Layer, loss: Loss):
     """
 
     def value_and_grads(params, x, y):
-        value, grads, _ = loss_and_grads(model, loss, params, x, y, grad="manual")
+        value, grads, _, _ = loss_and_grads(model, loss, params, x, y, grad="manual")
         return value, grads
 
     return value_and_grads
@@ -120,7 +125,7 @@ def autodiff_value_and_grad(model: Layer, loss: Loss):
     """Returns ``f(params, x, y) -> (loss_value, grads)`` through ``jax.value_and_grad``: the reference."""
 
     def value_and_grads(params, x, y):
-        value, grads, _ = loss_and_grads(model, loss, params, x, y, grad="autodiff")
+        value, grads, _, _ = loss_and_grads(model, loss, params, x, y, grad="autodiff")
         return value, grads
 
     return value_and_grads
@@ -194,6 +199,10 @@ def per_example_grads(model: Layer, loss: Loss, *, grad: str = "manual"):
     """
     if grad not in GRAD_MODES:
         raise ValueError(f"per_example_grads: grad must be 'manual' or 'autodiff', got {grad!r}")
+    if is_stateful(model):
+        raise ValueError(f"per_example_grads: {layer_name(model)} has a layer with state or randomness "
+                         f"(BatchNorm, Dropout): batch statistics are not per-example, and a dropout "
+                         f"mask is drawn per batch; use a model without them (e.g. LayerNorm)")
 
     def per_example(params, x, y):
         def one(x_i, y_i):

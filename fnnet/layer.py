@@ -9,6 +9,28 @@ A layer in fnnet is what a backprop tutorial writes by hand, made explicit::
 
 Every formula accepts any number of leading batch axes, so one layer runs on a
 batch and, under ``jax.vmap``, on a single example.
+
+Randomness and state
+--------------------
+Dropout needs a PRNG key and a train/eval switch; BatchNorm keeps running statistics
+that training updates and evaluation uses. Such a layer fills three more fields, the
+same functions with the state, the key and the mode as explicit arguments (state in,
+state out, as in Haiku's ``transform_with_state``)::
+
+    stateful_init(key, in_shape)                            -> (out_shape, params, state)
+    stateful_apply(params, state, x, *, key, train)         -> (y, state)
+    stateful_forward(params, state, x, *, key, train)       -> (y, residuals, state)
+    backward(params, residuals, dy)                         -> (dparams, dx)   unchanged
+
+``key`` is a PRNG key (or ``None`` when the layer needs none), ``train`` a Python bool:
+``True`` for a training step (dropout drops, BatchNorm uses and updates batch
+statistics), ``False`` for evaluation. ``state`` is a pytree of arrays, ``()`` for a
+layer without state. The functions :func:`init_with_state`, :func:`apply_with_state`
+and :func:`forward_with_state` call any layer this way (a plain layer simply passes
+its ``()`` state through), and :func:`fnnet.serial` threads states and keys through
+its children. A stateful layer's plain ``apply(params, x)`` is its evaluation mode
+where that needs no state (Dropout: the identity), and otherwise raises an error
+that says which function to call.
 """
 
 from __future__ import annotations
@@ -39,11 +61,59 @@ class Layer(NamedTuple):
     (``"Dense(4)"``); ``None`` falls back to the name of its ``init`` function."""
     children: tuple = ()
     """The sub-layers of a combinator such as :func:`fnnet.serial`; ``()`` for a leaf layer."""
+    stateful_init: Callable | None = None
+    """``(key, in_shape) -> (out_shape, params, state)``; ``None`` for a plain layer."""
+    stateful_apply: Callable | None = None
+    """``(params, state, x, *, key, train) -> (y, state)``: the reference autodiff differentiates."""
+    stateful_forward: Callable | None = None
+    """``(params, state, x, *, key, train) -> (y, residuals, state)``: feeds ``backward``."""
 
 
-def make_layer(name: str, init, apply, forward, backward, children: Sequence[Layer] = ()) -> Layer:
+def make_layer(name: str, init, apply, forward, backward, children: Sequence[Layer] = (), *,
+               stateful_init=None, stateful_apply=None, stateful_forward=None) -> Layer:
     """Builds a :class:`Layer` named ``name`` (with ``children`` for a combinator)."""
-    return Layer(init, apply, forward, backward, name=name, children=tuple(children))
+    return Layer(init, apply, forward, backward, name=name, children=tuple(children),
+                 stateful_init=stateful_init, stateful_apply=stateful_apply,
+                 stateful_forward=stateful_forward)
+
+
+def is_stateful(layer: Layer) -> bool:
+    """Whether ``layer`` takes a state, a key or the train/eval mode (Dropout, BatchNorm, and
+    any combinator holding one)."""
+    return layer.stateful_apply is not None
+
+
+def init_with_state(layer: Layer, key, in_shape):
+    """``(out_shape, params, state)`` for any layer; ``state`` is ``()`` for a plain one."""
+    if layer.stateful_init is not None:
+        return layer.stateful_init(key, in_shape)
+    out_shape, params = layer.init(key, in_shape)
+    return out_shape, params, ()
+
+
+def apply_with_state(layer: Layer, params, state, x, *, key=None, train: bool = False):
+    """``(y, new_state)`` for any layer; a plain layer runs ``apply`` and returns ``state`` as is.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> model = fnnet.serial(fnnet.Dense(4), fnnet.BatchNorm(), fnnet.Relu, fnnet.Dropout(0.5))
+      >>> _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (3,))
+      >>> y, state = fnnet.apply_with_state(model, params, state, jnp.ones((8, 3)),
+      ...                                   key=jax.random.PRNGKey(1), train=True)
+      >>> y.shape, state[1]["mean"].shape
+      ((8, 4), (4,))
+    """
+    if layer.stateful_apply is not None:
+        return layer.stateful_apply(params, state, x, key=key, train=train)
+    return layer.apply(params, x), state
+
+
+def forward_with_state(layer: Layer, params, state, x, *, key=None, train: bool = False):
+    """``(y, residuals, new_state)`` for any layer: what ``backward`` needs, and the new state."""
+    if layer.stateful_forward is not None:
+        return layer.stateful_forward(params, state, x, key=key, train=train)
+    y, residuals = layer.forward(params, x)
+    return y, residuals, state
 
 
 def layer_name(layer: Layer) -> str:

@@ -5,7 +5,9 @@ import importlib
 
 import pytest
 
-MODULES = ["fnnet.initializers", "fnnet.dense", "fnnet.activations", "fnnet.combinators",
+MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations", "fnnet.layers.conv",
+           "fnnet.layers.pooling", "fnnet.layers.normalization", "fnnet.layers.dropout", "fnnet.layers.reshape",
+           "fnnet.layer", "fnnet.combinators",
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
            "fnnet.datasets"]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from fnnet.gradients import check_grad_mode
-from fnnet.layer import Layer
+from fnnet.layer import Layer, apply_with_state
 from fnnet.losses import Loss
 from fnnet.train import inputs
 from fnnet.train.epochs import make_epoch
@@ -34,7 +34,8 @@ def _compiled_trainer(model, loss, optimizer, n, in_shape, *, epochs, batch_size
             return state, jnp.sum(metrics["loss"] * metrics["count"]) / n
 
         state, losses = jax.lax.scan(one_epoch, state, None, length=epochs)
-        hits = correct(loss, task_resolved, model.apply(state.params, x), y)
+        hits = correct(loss, task_resolved,
+                       apply_with_state(model, state.params, state.model_state, x)[0], y)
         accuracy = jnp.mean(hits) if hits is not None else jnp.zeros(())
         return state, losses, accuracy
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet.gradients import per_example_loss
-from fnnet.layer import Layer
+from fnnet.layer import Layer, apply_with_state
 from fnnet.losses import Loss, loss_kind
 from fnnet.train import inputs
 from fnnet.train.epochs import batch_plan, gather
@@ -23,7 +23,7 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
 
         placement = DataParallel(mesh, batch_size)
 
-    def run(params, x, y):
+    def run(params, model_state, x, y):
         order, weights = batch_plan(None, 0, n, batch_size, shuffle=False)
 
         def body(totals, plan):
@@ -32,7 +32,7 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
             if placement is not None:
                 xb, yb, w = placement.constrain_batch(xb), placement.constrain_batch(yb), \
                     placement.constrain_batch(w)
-            pred = model.apply(params, xb)
+            pred = apply_with_state(model, params, model_state, xb, train=False)[0]
             loss_sum = jnp.sum(per_example_loss(loss, pred, yb) * w)
             hits = correct(loss, task, pred, yb)
             correct_sum = jnp.sum(hits * w) if hits is not None else jnp.zeros(())
@@ -46,7 +46,7 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
 
 
 def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
-             task: str | None = None, mesh=None) -> dict:
+             task: str | None = None, mesh=None, model_state=()) -> dict:
     """Mean loss and accuracy of ``params`` on ``data = (x, y)``, computed in batches.
 
     Accuracy: multi-class takes the argmax; binary thresholds the sigmoid output at
@@ -56,15 +56,17 @@ def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
 
     The data is checked first (see :mod:`fnnet.train.inputs`): NaN or inf, labels
     outside the model's classes and non-probabilities for a probability loss raise a
-    ``ValueError`` instead of a silently wrong number.
+    ``ValueError`` instead of a silently wrong number. The model runs in evaluation mode
+    with ``model_state`` (``TrainState.model_state``: BatchNorm's running statistics).
     """
     x, y = inputs.as_arrays(data, "evaluate")
-    validate(model, loss, params, x, y, "evaluate")
-    return evaluate_arrays(model, params, loss, x, y, batch_size=batch_size, task=task, mesh=mesh)
+    validate(model, loss, params, x, y, "evaluate", model_state)
+    return evaluate_arrays(model, params, loss, x, y, batch_size=batch_size, task=task, mesh=mesh,
+                           model_state=model_state)
 
 
 def evaluate_arrays(model: Layer, params, loss: Loss, x, y, *, batch_size: int = 1024,
-                    task: str | None = None, mesh=None) -> dict:
+                    task: str | None = None, mesh=None, model_state=()) -> dict:
     """:func:`evaluate` on device arrays already checked (``fit`` checks its data once)."""
     task = resolve_task(loss, task)
     batch_size = max(1, min(batch_size, x.shape[0]))
@@ -74,30 +76,34 @@ def evaluate_arrays(model: Layer, params, loss: Loss, x, y, *, batch_size: int =
         devices = mesh.shape[mesh.axis_names[0]]
         batch_size = -(-batch_size // devices) * devices
         placement = DataParallel(mesh, batch_size)
-        x, y, params = placement.put_data(x), placement.put_data(y), placement.put_state(params)
-    mean_loss, accuracy = _evaluator(model, loss, batch_size, x.shape[0], task, mesh)(params, x, y)
+        x, y = placement.put_data(x), placement.put_data(y)
+        params, model_state = placement.put_state((params, model_state))
+    mean_loss, accuracy = _evaluator(model, loss, batch_size, x.shape[0], task, mesh)(params, model_state, x, y)
     return {"loss": float(mean_loss), "accuracy": float(accuracy) if task else None}
 
 
-def validate(model: Layer, loss: Loss, params, x, y, where: str) -> None:
+def validate(model: Layer, loss: Loss, params, x, y, where: str, model_state=()) -> None:
     """The host-side checks of :mod:`fnnet.train.inputs` for ``params`` on ``(x, y)``."""
-    out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+    out = jax.eval_shape(lambda p, s, x: apply_with_state(model, p, s, x)[0], params, model_state,
+                         jax.ShapeDtypeStruct((2,) + x.shape[1:], x.dtype))
     inputs.check_targets(loss, y, out.shape[1:], where)
-    inputs.check_outputs(loss, model, params, x, where)
+    inputs.check_outputs(loss, model, params, x, where, model_state=model_state)
 
 
-def predict(model: Layer, params, x, *, batch_size: int = 4096):
-    """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses)."""
+def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):
+    """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses), in
+    evaluation mode with ``model_state``."""
     x = inputs.on_device(x)
-    apply = jax.jit(model.apply)
-    return jnp.concatenate([apply(params, x[i:i + batch_size])
-                            for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else apply(params, x)
+    apply = jax.jit(lambda p, s, x: apply_with_state(model, p, s, x, train=False)[0])
+    return jnp.concatenate([apply(params, model_state, x[i:i + batch_size])
+                            for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else \
+        apply(params, model_state, x)
 
 
-def predict_proba(model: Layer, params, x, loss: Loss, *, batch_size: int = 4096):
+def predict_proba(model: Layer, params, x, loss: Loss, *, batch_size: int = 4096, model_state=()):
     """Probabilities, by ``loss.kind``: softmax of multi-class logits, sigmoid of binary logits;
     a ``"probabilities"`` or ``"regression"`` loss's outputs are returned as they are."""
-    out = predict(model, params, x, batch_size=batch_size)
+    out = predict(model, params, x, batch_size=batch_size, model_state=model_state)
     kind = loss_kind(loss)
     if kind == "multiclass_logits":
         return jax.nn.softmax(out, axis=-1)

@@ -119,9 +119,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         x, y = placement.put_data(x), placement.put_data(y)
 
     state = init_state(model, optimizer, key, x.shape[1:], params)
-    validate(model, loss, state.params, x, y, "fit")
+    validate(model, loss, state.params, x, y, "fit", state.model_state)
     if eval_data is not None:
-        validate(model, loss, state.params, *eval_data, "fit (eval_data)")
+        validate(model, loss, state.params, *eval_data, "fit (eval_data)", state.model_state)
     history = History()
     ckpt_path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
@@ -163,8 +163,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
             history.train_accuracy.append(float(np.sum(np.asarray(metrics["accuracy"]) * counts) / np.sum(counts))
                                           if "accuracy" in metrics else None)
             if eval_data is not None:
-                result = evaluate_arrays(model, state.params, loss, *eval_data,
-                                         batch_size=eval_batch_size, task=task, mesh=mesh)
+                result = evaluate_arrays(model, state.params, loss, *eval_data, batch_size=eval_batch_size,
+                                         task=task, mesh=mesh, model_state=state.model_state)
                 history.eval_loss.append(result["loss"])
                 history.eval_accuracy.append(result["accuracy"])
             else:

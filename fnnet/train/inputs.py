@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Layer, describe_path
+from fnnet.layer import Layer, apply_with_state, describe_path
 from fnnet.losses import Loss, loss_kind, loss_name
 
 
@@ -98,12 +98,13 @@ def check_targets(loss: Loss, y, out_shape, where: str) -> None:
                              f"{_first_bad(outside)} ({int(outside.sum())} value(s) outside)")
 
 
-def check_outputs(loss: Loss, model: Layer, params, x, where: str, sample: int = 256) -> None:
+def check_outputs(loss: Loss, model: Layer, params, x, where: str, sample: int = 256, model_state=()) -> None:
     """For a ``"probabilities"`` loss, runs the model on the first ``sample`` examples and raises
     ValueError if an output lies outside [0, 1] (logits given to a probability loss)."""
     if loss_kind(loss) != "probabilities":
         return
-    outputs = np.asarray(jax.jit(model.apply)(params, x[:sample]))
+    outputs = np.asarray(jax.jit(lambda p, s, x: apply_with_state(model, p, s, x)[0])(params, model_state,
+                                                                                     x[:sample]))
     if outputs.size and (outputs.min() < 0 or outputs.max() > 1):
         raise ValueError(
             f"{where}: {loss_name(loss)} takes probabilities in [0, 1] (e.g. after fnnet.Sigmoid), but "

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fnnet.layer import Layer
+from fnnet.layer import Layer, init_with_state
 
 
 class TrainState(NamedTuple):
@@ -18,6 +18,8 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array
     key: jax.Array
+    model_state: Any = ()
+    """The model's non-trainable state (BatchNorm's running statistics); ``()`` for most models."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -30,18 +32,21 @@ def owned_copy(tree):
 
 
 def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_shape,
-               params=None) -> TrainState:
-    """A fresh :class:`TrainState`: ``model.init`` (unless ``params`` is given) and ``optimizer.init``.
+               params=None, model_state=None) -> TrainState:
+    """A fresh :class:`TrainState`: ``model.init`` (unless ``params`` is given), the model's state
+    (:func:`fnnet.init_with_state`, unless ``model_state`` is given) and ``optimizer.init``.
 
     ``in_shape`` is the shape of *one example*, without the batch axis (``x.shape[1:]``).
     Given ``params`` are copied, so the caller's arrays are never donated or changed.
     """
     init_key, state_key = jax.random.split(key)
     if params is None:
-        _, params = model.init(init_key, in_shape)
+        _, params, model_state = init_with_state(model, init_key, in_shape)
     else:
         params = owned_copy(params)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key)
+        model_state = owned_copy(model_state) if model_state is not None else \
+            init_with_state(model, init_key, in_shape)[2]
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key, model_state)
 
 
 def weight_decay_mask(params):

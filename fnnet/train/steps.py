@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from fnnet.gradients import check_grad_mode, loss_and_grads
-from fnnet.layer import Layer
+from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
 from fnnet.train.state import TrainState
 from fnnet.train.tasks import correct, resolve_task
@@ -24,6 +25,9 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
       compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: the forward and backward
         passes run in it, the params (and the optimizer) stay in their own dtype.
 
+    A model with state or randomness (BatchNorm, Dropout) runs in training mode with the
+    key ``fold_in(state.key, state.step)``; its new state goes into ``state.model_state``.
+
     ``metrics`` holds ``loss`` (the batch loss before the update) and, for
     classification, ``accuracy``. ``weights`` (one 0/1 per example) masks padding.
 
@@ -40,9 +44,13 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
     check_grad_mode(grad)
     task = resolve_task(loss, task)
 
+    stateful = is_stateful(model)
+
     def step(state: TrainState, x, y, weights=None):
-        value, grads, pred = loss_and_grads(model, loss, state.params, x, y, grad=grad, weights=weights,
-                                            compute_dtype=compute_dtype)
+        key = jax.random.fold_in(state.key, state.step) if stateful else None  # e.g. dropout masks
+        value, grads, pred, model_state = loss_and_grads(
+            model, loss, state.params, x, y, grad=grad, weights=weights, compute_dtype=compute_dtype,
+            state=state.model_state, key=key, train=True)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": value}
@@ -50,6 +58,6 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
         if hits is not None:
             metrics["accuracy"] = (jnp.mean(hits) if weights is None else
                                    jnp.sum(hits * weights) / jnp.maximum(jnp.sum(weights), 1))
-        return TrainState(params, opt_state, state.step + 1, state.key), metrics
+        return TrainState(params, opt_state, state.step + 1, state.key, model_state), metrics
 
     return step

@@ -1,0 +1,25 @@
+"""The built-in layers, one file per kind, each backward beside its forward.
+
+* :mod:`~fnnet.layers.dense`: ``Dense``;
+* :mod:`~fnnet.layers.activations`: ``Relu``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``Gelu``,
+  ``LeakyRelu``, ``Identity``;
+* :mod:`~fnnet.layers.conv`: ``Conv`` (2-D), ``Conv1D``;
+* :mod:`~fnnet.layers.pooling`: ``MaxPool``, ``AvgPool``, ``GlobalAvgPool``;
+* :mod:`~fnnet.layers.normalization`: ``BatchNorm`` (state: running statistics), ``LayerNorm``;
+* :mod:`~fnnet.layers.dropout`: ``Dropout`` (a key and the train/eval mode);
+* :mod:`~fnnet.layers.reshape`: ``Flatten``, ``Reshape``.
+
+Combinators (``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``FanInConcat``,
+``Residual``) are in :mod:`fnnet.combinators`.
+"""
+
+from fnnet.layers.activations import Gelu, Identity, LeakyRelu, Relu, Sigmoid, Softmax, Tanh
+from fnnet.layers.conv import Conv, Conv1D
+from fnnet.layers.dense import Dense
+from fnnet.layers.dropout import Dropout
+from fnnet.layers.normalization import BatchNorm, LayerNorm
+from fnnet.layers.pooling import AvgPool, GlobalAvgPool, MaxPool
+from fnnet.layers.reshape import Flatten, Reshape
+
+__all__ = ["AvgPool", "BatchNorm", "Conv", "Conv1D", "Dense", "Dropout", "Flatten", "Gelu", "GlobalAvgPool",
+           "Identity", "LayerNorm", "LeakyRelu", "MaxPool", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh"]

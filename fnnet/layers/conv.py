@@ -1,0 +1,243 @@
+"""Convolutions, channels-last, and their hand-written backward passes.
+
+For one spatial axis, with kernel size ``K``, stride ``S``, dilation ``D`` and padding
+``(lo, hi)``, the forward pass is the correlation the tutorials write::
+
+    y[n, o, co] = b[co] + Σ_k Σ_ci x_pad[n, o·S + k·D, ci] · w[k, ci, co]
+
+and the backward pass is two more convolutions and a sum::
+
+    db = Σ dy                                        (over examples and positions)
+    dW = a correlation of the input with dy:         dW[k, ci, co] = Σ_n Σ_o x_pad[n, o·S + k·D, ci] · dy[n, o, co]
+    dx = a transposed convolution of dy with the flipped kernel:
+         dx = conv(dilate(dy, S), flip(W)ᵀ) with padding (K_eff - 1 - lo, ...)
+
+Both are written as plain ``lax.conv_general_dilated`` calls in the canonical
+NHWC / HWIO layout (XLA's CPU backend runs those fastest, also inside ``lax.scan``).
+Feature groups (``feature_group_count``, depthwise when it equals the input channels)
+split the channels into independent blocks; ``dW`` then uses ``batch_group_count``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fnnet import initializers
+from fnnet.layer import Layer, as_shape, make_layer
+
+_SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+def _tuple(value, rank: int, what: str, name: str) -> tuple[int, ...]:
+    """An int or a tuple of ``rank`` positive ints."""
+    values = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(values) != rank or not all(isinstance(v, int) and v > 0 for v in values):
+        raise ValueError(f"{name}: {what} must be a positive int or a tuple of {rank} positive ints, "
+                         f"got {value!r}")
+    return values
+
+
+def _padding(padding, rank: int, name: str):
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"{name}: padding must be 'SAME', 'VALID' or {rank} (low, high) pairs, "
+                             f"got {padding!r}")
+        return padding.upper()
+    try:
+        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: padding must be 'SAME', 'VALID' or {rank} (low, high) pairs, "
+                         f"got {padding!r}") from None
+    if len(pairs) != rank or any(lo < 0 or hi < 0 for lo, hi in pairs):
+        raise ValueError(f"{name}: padding must be {rank} non-negative (low, high) pairs, got {padding!r}")
+    return pairs
+
+
+def explicit_padding(padding, sizes, kernel, strides, dilation):
+    """``(lo, hi)`` per spatial axis for ``"SAME"`` / ``"VALID"`` / explicit pairs (as XLA pads)."""
+    if not isinstance(padding, str):
+        return tuple(padding)
+    effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    return tuple(map(tuple, lax.padtype_to_pads(sizes, effective, strides, padding)))
+
+
+def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: int) -> int:
+    """Output length of a window of ``kernel`` taps (dilated) sliding by ``stride`` over a padded axis."""
+    return (size + lo + hi - ((kernel - 1) * dilation + 1)) // stride + 1
+
+
+def _flatten_batch(x, rank: int):
+    """``x`` as exactly one batch axis + ``rank`` spatial axes + channels, and how to undo it."""
+    lead = x.shape[:x.ndim - rank - 1]
+    flat = x.reshape((math.prod(lead),) + x.shape[x.ndim - rank - 1:])
+    return flat, lambda y: y.reshape(lead + y.shape[1:])
+
+
+def _conv_forward(x, w, strides, pads, dilation, groups, rank):
+    return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
+                                    dimension_numbers=_SPECS[rank], feature_group_count=groups)
+
+
+def conv_input_grad(dy, w, in_sizes, strides, pads, dilation, groups, rank):
+    """``dx``: the transposed convolution of ``dy`` with the flipped kernel (inputs and outputs
+    of each group swapped), ``dy`` dilated by the strides."""
+    kernel = w.shape[:rank]
+    c_in_group, c_out = w.shape[rank], w.shape[rank + 1]
+    flipped = jnp.flip(w, axis=tuple(range(rank)))
+    # (k.., Cin/G, G, Cout/G) -> (k.., Cout/G, G, Cin/G) -> (k.., Cout/G, Cin): group g maps dy's
+    # channels g·Cout/G.. back to x's channels g·Cin/G..
+    swapped = flipped.reshape(kernel + (c_in_group, groups, c_out // groups))
+    swapped = jnp.swapaxes(swapped, rank, rank + 2).reshape(kernel + (c_out // groups, groups * c_in_group))
+    pads_t = []
+    for size, k, s, d, (lo, _), o in zip(in_sizes, kernel, strides, dilation, pads, dy.shape[1:1 + rank]):
+        effective = (k - 1) * d + 1
+        pads_t.append((effective - 1 - lo, size + lo - (o - 1) * s - 1))
+    return lax.conv_general_dilated(dy, swapped, (1,) * rank, pads_t, lhs_dilation=strides,
+                                    rhs_dilation=dilation, dimension_numbers=_SPECS[rank],
+                                    feature_group_count=groups)
+
+
+def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
+    """``dW``: the correlation of the input with ``dy``, as a canonical convolution in which the
+    input channels play the batch, the examples the features, and ``dy`` is the kernel."""
+    # x (N, s.., Cin) -> (Cin, s.., N);  dy (N, o.., Cout) -> (o.., N, Cout)
+    lhs = jnp.moveaxis(x, (0, rank + 1), (rank + 1, 0))
+    rhs = jnp.moveaxis(dy, 0, rank)
+    pads_w = []
+    for size, k, s, d, (lo, _), o in zip(x.shape[1:1 + rank], kernel, strides, dilation, pads,
+                                         dy.shape[1:1 + rank]):
+        pads_w.append((lo, (k - 1) * d + (o - 1) * s + 1 - size - lo))
+    # out (Cin/G, k.., Cout) -> (k.., Cin/G, Cout)
+    out = lax.conv_general_dilated(lhs, rhs, dilation, pads_w, rhs_dilation=strides,
+                                   dimension_numbers=_SPECS[rank], batch_group_count=groups)
+    return jnp.moveaxis(out, 0, rank)
+
+
+def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
+               w_init, b_init, dtype) -> Layer:
+    kind = "Conv" if rank == 2 else "Conv1D"
+    if not isinstance(out_channels, int) or out_channels <= 0:
+        raise ValueError(f"{kind}: out_channels must be a positive int, got {out_channels!r}")
+    kernel = _tuple(kernel_size, rank, "kernel_size", kind)
+    strides = _tuple(strides, rank, "strides", kind)
+    dilation = _tuple(dilation, rank, "dilation", kind)
+    padding = _padding(padding, rank, kind)
+    groups = feature_group_count
+    if not isinstance(groups, int) or groups <= 0 or out_channels % groups:
+        raise ValueError(f"{kind}: feature_group_count must be a positive int dividing out_channels "
+                         f"{out_channels}, got {groups!r}")
+    size_text = "x".join(map(str, kernel))
+    name = f"{kind}({out_channels}, {size_text}" + ("" if set(strides) == {1} else
+                                                   f", strides={strides if rank > 1 else strides[0]}") + \
+        ("" if groups == 1 else f", groups={groups}") + ")"
+    axes_text = "(H, W, C)" if rank == 2 else "(W, C)"
+
+    def spatial_check(shape):
+        if len(shape) != rank + 1:
+            raise ValueError(f"{name}: expected examples of shape {axes_text}, got in_shape {shape}"
+                             + ("; for a (H, W) image add a channel axis, x[..., None]" if rank == 2 and
+                                len(shape) == 2 else ""))
+        c_in = shape[-1]
+        if c_in % groups:
+            raise ValueError(f"{name}: {c_in} input channels do not divide into {groups} feature groups")
+        pads = explicit_padding(padding, shape[:rank], kernel, strides, dilation)
+        sizes = tuple(out_size(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi)
+                      in zip(shape[:rank], kernel, strides, dilation, pads))
+        if any(o < 1 for o in sizes):
+            raise ValueError(f"{name}: input of spatial size {shape[:rank]} is too small for a "
+                             f"{size_text} kernel (dilation {dilation}, padding {pads})")
+        return pads, sizes
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape, name)
+        _, sizes = spatial_check(in_shape)
+        param_dtype = dtype if dtype is not None else jnp.result_type(float)
+        w_key, b_key = jax.random.split(key)
+        params = {"w": w_init(w_key, kernel + (in_shape[-1] // groups, out_channels), param_dtype),
+                  "b": b_init(b_key, (out_channels,), param_dtype)}
+        return sizes + (out_channels,), params
+
+    def check(params, x):
+        if not isinstance(params, dict) or set(params) != {"w", "b"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{name}: expected params {{'w', 'b'}}, got {got}")
+        w = params["w"]
+        if jnp.ndim(w) != rank + 2 or tuple(w.shape[:rank]) != kernel or w.shape[-1] != out_channels:
+            raise ValueError(f"{name}: expected params w of shape {kernel + ('C_in',)} + ({out_channels},), "
+                             f"got {jnp.shape(w)}")
+        if jnp.ndim(x) < rank + 1:
+            raise ValueError(f"{name}: expected input of shape (N, {axes_text[1:]} or one example "
+                             f"{axes_text}, got {jnp.shape(x)}")
+        if x.shape[-1] != w.shape[rank] * groups:
+            raise ValueError(f"{name}: expected {w.shape[rank] * groups} input channels (last axis), "
+                             f"got input of shape {jnp.shape(x)}")
+        return spatial_check(x.shape[x.ndim - rank - 1:])[0]
+
+    def apply(params, x):
+        pads = check(params, x)
+        flat, restore = _flatten_batch(x, rank)
+        y = _conv_forward(flat, params["w"], strides, pads, dilation, groups, rank)
+        return restore(y + params["b"][(None,) * (y.ndim - 1)])
+
+    def forward(params, x):
+        return apply(params, x), x
+
+    def backward(params, x, dy):
+        pads = explicit_padding(padding, x.shape[x.ndim - rank - 1:x.ndim - 1], kernel, strides, dilation)
+        flat_x, restore = _flatten_batch(x, rank)
+        flat_dy, _ = _flatten_batch(dy, rank)
+        w = params["w"]
+        db = jnp.sum(flat_dy, axis=tuple(range(rank + 1)))                              # Σ dy
+        dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)  # x ⋆ dy
+        dx = conv_input_grad(flat_dy, w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups, rank)
+        return ({"w": dw.astype(w.dtype), "b": db.astype(params["b"].dtype)},
+                restore(dx).astype(x.dtype))
+
+    return make_layer(name, init, apply, forward, backward)
+
+
+def Conv(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, feature_group_count=1,
+         w_init=initializers.he_normal, b_init=initializers.zeros, dtype=None) -> Layer:
+    """A 2-D convolution on channels-last images ``(N, H, W, C)`` (or one image ``(H, W, C)``).
+
+    Params ``{"w": (kh, kw, C // groups, out_channels), "b": (out_channels,)}`` (HWIO).
+    Backward (see the module docstring)::
+
+        dW = x ⋆ dy (a correlation)   db = Σ dy   dx = dilate(dy, strides) ⊛ flip(W)ᵀ
+
+    Args:
+      out_channels: number of output channels.
+      kernel_size, strides, dilation: an int or a ``(h, w)`` tuple.
+      padding: ``"SAME"``, ``"VALID"`` or ``((top, bottom), (left, right))``.
+      feature_group_count: split the channels into this many independent groups
+        (``= C`` for a depthwise convolution).
+      w_init: initialiser for ``w`` (He normal, for ReLU networks); b_init: for ``b`` (zeros).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> conv = fnnet.Conv(8, 3)
+      >>> out_shape, params = conv.init(jax.random.PRNGKey(0), (28, 28, 1))
+      >>> out_shape, params["w"].shape, conv.apply(params, jnp.ones((2, 28, 28, 1))).shape
+      ((28, 28, 8), (3, 3, 1, 8), (2, 28, 28, 8))
+    """
+    return _make_conv(2, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
+                      w_init, b_init, dtype)
+
+
+def Conv1D(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, feature_group_count=1,
+           w_init=initializers.he_normal, b_init=initializers.zeros, dtype=None) -> Layer:
+    """A 1-D convolution on channels-last sequences ``(N, W, C)``; params ``{"w": (k, C // groups,
+    out_channels), "b": (out_channels,)}``. Same arguments and backward as :func:`Conv`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> conv = fnnet.Conv1D(4, 5, strides=2)
+      >>> conv.init(jax.random.PRNGKey(0), (100, 3))[0]
+      (50, 4)
+    """
+    return _make_conv(1, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
+                      w_init, b_init, dtype)

@@ -1,0 +1,186 @@
+"""Normalisation layers: BatchNorm (with running statistics as state) and LayerNorm.
+
+Both normalise ``x̂ = (x - μ) / sqrt(σ² + ε)`` and then scale and shift,
+``y = scale · x̂ + offset``. With ``m`` the number of values averaged, the full backward
+through the mean and the variance (not the simplified one that treats them as
+constants) is, per normalised group::
+
+    dscale  = Σ dy · x̂            doffset = Σ dy
+    dx̂ = dy · scale
+    dx  = (1/m) · inv_std · (m · dx̂ - Σ dx̂ - x̂ · Σ(dx̂ · x̂))        inv_std = 1 / sqrt(σ² + ε)
+
+LayerNorm normalises each example over its last axis; BatchNorm each channel (the last
+axis) over the batch and all spatial positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.layer import Layer, as_shape, make_layer
+
+
+def _check_scale_offset(name, params, x):
+    if not isinstance(params, dict) or set(params) != {"scale", "offset"}:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"{name}: expected params {{'scale', 'offset'}}, got {got}")
+    features = params["scale"].shape[-1]
+    if jnp.ndim(x) == 0 or x.shape[-1] != features:
+        raise ValueError(f"{name}: expected input of shape (..., {features}), got {jnp.shape(x)}")
+
+
+def _init_scale_offset(name, in_shape, dtype):
+    in_shape = as_shape(in_shape, name)
+    if len(in_shape) == 0:
+        raise ValueError(f"{name}: expected an input with a feature axis, got in_shape ()")
+    param_dtype = dtype if dtype is not None else jnp.result_type(float)
+    features = in_shape[-1]
+    return in_shape, {"scale": jnp.ones((features,), param_dtype), "offset": jnp.zeros((features,), param_dtype)}
+
+
+def _normalized_backward(x_hat, inv_std, scale, dy, axes):
+    """``(dscale, doffset, dx)`` through ``y = scale · x̂ + offset`` and ``x̂ = (x - μ) · inv_std``
+    with μ and σ² taken over ``axes``: the full backward through the mean and the variance."""
+    m = math.prod(dy.shape[a] for a in axes)
+    param_axes = tuple(range(dy.ndim - 1))
+    dscale = jnp.sum(dy * x_hat, axis=param_axes)
+    doffset = jnp.sum(dy, axis=param_axes)
+    dx_hat = dy * scale
+    dx = inv_std / m * (m * dx_hat - jnp.sum(dx_hat, axis=axes, keepdims=True)
+                        - x_hat * jnp.sum(dx_hat * x_hat, axis=axes, keepdims=True))
+    return dscale, doffset, dx
+
+
+def LayerNorm(epsilon: float = 1e-5, dtype=None) -> Layer:
+    """Normalises each example over its last axis, then ``y = scale · x̂ + offset``.
+
+    Params ``{"scale": (F,), "offset": (F,)}`` (ones and zeros). Backward: the full formula
+    of the module docstring with ``m = F``, row by row.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> norm = fnnet.LayerNorm()
+      >>> _, params = norm.init(jax.random.PRNGKey(0), (4,))
+      >>> y = norm.apply(params, jnp.array([[1., 2., 3., 4.]]))
+      >>> round(float(y.mean()), 6), round(float(y.std()), 3)
+      (0.0, 1.0)
+    """
+    name = "LayerNorm"
+
+    def init(key, in_shape):
+        return _init_scale_offset(name, in_shape, dtype)
+
+    def normalize(x):
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        inv_std = jax.lax.rsqrt(var + epsilon)
+        return (x - mean) * inv_std, inv_std
+
+    def apply(params, x):
+        _check_scale_offset(name, params, x)
+        x_hat, _ = normalize(x)
+        lead = (None,) * (x.ndim - 1)
+        return x_hat * params["scale"][lead] + params["offset"][lead]
+
+    def forward(params, x):
+        _check_scale_offset(name, params, x)
+        x_hat, inv_std = normalize(x)
+        lead = (None,) * (x.ndim - 1)
+        return x_hat * params["scale"][lead] + params["offset"][lead], (x_hat, inv_std)
+
+    def backward(params, residuals, dy):
+        x_hat, inv_std = residuals
+        scale = params["scale"][(None,) * (dy.ndim - 1)]
+        dscale, doffset, dx = _normalized_backward(x_hat, inv_std, scale, dy, axes=(dy.ndim - 1,))
+        return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
+                dx.astype(x_hat.dtype))
+
+    return make_layer(name, init, apply, forward, backward)
+
+
+def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer:
+    """Batch normalisation over the batch and spatial axes, per channel (the last axis).
+
+    Params ``{"scale": (C,), "offset": (C,)}``; state ``{"mean": (C,), "var": (C,)}``, the
+    running statistics (zeros and ones at init). In training (``train=True``) it normalises
+    with the batch's mean and (biased) variance, backpropagates through them (the full
+    formula of the module docstring, ``m`` = values per channel in the batch), and returns
+    the state ``running ← momentum · running + (1 - momentum) · batch``. In evaluation it
+    normalises with the running statistics, which are then constants.
+
+    Under ``fit(..., mesh=...)`` the batch mean and variance are taken over the *global*
+    batch (XLA inserts the cross-device reductions), so 4 devices give the result of 1.
+    A training batch needs more than one value per channel.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> bn = fnnet.BatchNorm()
+      >>> _, params, state = fnnet.init_with_state(bn, jax.random.PRNGKey(0), (3,))
+      >>> x = jnp.arange(12.).reshape(4, 3)
+      >>> y, state = fnnet.apply_with_state(bn, params, state, x, train=True)
+      >>> [round(float(v), 4) for v in y.mean(0)], [round(float(v), 4) for v in state["mean"]]
+      ([0.0, 0.0, 0.0], [0.45, 0.55, 0.65])
+    """
+    if not 0 <= momentum < 1:
+        raise ValueError(f"BatchNorm: momentum must be in [0, 1), got {momentum!r}")
+    name = f"BatchNorm(momentum={momentum:g})"
+
+    def init(key, in_shape):
+        return _init_scale_offset(name, in_shape, dtype)
+
+    def stateful_init(key, in_shape):
+        out_shape, params = init(key, in_shape)
+        features = out_shape[-1]
+        state_dtype = params["scale"].dtype
+        return out_shape, params, {"mean": jnp.zeros((features,), state_dtype),
+                                   "var": jnp.ones((features,), state_dtype)}
+
+    def apply(params, x):
+        raise ValueError(f"{name} normalises with running statistics it keeps as state: call "
+                         f"fnnet.apply_with_state(model, params, state, x, train=False), or use "
+                         f"fnnet.train.evaluate / predict with the trained state")
+
+    def stateful_forward(params, state, x, *, key=None, train=False):
+        _check_scale_offset(name, params, x)
+        axes = tuple(range(x.ndim - 1))
+        lead = (None,) * (x.ndim - 1)
+        if train:
+            if x.ndim < 2 or math.prod(x.shape[:-1]) < 2 or x.shape[0] < 2:
+                raise ValueError(f"{name}: training mode needs a batch of more than one example "
+                                 f"(batch statistics), got input of shape {jnp.shape(x)}")
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean[lead]), axis=axes)
+            new_state = {"mean": momentum * state["mean"] + (1 - momentum) * mean.astype(state["mean"].dtype),
+                         "var": momentum * state["var"] + (1 - momentum) * var.astype(state["var"].dtype)}
+        else:
+            mean, var, new_state = state["mean"].astype(x.dtype), state["var"].astype(x.dtype), state
+        inv_std = jax.lax.rsqrt(var + epsilon)
+        x_hat = (x - mean[lead]) * inv_std[lead]
+        y = x_hat * params["scale"][lead] + params["offset"][lead]
+        # the residuals' structure records the mode: (x̂, inv_std) in evaluation, + the batch size in training
+        return y, ((x_hat, inv_std, None) if train else (x_hat, inv_std)), new_state
+
+    def stateful_apply(params, state, x, *, key=None, train=False):
+        y, _, state = stateful_forward(params, state, x, key=key, train=train)
+        return y, state
+
+    def backward(params, residuals, dy):
+        x_hat, inv_std = residuals[:2]
+        lead = (None,) * (dy.ndim - 1)
+        scale = params["scale"][lead]
+        axes = tuple(range(dy.ndim - 1))
+        if len(residuals) == 3:  # training: through the batch mean and variance
+            dscale, doffset, dx = _normalized_backward(x_hat, inv_std[lead], scale, dy, axes)
+        else:                    # evaluation: the running statistics are constants
+            dscale, doffset = jnp.sum(dy * x_hat, axis=axes), jnp.sum(dy, axis=axes)
+            dx = dy * scale * inv_std[lead]
+        return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
+                dx.astype(x_hat.dtype))
+
+    return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward,
+                      stateful_init=stateful_init, stateful_apply=stateful_apply,
+                      stateful_forward=stateful_forward)
+

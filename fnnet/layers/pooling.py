@@ -1,0 +1,170 @@
+"""Pooling over the spatial axes of channels-last images, with hand-written backward passes.
+
+A window of ``kh × kw`` taps slides by ``strides`` over the (padded) image. Both pools
+are written with one strided slice per window tap, so forward and backward are the
+same few lines for any window, stride and padding:
+
+* max pool: ``y = max over the window``; backward routes ``dy`` to **one** maximum per
+  window, the first in row-major window order (top-left first), which is the rule of
+  ``jax.vjp`` of ``lax.reduce_window``. Ties are common (after a ReLU a whole window
+  can be 0): a plain ``x == max`` mask would send ``dy`` to every tied entry and
+  count it several times. Overlapping windows add their contributions. Padding is
+  ``-inf``, so it is never the maximum of a window holding a real value.
+* average pool: ``y = Σ window / (kh·kw)`` (padding counts as zeros, as in Flax's
+  ``avg_pool`` and PyTorch's ``count_include_pad=True``); backward spreads
+  ``dy / (kh·kw)`` back over each window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layers.conv import _padding, _tuple, explicit_padding, out_size
+
+
+def _windows(x_padded, window, strides, out_sizes):
+    """The ``kh·kw`` strided slices of a padded ``(N, H, W, C)`` batch, one per window tap,
+    stacked on a new last axis in row-major tap order: ``(N, Ho, Wo, C, kh·kw)``."""
+    taps = []
+    for a in range(window[0]):
+        for b in range(window[1]):
+            taps.append(x_padded[:, a:a + (out_sizes[0] - 1) * strides[0] + 1:strides[0],
+                                 b:b + (out_sizes[1] - 1) * strides[1] + 1:strides[1], :])
+    return jnp.stack(taps, axis=-1)
+
+
+def _scatter_windows(contributions, padded_shape, window, strides, out_sizes):
+    """The transpose of :func:`_windows`: adds tap ``(a, b)`` of every window back where it came from."""
+    dx = jnp.zeros(padded_shape, contributions.dtype)
+    tap = 0
+    for a in range(window[0]):
+        for b in range(window[1]):
+            dx = dx.at[:, a:a + (out_sizes[0] - 1) * strides[0] + 1:strides[0],
+                       b:b + (out_sizes[1] - 1) * strides[1] + 1:strides[1], :].add(contributions[..., tap])
+            tap += 1
+    return dx
+
+
+def _make_pool(kind: str, window, strides, padding) -> Layer:
+    window = _tuple(window, 2, "window", kind)
+    strides = window if strides is None else _tuple(strides, 2, "strides", kind)
+    padding = _padding(padding, 2, kind)
+    name = f"{kind}({window[0]}x{window[1]}" + ("" if strides == window else f", strides={strides}") + ")"
+    fill = -jnp.inf if kind == "MaxPool" else 0.0
+
+    def geometry(shape):
+        if len(shape) != 3:
+            raise ValueError(f"{name}: expected examples of shape (H, W, C), got {shape}")
+        pads = explicit_padding(padding, shape[:2], window, strides, (1, 1))
+        sizes = tuple(out_size(n, k, s, 1, lo, hi) for n, k, s, (lo, hi) in zip(shape[:2], window, strides, pads))
+        if any(o < 1 for o in sizes):
+            raise ValueError(f"{name}: input of spatial size {shape[:2]} is smaller than the window "
+                             f"{window} (padding {pads})")
+        return pads, sizes
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape, name)
+        _, sizes = geometry(in_shape)
+        return sizes + in_shape[-1:], ()
+
+    def windows_of(x):
+        if jnp.ndim(x) < 3:
+            raise ValueError(f"{name}: expected input of shape (N, H, W, C) or (H, W, C), got {jnp.shape(x)}")
+        lead = x.shape[:-3]
+        flat = x.reshape((math.prod(lead),) + x.shape[-3:])
+        pads, sizes = geometry(flat.shape[1:])
+        padded = jnp.pad(flat, ((0, 0),) + tuple(pads) + ((0, 0),), constant_values=fill)
+        return _windows(padded, window, strides, sizes), (lead, pads, sizes, padded.shape)
+
+    def apply(params, x):
+        """The reference autodiff differentiates: ``lax.reduce_window``, an independent implementation."""
+        if jnp.ndim(x) < 3:
+            raise ValueError(f"{name}: expected input of shape (N, H, W, C) or (H, W, C), got {jnp.shape(x)}")
+        pads, _ = geometry(x.shape[-3:])
+        full = (1,) * (x.ndim - 3) + window + (1,)
+        step = (1,) * (x.ndim - 3) + strides + (1,)
+        pad = ((0, 0),) * (x.ndim - 3) + tuple(pads) + ((0, 0),)
+        if kind == "MaxPool":
+            return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, full, step, pad)
+        return lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, full, step, pad) / (window[0] * window[1])
+
+    def forward(params, x):
+        # residuals are arrays only (x itself: its static shape gives the geometry back), so they
+        # pass through jax.custom_vjp and lax.scan unchanged
+        taps, (lead, _, _, _) = windows_of(x)
+        if kind == "MaxPool":
+            first = jnp.argmax(taps, axis=-1)  # the first maximum of each window (row-major)
+            y = jnp.take_along_axis(taps, first[..., None], axis=-1)[..., 0]
+        else:
+            first, y = None, jnp.sum(taps, axis=-1) / (window[0] * window[1])
+        return y.reshape(lead + y.shape[1:]), (first, x)
+
+    def backward(params, residual, dy):
+        first, x = residual
+        lead = x.shape[:-3]
+        pads, sizes = geometry(x.shape[-3:])
+        padded_shape = (math.prod(lead), x.shape[-3] + sum(pads[0]), x.shape[-2] + sum(pads[1]), x.shape[-1])
+        flat_dy = dy.reshape((math.prod(lead),) + dy.shape[len(lead):])
+        taps = window[0] * window[1]
+        if kind == "MaxPool":  # dy to the first maximum of each window only
+            contributions = flat_dy[..., None] * (first[..., None] == jnp.arange(taps)).astype(dy.dtype)
+        else:                  # dy / (kh·kw) to every tap of each window
+            contributions = jnp.broadcast_to(flat_dy[..., None] / taps, flat_dy.shape + (taps,))
+        dx = _scatter_windows(contributions, padded_shape, window, strides, sizes)
+        (top, _), (left, _) = pads
+        dx = dx[:, top:top + x.shape[-3], left:left + x.shape[-2], :]
+        return (), dx.reshape(x.shape).astype(x.dtype)
+
+    return make_layer(name, init, apply, forward, backward)
+
+
+def MaxPool(window, strides=None, padding="VALID") -> Layer:
+    """Max pooling over ``window`` (int or ``(h, w)``) with ``strides`` (default: the window).
+
+    Backward: ``dy`` goes to the first maximum of each window (row-major), as ``jax.vjp``
+    of ``lax.reduce_window`` does; see the module docstring for why ties matter.
+
+    Example:
+      >>> import jax.numpy as jnp, fnnet
+      >>> pool = fnnet.MaxPool(2)
+      >>> pool.init(None, (28, 28, 8))[0], pool.apply((), jnp.ones((1, 4, 4, 1))).shape
+      ((14, 14, 8), (1, 2, 2, 1))
+    """
+    return _make_pool("MaxPool", window, strides, padding)
+
+
+def AvgPool(window, strides=None, padding="VALID") -> Layer:
+    """Average pooling over ``window`` with ``strides`` (default: the window); padding counts
+    as zeros. Backward: ``dy / (kh·kw)`` spread over each window."""
+    return _make_pool("AvgPool", window, strides, padding)
+
+
+def _global_avg_init(key, in_shape):
+    in_shape = as_shape(in_shape, "GlobalAvgPool")
+    if len(in_shape) < 2:
+        raise ValueError(f"GlobalAvgPool: expected examples with spatial axes and channels, e.g. "
+                         f"(H, W, C), got {in_shape}")
+    return in_shape[-1:], ()
+
+
+def _global_avg_apply(params, x):
+    if jnp.ndim(x) < 3:
+        raise ValueError(f"GlobalAvgPool: expected a batch (N, ..., C), got {jnp.shape(x)}")
+    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def _global_avg_backward(params, x, dy):
+    spatial = math.prod(x.shape[1:-1])
+    expanded = dy.reshape(dy.shape[:1] + (1,) * (x.ndim - 2) + dy.shape[1:])
+    return (), jnp.broadcast_to(expanded / spatial, x.shape).astype(x.dtype)  # dx = dy / (H·W) everywhere
+
+
+GlobalAvgPool: Layer = make_layer("GlobalAvgPool", _global_avg_init, _global_avg_apply,
+                                  lambda params, x: (_global_avg_apply(params, x), x),
+                                  _global_avg_backward)
+"""Averages each channel over all spatial positions: ``(N, H, W, C) -> (N, C)``;
+backward ``dx = dy / (H·W)`` at every position. Needs one leading batch axis (as Flatten)."""
