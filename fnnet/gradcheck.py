@@ -43,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.gradients import autodiff_value_and_grad, value_and_grad
-from fnnet.layer import Layer, layer_children, layer_name, locate
+from fnnet.gradients import loss_and_grads
+from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
+                         layer_children, layer_name, locate)
 from fnnet.losses import Loss, loss_name
 
 AUTODIFF_RTOL = 1e-9
@@ -118,22 +119,29 @@ def _to_float64(tree):
     return jax.tree.map(cast, tree)
 
 
-def _errors(manual, reference) -> tuple[float, float]:
+SCALE_FLOOR = 1e-3
+"""A leaf's errors are relative to at least this fraction of the largest gradient entry in the
+report, so a gradient that is exactly zero (a bias before BatchNorm) is not judged by its
+float64 round-off alone."""
+
+
+def _errors(manual, reference, floor: float = 0.0) -> tuple[float, float]:
     manual, reference = np.asarray(manual, np.float64), np.asarray(reference, np.float64)
     if manual.size == 0:
         return 0.0, 0.0
     abs_error = float(np.max(np.abs(manual - reference)))
-    scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(manual))), 1e-300)
+    scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(manual))), floor, 1e-300)
     return abs_error, abs_error / scale
 
 
-def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions, fd_rtol) -> tuple[float, int]:
+def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions, fd_rtol,
+              floor: float = 0.0) -> tuple[float, int]:
     """(largest relative error of central differences along random directions of one leaf,
     number of directions skipped because they cross a kink at every step size)."""
     leaves, treedef = jax.tree.flatten(point)
     leaf = leaves[path_index]
     center = float(scalar_fn(point))
-    norm = float(jnp.linalg.norm(manual_leaf))
+    norm = max(float(jnp.linalg.norm(manual_leaf)), floor)
     worst, checked, skipped = 0.0, 0, 0
 
     def at(step, v):
@@ -169,6 +177,33 @@ def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions, fd_rto
     return (worst if checked else float("nan")), skipped
 
 
+def _random_like(key, tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(leaf), jnp.float64)
+                                        for k, leaf in zip(keys, leaves)])
+
+
+def _bind(layer: Layer, x, state, rng, train):
+    """``(apply(params, x) -> y, forward(params, x) -> (y, residuals))`` of ``layer``; for a layer
+    with state or randomness, at the given state (``init_with_state``'s by default), key and mode."""
+    if not is_stateful(layer):
+        return layer.apply, layer.forward
+    if state is None:
+        in_shape = jax.tree.map(lambda a: a.shape[1:], x, is_leaf=lambda a: hasattr(a, "shape"))
+        state = init_with_state(layer, jax.random.PRNGKey(0), in_shape)[2]
+    state = _to_float64(state)
+    rng = jax.random.PRNGKey(1) if rng is None else rng
+
+    def apply(params, inputs):
+        return apply_with_state(layer, params, state, inputs, key=rng, train=train)[0]
+
+    def forward(params, inputs):
+        return forward_with_state(layer, params, state, inputs, key=rng, train=train)[:2]
+
+    return apply, forward
+
+
 def _describe(model, path) -> tuple[str, str]:
     """(layer description, parameter name) for a key path into ``model``'s params."""
     chain, rest = locate(model, path)
@@ -195,10 +230,13 @@ def _compare(subject, describe, manual, reference, scalar_fn, point, key, direct
     rows = list(first_rows)
     paths = jax.tree_util.tree_flatten_with_path(reference)[0]
     manual_leaves = jax.tree.leaves(manual)
+    largest = max((float(np.max(np.abs(np.asarray(leaf)))) for leaf in jax.tree.leaves(reference)
+                   if np.size(leaf)), default=0.0)
+    largest_norm = max((float(jnp.linalg.norm(leaf)) for leaf in manual_leaves), default=0.0)
     for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
-        abs_error, rel_error = _errors(man_leaf, ref_leaf)
+        abs_error, rel_error = _errors(man_leaf, ref_leaf, SCALE_FLOOR * largest)
         fd_error, skipped = _fd_error(scalar_fn, point, index, man_leaf, jax.random.fold_in(key, index),
-                                      directions, fd_rtol)
+                                      directions, fd_rtol, 10 * SCALE_FLOOR * largest_norm)
         layer, param = describe(path)
         fd_ok = np.isnan(fd_error) or fd_error <= fd_rtol  # nan: every direction crossed a kink
         rows.append(Row(layer, param, abs_error, rel_error, fd_error, rel_error <= rtol and fd_ok,
@@ -216,13 +254,19 @@ def _compare(subject, describe, manual, reference, scalar_fn, point, key, direct
 
 
 def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIFF_RTOL,
-                fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True) -> Report:
+                fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True,
+                state=None, rng=None, train: bool = True) -> Report:
     """Checks ``layer.forward`` against ``layer.apply``, and ``layer.backward`` against
     ``jax.vjp(layer.apply)`` and finite differences.
 
     The output of ``forward`` must equal ``apply``'s (row ``"y (forward vs apply)"``). A random
     cotangent ``dy`` is pulled back through both backward passes; the parameter gradients
     and ``dx`` (reported as param ``"x (input)"``) are compared leaf by leaf.
+
+    For a layer with state or randomness (BatchNorm, Dropout) the check runs
+    ``stateful_forward`` against ``stateful_apply`` at ``state`` (by default the one
+    :func:`fnnet.init_with_state` makes), the PRNG key ``rng`` and the mode ``train``
+    (default ``True``: BatchNorm's full backward through the batch statistics).
 
     Returns:
       a :class:`Report`. Raises :class:`GradientMismatch` on failure unless
@@ -232,25 +276,29 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
     subject = layer_name(layer)
     with jax.enable_x64(True):
         params, x = _to_float64(params), _to_float64(x)
-        y, residuals = layer.forward(params, x)
-        y_apply = layer.apply(params, x)
-        if jnp.shape(y) != jnp.shape(y_apply):
-            raise GradientMismatch(f"{subject}: forward returns shape {jnp.shape(y)} but apply returns "
-                                   f"{jnp.shape(y_apply)}", Report(subject, ()))
-        forward_row = Row(subject, "y (forward vs apply)", *_errors(y, y_apply), float("nan"),
-                          _errors(y, y_apply)[1] <= rtol)
-        cotangent = jax.random.normal(jax.random.fold_in(key, 1), jnp.shape(y), jnp.float64)
-        dparams, dx = layer.backward(params, residuals, cotangent)
-        _, vjp = jax.vjp(layer.apply, params, x)
-        ref_dparams, ref_dx = vjp(cotangent)
+        apply, forward = _bind(layer, x, state, rng, train)
+        y, residuals = jax.jit(forward)(params, x)  # jitted: one compilation instead of one per op
+        y_apply = jax.jit(apply)(params, x)
+        if jax.tree.structure(y) != jax.tree.structure(y_apply) or \
+                [jnp.shape(a) for a in jax.tree.leaves(y)] != [jnp.shape(a) for a in jax.tree.leaves(y_apply)]:
+            raise GradientMismatch(f"{subject}: forward returns {jax.tree.map(jnp.shape, y)} but apply returns "
+                                   f"{jax.tree.map(jnp.shape, y_apply)}", Report(subject, ()))
+        y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))]
+        y_abs, y_rel = max(y_errors, default=(0.0, 0.0), key=lambda e: e[1])
+        forward_row = Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)
+        cotangent = _random_like(jax.random.fold_in(key, 1), y)
+        dparams, dx = jax.jit(layer.backward)(params, residuals, cotangent)
+        ref_dparams, ref_dx = jax.jit(lambda p, x, c: jax.vjp(apply, p, x)[1](c))(params, x, cotangent)
 
         def scalar_fn(point):
             p, inputs = point
-            return jnp.vdot(cotangent, layer.apply(p, inputs))
+            return sum(jnp.vdot(c, out) for c, out in zip(jax.tree.leaves(cotangent),
+                                                         jax.tree.leaves(apply(p, inputs))))
 
         def describe(path):
             if path[0].idx == 1:
-                return subject, "x (input)"
+                rest = jax.tree_util.keystr(tuple(path[1:]))
+                return subject, "x (input)" + (f" {rest}" if rest else "")
             return _describe(layer, path[1:])
 
         return _compare(subject, describe, (dparams, dx), (ref_dparams, ref_dx), scalar_fn,
@@ -258,36 +306,45 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
                         first_rows=(forward_row,))
 
 
-def _units(model: Layer, params, x, labels=()):
-    """``(label, layer, params, input)`` for each layer of ``model`` in forward order, descending
-    into :func:`fnnet.serial`; each input is what the layers before it ``apply``."""
+def _units(model: Layer, params, state, x, rng, train, labels=()):
+    """``(label, layer, params, state, key, input)`` for each layer of ``model`` in forward order,
+    descending into :func:`fnnet.serial`; each input is what the layers before it ``apply``."""
     if model.name == "serial" and layer_children(model):
-        for index, (child, child_params) in enumerate(zip(layer_children(model), params)):
-            yield from _units(child, child_params, x, labels + (f"{index}:{layer_name(child)}",))
-            x = child.apply(child_params, x)
+        children = layer_children(model)
+        states = state if isinstance(state, (tuple, list)) and len(state) == len(children) else \
+            ((),) * len(children)
+        for index, (child, child_params, child_state) in enumerate(zip(children, params, states)):
+            child_key = None if rng is None else jax.random.fold_in(rng, index)
+            yield from _units(child, child_params, child_state, x, child_key, train,
+                              labels + (f"{index}:{layer_name(child)}",))
+            x = apply_with_state(child, child_params, child_state, x, key=child_key, train=train)[0]
     else:
-        yield " / ".join(labels) or layer_name(model), model, params, x
+        yield " / ".join(labels) or layer_name(model), model, params, state, rng, x
 
 
-def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTODIFF_RTOL) -> str | None:
+def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTODIFF_RTOL,
+                        state=(), rng=None, train: bool = True) -> str | None:
     """Checks each layer of ``model`` on its own input, in forward order (``forward`` against
     ``apply``, ``backward`` against ``jax.vjp``, in float64) and describes the first that
     disagrees, e.g. ``"1:Relu: dx disagrees with jax.vjp at the layer's input (max rel error
     1.0e+00)"``; ``None`` when every layer agrees."""
     key = jax.random.PRNGKey(0) if key is None else key
     with jax.enable_x64(True):
-        params, x = _to_float64(params), _to_float64(x)
-        for index, (label, layer, layer_params, layer_x) in enumerate(_units(model, params, x)):
-            y, residuals = layer.forward(layer_params, layer_x)
-            y_apply = layer.apply(layer_params, layer_x)
+        params, x, state = _to_float64(params), _to_float64(x), _to_float64(state)
+        for index, (label, layer, layer_params, layer_state, layer_rng, layer_x) in enumerate(
+                _units(model, params, state, x, rng, train)):
+            apply, forward = _bind(layer, layer_x, layer_state if is_stateful(layer) else None,
+                                   layer_rng, train)
+            y, residuals = forward(layer_params, layer_x)
+            y_apply = apply(layer_params, layer_x)
             if jnp.shape(y) != jnp.shape(y_apply) or _errors(y, y_apply)[1] > rtol:
                 return (f"{label}: forward's output differs from apply's (max rel error "
                         f"{_errors(y, y_apply)[1]:.1e})" if jnp.shape(y) == jnp.shape(y_apply) else
                         f"{label}: forward's output shape {jnp.shape(y)} differs from apply's "
                         f"{jnp.shape(y_apply)}")
-            cotangent = jax.random.normal(jax.random.fold_in(key, index), jnp.shape(y), jnp.float64)
+            cotangent = _random_like(jax.random.fold_in(key, index), y)
             manual = layer.backward(layer_params, residuals, cotangent)
-            reference = jax.vjp(layer.apply, layer_params, layer_x)[1](cotangent)
+            reference = jax.vjp(apply, layer_params, layer_x)[1](cotangent)
             if jax.tree.structure(manual) != jax.tree.structure(reference):
                 return f"{label}: backward returns a tree {jax.tree.structure(manual)}, expected " \
                        f"{jax.tree.structure(reference)}"
@@ -306,7 +363,7 @@ def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTO
 
 def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
                 rtol: float = AUTODIFF_RTOL, fd_rtol: float = FD_RTOL, directions: int = 3,
-                raise_on_failure: bool = True) -> Report:
+                raise_on_failure: bool = True, state=None, rng=None, train: bool = True) -> Report:
     """Checks :func:`fnnet.value_and_grad` (hand-written) against ``jax.value_and_grad`` and
     finite differences of the loss, for every parameter of ``model``.
 
@@ -314,6 +371,9 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
     whose own ``forward`` or ``backward`` disagrees (see :func:`first_failing_layer`):
     a wrong ``dx`` in layer ``i`` makes the parameter gradients of layers ``< i`` wrong,
     so the failing rows alone would blame the wrong layer.
+
+    A model with state or randomness is checked at ``state`` (``init_with_state``'s by
+    default), the PRNG key ``rng`` and the mode ``train``, as :func:`check_layer` does.
 
     Example:
       >>> import jax, jax.numpy as jnp, fnnet
@@ -327,11 +387,20 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
     subject = f"{layer_name(model)} + {loss_name(loss)}"
     with jax.enable_x64(True):
         params, x, y = _to_float64(params), _to_float64(x), _to_float64(y)
-        value, grads = value_and_grad(model, loss)(params, x, y)
-        ref_value, ref_grads = autodiff_value_and_grad(model, loss)(params, x, y)
+        if is_stateful(model):
+            state = init_with_state(model, jax.random.PRNGKey(0), x.shape[1:])[2] if state is None else state
+            rng = jax.random.PRNGKey(1) if rng is None else rng
+        else:
+            state, rng = (), None
+        state = _to_float64(state)
+        value, grads, ref_value, ref_grads = jax.jit(lambda p, x, y, state, key: (
+            *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train)[:2],
+            *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)[:2]))(
+            params, x, y, state, rng)
         _, value_rel = _errors(value, ref_value)
         if value_rel > rtol:
-            culprit = first_failing_layer(model, params, x, key=key, rtol=rtol)
+            culprit = first_failing_layer(model, params, x, key=key, rtol=rtol, state=state, rng=rng,
+                                          train=train)
             raise GradientMismatch(f"{subject}: forward loss {float(value)!r} differs from apply's "
                                    f"{float(ref_value)!r}; "
                                    + (f"the first layer that differs is {culprit}" if culprit else
@@ -339,13 +408,13 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
                                    Report(subject, (), culprit))
 
         def scalar_fn(p):
-            return loss.value(model.apply(p, x), y)
+            return loss.value(apply_with_state(model, p, state, x, key=rng, train=train)[0], y)
 
         report = _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
                           params, key, directions, rtol, fd_rtol, raise_on_failure=False)
         if report.passed:
             return report
-        culprit = first_failing_layer(model, params, x, key=key, rtol=rtol)
+        culprit = first_failing_layer(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
         report = dataclasses.replace(report, culprit=culprit)
         if raise_on_failure:
             bad = next(row for row in report.rows if not row.passed)
@@ -376,18 +445,30 @@ def check_loss(loss: Loss, pred, target, *, key=None, rtol: float = AUTODIFF_RTO
 
 def builtin_cases():
     """(name, thunk) pairs that check every built-in layer and loss; used by ``fnnet gradcheck``."""
-    from fnnet import activations, combinators, dense, losses, reshape
+    from fnnet import activations, combinators, dense, layers, losses, reshape
 
     key = jax.random.PRNGKey(42)
     k1, k2, k3, k4 = jax.random.split(key, 4)
 
-    def layer_case(layer, in_shape, batch=5):
+    def layer_case(layer, in_shape, batch=5, **mode):
         def run():
             with jax.enable_x64(True):
                 _, params = layer.init(k1, in_shape)
                 x = jax.random.normal(k2, (batch,) + tuple(in_shape), jnp.float64)
-                return check_layer(layer, params, x, key=k3, raise_on_failure=False)
+                return check_layer(layer, params, x, key=k3, raise_on_failure=False, **mode)
         return run
+
+    def cnn_case():
+        with jax.enable_x64(True):
+            model = combinators.serial(
+                layers.Conv(4, 3, use_bias=False), layers.BatchNorm(), activations.Relu, layers.MaxPool(2),
+                combinators.Residual(combinators.serial(layers.Conv(4, 3), activations.Relu)),
+                layers.Dropout(0.25), layers.GlobalAvgPool, dense.Dense(3))
+            _, params = model.init(k1, (8, 8, 2))
+            x = jax.random.normal(k2, (6, 8, 8, 2), jnp.float64)
+            labels = jax.random.randint(k3, (6,), 0, 3)
+        return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
+                           raise_on_failure=False)
 
     def loss_case(loss, pred, target):
         return lambda: check_loss(loss, pred, target, key=k4, raise_on_failure=False)
@@ -419,6 +500,27 @@ def builtin_cases():
         ("Gelu", layer_case(activations.Gelu, (7,))),
         ("Identity", layer_case(activations.Identity, (7,))),
         ("Flatten", layer_case(reshape.Flatten, (2, 3))),
+        ("Reshape", layer_case(layers.Reshape((3, -1)), (2, 3))),
+        ("Conv 3x3 SAME", layer_case(layers.Conv(4, 3), (6, 5, 3))),
+        ("Conv 3x2 stride 2 VALID", layer_case(layers.Conv(3, (3, 2), strides=2, padding="VALID"), (7, 6, 2))),
+        ("Conv dilation 2, explicit padding", layer_case(layers.Conv(2, 3, padding=((2, 1), (0, 2)), dilation=2),
+                                                         (7, 7, 2))),
+        ("Conv grouped (2 groups)", layer_case(layers.Conv(4, 3, strides=(1, 2), feature_group_count=2), (5, 6, 4))),
+        ("Conv depthwise", layer_case(layers.Conv(3, 3, feature_group_count=3), (5, 5, 3))),
+        ("Conv1D stride 2", layer_case(layers.Conv1D(3, 4, strides=2), (11, 2))),
+        ("MaxPool 2x2", layer_case(layers.MaxPool(2), (6, 6, 2))),
+        ("MaxPool 3x3 stride 2 SAME", layer_case(layers.MaxPool(3, strides=2, padding="SAME"), (7, 6, 2))),
+        ("AvgPool 2x2", layer_case(layers.AvgPool(2), (6, 6, 2))),
+        ("AvgPool 3x3 stride 1 SAME", layer_case(layers.AvgPool(3, strides=1, padding="SAME"), (5, 4, 2))),
+        ("GlobalAvgPool", layer_case(layers.GlobalAvgPool, (4, 5, 3))),
+        ("LayerNorm", layer_case(layers.LayerNorm(), (7,))),
+        ("BatchNorm (train)", layer_case(layers.BatchNorm(), (4, 4, 3))),
+        ("BatchNorm (eval)", layer_case(layers.BatchNorm(), (4, 4, 3), train=False)),
+        ("Dropout (train)", layer_case(layers.Dropout(0.5), (7,))),
+        ("Residual", layer_case(combinators.Residual(combinators.serial(dense.Dense(4), activations.Tanh)), (4,))),
+        ("FanOut + parallel + FanInConcat", layer_case(combinators.serial(
+            combinators.FanOut(2), combinators.parallel(dense.Dense(3), activations.Tanh),
+            combinators.FanInConcat()), (4,))),
         ("squared_error", loss_case(losses.squared_error, logits, onehot)),
         ("mse", loss_case(losses.mse, logits, onehot)),
         ("binary_cross_entropy", loss_case(losses.binary_cross_entropy, probs, bits)),
@@ -426,6 +528,7 @@ def builtin_cases():
         ("softmax_cross_entropy (labels)", loss_case(losses.softmax_cross_entropy, logits, labels)),
         ("softmax_cross_entropy (one-hot)", loss_case(losses.softmax_cross_entropy, logits, onehot)),
         ("serial MLP + softmax_cross_entropy", model_case),
+        ("CNN (conv, BatchNorm, pool, residual, dropout) + softmax_cross_entropy", cnn_case),
     ]
 
 

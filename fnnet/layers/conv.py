@@ -118,7 +118,7 @@ def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
 
 
 def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
-               w_init, b_init, dtype) -> Layer:
+               w_init, b_init, dtype, use_bias) -> Layer:
     kind = "Conv" if rank == 2 else "Conv1D"
     if not isinstance(out_channels, int) or out_channels <= 0:
         raise ValueError(f"{kind}: out_channels must be a positive int, got {out_channels!r}")
@@ -133,7 +133,8 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
     size_text = "x".join(map(str, kernel))
     name = f"{kind}({out_channels}, {size_text}" + ("" if set(strides) == {1} else
                                                    f", strides={strides if rank > 1 else strides[0]}") + \
-        ("" if groups == 1 else f", groups={groups}") + ")"
+        ("" if groups == 1 else f", groups={groups}") + ("" if use_bias else ", no bias") + ")"
+    param_keys = {"w", "b"} if use_bias else {"w"}
     axes_text = "(H, W, C)" if rank == 2 else "(W, C)"
 
     def spatial_check(shape):
@@ -157,14 +158,15 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         _, sizes = spatial_check(in_shape)
         param_dtype = dtype if dtype is not None else jnp.result_type(float)
         w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, kernel + (in_shape[-1] // groups, out_channels), param_dtype),
-                  "b": b_init(b_key, (out_channels,), param_dtype)}
+        params = {"w": w_init(w_key, kernel + (in_shape[-1] // groups, out_channels), param_dtype)}
+        if use_bias:
+            params["b"] = b_init(b_key, (out_channels,), param_dtype)
         return sizes + (out_channels,), params
 
     def check(params, x):
-        if not isinstance(params, dict) or set(params) != {"w", "b"}:
+        if not isinstance(params, dict) or set(params) != param_keys:
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{name}: expected params {{'w', 'b'}}, got {got}")
+            raise ValueError(f"{name}: expected params {sorted(param_keys)}, got {got}")
         w = params["w"]
         if jnp.ndim(w) != rank + 2 or tuple(w.shape[:rank]) != kernel or w.shape[-1] != out_channels:
             raise ValueError(f"{name}: expected params w of shape {kernel + ('C_in',)} + ({out_channels},), "
@@ -181,7 +183,9 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         pads = check(params, x)
         flat, restore = _flatten_batch(x, rank)
         y = _conv_forward(flat, params["w"], strides, pads, dilation, groups, rank)
-        return restore(y + params["b"][(None,) * (y.ndim - 1)])
+        if use_bias:
+            y = y + params["b"][(None,) * (y.ndim - 1)]
+        return restore(y)
 
     def forward(params, x):
         return apply(params, x), x
@@ -191,17 +195,18 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         flat_x, restore = _flatten_batch(x, rank)
         flat_dy, _ = _flatten_batch(dy, rank)
         w = params["w"]
-        db = jnp.sum(flat_dy, axis=tuple(range(rank + 1)))                              # Σ dy
         dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)  # x ⋆ dy
         dx = conv_input_grad(flat_dy, w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups, rank)
-        return ({"w": dw.astype(w.dtype), "b": db.astype(params["b"].dtype)},
-                restore(dx).astype(x.dtype))
+        grads = {"w": dw.astype(w.dtype)}
+        if use_bias:
+            grads["b"] = jnp.sum(flat_dy, axis=tuple(range(rank + 1))).astype(params["b"].dtype)  # Σ dy
+        return grads, restore(dx).astype(x.dtype)
 
     return make_layer(name, init, apply, forward, backward)
 
 
 def Conv(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, feature_group_count=1,
-         w_init=initializers.he_normal, b_init=initializers.zeros, dtype=None) -> Layer:
+         w_init=initializers.he_normal, b_init=initializers.zeros, dtype=None, use_bias: bool = True) -> Layer:
     """A 2-D convolution on channels-last images ``(N, H, W, C)`` (or one image ``(H, W, C)``).
 
     Params ``{"w": (kh, kw, C // groups, out_channels), "b": (out_channels,)}`` (HWIO).
@@ -216,6 +221,8 @@ def Conv(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, 
       feature_group_count: split the channels into this many independent groups
         (``= C`` for a depthwise convolution).
       w_init: initialiser for ``w`` (He normal, for ReLU networks); b_init: for ``b`` (zeros).
+      use_bias: ``False`` drops ``b`` (params ``{"w"}``), as before a BatchNorm, whose mean
+        subtraction makes a bias pointless (its gradient is exactly 0).
 
     Example:
       >>> import jax, jax.numpy as jnp, fnnet
@@ -225,11 +232,11 @@ def Conv(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, 
       ((28, 28, 8), (3, 3, 1, 8), (2, 28, 28, 8))
     """
     return _make_conv(2, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
-                      w_init, b_init, dtype)
+                      w_init, b_init, dtype, use_bias)
 
 
 def Conv1D(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, feature_group_count=1,
-           w_init=initializers.he_normal, b_init=initializers.zeros, dtype=None) -> Layer:
+           w_init=initializers.he_normal, b_init=initializers.zeros, dtype=None, use_bias: bool = True) -> Layer:
     """A 1-D convolution on channels-last sequences ``(N, W, C)``; params ``{"w": (k, C // groups,
     out_channels), "b": (out_channels,)}``. Same arguments and backward as :func:`Conv`.
 
@@ -240,4 +247,4 @@ def Conv1D(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1
       (50, 4)
     """
     return _make_conv(1, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
-                      w_init, b_init, dtype)
+                      w_init, b_init, dtype, use_bias)

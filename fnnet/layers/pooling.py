@@ -89,8 +89,8 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
         step = (1,) * (x.ndim - 3) + strides + (1,)
         pad = ((0, 0),) * (x.ndim - 3) + tuple(pads) + ((0, 0),)
         if kind == "MaxPool":
-            return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, full, step, pad)
-        return lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, full, step, pad) / (window[0] * window[1])
+            return lax.reduce_window(x, -jnp.inf, lax.max, full, step, pad)
+        return lax.reduce_window(x, 0.0, lax.add, full, step, pad) / (window[0] * window[1])
 
     def forward(params, x):
         # residuals are arrays only (x itself: its static shape gives the geometry back), so they
