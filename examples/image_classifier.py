@@ -1,6 +1,7 @@
 """Shared by mnist.py and fashion_mnist.py: train an MLP on 28x28 images and write the figures.
 
-The model is the classic 784-512-512-10 ReLU MLP with softmax cross-entropy on
+The model is the classic 784-512-512-10 ReLU MLP (He-uniform weights; built by
+:func:`fnnet.recipes.build_model`, as ``fnnet train mnist`` builds it) with softmax cross-entropy on
 logits, trained with Adam (learning rate 1e-3 with a cosine decay to 5e-5) by :func:`fnnet.train.fit` (hand-written backward,
 whole epochs compiled in one ``lax.scan``). After training it writes:
 ``curves.png`` (loss and accuracy per epoch), ``confusion.png`` and
@@ -17,17 +18,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import fnnet
-from fnnet import plots, train
+from fnnet import plots, recipes, train
 
 
-def build_model(hidden=(512, 512)):
-    layers = []
-    for width in hidden:
-        layers += [fnnet.Dense(width, w_init=fnnet.initializers.he_uniform), fnnet.Relu]
-    return fnnet.serial(*layers, fnnet.Dense(10))
+def build_model(hidden=(512, 512), in_shape=(784,)):
+    """784-512-512-10: ``Dense(h)`` (He-uniform) + ReLU per hidden width, then ``Dense(10)`` (logits)."""
+    return recipes.build_model(hidden, "relu", 10, in_shape)
 
 
 def run(name: str, load, *, epochs: int, out: str, class_names=None, limit=None, lr=1e-3,
@@ -40,12 +38,12 @@ def run(name: str, load, *, epochs: int, out: str, class_names=None, limit=None,
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
     data_seconds = time.perf_counter() - started
-    model = build_model()
+    model = build_model(in_shape=x_train.shape[1:])
     loss = fnnet.losses.softmax_cross_entropy
     if verbose:
         print(fnnet.summary(model, x_train.shape[1:]))
     steps = epochs * -(-len(x_train) // batch_size)
-    optimizer = optax.adam(optax.cosine_decay_schedule(lr, decay_steps=steps, alpha=0.05))
+    optimizer = recipes.build_optimizer("adam", lr, schedule="cosine", total_steps=steps)  # lr -> lr/20
     state, history = train.fit(model, loss, optimizer, (x_train, y_train), epochs=epochs,
                                batch_size=batch_size, key=jax.random.PRNGKey(seed),
                                eval_data=(x_test, y_test), verbose=verbose)

@@ -2,9 +2,13 @@
 
 The public API, at a glance:
 
-* layers (``fnnet.Layer`` = ``(init, apply, forward, backward)``): :func:`Dense`,
-  :data:`Relu`, :data:`Sigmoid`, :data:`Tanh`, :data:`Softmax`, :data:`Identity`,
-  :func:`LeakyRelu`, :data:`Gelu`, :data:`Flatten`; combinator :func:`serial`;
+* layers (``fnnet.Layer`` = ``(init, apply, forward, backward)``, :mod:`fnnet.layers`):
+  :func:`Dense`, :data:`Relu`, :data:`Sigmoid`, :data:`Tanh`, :data:`Softmax`, :data:`Identity`,
+  :func:`LeakyRelu`, :data:`Gelu`, :data:`Flatten`, :func:`Reshape`, :func:`Conv`, :func:`Conv1D`,
+  :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`; with a key and state
+  (:func:`init_with_state`, :func:`apply_with_state`): :func:`Dropout`, :func:`BatchNorm`;
+  combinators :func:`serial`, :func:`parallel`, :func:`FanOut`, :data:`FanInSum`,
+  :func:`FanInConcat`, :func:`Residual`;
 * :mod:`fnnet.initializers` and :mod:`fnnet.losses` (``fnnet.Loss`` = ``(value, grad)``);
 * gradients: :func:`value_and_grad` (hand-written), :func:`autodiff_value_and_grad`
   (reference), :func:`objective` (``jax.custom_vjp``), :func:`per_example_grads`;
@@ -13,22 +17,25 @@ The public API, at a glance:
   checkpoints :func:`save` / :func:`load`.
 """
 
-from fnnet import checkpoint, datasets, gradcheck, initializers, losses, train
+from fnnet import checkpoint, datasets, gradcheck, initializers, layers, losses, train
 from fnnet.checkpoint import load, save
-from fnnet.activations import Gelu, Identity, LeakyRelu, Relu, Sigmoid, Softmax, Tanh
-from fnnet.combinators import serial
-from fnnet.dense import Dense
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
-from fnnet.layer import Layer, layer_name
+from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
+                         layer_name)
+from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Flatten, Gelu, GlobalAvgPool,
+                          Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, Sigmoid, Softmax, Tanh)
 from fnnet.losses import Loss
-from fnnet.reshape import Flatten
+from fnnet.runs import Run, load_run
 from fnnet.summary import Summary, summary
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dense", "Flatten", "Gelu", "Identity", "Layer", "LeakyRelu", "Loss", "Relu", "Sigmoid",
-    "Softmax", "Summary", "Tanh", "autodiff_value_and_grad", "checkpoint", "datasets", "gradcheck",
-    "initializers", "layer_name", "load", "losses", "objective", "per_example_grads", "save",
-    "serial", "summary", "train", "value_and_grad",
+    "AvgPool", "BatchNorm", "Conv", "Conv1D", "Dense", "Dropout", "FanInConcat", "FanInSum", "FanOut",
+    "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
+    "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "apply_with_state",
+    "autodiff_value_and_grad", "checkpoint", "datasets", "forward_with_state", "gradcheck", "init_with_state",
+    "initializers", "is_stateful", "layer_name", "layers", "load", "load_run", "losses", "objective",
+    "parallel", "per_example_grads", "save", "serial", "summary", "train", "value_and_grad",
 ]

@@ -1,9 +1,10 @@
-"""The ``fnnet`` command line: train, eval, gradcheck, summary and the demo.
+"""The ``fnnet`` command line: train, eval, predict, gradcheck, summary and the demo.
 
 Examples::
 
     fnnet train mnist --hidden 512,512 --epochs 10 --out runs/mnist
     fnnet eval runs/mnist
+    fnnet predict runs/mnist images.npy --out predictions.npy     # class labels; --proba
     fnnet gradcheck breast-cancer
     fnnet summary mnist
     fnnet demo
@@ -12,150 +13,46 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import pathlib
 import sys
 import time
-from typing import Callable
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
-OPTIMIZERS = ("adam", "sgd", "momentum")
+from fnnet.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, DatasetSpec, RecipeError,
+                           build_model, build_optimizer, parse_hidden)
 
+__all__ = [  # the recipes are re-exported: ``from fnnet.cli import build_model`` keeps working
+    "ACTIVATIONS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "DatasetSpec", "RecipeError", "UsageError",
+    "build_model", "build_optimizer", "build_parser", "main", "parse_hidden", "run_eval", "run_train",
+]
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """How the command line trains on one data set: loader, output layer, loss and defaults."""
-
-    load: Callable[[int], tuple]          # seed -> ((x_train, y_train), (x_test, y_test))
-    out_dim: int
-    loss: str
-    hidden: str
-    activation: str
-    optimizer: str
-    lr: float
-    epochs: int
-    batch_size: int
-    class_names: tuple | None = None
-    schedule: str = "constant"
-
-
-def _load_xor(seed):
-    from fnnet import datasets
-
-    data = datasets.xor()
-    return data, data
-
-
-def _load_regression(seed):
-    from fnnet import datasets
-
-    return datasets.regression(noise=0.0, seed=seed)
-
-
-def _load_breast_cancer(seed):
-    from fnnet import datasets
-
-    return datasets.breast_cancer(seed=seed)
-
-
-def _load_digits(seed):
-    from fnnet import datasets
-
-    return datasets.digits(seed=seed)
-
-
-def _load_mnist(seed):
-    from fnnet import datasets
-
-    return datasets.mnist("train", flatten=True), datasets.mnist("test", flatten=True)
-
-
-def _load_fashion(seed):
-    from fnnet import datasets
-
-    return datasets.fashion_mnist("train", flatten=True), datasets.fashion_mnist("test", flatten=True)
-
-
-DATASETS = {
-    "xor": DatasetSpec(_load_xor, 1, "sigmoid_binary_cross_entropy", "4", "tanh", "sgd", 1.0, 1000, 4),
-    "regression": DatasetSpec(_load_regression, 4, "mse", "", "identity", "sgd", 0.5, 300, 32),
-    "breast-cancer": DatasetSpec(_load_breast_cancer, 1, "sigmoid_binary_cross_entropy", "30", "relu",
-                                 "adam", 1e-3, 100, 32),
-    "digits": DatasetSpec(_load_digits, 10, "softmax_cross_entropy", "64", "relu", "adam", 1e-3, 60, 32),
-    "mnist": DatasetSpec(_load_mnist, 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3, 12, 128,
-                         schedule="cosine"),
-    "fashion-mnist": DatasetSpec(_load_fashion, 10, "softmax_cross_entropy", "512,512", "relu", "adam",
-                                 1e-3, 15, 128,
-                                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                                  "Shirt", "Sneaker", "Bag", "Ankle boot"), schedule="cosine"),
-}
+# keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
+_DERIVED = ("in_shape", "out_dim")
 
 
 class UsageError(Exception):
     """A bad command-line argument: printed as one line, exit code 2."""
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"512,512"`` -> ``(512, 512)``; ``""`` or ``"none"`` -> ``()`` (a single-layer model)."""
-    text = text.strip()
-    if text.lower() in ("", "none"):
-        return ()
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(f"--hidden must be comma-separated positive ints like 512,512, got {text!r}") from None
-    if any(w <= 0 for w in widths):
-        raise UsageError(f"--hidden widths must be positive, got {text!r}")
-    return widths
-
-
-def build_model(hidden, activation: str, out_dim: int, in_shape):
-    """``Flatten`` (for images) + (``Dense(h)``, activation) per hidden width + ``Dense(out_dim)``."""
-    import fnnet
-
-    layer_of = {"relu": fnnet.Relu, "tanh": fnnet.Tanh, "sigmoid": fnnet.Sigmoid, "gelu": fnnet.Gelu,
-                "leaky_relu": fnnet.LeakyRelu(0.01), "identity": fnnet.Identity}
-    if activation not in layer_of:
-        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    init = fnnet.initializers.he_uniform if activation in ("relu", "leaky_relu", "gelu") else \
-        fnnet.initializers.glorot_uniform
-    layers = [fnnet.Flatten] if len(in_shape) > 1 else []
-    for width in hidden:
-        layers += [fnnet.Dense(width, w_init=init), layer_of[activation]]
-    layers.append(fnnet.Dense(out_dim))
-    return fnnet.serial(*layers)
-
-
-def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule: str = "constant",
-                    total_steps: int | None = None):
-    """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
-    (``J = L + λ/2 Σ w²``), biases excluded. ``schedule="cosine"`` decays the learning rate
-    from ``lr`` to ``lr/20`` over ``total_steps``."""
-    import optax
-
-    from fnnet import train
-
-    if lr <= 0:
-        raise UsageError(f"--lr must be positive, got {lr}")
-    if weight_decay < 0:
-        raise UsageError(f"--weight-decay must be >= 0, got {weight_decay}")
-    if schedule == "cosine":
-        if not total_steps:
-            raise UsageError("--schedule cosine needs the number of training steps")
-        rate = optax.cosine_decay_schedule(lr, decay_steps=total_steps, alpha=0.05)
-    elif schedule == "constant":
-        rate = lr
-    else:
-        raise UsageError(f"--schedule must be 'constant' or 'cosine', got {schedule!r}")
-    base = {"adam": lambda: optax.adam(rate), "sgd": lambda: optax.sgd(rate),
-            "momentum": lambda: optax.sgd(rate, momentum=0.9)}
-    if name not in base:
-        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay, mask=train.weight_decay_mask),
-                           base[name]())
-    return base[name]()
+def _check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
+    """Refuses, before any work, an output ``path`` that cannot be written: an existing file
+    where a folder is wanted (or the reverse), a path under a file, or a read-only folder."""
+    path = pathlib.Path(path)
+    if os.path.exists(path):
+        if folder and not os.path.isdir(path):
+            raise UsageError(f"{option} {path}: is a file, not a folder")
+        if not folder and os.path.isdir(path):
+            raise UsageError(f"{option} {path}: is a folder; give a file name such as {path / 'predictions.npy'}")
+        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+            raise UsageError(f"{option} {path}: is not writable")
+        return path
+    parent = next(p for p in path.absolute().parents if os.path.exists(p))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: cannot create it, {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: cannot create it, {parent} is not writable")
+    return path
 
 
 def _config_from_args(args) -> dict:
@@ -202,22 +99,28 @@ def _setup(config: dict):
 
 
 def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = True) -> dict:
-    """Trains as ``fnnet train`` does and writes the checkpoint, metrics.json and curves.png."""
+    """Trains as ``fnnet train`` does and writes config.json (the settings, with the input
+    shape and output width :func:`fnnet.load_run` needs), the checkpoint, metrics.json and
+    curves.png. The output folder is checked before the data is loaded."""
     import jax
 
     from fnnet import train
 
-    out_dir = pathlib.Path(out_dir)
+    out_dir = _check_output_path(out_dir, "--out", folder=True)
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
     data_seconds = time.perf_counter() - started
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror or error})") from None
     config_path = out_dir / "config.json"
+    settings = lambda c: {k: v for k, v in c.items() if k != "epochs" and k not in _DERIVED}  # noqa: E731
     if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if {k: v for k, v in saved.items() if k != "epochs"} != {k: v for k, v in config.items() if k != "epochs"}:
+        if settings(json.loads(config_path.read_text())) != settings(config):
             raise UsageError(f"--resume: {config_path} was written with different settings; use "
                              f"another --out or the same arguments")
+    config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
     config_path.write_text(json.dumps(config, indent=2))
     if verbose:
         import fnnet
@@ -268,37 +171,85 @@ def _cmd_train(args) -> int:
 
 
 def run_eval(out_dir) -> dict:
-    """Reloads the checkpoint in ``out_dir`` and evaluates it on the test split."""
-    import jax
+    """Reloads the run in ``out_dir`` (:func:`fnnet.load_run`) and evaluates it on the test split."""
+    from fnnet.runs import load_run
 
-    from fnnet import checkpoint, train
-
-    out_dir = pathlib.Path(out_dir)
-    config_path = out_dir / "config.json"
-    if not config_path.exists():
-        raise UsageError(f"{out_dir}: no config.json here; is it the --out folder of 'fnnet train'?")
-    config = json.loads(config_path.read_text())
-    model, loss, optimizer, train_data, test_data, _ = _setup(config)
-    like = jax.eval_shape(lambda: train.init_state(model, optimizer, jax.random.PRNGKey(config["seed"]),
-                                                   train_data[0].shape[1:]))
-    state = checkpoint.load(out_dir / train.CHECKPOINT_NAME, like=like)
-    return train.evaluate(model, state.params, loss, test_data)
+    return load_run(out_dir).evaluate()
 
 
 def _cmd_eval(args) -> int:
-    result = run_eval(args.dir)
-    saved_path = pathlib.Path(args.dir) / "metrics.json"
+    from fnnet.runs import load_run
+
+    run = load_run(args.dir)
+    result = run.evaluate()
     line = f"test loss {result['loss']:.6f}"
     if result["accuracy"] is not None:
         line += f", test accuracy {result['accuracy']:.4%}"
     print(line)
-    if saved_path.exists():
-        saved = json.loads(saved_path.read_text())
+    saved = run.metrics
+    if saved is not None:
         same = abs(saved["test_loss"] - result["loss"]) <= 1e-6 * max(1.0, abs(result["loss"])) and \
             saved["test_accuracy"] == result["accuracy"]
         print("matches metrics.json" if same else
               f"DIFFERS from metrics.json (test_loss {saved['test_loss']}, accuracy {saved['test_accuracy']})")
         return 0 if same else 1
+    return 0
+
+
+def _read_npy(path: pathlib.Path):
+    """The array in a ``.npy`` file; a UsageError naming the file when it is not one."""
+    import numpy as np
+
+    if not path.is_file():
+        raise UsageError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; expected a .npy "
+                         f"array written by numpy.save")
+    with open(path, "rb") as file:
+        magic = file.read(6)
+        if magic[:2] == b"PK":
+            raise UsageError(f"{path}: is an .npz archive; save the one input array with numpy.save "
+                             f"(a .npy file)")
+        if magic != b"\x93NUMPY":
+            raise UsageError(f"{path}: not a .npy file (it does not start with NumPy's header); "
+                             f"write the inputs with numpy.save")
+        file.seek(0)
+        try:
+            return np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise UsageError(f"{path}: not a readable .npy array ({error})") from None
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+
+    from fnnet.runs import load_run
+
+    out = _check_output_path(args.out, "--out", folder=False)
+    input_path = pathlib.Path(args.input)
+    x = _read_npy(input_path)
+    run = load_run(args.run_dir)
+    try:
+        x = run.as_batch(x)
+    except ValueError as error:
+        raise UsageError(f"{input_path}: {error}") from None
+    if args.proba:
+        if run.task == "regression":
+            raise UsageError(f"--proba: {args.run_dir} is a regression run ({run.config['dataset']}); "
+                             f"its predictions are values, not probabilities")
+        result, what = np.asarray(run.predict_proba(x)), "probabilities"
+        if run.task == "binary" and result.shape[-1] == 1:
+            result, what = result[..., 0], "probabilities of class 1"
+    elif run.task == "regression":
+        result, what = np.asarray(run.predict(x)), "predicted values"
+    else:
+        result, what = run.predict_labels(x), "class labels"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as file:
+            np.save(file, result)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write it ({error.strerror or error})") from None
+    print(f"wrote {out}: {what} for {x.shape[0]} examples of {input_path}, {result.dtype} of shape "
+          f"{result.shape} ({run.config['dataset']} run {args.run_dir})")
     return 0
 
 
@@ -338,11 +289,9 @@ def _cmd_summary(args) -> int:
     import fnnet
 
     spec = DATASETS[args.dataset]
-    in_shapes = {"xor": (2,), "regression": (4,), "breast-cancer": (30,), "digits": (64,),
-                 "mnist": (784,), "fashion-mnist": (784,)}
     hidden = parse_hidden(args.hidden if args.hidden is not None else spec.hidden)
-    model = build_model(hidden, args.activation or spec.activation, spec.out_dim, in_shapes[args.dataset])
-    print(fnnet.summary(model, in_shapes[args.dataset]))
+    model = build_model(hidden, args.activation or spec.activation, spec.out_dim, spec.in_shape)
+    print(fnnet.summary(model, spec.in_shape))
     return 0
 
 
@@ -395,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--schedule", choices=("constant", "cosine"),
+    p.add_argument("--schedule", choices=SCHEDULES,
                    help="learning-rate schedule (default: cosine for the MNIST sets, else constant)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
@@ -409,6 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("eval", help="reload a checkpoint and report the test metrics")
     p.add_argument("dir")
     p.set_defaults(run=_cmd_eval)
+
+    p = commands.add_parser(
+        "predict", help="predict with a trained run on the examples in a .npy file",
+        description="Loads RUN_DIR (the --out folder of 'fnnet train') and writes its predictions for "
+                    "the examples in INPUT.npy: class labels (int32, shape (N,)) for a classifier, "
+                    "the predicted values for regression, or with --proba the class probabilities "
+                    "(softmax, shape (N, classes); for a binary classifier the probability of class 1, "
+                    "shape (N,)). INPUT.npy holds N "
+                    "examples prepared as fnnet.datasets returns them (MNIST: float pixels in [0, 1], "
+                    "shape (N, 784) or (N, 28, 28); breast cancer: standardised features).")
+    p.add_argument("run_dir", help="the --out folder of 'fnnet train'")
+    p.add_argument("input", help="a .npy file of N examples (numpy.save)")
+    p.add_argument("--out", default="predictions.npy", help="where to write the predictions "
+                                                            "(default predictions.npy)")
+    p.add_argument("--proba", action="store_true", help="write probabilities instead of class labels")
+    p.set_defaults(run=_cmd_predict)
 
     p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad")
     p.add_argument("dataset", nargs="?", choices=list(DATASETS))
@@ -436,10 +401,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except UsageError as error:
-        print(f"fnnet: error: {error}", file=sys.stderr)
-        return 2
-    except (DataError, CheckpointError) as error:
+    except (UsageError, RecipeError, DataError, CheckpointError) as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

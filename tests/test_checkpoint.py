@@ -28,12 +28,71 @@ def test_round_trip_train_state_exactly(tmp_path):
     assert checkpoint.read_metadata(path) == {"epoch": 7, "note": "hi"}
 
 
-def test_load_without_like_gives_nested_dicts(tmp_path):
+def test_load_without_like_gives_the_real_nesting(tmp_path):
     params = ({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}, (), {"w": jnp.ones((3, 1)), "b": jnp.ones(1)})
     fnnet.save(tmp_path / "p.safetensors", params)
     loaded = fnnet.load(tmp_path / "p.safetensors")
-    np.testing.assert_array_equal(loaded["0"]["w"] if isinstance(loaded, dict) else loaded[0]["w"],
-                                  np.ones((2, 3)))
+    assert isinstance(loaded, list) and len(loaded) == 3 and loaded[1] == []  # the Relu's () is kept
+    chex.assert_trees_all_equal(jax.tree.leaves(loaded), jax.tree.leaves(params))
+    assert jax.tree.structure(loaded) == jax.tree.structure([{"b": 0, "w": 0}, [], {"b": 0, "w": 0}])
+
+
+def test_load_without_like_rebuilds_a_train_state(tmp_path):
+    model = fnnet.serial(fnnet.Dense(4), fnnet.Relu, fnnet.Dense(2), fnnet.Tanh)
+    optimizer = optax.chain(optax.add_decayed_weights(1e-4, mask=train.weight_decay_mask), optax.adam(1e-3))
+    state = train.init_state(model, optimizer, jax.random.PRNGKey(0), (3,))
+    tree = {"state": state, "none": None, "empty": [], "key": jax.random.key(5)}
+    loaded = fnnet.load(fnnet.save(tmp_path / "s.safetensors", tree))
+    # NamedTuples come back as dicts keyed by field, tuples as lists, None and empties kept
+    assert sorted(loaded["state"]) == sorted(state._fields)  # params, opt_state, step, key...
+    assert loaded["none"] is None and loaded["empty"] == []
+    assert jax.tree.structure(loaded["state"]["params"]) == jax.tree.structure([{"b": 0, "w": 0}, [], {"b": 0, "w": 0}, []])
+    assert loaded["state"]["opt_state"][0] == {"inner_state": {}}  # MaskedState(EmptyState())
+    for field in state._fields:
+        chex.assert_trees_all_equal(jax.tree.leaves(loaded["state"][field]), jax.tree.leaves(getattr(state, field)))
+    np.testing.assert_array_equal(jax.random.key_data(loaded["key"]), jax.random.key_data(tree["key"]))
+    x = jnp.linspace(-1, 1, 15).reshape(5, 3)
+    np.testing.assert_array_equal(model.apply(loaded["state"]["params"], x), model.apply(state.params, x))
+
+
+def test_model_applies_to_params_loaded_from_a_fit_checkpoint(tmp_path):
+    """The file ``fnnet train`` writes: ``model.apply(fnnet.load(path)["params"], x)`` just works."""
+    model = fnnet.serial(fnnet.Dense(5), fnnet.Relu, fnnet.Dense(3), fnnet.Relu, fnnet.Dense(1))
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
+    y = (x[:, :1] > 0).astype(jnp.float32)
+    state, _ = train.fit(model, fnnet.losses.sigmoid_binary_cross_entropy, optax.adam(1e-2), (x, y), epochs=1,
+                         batch_size=8, key=jax.random.PRNGKey(0), verbose=False, checkpoint_dir=tmp_path)
+    loaded = fnnet.load(tmp_path / train.CHECKPOINT_NAME)
+    np.testing.assert_array_equal(model.apply(loaded["params"], x), model.apply(state.params, x))
+    # like=params on the whole-TrainState file loads just the params, in their exact structure
+    params = fnnet.load(tmp_path / train.CHECKPOINT_NAME, like=state.params)
+    assert jax.tree.structure(params) == jax.tree.structure(state.params)
+    chex.assert_trees_all_equal(params, state.params)
+    bigger = fnnet.serial(fnnet.Dense(5), fnnet.Relu, fnnet.Dense(3), fnnet.Relu, fnnet.Dense(2))
+    with pytest.raises(checkpoint.CheckpointError, match=r"'params/4/b' is float32\[1\], expected float32\[2\]"):
+        fnnet.load(tmp_path / train.CHECKPOINT_NAME, like=bigger.init(jax.random.PRNGKey(0), (2,))[1])
+
+
+def test_files_without_a_recorded_tree_still_load(tmp_path):
+    import safetensors.numpy
+
+    params = ({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}, (), {"w": jnp.ones((3, 1)), "b": jnp.ones(1)})
+    path = fnnet.save(tmp_path / "p.safetensors", params)
+    tensors, metadata = checkpoint._read(path)
+    del metadata["fnnet.skeleton"]  # as written before fnnet recorded it
+    safetensors.numpy.save_file(tensors, str(path), metadata=metadata)
+    loaded = fnnet.load(path)
+    assert sorted(loaded) == ["0", "2"]  # the old nesting: dicts, and no entry for the Relu
+    np.testing.assert_array_equal(loaded["2"]["w"], np.ones((3, 1)))
+    chex.assert_trees_all_equal(fnnet.load(path, like=params), params)
+
+
+def test_save_refuses_a_folder_or_a_path_under_a_file(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match=f"{tmp_path}: is a folder"):
+        fnnet.save(tmp_path, {"w": jnp.ones(2)})
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(checkpoint.CheckpointError, match="file is a file, not a folder"):
+        fnnet.save(tmp_path / "file" / "c.safetensors", {"w": jnp.ones(2)})
 
 
 def test_typed_prng_keys_round_trip(tmp_path):

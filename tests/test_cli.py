@@ -1,13 +1,20 @@
-"""The fnnet command line: train/eval round trip, gradcheck, summary, and one-line errors."""
+"""The fnnet command line: train/eval/predict round trips, gradcheck, summary, and one-line errors.
 
+Most tests call ``cli.main([...])`` in this process and share two trained runs (module
+fixtures); a single test runs ``python -m fnnet`` in a subprocess to check the entry point.
+"""
+
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from fnnet import cli
+from fnnet import cli, recipes
 
 
 def _fnnet(*args, env=None, timeout=300):
@@ -15,67 +22,211 @@ def _fnnet(*args, env=None, timeout=300):
                           timeout=timeout, env=dict(os.environ, **(env or {})))
 
 
+def _one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def bc_run(tmp_path_factory):
+    """breast-cancer, 30 epochs, trained once for this module."""
+    out = tmp_path_factory.mktemp("runs") / "bc"
+    assert cli.main(["train", "breast-cancer", "--epochs", "30", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory, shared_data):
+    """MNIST, one epoch on 10,000 images, trained once for this module."""
+    out = tmp_path_factory.mktemp("runs") / "mnist"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FNNET_DATA", str(shared_data))
+        assert cli.main(["train", "mnist", "--limit", "10000", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "cifar"], "invalid choice: 'cifar'"),
-    (["train", "xor", "--hidden", "4,a"], "--hidden must be comma-separated"),
+    (["train", "xor", "--hidden", "4,a"], "hidden must be comma-separated"),
+    (["train", "xor", "--hidden", "4,-1"], "hidden widths must be positive"),
     (["train", "xor", "--epochs", "zero"], "invalid int value"),
     (["train", "xor", "--epochs", "0"], "--epochs must be >= 1"),
-    (["train", "xor", "--lr", "-0.1"], "--lr must be positive"),
+    (["train", "xor", "--lr", "-0.1"], "lr must be positive"),
     (["train", "xor", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
-    (["eval", "/nonexistent/run"], "no config.json"),
+    (["eval", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
+    (["predict", "/nonexistent/run", "/nonexistent/x.npy"], "/nonexistent/x.npy: no such file"),
     ([], "required: command"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(capsys, args, message):
     assert cli.main(args) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    _one_line_error(capsys, message)
 
 
-def test_train_then_eval_matches(tmp_path):
-    out = tmp_path / "bc"
-    result = _fnnet("train", "breast-cancer", "--epochs", "30", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+def test_train_then_eval_matches(bc_run, capsys):
+    metrics = json.loads((bc_run / "metrics.json").read_text())
     for key in ("test_accuracy", "test_loss", "epochs", "train_seconds", "examples_per_second", "history"):
         assert key in metrics
     assert metrics["test_accuracy"] >= 0.95 and metrics["epochs"] == 30
     assert len(metrics["history"]["train_loss"]) == 30
-    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "checkpoint.safetensors").exists()
-    again = _fnnet("eval", str(out))
-    assert again.returncode == 0, again.stderr + again.stdout
-    assert "matches metrics.json" in again.stdout
+    assert (bc_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (bc_run / "checkpoint.safetensors").exists()
+    config = json.loads((bc_run / "config.json").read_text())
+    assert config["in_shape"] == [30] and config["out_dim"] == 1   # enough to rebuild the model
+    capsys.readouterr()
+    assert cli.main(["eval", str(bc_run)]) == 0
+    assert "matches metrics.json" in capsys.readouterr().out
 
 
-def test_resume_continues_to_more_epochs(tmp_path):
-    out = tmp_path / "digits"
-    assert _fnnet("train", "digits", "--epochs", "2", "--out", str(out), "--quiet").returncode == 0
-    resumed = _fnnet("train", "digits", "--epochs", "4", "--out", str(out), "--quiet", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    history = json.loads((out / "metrics.json").read_text())["history"]
+def test_resume_continues_to_more_epochs(tmp_path, capsys):
+    out = str(tmp_path / "digits")
+    assert cli.main(["train", "digits", "--epochs", "2", "--out", out, "--quiet"]) == 0
+    assert cli.main(["train", "digits", "--epochs", "4", "--out", out, "--quiet", "--resume"]) == 0
+    history = json.loads((tmp_path / "digits" / "metrics.json").read_text())["history"]
     assert history["epoch"] == [1, 2, 3, 4]
-    clash = _fnnet("train", "digits", "--epochs", "4", "--lr", "0.5", "--out", str(out), "--quiet", "--resume")
-    assert clash.returncode == 2 and "different settings" in clash.stderr
+    capsys.readouterr()
+    assert cli.main(["train", "digits", "--epochs", "4", "--lr", "0.5", "--out", out, "--quiet", "--resume"]) == 2
+    _one_line_error(capsys, "different settings")
 
 
-def test_mnist_subset_via_cli(tmp_path, shared_data):
-    out = tmp_path / "m"
-    result = _fnnet("train", "mnist", "--limit", "10000", "--epochs", "1", "--out", str(out), "--quiet",
-                    env={"FNNET_DATA": str(shared_data)})
-    assert result.returncode == 0, result.stderr
-    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.90
+def test_mnist_subset_via_cli(mnist_run):
+    assert json.loads((mnist_run / "metrics.json").read_text())["test_accuracy"] > 0.90
 
 
 def test_missing_mnist_is_a_clear_error(tmp_path):
+    """Also the one check of the ``python -m fnnet`` entry point in a subprocess."""
     result = _fnnet("train", "mnist", "--out", str(tmp_path / "x"), "--quiet",
                     env={"FNNET_DATA": str(tmp_path), "FNNET_CACHE": str(tmp_path / "c"), "FNNET_OFFLINE": "1"})
     assert result.returncode == 2
     assert "train-images-idx3-ubyte.gz not found" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_gradcheck_dataset_and_summary():
-    result = _fnnet("gradcheck", "breast-cancer")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "breast-cancer" in result.stdout and "FAIL" not in result.stdout
-    summary = _fnnet("summary", "mnist")
-    assert summary.returncode == 0 and "total parameters: 669,706" in summary.stdout
+def test_bad_out_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):
+    def no_loading(seed):
+        raise AssertionError("the data was loaded before --out was checked")
+
+    monkeypatch.setitem(recipes.DATASETS, "xor", dataclasses.replace(recipes.DATASETS["xor"], load=no_loading))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    for out, message in [(a_file, f"--out {a_file}: is a file, not a folder"),
+                         (a_file / "run", f"--out {a_file / 'run'}: cannot create it, {a_file} is a file")]:
+        assert cli.main(["train", "xor", "--out", str(out), "--quiet"]) == 2
+        _one_line_error(capsys, message)
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert cli.main(["train", "xor", "--out", str(locked / "run"), "--quiet"]) == 2
+        _one_line_error(capsys, f"{locked} is not writable")
+
+
+def test_predict_writes_labels_and_probabilities(bc_run, tmp_path, capsys):
+    from fnnet import datasets
+
+    x, y = datasets.breast_cancer()[1]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "sub" / "labels.npy"
+    assert cli.main(["predict", str(bc_run), str(tmp_path / "x.npy"), "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and f"wrote {out}: class labels for {len(x)} examples" in line
+    labels = np.load(out)
+    assert labels.dtype == np.int32 and labels.shape == (len(x),)
+    accuracy = json.loads((bc_run / "metrics.json").read_text())["test_accuracy"]
+    assert np.mean(labels == y[:, 0]) == pytest.approx(accuracy)
+    assert cli.main(["predict", str(bc_run), str(tmp_path / "x.npy"), "--out", str(out), "--proba"]) == 0
+    proba = np.load(out)
+    assert proba.shape == (len(x),) and np.all((proba >= 0) & (proba <= 1))
+    np.testing.assert_array_equal(proba > 0.5, labels == 1)
+
+
+def test_predict_bad_inputs_give_one_line_naming_the_file(bc_run, tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((5, 30), np.float32))
+    cases = [(np.zeros((5, 29)), "expected examples of shape (N, 30) (30 values each), got shape (5, 29)"),
+             (b"hello", "not a .npy file"),
+             ({"x": np.zeros((5, 30))}, "is an .npz archive")]
+    for index, (content, message) in enumerate(cases):
+        path = tmp_path / f"bad{index}.npy"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, dict):
+            with open(path, "wb") as file:
+                np.savez(file, **content)
+        else:
+            np.save(path, content)
+        assert cli.main(["predict", str(bc_run), str(path), "--out", str(tmp_path / "p.npy")]) == 2
+        _one_line_error(capsys, f"{path}: {message}")
+    assert cli.main(["predict", str(bc_run), str(x), "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, f"--out {tmp_path}: is a folder")
+    assert cli.main(["predict", str(tmp_path), str(x)]) == 2
+    _one_line_error(capsys, f"{tmp_path}: no config.json here")
+
+
+def test_predict_regression_values_and_no_proba(tmp_path, capsys):
+    run = tmp_path / "reg"
+    assert cli.main(["train", "regression", "--epochs", "2", "--out", str(run), "--quiet"]) == 0
+    np.save(tmp_path / "x.npy", np.full((3, 4), 0.5, np.float32))
+    out = tmp_path / "values.npy"
+    assert cli.main(["predict", str(run), str(tmp_path / "x.npy"), "--out", str(out)]) == 0
+    assert "predicted values" in capsys.readouterr().out and np.load(out).shape == (3, 4)
+    assert cli.main(["predict", str(run), str(tmp_path / "x.npy"), "--out", str(out), "--proba"]) == 2
+    _one_line_error(capsys, "is a regression run")
+
+
+def test_predict_mnist_accepts_images_or_vectors(mnist_run, shared_data, tmp_path, capsys):
+    from fnnet import datasets
+
+    images, labels = datasets.mnist("test", path=shared_data / "mnist")
+    images, labels = images[:500], labels[:500]
+    results = []
+    for name, x in [("images", images), ("vectors", images.reshape(500, 784))]:
+        np.save(tmp_path / f"{name}.npy", x)
+        out = tmp_path / f"{name}-labels.npy"
+        assert cli.main(["predict", str(mnist_run), str(tmp_path / f"{name}.npy"), "--out", str(out)]) == 0
+        results.append(np.load(out))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert np.mean(results[0] == labels) > 0.85
+    assert cli.main(["predict", str(mnist_run), str(tmp_path / "images.npy"), "--out", str(tmp_path / "p.npy"),
+                     "--proba"]) == 0
+    proba = np.load(tmp_path / "p.npy")
+    assert proba.shape == (500, 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.save(tmp_path / "small.npy", images[:, :27, :27])
+    np.save(tmp_path / "raw.npy", (images * 255).astype(np.uint8))
+    capsys.readouterr()
+    for name, message in [("small", "expected examples of shape (N, 784) (784 values each), got shape (500, 27, 27)"),
+                          ("raw", "values run from 0 to 255; mnist expects pixels scaled to [0, 1]")]:
+        assert cli.main(["predict", str(mnist_run), str(tmp_path / f"{name}.npy")]) == 2
+        _one_line_error(capsys, f"{tmp_path / name}.npy: {message}")
+
+
+def _readme_gradcheck_commands(repo_root) -> list[list[str]]:
+    """Every ``fnnet gradcheck ...`` the README's "Command line" bash block shows (in comments too)."""
+    readme = (repo_root / "README.md").read_text()
+    section = readme.split("## Command line", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = []
+    for match in re.finditer(r"fnnet gradcheck((?:[ \t]+[\w-]+)*)", block):
+        argv = ["gradcheck", *match.group(1).split()]
+        if argv not in commands:
+            commands.append(argv)
+    return commands
+
+
+def test_readme_gradcheck_commands_pass(repo_root, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    commands = _readme_gradcheck_commands(repo_root)
+    assert ["gradcheck"] in commands and ["gradcheck", "mnist"] in commands, commands
+    for argv in commands:
+        code = cli.main(argv)
+        out = capsys.readouterr().out
+        assert code == 0, f"fnnet {' '.join(argv)} exited {code}:\n{out[-3000:]}"
+        assert not re.search(r"\bFAIL\b|: skipped \(", out), out[-3000:]  # no failure, data set found
+
+
+def test_summary_for_every_data_set(capsys):
+    for name, spec in recipes.DATASETS.items():
+        assert cli.main(["summary", name]) == 0
+        out = capsys.readouterr().out
+        assert re.search(rf"input\s+{re.escape(str(spec.in_shape))}\n", out), out  # the recipe's in_shape
+    assert cli.main(["summary", "mnist"]) == 0
+    assert "total parameters: 669,706" in capsys.readouterr().out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -111,7 +112,7 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
         flat_dy = dy.reshape((math.prod(lead),) + dy.shape[len(lead):])
         taps = window[0] * window[1]
         if kind == "MaxPool":  # dy to the first maximum of each window only
-            contributions = flat_dy[..., None] * (first[..., None] == jnp.arange(taps)).astype(dy.dtype)
+            contributions = flat_dy[..., None] * jax.nn.one_hot(first, taps, dtype=dy.dtype)
         else:                  # dy / (kh·kw) to every tap of each window
             contributions = jnp.broadcast_to(flat_dy[..., None] / taps, flat_dy.shape + (taps,))
         dx = _scatter_windows(contributions, padded_shape, window, strides, sizes)

@@ -1,0 +1,214 @@
+"""Recipes: the data sets the command line trains on, and how a model and optimizer are built.
+
+One place for these facts, shared by ``fnnet train``, :func:`fnnet.load_run` (which rebuilds
+a trained model from its ``config.json``) and the examples:
+
+* :data:`DATASETS`: per data set, a :class:`DatasetSpec` (loader, input shape, output
+  width, loss and the default hyper-parameters);
+* :func:`build_model`: ``Dense`` + activation per hidden width, then ``Dense(out_dim)``;
+* :func:`build_optimizer`: Adam, SGD or momentum, weight decay, constant or cosine schedule.
+
+Bad settings raise :class:`RecipeError` (a ``ValueError``) naming the setting; the command
+line prints it as one line and exits with code 2.
+
+Example:
+  >>> from fnnet import recipes
+  >>> spec = recipes.DATASETS["breast-cancer"]
+  >>> spec.in_shape, spec.out_dim, spec.loss
+  ((30,), 1, 'sigmoid_binary_cross_entropy')
+  >>> model = recipes.build_model(recipes.parse_hidden("30"), "relu", spec.out_dim, spec.in_shape)
+  >>> import fnnet
+  >>> fnnet.summary(model, spec.in_shape).total_params     # 30*30 + 30 + 30*1 + 1
+  961
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
+OPTIMIZERS = ("adam", "sgd", "momentum")
+SCHEDULES = ("constant", "cosine")
+
+
+class RecipeError(ValueError):
+    """A setting no recipe accepts (an unknown activation, a negative learning rate, a run
+    folder without its config.json...); the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """How the command line trains on one data set: loader, shapes, loss and defaults."""
+
+    load: Callable[[int], tuple]          # seed -> ((x_train, y_train), (x_test, y_test))
+    in_shape: tuple                       # one example as ``load`` gives it, no batch axis
+    out_dim: int
+    loss: str                             # a key of fnnet.losses.ALL
+    hidden: str
+    activation: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    class_names: tuple | None = None
+    schedule: str = "constant"
+    x_range: tuple | None = None          # (low, high) of the loader's inputs, when it scales them
+    preprocessing: str = ""               # what the loader does to raw inputs (for prediction errors)
+
+
+def _load_xor(seed):
+    from fnnet import datasets
+
+    data = datasets.xor()
+    return data, data
+
+
+def _load_regression(seed):
+    from fnnet import datasets
+
+    return datasets.regression(noise=0.0, seed=seed)
+
+
+def _load_breast_cancer(seed):
+    from fnnet import datasets
+
+    return datasets.breast_cancer(seed=seed)
+
+
+def _load_digits(seed):
+    from fnnet import datasets
+
+    return datasets.digits(seed=seed)
+
+
+def _load_mnist(seed):
+    from fnnet import datasets
+
+    return datasets.mnist("train", flatten=True), datasets.mnist("test", flatten=True)
+
+
+def _load_fashion(seed):
+    from fnnet import datasets
+
+    return datasets.fashion_mnist("train", flatten=True), datasets.fashion_mnist("test", flatten=True)
+
+
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                    "Bag", "Ankle boot")
+_PIXELS = "pixels scaled to [0, 1] (uint8 images / 255), as fnnet.datasets.{} returns them"
+
+DATASETS = {
+    "xor": DatasetSpec(_load_xor, (2,), 1, "sigmoid_binary_cross_entropy", "4", "tanh", "sgd", 1.0, 1000, 4),
+    "regression": DatasetSpec(_load_regression, (4,), 4, "mse", "", "identity", "sgd", 0.5, 300, 32),
+    "breast-cancer": DatasetSpec(
+        _load_breast_cancer, (30,), 1, "sigmoid_binary_cross_entropy", "30", "relu", "adam", 1e-3, 100, 32,
+        preprocessing="features standardised with the training split's mean and standard deviation, "
+                      "as fnnet.datasets.breast_cancer returns them"),
+    "digits": DatasetSpec(_load_digits, (64,), 10, "softmax_cross_entropy", "64", "relu", "adam", 1e-3, 60, 32,
+                          class_names=tuple(str(d) for d in range(10)), x_range=(0.0, 1.0),
+                          preprocessing="8x8 images scaled to [0, 1] (scikit-learn's values / 16), "
+                                        "as fnnet.datasets.digits returns them"),
+    "mnist": DatasetSpec(_load_mnist, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3,
+                         12, 128, class_names=tuple(str(d) for d in range(10)), schedule="cosine",
+                         x_range=(0.0, 1.0), preprocessing=_PIXELS.format("mnist")),
+    "fashion-mnist": DatasetSpec(_load_fashion, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam",
+                                 1e-3, 15, 128, class_names=_FASHION_CLASSES, schedule="cosine",
+                                 x_range=(0.0, 1.0), preprocessing=_PIXELS.format("fashion_mnist")),
+}
+
+
+def dataset(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` called ``name``; :class:`RecipeError` listing the known ones."""
+    if name not in DATASETS:
+        raise RecipeError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """``"512,512"`` -> ``(512, 512)``; ``""`` or ``"none"`` -> ``()`` (a single-layer model)."""
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise RecipeError(f"hidden must be comma-separated positive ints like 512,512, got {text!r}") from None
+    if any(w <= 0 for w in widths):
+        raise RecipeError(f"hidden widths must be positive, got {text!r}")
+    return widths
+
+
+def build_model(hidden, activation: str, out_dim: int, in_shape):
+    """``Flatten`` (for images) + (``Dense(h)``, activation) per hidden width + ``Dense(out_dim)``.
+
+    Args:
+      hidden: the hidden widths, e.g. ``(512, 512)`` (or a string for :func:`parse_hidden`).
+      activation: one of :data:`ACTIVATIONS`; ReLU-like ones get He-uniform weights, the
+        others Glorot-uniform (the output layer always Glorot-uniform).
+      out_dim: the width of the last ``Dense`` (logits, or regression outputs).
+      in_shape: one example's shape; a ``Flatten`` comes first when it has more than one axis.
+    """
+    import fnnet
+
+    if isinstance(hidden, str):
+        hidden = parse_hidden(hidden)
+    layer_of = {"relu": fnnet.Relu, "tanh": fnnet.Tanh, "sigmoid": fnnet.Sigmoid, "gelu": fnnet.Gelu,
+                "leaky_relu": fnnet.LeakyRelu(0.01), "identity": fnnet.Identity}
+    if activation not in layer_of:
+        raise RecipeError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
+        raise RecipeError(f"hidden widths must be positive ints, got {list(hidden)}")
+    init = fnnet.initializers.he_uniform if activation in ("relu", "leaky_relu", "gelu") else \
+        fnnet.initializers.glorot_uniform
+    layers = [fnnet.Flatten] if len(in_shape) > 1 else []
+    for width in hidden:
+        layers += [fnnet.Dense(width, w_init=init), layer_of[activation]]
+    layers.append(fnnet.Dense(out_dim))
+    return fnnet.serial(*layers)
+
+
+def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule: str = "constant",
+                    total_steps: int | None = None):
+    """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
+    (``J = L + λ/2 Σ w²``), biases excluded. ``schedule="cosine"`` decays the learning rate
+    from ``lr`` to ``lr/20`` over ``total_steps``."""
+    import optax
+
+    from fnnet import train
+
+    if lr <= 0:
+        raise RecipeError(f"lr must be positive, got {lr}")
+    if weight_decay < 0:
+        raise RecipeError(f"weight_decay must be >= 0, got {weight_decay}")
+    if schedule == "cosine":
+        if not total_steps:
+            raise RecipeError("schedule cosine needs the number of training steps")
+        rate = optax.cosine_decay_schedule(lr, decay_steps=total_steps, alpha=0.05)
+    elif schedule == "constant":
+        rate = lr
+    else:
+        raise RecipeError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    base = {"adam": lambda: optax.adam(rate), "sgd": lambda: optax.sgd(rate),
+            "momentum": lambda: optax.sgd(rate, momentum=0.9)}
+    if name not in base:
+        raise RecipeError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    if weight_decay:
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=train.weight_decay_mask),
+                           base[name]())
+    return base[name]()
+
+
+def model_from_config(config: dict):
+    """``(model, in_shape)`` rebuilt from a run's ``config.json`` (as written by ``fnnet train``).
+
+    Configs written before ``in_shape`` and ``out_dim`` were recorded fall back to the data
+    set's :class:`DatasetSpec`.
+    """
+    missing = [key for key in ("dataset", "hidden", "activation") if key not in config]
+    if missing:
+        raise RecipeError(f"config has no {missing[0]!r} entry")
+    spec = dataset(config["dataset"])
+    in_shape = tuple(config.get("in_shape") or spec.in_shape)
+    out_dim = int(config.get("out_dim") or spec.out_dim)
+    return build_model(tuple(config["hidden"]), config["activation"], out_dim, in_shape), in_shape

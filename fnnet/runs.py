@@ -1,0 +1,174 @@
+"""A trained run folder, loaded back: :func:`load_run` gives a :class:`Run` that predicts.
+
+``fnnet train DATASET --out RUN_DIR`` writes ``config.json`` (the recipe: data set, hidden
+widths, activation, loss, input shape...), ``checkpoint.safetensors`` (the whole
+:class:`fnnet.train.TrainState`) and ``metrics.json``. :func:`load_run` rebuilds the model
+from the config with :mod:`fnnet.recipes`, loads just the params, checked against the
+model's shapes, and keeps the loss so that probabilities and labels mean the right thing::
+
+    run = fnnet.load_run("runs/mnist")
+    logits = run.predict(x)              # raw outputs, x of shape (N, 784) or (N, 28, 28)
+    probs = run.predict_proba(x)         # softmax / sigmoid by the loss
+    labels = run.predict_labels(x)       # class ids (classifiers only)
+
+Inputs must be preprocessed as the data set's loader in :mod:`fnnet.datasets` returns
+them (MNIST pixels in [0, 1], breast-cancer features standardised...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from fnnet import recipes
+from fnnet.checkpoint import CheckpointError
+from fnnet.layer import Layer
+from fnnet.losses import Loss
+from fnnet.recipes import RecipeError
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+    """A trained model with everything needed to use it: built by :func:`load_run`."""
+
+    dir: pathlib.Path
+    config: dict              # config.json as written by ``fnnet train``
+    model: Layer              # rebuilt from the config by fnnet.recipes.build_model
+    params: Any               # the trained params, in the structure model.init gives
+    loss: Loss                # the training loss: it decides what probabilities and labels are
+    in_shape: tuple           # one example's shape, no batch axis
+    metrics: dict | None      # metrics.json, or None when the run has none
+
+    @property
+    def task(self) -> str:
+        """``"multiclass"``, ``"binary"`` or ``"regression"`` (from the loss's kind)."""
+        from fnnet.train import resolve_task
+
+        return resolve_task(self.loss, None) or "regression"
+
+    @property
+    def spec(self) -> recipes.DatasetSpec:
+        """The data set's recipe (loader, class names, preprocessing)."""
+        return recipes.dataset(self.config["dataset"])
+
+    def as_batch(self, x) -> np.ndarray:
+        """``x`` as a float batch of shape ``(N, *in_shape)``: any shape whose examples have
+        ``prod(in_shape)`` values is reshaped (MNIST: ``(N, 784)`` or ``(N, 28, 28)``).
+
+        Raises:
+          ValueError: naming the expected and the actual shape, or values outside the
+            range the data set's loader gives (e.g. MNIST pixels not scaled to [0, 1]).
+        """
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"expected numbers, got an array of dtype {x.dtype}")
+        if x.dtype.kind != "f":
+            x = x.astype(np.float32)
+        size = math.prod(self.in_shape)
+        if x.ndim < 1 or math.prod(x.shape[1:]) != size:
+            hint = f"; for one example use x[None] (shape (1, {size}))" if x.shape == (size,) else ""
+            raise ValueError(f"expected examples of shape (N, {', '.join(map(str, self.in_shape))}) "
+                             f"({size} values each), got shape {x.shape}{hint}")
+        x = x.reshape((x.shape[0],) + tuple(self.in_shape))
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"holds NaN or infinite values (example {int(np.argwhere(~np.isfinite(x))[0][0])})")
+        low_high = self.spec.x_range
+        if low_high is not None and x.size and (x.min() < low_high[0] - 1e-3 or x.max() > low_high[1] + 1e-3):
+            raise ValueError(f"values run from {x.min():g} to {x.max():g}; {self.config['dataset']} "
+                             f"expects {self.spec.preprocessing}")
+        return x
+
+    def predict(self, x, *, batch_size: int = 4096):
+        """The model's raw outputs (logits for the fused losses) on ``x`` (see :meth:`as_batch`)."""
+        from fnnet import train
+
+        return train.predict(self.model, self.params, self.as_batch(x), batch_size=batch_size)
+
+    def predict_proba(self, x, *, batch_size: int = 4096):
+        """Probabilities: softmax of multi-class logits, sigmoid of binary logits (a regression
+        run's values as they are)."""
+        from fnnet import train
+
+        return train.predict_proba(self.model, self.params, self.as_batch(x), self.loss,
+                                   batch_size=batch_size)
+
+    def predict_labels(self, x, *, batch_size: int = 4096) -> np.ndarray:
+        """Class ids, int32: the argmax for multi-class, ``1`` where the probability of a binary
+        output is above 0.5 (shape ``(N,)`` for one output). A ``ValueError`` for regression."""
+        if self.task == "regression":
+            raise ValueError(f"{self.dir}: a regression run ({self.config['dataset']}) has no labels; "
+                             f"use predict")
+        proba = np.asarray(self.predict_proba(x, batch_size=batch_size))
+        if self.task == "multiclass":
+            return np.argmax(proba, axis=-1).astype(np.int32)
+        labels = (proba > 0.5).astype(np.int32)
+        return labels[..., 0] if labels.shape[-1] == 1 else labels
+
+    def evaluate(self, data=None) -> dict:
+        """Test loss and accuracy (as :func:`fnnet.train.evaluate`) on ``data = (x, y)``, by
+        default the data set's test split as ``fnnet train`` used it."""
+        from fnnet import train
+
+        if data is None:
+            data = self.spec.load(self.config.get("seed", 0))[1]
+        return train.evaluate(self.model, self.params, self.loss, data)
+
+
+def load_run(run_dir) -> Run:
+    """Loads the folder ``fnnet train ... --out RUN_DIR`` wrote.
+
+    The model is rebuilt from ``config.json`` (:func:`fnnet.recipes.model_from_config`), the
+    params are read from ``checkpoint.safetensors`` and checked against its shapes.
+
+    Example::
+
+        run = fnnet.load_run("runs/mnist")
+        labels = run.predict_labels(x_test)          # or run.predict / run.predict_proba
+        run.model.apply(run.params, x_test[:8])      # the plain fnnet model and params
+
+    Raises:
+      RecipeError: no such folder, or no readable ``config.json`` in it.
+      CheckpointError: the checkpoint is missing, damaged, or does not fit the model.
+    """
+    import jax
+
+    from fnnet import checkpoint, losses, train
+
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise RecipeError(f"{run_dir}: no such run folder")
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise RecipeError(f"{run_dir}: no {CONFIG_NAME} here; is it the --out folder of 'fnnet train'?")
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, OSError) as error:
+        raise RecipeError(f"{config_path}: not a readable config ({error})") from None
+    if not isinstance(config, dict):
+        raise RecipeError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
+    try:
+        model, in_shape = recipes.model_from_config(config)
+        loss = losses.ALL[config.get("loss") or recipes.dataset(config["dataset"]).loss]
+    except RecipeError as error:
+        raise RecipeError(f"{config_path}: {error}") from None
+    except KeyError as error:
+        raise RecipeError(f"{config_path}: unknown loss {error}") from None
+    checkpoint_path = run_dir / train.CHECKPOINT_NAME
+    if not checkpoint_path.is_file():
+        raise CheckpointError(f"{run_dir}: no {train.CHECKPOINT_NAME} here (did 'fnnet train' finish an epoch?)")
+    like = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), in_shape)[1])
+    params = checkpoint.load(checkpoint_path, like=like)
+    metrics_path = run_dir / METRICS_NAME
+    try:
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    except (ValueError, OSError) as error:
+        raise RecipeError(f"{metrics_path}: not readable JSON ({error})") from None
+    return Run(run_dir, config, model, params, loss, tuple(in_shape), metrics)

@@ -1,0 +1,103 @@
+"""README.md cannot rot: its Python snippets run as written, and the commands it names exist.
+
+* Every ```python block runs, in order, in one namespace (a later block may use what an
+  earlier one defined, as a reader following along would), inside a temporary working
+  directory, with ``FNNET_DATA`` set as the ``shared_data`` fixture finds it and downloads
+  off. Tracebacks point at README.md's own line numbers.
+* Every ``make TARGET`` is a rule in the Makefile, and every ``fnnet ...`` command line
+  parses with :func:`fnnet.cli.build_parser` (parsed only, nothing runs), in the ```bash
+  blocks, their comments, and the prose's inline code.
+"""
+
+import argparse
+import re
+import shlex
+
+import pytest
+
+from fnnet import cli
+
+FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+ELIDED = re.compile(r"\(\s*\.\.\.\s*[,)]")
+"""A call whose arguments are elided, ``fit(..., mesh=mesh)``: the block is a fragment to read,
+not a program; it is the one kind of block that is not run."""
+
+
+def readme(repo_root) -> str:
+    return (repo_root / "README.md").read_text(encoding="utf-8")
+
+
+def fenced(text: str, language: str):
+    """``(line, code)`` for each ```language block of ``text``; ``line`` is the README line
+    number of the block's first line of code."""
+    for match in FENCE.finditer(text):
+        if match.group(1) == language:
+            yield text.count("\n", 0, match.start(2)) + 1, match.group(2)
+
+
+def command_mentions(text: str):
+    """``(where, argv)`` for each command in the bash blocks and in the prose's inline code, and
+    ``(where, [program, word])`` for a command named in a bash comment (``# ... fnnet gradcheck mnist``)."""
+    for line, code in fenced(text, "bash"):
+        for offset, source in enumerate(code.splitlines()):
+            where = f"README.md:{line + offset}"
+            argv = shlex.split(source, comments=True)
+            if argv:
+                yield where, argv
+            for program, word in re.findall(r"\b(make|fnnet) +([\w-]+)", source.partition("#")[2]):
+                yield where + " (comment)", [program, word]
+    prose = FENCE.sub("", text)
+    for span in re.findall(r"`((?:make|fnnet|python -m fnnet) [^`\n]+)`", prose):
+        argv = shlex.split(span.removeprefix("python -m "))
+        yield f"README.md inline `{span}`", argv
+
+
+def make_targets(makefile: str) -> set[str]:
+    """The explicit rule targets of a Makefile (``demo: $(STAMP)`` -> ``demo``)."""
+    targets = set()
+    for match in re.finditer(r"^([A-Za-z0-9_][^:=\s]*(?:[ \t]+[^:=\s]+)*)[ \t]*:(?!=)", makefile, re.MULTILINE):
+        targets.update(match.group(1).split())
+    return targets
+
+
+def test_python_blocks_run_as_written(repo_root, request, monkeypatch, tmp_path):
+    try:
+        monkeypatch.setenv("FNNET_DATA", str(request.getfixturevalue("shared_data")))
+    except pytest.skip.Exception:
+        pass  # no snippet needs MNIST today; one that does fails loudly rather than downloading
+    monkeypatch.setenv("FNNET_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__readme__"}
+    ran = []
+    for line, code in fenced(readme(repo_root), "python"):
+        if ELIDED.search(code):
+            continue
+        # padded with blank lines so that a traceback names README.md's own line numbers
+        exec(compile("\n" * (line - 1) + code, str(repo_root / "README.md"), "exec"), namespace)
+        ran.append(line)
+    assert len(ran) >= 2, f"only the blocks at lines {ran} ran"
+
+
+def test_named_make_targets_and_fnnet_commands_exist(repo_root):
+    targets = make_targets((repo_root / "Makefile").read_text(encoding="utf-8"))
+    parser = cli.build_parser()
+    subcommands = next(action.choices for action in parser._actions
+                       if isinstance(action, argparse._SubParsersAction))
+    checked, problems = 0, []
+    for where, argv in command_mentions(readme(repo_root)):
+        if argv[0] == "make":
+            missing = [t for t in argv[1:] if not t.startswith("-") and "=" not in t and t not in targets]
+            problems += [f"{where}: make target {t!r} is not in the Makefile" for t in missing]
+        elif argv[0] == "fnnet" and where.endswith("(comment)"):
+            if argv[1] not in subcommands:
+                problems.append(f"{where}: {argv[1]!r} is not an fnnet subcommand")
+        elif argv[0] == "fnnet":
+            try:
+                parser.parse_args(argv[1:])     # parse only: nothing is trained or loaded
+            except (cli.UsageError, SystemExit) as error:
+                problems.append(f"{where}: {shlex.join(argv)}: {error}")
+        else:
+            continue
+        checked += 1
+    assert not problems, "\n".join(problems)
+    assert checked >= 8  # make demo/test/..., fnnet train/eval/gradcheck/summary
