@@ -271,10 +271,7 @@ def _cmd_gradcheck(args) -> int:
             print(f"\n{name}: skipped ({str(error).splitlines()[0]})")
             continue
         model = build_model(parse_hidden(spec.hidden), spec.activation, spec.out_dim, x.shape[1:])
-        _, params = model.init(jax.random.PRNGKey(0), x.shape[1:])
-        # random biases move ReLU pre-activations off their kink at 0 (finite differences need it)
-        params = jax.tree_util.tree_map_with_path(
-            lambda path, p: p + 0.05 if getattr(path[-1], "key", None) == "b" else p, params)
+        _, params = model.init(jax.random.PRNGKey(0), x.shape[1:])  # as trained: zero biases, ReLU kinks and all
         from fnnet import losses
 
         report = gradcheck.check_model(model, losses.ALL[spec.loss], params, np.asarray(x[:16]),

@@ -11,13 +11,14 @@ and returns a :class:`Report` with, for each parameter path, the largest
 absolute and relative error and whether it passed. On a failure it raises
 :class:`GradientMismatch` naming the layer and the parameter.
 
-Finite differences are only meaningful where the function is smooth. A direction
-whose step crosses a kink (a ReLU pre-activation changing sign) is recognised by its
-one-sided differences disagreeing, ``f(θ+εv) - f(θ) ≠ f(θ) - f(θ-εv)``, by as much as
-the error they explain; it is retried with a ten times smaller step, and if the kink
-is still inside it is skipped and counted (the ``fd skipped`` column) and another
-random direction is drawn. A wrong gradient along a smooth direction has no such
-excuse, so it still fails.
+Finite differences are only meaningful where the function is smooth. When a central
+difference disagrees with the hand-written gradient along a direction, it is compared
+with the exact directional derivative of the reference (``jax.jvp`` of ``apply``): if it
+disagrees with that too, the step crossed a kink (a ReLU pre-activation changing sign),
+so it is retried with a ten times smaller step, and if the kink is still inside, the
+direction is skipped and counted (the ``fd skipped`` column) and another is drawn. A
+wrong gradient along a direction where finite differences are sound has no such excuse,
+so it still fails.
 
 :func:`check_model` also localises a failure: it checks every layer of a
 :func:`fnnet.serial` model on its own input (``forward`` against ``apply``, then
@@ -112,11 +113,30 @@ def format_table(rows) -> str:
 
 
 def _to_float64(tree):
+    """Floating leaves as float64 NumPy arrays (host-side: no per-shape compilation), others as they are."""
     def cast(leaf):
-        leaf = jnp.asarray(leaf)
-        return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return leaf
+        dtype = jnp.result_type(leaf)
+        return np.asarray(leaf, np.float64) if jnp.issubdtype(dtype, jnp.floating) else leaf
 
     return jax.tree.map(cast, tree)
+
+
+def _rng(key) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX PRNG key (host-side random directions)."""
+    data = jax.random.key_data(key) if jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(data).astype(np.uint64).tolist())
+
+
+_QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _jit(fn):
+    """``jax.jit`` with XLA's quick-compile options: a check runs each function a few times on
+    small inputs, so compiling dominates (this halves ``fnnet gradcheck``); the results are the
+    same float64 arithmetic."""
+    return jax.jit(fn, compiler_options=_QUICK_COMPILE)
 
 
 SCALE_FLOOR = 1e-3
@@ -134,14 +154,21 @@ def _errors(manual, reference, floor: float = 0.0) -> tuple[float, float]:
     return abs_error, abs_error / scale
 
 
-def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions, fd_rtol,
+def _fd_error(scalar_fn, derivative, point, path_index, manual_leaf, key, directions, fd_rtol,
               floor: float = 0.0) -> tuple[float, int]:
     """(largest relative error of central differences along random directions of one leaf,
-    number of directions skipped because they cross a kink at every step size)."""
+    number of directions skipped because finite differences are not trustworthy there).
+
+    ``derivative(point, tangent)`` is the exact directional derivative of the reference
+    (``jax.jvp``). Where the central difference disagrees with the hand-written gradient it
+    is asked whether it also disagrees with that: if so the step crossed a kink (or drowned
+    in round-off), at this step and at a ten times smaller one, and the direction is skipped;
+    if not, the hand-written gradient is wrong along it.
+    """
     leaves, treedef = jax.tree.flatten(point)
-    leaf = leaves[path_index]
-    center = float(scalar_fn(point))
-    norm = max(float(jnp.linalg.norm(manual_leaf)), floor)
+    leaf = np.asarray(leaves[path_index], np.float64)
+    manual_leaf = np.asarray(manual_leaf, np.float64)
+    norm = max(float(np.linalg.norm(manual_leaf)), floor)
     worst, checked, skipped = 0.0, 0, 0
 
     def at(step, v):
@@ -149,39 +176,42 @@ def _fd_error(scalar_fn, point, path_index, manual_leaf, key, directions, fd_rto
         new[path_index] = leaf + step * v
         return float(scalar_fn(jax.tree.unflatten(treedef, new)))
 
-    def differences(eps, v, scale_floor):
-        plus, minus = at(eps, v), at(-eps, v)
-        numeric = (plus - minus) / (2 * eps)
-        # <g, v> for v ~ N(0, I) is typically of size |g|: use it so near-orthogonal v don't inflate
-        scale = max(abs(numeric), scale_floor, 1e-12)
-        asymmetry = abs((plus - center) - (center - minus)) / eps / scale  # ~ eps·vᵀHv: 0 where smooth
-        return abs(numeric - analytic) / scale, asymmetry
+    def tangent(v):
+        zeros = [np.zeros(np.shape(a), np.float64) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+                 else np.zeros(np.shape(a), jax.dtypes.float0) for a in leaves]
+        zeros[path_index] = v
+        return jax.tree.unflatten(treedef, zeros)
 
-    for k in jax.random.split(key, 4 * directions):
+    rng = _rng(key)
+    for _ in range(4 * directions):
         if checked == directions:
             break
-        v = jax.random.normal(k, leaf.shape, leaf.dtype)
-        analytic = float(jnp.vdot(manual_leaf, v))
-        floor = max(abs(analytic), norm)
-        error, asymmetry = differences(FD_STEPS[0], v, floor)
-        if error > fd_rtol:
-            # Either the gradient is wrong, or the step crossed a kink. Where f is smooth the
-            # one-sided slopes differ by ~eps·vᵀHv, which shrinks with the step; across a kink
-            # they differ by the jump in slope, whatever the step.
-            error_small, asymmetry_small = differences(FD_STEPS[1], v, floor)
-            if error_small > fd_rtol and asymmetry_small > fd_rtol and asymmetry_small > 0.5 * asymmetry:
-                skipped += 1  # a kink inside every step: this direction cannot judge the gradient
-                continue
-            error = error_small
+        v = rng.standard_normal(leaf.shape)
+        analytic = float(np.vdot(manual_leaf, v))
+        reference = None
+        for eps in FD_STEPS:
+            numeric = (at(eps, v) - at(-eps, v)) / (2 * eps)
+            # <g, v> for v ~ N(0, I) is typically of size |g|: use it so near-orthogonal v don't inflate
+            scale = max(abs(numeric), abs(analytic), norm, 1e-12)
+            error = abs(numeric - analytic) / scale
+            if error <= fd_rtol:
+                break
+            if reference is None:
+                reference = float(derivative(point, tangent(v)))
+            if abs(numeric - reference) / scale <= fd_rtol:
+                break  # finite differences are sound here, and the hand-written gradient disagrees
+        else:
+            skipped += 1  # a kink inside every step: this direction cannot judge the gradient
+            continue
         worst, checked = max(worst, error), checked + 1
     return (worst if checked else float("nan")), skipped
 
 
 def _random_like(key, tree):
+    """Standard normal float64 arrays shaped like the leaves of ``tree`` (drawn on the host)."""
     leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(leaf), jnp.float64)
-                                        for k, leaf in zip(keys, leaves)])
+    rng = _rng(key)
+    return jax.tree.unflatten(treedef, [rng.standard_normal(jnp.shape(leaf)) for leaf in leaves])
 
 
 def _bind(layer: Layer, x, state, rng, train):
@@ -226,17 +256,20 @@ def _check_structure(subject, manual, reference, report_rows):
 def _compare(subject, describe, manual, reference, scalar_fn, point, key, directions, rtol, fd_rtol,
              raise_on_failure, first_rows=()) -> Report:
     _check_structure(subject, manual, reference, [])
-    scalar_fn = jax.jit(scalar_fn)  # finite differences evaluate it many times
+    reference_fn = scalar_fn
+    derivative = _jit(lambda p, t: jax.jvp(reference_fn, (p,), (t,))[1])  # the reference's exact slope
+    scalar_fn = _jit(reference_fn)  # finite differences evaluate it many times
     rows = list(first_rows)
     paths = jax.tree_util.tree_flatten_with_path(reference)[0]
     manual_leaves = jax.tree.leaves(manual)
     largest = max((float(np.max(np.abs(np.asarray(leaf)))) for leaf in jax.tree.leaves(reference)
                    if np.size(leaf)), default=0.0)
-    largest_norm = max((float(jnp.linalg.norm(leaf)) for leaf in manual_leaves), default=0.0)
+    largest_norm = max((float(np.linalg.norm(np.asarray(leaf))) for leaf in manual_leaves), default=0.0)
     for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
         abs_error, rel_error = _errors(man_leaf, ref_leaf, SCALE_FLOOR * largest)
-        fd_error, skipped = _fd_error(scalar_fn, point, index, man_leaf, jax.random.fold_in(key, index),
-                                      directions, fd_rtol, 10 * SCALE_FLOOR * largest_norm)
+        fd_error, skipped = _fd_error(scalar_fn, derivative, point, index, man_leaf,
+                                      jax.random.fold_in(key, index), directions, fd_rtol,
+                                      10 * SCALE_FLOOR * largest_norm)
         layer, param = describe(path)
         fd_ok = np.isnan(fd_error) or fd_error <= fd_rtol  # nan: every direction crossed a kink
         rows.append(Row(layer, param, abs_error, rel_error, fd_error, rel_error <= rtol and fd_ok,
@@ -277,18 +310,22 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
     with jax.enable_x64(True):
         params, x = _to_float64(params), _to_float64(x)
         apply, forward = _bind(layer, x, state, rng, train)
-        y, residuals = jax.jit(forward)(params, x)  # jitted: one compilation instead of one per op
-        y_apply = jax.jit(apply)(params, x)
-        if jax.tree.structure(y) != jax.tree.structure(y_apply) or \
-                [jnp.shape(a) for a in jax.tree.leaves(y)] != [jnp.shape(a) for a in jax.tree.leaves(y_apply)]:
-            raise GradientMismatch(f"{subject}: forward returns {jax.tree.map(jnp.shape, y)} but apply returns "
-                                   f"{jax.tree.map(jnp.shape, y_apply)}", Report(subject, ()))
+        shapes = [jax.eval_shape(apply, params, x), jax.eval_shape(lambda p, v: forward(p, v)[0], params, x)]
+        if len({str(jax.tree.map(lambda a: a.shape, s)) for s in shapes}) > 1:
+            raise GradientMismatch(f"{subject}: forward returns {jax.tree.map(lambda a: a.shape, shapes[1])} but "
+                                   f"apply returns {jax.tree.map(lambda a: a.shape, shapes[0])}", Report(subject, ()))
+        cotangent = _random_like(jax.random.fold_in(key, 1), shapes[0])
+
+        @_jit  # one compilation for everything instead of one per operation
+        def outputs(params, x, cotangent):
+            y, residuals = forward(params, x)
+            return (y, apply(params, x), layer.backward(params, residuals, cotangent),
+                    jax.vjp(apply, params, x)[1](cotangent))
+
+        y, y_apply, (dparams, dx), (ref_dparams, ref_dx) = outputs(params, x, cotangent)
         y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))]
         y_abs, y_rel = max(y_errors, default=(0.0, 0.0), key=lambda e: e[1])
         forward_row = Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)
-        cotangent = _random_like(jax.random.fold_in(key, 1), y)
-        dparams, dx = jax.jit(layer.backward)(params, residuals, cotangent)
-        ref_dparams, ref_dx = jax.jit(lambda p, x, c: jax.vjp(apply, p, x)[1](c))(params, x, cotangent)
 
         def scalar_fn(point):
             p, inputs = point
@@ -393,7 +430,7 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
         else:
             state, rng = (), None
         state = _to_float64(state)
-        value, grads, ref_value, ref_grads = jax.jit(lambda p, x, y, state, key: (
+        value, grads, ref_value, ref_grads = _jit(lambda p, x, y, state, key: (
             *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train)[:2],
             *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)[:2]))(
             params, x, y, state, rng)

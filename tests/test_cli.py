@@ -221,6 +221,16 @@ def test_readme_gradcheck_commands_pass(repo_root, shared_data, monkeypatch, cap
         out = capsys.readouterr().out
         assert code == 0, f"fnnet {' '.join(argv)} exited {code}:\n{out[-3000:]}"
         assert not re.search(r"\bFAIL\b|: skipped \(", out), out[-3000:]  # no failure, data set found
+        if argv == ["gradcheck"]:  # the table covers every built-in layer and loss
+            for name in ("Dense", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Gelu", "Identity",
+                         "Flatten", "Reshape", "Conv 3x3", "Conv grouped", "Conv depthwise", "Conv1D",
+                         "MaxPool", "AvgPool", "GlobalAvgPool", "LayerNorm", "BatchNorm (train)",
+                         "BatchNorm (eval)", "Dropout (train)", "Residual", "FanInConcat", "squared_error",
+                         "mse", "binary_cross_entropy", "sigmoid_binary_cross_entropy",
+                         "softmax_cross_entropy", "serial MLP", "CNN"):
+                assert name in out, name
+            passed, total = map(int, re.search(r"(\d+)/(\d+) gradient leaves pass", out).groups())
+            assert passed == total >= 100
 
 
 def test_summary_for_every_data_set(capsys):
