@@ -25,10 +25,10 @@ demo: $(STAMP)
 	$(PY) -m fnnet demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 gradcheck: $(STAMP)
 	$(PY) -m fnnet gradcheck

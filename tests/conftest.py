@@ -1,11 +1,19 @@
-"""Test configuration: JAX is strict about broadcasting, as in equinox's test suite."""
+"""Test configuration: JAX is strict about broadcasting, as in equinox's test suite.
+
+The suite is dominated by XLA compilations of small functions run a few times, so it asks
+XLA's CPU backend for quick compiles (LLVM at -O0, no expensive passes), unless XLA_FLAGS is
+already set; subprocess tests inherit it. The arithmetic is the same IEEE float math; only
+how fast the compiled code runs changes (benchmarks never run with these flags).
+"""
 
 import os
 import pathlib
 import sys
 
-import jax
-import pytest
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

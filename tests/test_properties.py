@@ -40,7 +40,8 @@ def test_random_mlp_manual_equals_autodiff(spec):
             y = jax.random.randint(k3, (spec["batch"],), 0, 3)
         else:
             y = jax.random.bernoulli(k3, 0.5, (spec["batch"], 3)).astype(jnp.float64)
-        value, grads = fnnet.value_and_grad(model, loss)(params, x, y)
-        ref_value, ref_grads = fnnet.autodiff_value_and_grad(model, loss)(params, x, y)
+        both = jax.jit(lambda p, x, y: (fnnet.value_and_grad(model, loss)(p, x, y),  # one compilation
+                                        fnnet.autodiff_value_and_grad(model, loss)(p, x, y)))
+        (value, grads), (ref_value, ref_grads) = both(params, x, y)
         chex.assert_trees_all_close((value, grads), (ref_value, ref_grads), rtol=1e-10, atol=1e-13)
         chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
