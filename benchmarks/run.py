@@ -30,7 +30,8 @@ import contenders  # noqa: E402
 TARGETS = """Targets (issue 5), checked on this run:
   mnist-sgd / mnist-adam: fnnet-manual >= 1.0x jax-scan, >= 1.2x torch-eager, >= 0.85 of matmul rate
   xor: fnnet-manual >= 10x numpy; xor-ensemble: fnnet-manual >= 7.5M net-steps/s
-  compile: fnnet-manual first-epoch compile <= 1.5x jax-scan's; peak memory (mnist) <= 1.2x jax-scan's"""
+  compile: fnnet-manual first-epoch compile <= 1.5x jax-scan's; peak memory (mnist) <= 1.2x jax-scan's
+  cnn (issue 10): fnnet-manual >= 1.0x the faster of jax-scan / jax-loop, >= 1.0x torch-eager"""
 
 
 def measure(contender, workload, epochs, smoke):
@@ -118,6 +119,14 @@ def check_targets(results):
         m_ours, m_base = _get(results, w, "fnnet-manual", "peak_mb"), _get(results, w, "jax-scan", "peak_mb")
         add(f"{w}: peak memory fnnet / jax-scan", m_ours / m_base if m_ours and m_base else None, "<= 1.2",
             m_ours and m_base and m_ours / m_base <= 1.2)
+    ours = _get(results, "cnn", "fnnet-manual", "throughput")
+    plain = max((t for t in (_get(results, "cnn", c, "throughput") for c in ("jax-scan", "jax-loop")) if t),
+                default=None)
+    torch = _get(results, "cnn", "torch-eager", "throughput")
+    add("cnn: fnnet-manual / best plain-JAX autodiff", ours / plain if ours and plain else None, ">= 1.0",
+        ours and plain and ours / plain >= 1.0)
+    add("cnn: fnnet-manual / torch-eager", ours / torch if ours and torch else None, ">= 1.0",
+        ours and torch and ours / torch >= 1.0)
     ours, numpy = _get(results, "xor", "fnnet-manual", "throughput"), _get(results, "xor", "numpy", "throughput")
     add("xor: fnnet-manual / numpy", ours / numpy if ours and numpy else None, ">= 10", ours and numpy and ours / numpy >= 10)
     ens = _get(results, "xor-ensemble", "fnnet-manual", "throughput")

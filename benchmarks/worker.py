@@ -61,8 +61,13 @@ def main():
     import numpy  # noqa: F401
 
     base = rss_mb()
-    runner = contenders.CONTENDERS[args.contender](workload)
-    if hasattr(runner, "measure_fit") and workload.kind == "mlp":
+    if workload.kind == "cnn":
+        import cnn
+
+        runner = cnn.CONTENDERS[args.contender](workload)
+    else:
+        runner = contenders.CONTENDERS[args.contender](workload)
+    if hasattr(runner, "measure_fit") and workload.kind in ("mlp", "cnn"):
         seconds = runner.measure_fit(1 + args.epochs)
         first, timed, per_epoch = seconds[0], seconds[1:], workload.n
     else:

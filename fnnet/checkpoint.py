@@ -238,7 +238,7 @@ def _rebuild(path, skeleton, tensors: dict[str, np.ndarray], key_impls: dict[str
     return tree
 
 
-def load(path, like=None):
+def load(path, like=None, *, prefix: str | None = None):
     """Loads a pytree saved by :func:`save`.
 
     Args:
@@ -251,6 +251,8 @@ def load(path, like=None):
         of ``like``'s keys, they are looked for under ``params/``: ``like=params`` loads just
         the params (every one must be there, and nothing else under ``params/``), so
         ``load(run_dir / "checkpoint.safetensors", like=params)`` works.
+      prefix: with ``like``, read only the entries under this key prefix, e.g.
+        ``prefix="model_state/"`` for a TrainState file's model state.
 
     Returns:
       With ``like``: a tree of ``like``'s structure. Without it: the saved tree's nesting
@@ -276,10 +278,12 @@ def load(path, like=None):
         return _rebuild(path, skeleton, tensors, key_impls)
     expected = _flatten(like)
     names = [name for name, _ in expected]
-    prefix = ""
-    if names and "." not in names and not any(name in tensors for name in names) and \
-            any(name.startswith(_PARAMS_PREFIX) for name in tensors):  # a TrainState file, like=params
-        prefix = _PARAMS_PREFIX
+    if prefix is None:
+        prefix = ""
+        if names and "." not in names and not any(name in tensors for name in names) and \
+                any(name.startswith(_PARAMS_PREFIX) for name in tensors):  # a TrainState file, like=params
+            prefix = _PARAMS_PREFIX
+    if prefix:
         tensors = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
     missing = [name for name in names if name not in tensors]
     if missing:

@@ -19,6 +19,7 @@ import pathlib
 import sys
 import time
 
+from fnnet import recipes
 from fnnet.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, DatasetSpec, RecipeError,
                            build_model, build_optimizer, parse_hidden)
 
@@ -72,7 +73,16 @@ def _config_from_args(args) -> dict:
         "seed": args.seed,
         "limit": args.limit,
         "loss": spec.loss,
+        "model": args.model,
     }
+    if args.model != "mlp":
+        if spec.image_shape is None:
+            raise UsageError(f"--model {args.model} needs an image data set (mnist, fashion-mnist), "
+                             f"not {args.dataset}")
+        if args.epochs is None:
+            config["epochs"] = spec.cnn_epochs
+        if args.lr is None:
+            config["lr"] = spec.cnn_lr
     if config["epochs"] < 1:
         raise UsageError(f"--epochs must be >= 1, got {config['epochs']}")
     if config["batch_size"] < 1:
@@ -90,7 +100,8 @@ def _setup(config: dict):
     train_data, test_data = spec.load(config["seed"])
     if config.get("limit"):
         train_data = tuple(a[:config["limit"]] for a in train_data)
-    model = build_model(config["hidden"], config["activation"], spec.out_dim, train_data[0].shape[1:])
+    model, _ = recipes.model_from_config(dict(config, in_shape=list(train_data[0].shape[1:]),
+                                              out_dim=spec.out_dim))
     steps_per_epoch = -(-len(train_data[0]) // min(config["batch_size"], len(train_data[0])))
     optimizer = build_optimizer(config["optimizer"], config["lr"], config["weight_decay"],
                                 schedule=config.get("schedule", "constant"),
@@ -115,7 +126,8 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     except OSError as error:
         raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror or error})") from None
     config_path = out_dir / "config.json"
-    settings = lambda c: {k: v for k, v in c.items() if k != "epochs" and k not in _DERIVED}  # noqa: E731
+    settings = lambda c: {"model": "mlp", **{k: v for k, v in c.items()  # noqa: E731
+                                             if k != "epochs" and k not in _DERIVED}}
     if resume and config_path.exists():
         if settings(json.loads(config_path.read_text())) != settings(config):
             raise UsageError(f"--resume: {config_path} was written with different settings; use "
@@ -132,7 +144,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
                                eval_data=test_data, grad=config["grad"], verbose=verbose,
                                checkpoint_dir=out_dir, resume=resume)
     fit_seconds = time.perf_counter() - fit_started
-    result = train.evaluate(model, state.params, loss, test_data)
+    result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
     train_seconds = float(sum(history.seconds))
     n_train = int(train_data[0].shape[0])
     steady = history.seconds[1:]
@@ -287,7 +299,8 @@ def _cmd_summary(args) -> int:
 
     spec = DATASETS[args.dataset]
     hidden = parse_hidden(args.hidden if args.hidden is not None else spec.hidden)
-    model = build_model(hidden, args.activation or spec.activation, spec.out_dim, spec.in_shape)
+    model, _ = recipes.model_from_config({"dataset": args.dataset, "hidden": list(hidden), "model": args.model,
+                                          "activation": args.activation or spec.activation})
     print(fnnet.summary(model, spec.in_shape))
     return 0
 
@@ -335,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
     p.add_argument("dataset", choices=list(DATASETS))
+    p.add_argument("--model", choices=recipes.MODELS, default="mlp",
+                   help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.recipes.build_cnn)")
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
     p.add_argument("--activation", choices=ACTIVATIONS)
     p.add_argument("--epochs", type=int)
@@ -379,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("summary", help="print the model table for a data set")
     p.add_argument("dataset", choices=list(DATASETS))
+    p.add_argument("--model", choices=recipes.MODELS, default="mlp")
     p.add_argument("--hidden")
     p.add_argument("--activation", choices=ACTIVATIONS)
     p.set_defaults(run=_cmd_summary)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet.layer import (Layer, apply_with_state, as_shape, at_layer, forward_with_state, init_with_state,
-                         is_stateful, layer_name, make_layer)
+                         is_stateful, layer_children, layer_name, make_layer)
 
 
 def serial(*layers: Layer) -> Layer:
@@ -299,4 +299,5 @@ def Residual(block: Layer) -> Layer:
     from fnnet.activations import Identity
 
     inner = serial(FanOut(2), parallel(block, Identity), FanInSum)
-    return inner._replace(name=f"Residual({layer_name(block)})")
+    parts = layer_children(block) if block.name == "serial" and layer_children(block) else (block,)
+    return inner._replace(name=f"Residual({' → '.join(layer_name(part) for part in parts)})")

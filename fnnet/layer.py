@@ -10,6 +10,53 @@ A layer in fnnet is what a backprop tutorial writes by hand, made explicit::
 Every formula accepts any number of leading batch axes, so one layer runs on a
 batch and, under ``jax.vmap``, on a single example.
 
+Writing your own layer
+----------------------
+Build the record from four functions of your own and give it a ``name``; :func:`fnnet.serial`,
+:func:`fnnet.train.fit`, :mod:`fnnet.gradcheck` and :func:`fnnet.summary` take it as it is.
+The backward formula sits next to its forward:
+
+  >>> import jax, fnnet
+  >>> def silu_init(key, in_shape):
+  ...     return tuple(in_shape), ()                  # same shape out, no params
+  >>> def silu_apply(params, z):
+  ...     return z * jax.nn.sigmoid(z)                # plain JAX: the autodiff reference
+  >>> def silu_forward(params, z):
+  ...     s = jax.nn.sigmoid(z)
+  ...     return z * s, (z, s)                        # y, and the residuals backward needs
+  >>> def silu_backward(params, residuals, dy):
+  ...     z, s = residuals
+  ...     return (), dy * s * (1 + z * (1 - s))       # (dparams, dx): silu'(z) = σ(z)(1 + z(1 − σ(z)))
+  >>> Silu = fnnet.Layer(silu_init, silu_apply, silu_forward, silu_backward, name="Silu")
+  >>> x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+  >>> fnnet.gradcheck.check_layer(Silu, (), x).passed  # float64: vs jax.vjp and finite differences
+  True
+  >>> print(fnnet.summary(fnnet.serial(fnnet.Dense(3), Silu), (2,)))
+  #  layer     output shape  params
+  ---------------------------------
+     input     (2,)
+  0  Dense(3)  (3,)          9
+  1  Silu      (3,)          0
+  ---------------------------------
+  total parameters: 9
+
+What every layer's functions promise, and :mod:`fnnet.gradcheck` checks:
+
+* ``forward(params, x)[0]`` equals ``apply(params, x)``; ``apply`` is plain, differentiable JAX;
+* ``backward`` returns ``dparams`` with the params' tree structure, shapes and dtypes (``()`` for
+  none) and ``dx`` shaped like ``x``;
+* any number of leading batch axes: parameter gradients are summed over all of them
+  (``jnp.sum(dy * x, axis=tuple(range(dy.ndim - 1)))``), so the same layer runs on one example
+  under ``jax.vmap``;
+* residuals are arrays (or ``None``), never Python numbers: they pass through ``lax.scan`` and
+  ``jax.custom_vjp``; keep ``x`` itself when the backward needs its static shape;
+* no averaging: the ``1/N`` of a mean loss lives in ``Loss.grad`` only;
+* ``name`` is what summaries, shape errors and gradient reports show; without it they fall back
+  to the name of ``init`` (``_silu_init`` shows as ``silu``).
+
+``examples/custom_layer.py`` adds a layer with parameters (a learnable scale-and-shift) and a
+deliberately wrong backward that :func:`fnnet.gradcheck.check_model` catches and names.
+
 Randomness and state
 --------------------
 Dropout needs a PRNG key and a train/eval switch; BatchNorm keeps running statistics

@@ -6,6 +6,7 @@ a trained model from its ``config.json``) and the examples:
 * :data:`DATASETS`: per data set, a :class:`DatasetSpec` (loader, input shape, output
   width, loss and the default hyper-parameters);
 * :func:`build_model`: ``Dense`` + activation per hidden width, then ``Dense(out_dim)``;
+* :func:`build_cnn`: the convolutional networks for images (``"cnn"`` and ``"resnet"``);
 * :func:`build_optimizer`: Adam, SGD or momentum, weight decay, constant or cosine schedule.
 
 Bad settings raise :class:`RecipeError` (a ``ValueError``) naming the setting; the command
@@ -30,6 +31,8 @@ from typing import Callable
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine")
+MODELS = ("mlp", "cnn", "resnet")
+"""What ``fnnet train --model`` builds: an MLP (:func:`build_model`) or a CNN (:func:`build_cnn`)."""
 
 
 class RecipeError(ValueError):
@@ -55,6 +58,9 @@ class DatasetSpec:
     schedule: str = "constant"
     x_range: tuple | None = None          # (low, high) of the loader's inputs, when it scales them
     preprocessing: str = ""               # what the loader does to raw inputs (for prediction errors)
+    image_shape: tuple | None = None      # (H, W, C) of an image data set: CNNs need it
+    cnn_epochs: int = 0                   # default epochs for --model cnn / resnet
+    cnn_lr: float = 2e-3                  # default Adam learning rate for --model cnn / resnet
 
 
 def _load_xor(seed):
@@ -111,10 +117,12 @@ DATASETS = {
                                         "as fnnet.datasets.digits returns them"),
     "mnist": DatasetSpec(_load_mnist, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3,
                          12, 128, class_names=tuple(str(d) for d in range(10)), schedule="cosine",
-                         x_range=(0.0, 1.0), preprocessing=_PIXELS.format("mnist")),
+                         x_range=(0.0, 1.0), preprocessing=_PIXELS.format("mnist"), image_shape=(28, 28, 1),
+                         cnn_epochs=12),
     "fashion-mnist": DatasetSpec(_load_fashion, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam",
                                  1e-3, 15, 128, class_names=_FASHION_CLASSES, schedule="cosine",
-                                 x_range=(0.0, 1.0), preprocessing=_PIXELS.format("fashion_mnist")),
+                                 x_range=(0.0, 1.0), preprocessing=_PIXELS.format("fashion_mnist"),
+                                 image_shape=(28, 28, 1), cnn_epochs=12),
 }
 
 
@@ -168,6 +176,42 @@ def build_model(hidden, activation: str, out_dim: int, in_shape):
     return fnnet.serial(*layers)
 
 
+def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", width: int = 32,
+              dropout: float = 0.4):
+    """A small convolutional network for ``(H, W, C)`` images, ending in ``Dense(out_dim)`` logits.
+
+    ``kind="cnn"``: two blocks of ``Conv 3x3 (no bias) → BatchNorm → Relu → MaxPool 2x2``
+    (``width`` then ``2·width`` channels), ``Flatten → Dropout → Dense(128) → Relu → Dense``.
+    ``kind="resnet"``: the same, each block followed by a residual ``x + Conv(Relu(Conv(x)))``.
+    A ``Reshape`` to ``image_shape`` comes first when ``in_shape`` (one example as the
+    loader gives it) is flat, so the MLP's data (``(N, 784)``) feeds the CNN as it is.
+
+    Example:
+      >>> from fnnet import recipes
+      >>> import fnnet
+      >>> model = recipes.build_cnn(10, (28, 28, 1), (784,))
+      >>> fnnet.summary(model, (784,)).total_params
+      421738
+    """
+    import fnnet
+
+    if kind not in ("cnn", "resnet"):
+        raise RecipeError(f"a CNN kind must be 'cnn' or 'resnet', got {kind!r}")
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3:
+        raise RecipeError(f"a CNN needs images of shape (H, W, C), got {image_shape}")
+    layers = [] if in_shape is None or tuple(in_shape) == image_shape else [fnnet.Reshape(image_shape)]
+    for channels in (width, 2 * width):
+        layers += [fnnet.Conv(channels, 3, use_bias=False), fnnet.BatchNorm(), fnnet.Relu]
+        if kind == "resnet":
+            layers.append(fnnet.Residual(fnnet.serial(
+                fnnet.Conv(channels, 3), fnnet.Relu, fnnet.Conv(channels, 3))))
+        layers.append(fnnet.MaxPool(2))
+    layers += [fnnet.Flatten, fnnet.Dropout(dropout), fnnet.Dense(128, w_init=fnnet.initializers.he_uniform),
+               fnnet.Relu, fnnet.Dense(out_dim)]
+    return fnnet.serial(*layers)
+
+
 def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule: str = "constant",
                     total_steps: int | None = None):
     """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
@@ -202,8 +246,8 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule
 def model_from_config(config: dict):
     """``(model, in_shape)`` rebuilt from a run's ``config.json`` (as written by ``fnnet train``).
 
-    Configs written before ``in_shape`` and ``out_dim`` were recorded fall back to the data
-    set's :class:`DatasetSpec`.
+    Configs written before ``in_shape``, ``out_dim`` and ``model`` were recorded fall back to
+    the data set's :class:`DatasetSpec` and an MLP.
     """
     missing = [key for key in ("dataset", "hidden", "activation") if key not in config]
     if missing:
@@ -211,4 +255,12 @@ def model_from_config(config: dict):
     spec = dataset(config["dataset"])
     in_shape = tuple(config.get("in_shape") or spec.in_shape)
     out_dim = int(config.get("out_dim") or spec.out_dim)
+    kind = config.get("model", "mlp")
+    if kind not in MODELS:
+        raise RecipeError(f"model must be one of {', '.join(MODELS)}, got {kind!r}")
+    if kind != "mlp":
+        if spec.image_shape is None:
+            raise RecipeError(f"--model {kind} needs an image data set (mnist, fashion-mnist), "
+                              f"not {config['dataset']!r}")
+        return build_cnn(out_dim, spec.image_shape, in_shape, kind=kind), in_shape
     return build_model(tuple(config["hidden"]), config["activation"], out_dim, in_shape), in_shape

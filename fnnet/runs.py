@@ -46,6 +46,7 @@ class Run:
     loss: Loss                # the training loss: it decides what probabilities and labels are
     in_shape: tuple           # one example's shape, no batch axis
     metrics: dict | None      # metrics.json, or None when the run has none
+    model_state: Any = ()     # BatchNorm's running statistics (``()`` for a model without state)
 
     @property
     def task(self) -> str:
@@ -90,7 +91,8 @@ class Run:
         """The model's raw outputs (logits for the fused losses) on ``x`` (see :meth:`as_batch`)."""
         from fnnet import train
 
-        return train.predict(self.model, self.params, self.as_batch(x), batch_size=batch_size)
+        return train.predict(self.model, self.params, self.as_batch(x), batch_size=batch_size,
+                             model_state=self.model_state)
 
     def predict_proba(self, x, *, batch_size: int = 4096):
         """Probabilities: softmax of multi-class logits, sigmoid of binary logits (a regression
@@ -98,7 +100,7 @@ class Run:
         from fnnet import train
 
         return train.predict_proba(self.model, self.params, self.as_batch(x), self.loss,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, model_state=self.model_state)
 
     def predict_labels(self, x, *, batch_size: int = 4096) -> np.ndarray:
         """Class ids, int32: the argmax for multi-class, ``1`` where the probability of a binary
@@ -119,7 +121,7 @@ class Run:
 
         if data is None:
             data = self.spec.load(self.config.get("seed", 0))[1]
-        return train.evaluate(self.model, self.params, self.loss, data)
+        return train.evaluate(self.model, self.params, self.loss, data, model_state=self.model_state)
 
 
 def load_run(run_dir) -> Run:
@@ -132,7 +134,8 @@ def load_run(run_dir) -> Run:
 
         run = fnnet.load_run("runs/mnist")
         labels = run.predict_labels(x_test)          # or run.predict / run.predict_proba
-        run.model.apply(run.params, x_test[:8])      # the plain fnnet model and params
+        run.model.apply(run.params, x_test[:8])      # the plain fnnet model and params (an MLP;
+                                                     # a CNN: fnnet.apply_with_state with run.model_state)
 
     Raises:
       RecipeError: no such folder, or no readable ``config.json`` in it.
@@ -164,11 +167,15 @@ def load_run(run_dir) -> Run:
     checkpoint_path = run_dir / train.CHECKPOINT_NAME
     if not checkpoint_path.is_file():
         raise CheckpointError(f"{run_dir}: no {train.CHECKPOINT_NAME} here (did 'fnnet train' finish an epoch?)")
-    like = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), in_shape)[1])
-    params = checkpoint.load(checkpoint_path, like=like)
+    from fnnet.layer import init_with_state, is_stateful
+
+    like_params, like_state = jax.eval_shape(lambda: init_with_state(model, jax.random.PRNGKey(0), in_shape)[1:])
+    params = checkpoint.load(checkpoint_path, like=like_params)
+    model_state = checkpoint.load(checkpoint_path, like=like_state, prefix="model_state/") \
+        if is_stateful(model) else ()
     metrics_path = run_dir / METRICS_NAME
     try:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     except (ValueError, OSError) as error:
         raise RecipeError(f"{metrics_path}: not readable JSON ({error})") from None
-    return Run(run_dir, config, model, params, loss, tuple(in_shape), metrics)
+    return Run(run_dir, config, model, params, loss, tuple(in_shape), metrics, model_state)

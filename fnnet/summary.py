@@ -7,33 +7,40 @@ import math
 
 import jax
 
-from fnnet.layer import Layer, as_shape, layer_children, layer_name
+from fnnet.layer import Layer, as_shape, init_with_state, is_stateful, layer_children, layer_name
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """The rows of :func:`summary`: ``(index, layer name, output shape, parameter count)``."""
+    """The rows of :func:`summary`: ``(index, layer name, output shape, parameter count, state
+    count)``; the state column (BatchNorm's running statistics) is shown when a layer has one."""
 
     in_shape: tuple
     rows: tuple
     total_params: int
+    total_state: int = 0
 
     def __str__(self) -> str:
-        header = ("#", "layer", "output shape", "params")
-        lines = [("", "input", str(self.in_shape), "")]
-        lines += [(index, name, str(shape), f"{count:,}") for index, name, shape, count in self.rows]
+        with_state = self.total_state > 0
+        header = ("#", "layer", "output shape", "params") + (("state",) if with_state else ())
+        lines = [("", "input", str(self.in_shape), "") + (("",) if with_state else ())]
+        lines += [(index, name, str(shape), f"{count:,}") + ((f"{state:,}",) if with_state else ())
+                  for index, name, shape, count, state in self.rows]
         widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
         out = [fmt.format(*header), rule] + [fmt.format(*line) for line in lines]
         out += [rule, f"total parameters: {self.total_params:,}"]
+        if with_state:
+            out.append(f"total state: {self.total_state:,} (not trained: updated in training, used in evaluation)")
         return "\n".join(line.rstrip() for line in out)
 
 
 def summary(model: Layer, in_shape) -> Summary:
-    """Lists each layer of ``model`` (nested ``serial`` flattened, indices like ``1.0``) with its
-    output shape and parameter count, and the total. Nothing is computed: shapes come from
-    ``jax.eval_shape`` of ``init``.
+    """Lists each layer of ``model`` (nested ``serial`` flattened, indices like ``1.0``; other
+    combinators such as :func:`fnnet.Residual` as one row) with its output shape, parameter
+    count and, for layers with state, the number of state values; and the totals. Nothing is
+    computed: shapes come from ``jax.eval_shape`` of ``init``.
 
     Example:
       >>> import fnnet
@@ -52,21 +59,22 @@ def summary(model: Layer, in_shape) -> Summary:
 
     def walk(layer, shape, prefix):
         children = layer_children(layer)
-        if not children:
+        if not (layer.name == "serial" and children):
             declared = {}
 
             def init_params(key):
-                declared["out_shape"], params = layer.init(key, shape)
-                return params
+                declared["out_shape"], params, state = init_with_state(layer, key, shape)
+                return params, state
 
-            params = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+            params, state = jax.eval_shape(init_params, jax.random.PRNGKey(0))
             out_shape = declared["out_shape"]
             count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
-            rows.append((prefix or "0", layer_name(layer), tuple(out_shape), count))
+            state_count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)) if is_stateful(layer) else 0
+            rows.append((prefix or "0", layer_name(layer), tuple(out_shape), count, state_count))
             return tuple(out_shape)
         for index, child in enumerate(children):
             shape = walk(child, shape, f"{prefix}.{index}" if prefix else str(index))
         return shape
 
     walk(model, in_shape, "")
-    return Summary(in_shape, tuple(rows), sum(row[3] for row in rows))
+    return Summary(in_shape, tuple(rows), sum(row[3] for row in rows), sum(row[4] for row in rows))

@@ -25,6 +25,16 @@ def test_benchmark_suite_smoke(repo_root, tmp_path):
     assert "fnnet-manual" in out.stdout and "Targets" in out.stdout
 
 
+def test_cnn_workload_smoke(repo_root, tmp_path):
+    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke", "--workloads", "cnn",
+                          "--contenders", "fnnet-manual,jax-loop", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cnn = json.loads((tmp_path / "smoke.json").read_text())["workloads"]["cnn"]["contenders"]
+    assert cnn["fnnet-manual"]["throughput"] > 0 and cnn["jax-loop"]["throughput"] > 0
+    assert "cnn: fnnet-manual / best plain-JAX autodiff" in out.stdout
+
+
 def test_worker_reports_a_skip_for_missing_peers(repo_root):
     out = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
                           f"sys.argv = ['worker', 'torch-eager', 'xor', '--smoke']; "

@@ -27,9 +27,20 @@ from fnnet.layer import Layer, as_shape, make_layer
 from fnnet.layers.conv import _padding, _tuple, explicit_padding, out_size
 
 
+def _tiles(shape, window, strides, out_sizes) -> bool:
+    """Whether the windows tile the (padded) image exactly: no overlap, no gap, nothing left over."""
+    return tuple(strides) == tuple(window) and \
+        all(o * k == n for o, k, n in zip(out_sizes, window, shape[1:3]))
+
+
 def _windows(x_padded, window, strides, out_sizes):
-    """The ``kh·kw`` strided slices of a padded ``(N, H, W, C)`` batch, one per window tap,
-    stacked on a new last axis in row-major tap order: ``(N, Ho, Wo, C, kh·kw)``."""
+    """The ``kh·kw`` window taps of a padded ``(N, H, W, C)`` batch, stacked on a new last axis in
+    row-major tap order: ``(N, Ho, Wo, C, kh·kw)``. Windows that tile the image are a reshape;
+    others, one strided slice per tap."""
+    n, _, _, c = x_padded.shape
+    if _tiles(x_padded.shape, window, strides, out_sizes):
+        tiled = x_padded.reshape(n, out_sizes[0], window[0], out_sizes[1], window[1], c)
+        return tiled.transpose(0, 1, 3, 5, 2, 4).reshape(n, *out_sizes, c, window[0] * window[1])
     taps = []
     for a in range(window[0]):
         for b in range(window[1]):
@@ -40,6 +51,10 @@ def _windows(x_padded, window, strides, out_sizes):
 
 def _scatter_windows(contributions, padded_shape, window, strides, out_sizes):
     """The transpose of :func:`_windows`: adds tap ``(a, b)`` of every window back where it came from."""
+    n, _, _, c = padded_shape
+    if _tiles(padded_shape, window, strides, out_sizes):  # each entry in exactly one window
+        tiled = contributions.reshape(n, *out_sizes, c, window[0], window[1])
+        return tiled.transpose(0, 1, 4, 2, 5, 3).reshape(padded_shape)
     dx = jnp.zeros(padded_shape, contributions.dtype)
     tap = 0
     for a in range(window[0]):

@@ -40,7 +40,7 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
 
         zero = jnp.zeros((), jnp.result_type(float))
         (loss_sum, correct_sum), _ = jax.lax.scan(body, (zero, zero), (order, weights))
-        return loss_sum / n, correct_sum / n
+        return loss_sum / n, correct_sum  # the count of correct examples: exact, divided on the host
 
     return jax.jit(run)
 
@@ -78,8 +78,8 @@ def evaluate_arrays(model: Layer, params, loss: Loss, x, y, *, batch_size: int =
         placement = DataParallel(mesh, batch_size)
         x, y = placement.put_data(x), placement.put_data(y)
         params, model_state = placement.put_state((params, model_state))
-    mean_loss, accuracy = _evaluator(model, loss, batch_size, x.shape[0], task, mesh)(params, model_state, x, y)
-    return {"loss": float(mean_loss), "accuracy": float(accuracy) if task else None}
+    mean_loss, correct = _evaluator(model, loss, batch_size, x.shape[0], task, mesh)(params, model_state, x, y)
+    return {"loss": float(mean_loss), "accuracy": float(correct) / x.shape[0] if task else None}
 
 
 def validate(model: Layer, loss: Loss, params, x, y, where: str, model_state=()) -> None:

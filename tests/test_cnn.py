@@ -1,0 +1,66 @@
+"""The CNN end to end: the example and `fnnet train --model cnn` learn MNIST; runs reload with their state."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fnnet
+from fnnet import cli, datasets
+from test_examples import _example
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory, shared_data):
+    import os
+
+    os.environ["FNNET_DATA"] = str(shared_data)
+    out = tmp_path_factory.mktemp("runs") / "mnist-cnn"
+    assert cli.main(["train", "mnist", "--model", "cnn", "--limit", "4000", "--epochs", "1", "--out", str(out),
+                     "--quiet"]) == 0
+    return out
+
+
+def test_cli_cnn_learns_and_reloads_with_its_state(cnn_run, capsys):
+    metrics = json.loads((cnn_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.90, metrics          # 4,000 images, one epoch
+    config = json.loads((cnn_run / "config.json").read_text())
+    assert config["model"] == "cnn" and config["epochs"] == 1
+    run = fnnet.load_run(cnn_run)
+    assert run.model_state[2]["mean"].shape == (32,)           # layer 2: BatchNorm's running mean
+    x, y = datasets.mnist("test")
+    labels = run.predict_labels(x[:500])
+    assert (labels == y[:500]).mean() > 0.9
+    assert cli.main(["eval", str(cnn_run)]) == 0
+    assert "matches metrics.json" in capsys.readouterr().out
+    np.save(cnn_run / "images.npy", x[:7])
+    assert cli.main(["predict", str(cnn_run), str(cnn_run / "images.npy"), "--out", str(cnn_run / "p.npy")]) == 0
+    np.testing.assert_array_equal(np.load(cnn_run / "p.npy"), labels[:7])
+
+
+def test_cnn_summary_and_bad_model_choice(capsys):
+    assert cli.main(["summary", "mnist", "--model", "cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "Conv(32, 3x3, no bias)" in out and "BatchNorm" in out and "total state: 192" in out
+    assert cli.main(["train", "breast-cancer", "--model", "cnn"]) == 2
+    assert "needs an image data set" in capsys.readouterr().err
+
+
+def test_cnn_example_subset_learns(repo_root, shared_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    module = _example(repo_root, "cnn_classifier")
+    metrics = module.run("mnist", datasets.mnist, epochs=1, limit=3000, test_limit=2000, out=str(tmp_path),
+                         kind="resnet", verbose=False)
+    assert metrics["test_accuracy"] > 0.90, metrics
+    for figure in metrics["figures"]:
+        assert open(figure, "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,load,epochs,bar", [("mnist", datasets.mnist, 12, 0.993),
+                                                  ("fashion-mnist", datasets.fashion_mnist, 12, 0.925)])
+def test_full_cnn_runs_reach_their_bars(repo_root, shared_data, monkeypatch, tmp_path, name, load, epochs, bar):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    metrics = _example(repo_root, "cnn_classifier").run(name, load, epochs=epochs, out=str(tmp_path),
+                                                        verbose=False)
+    assert metrics["test_accuracy"] >= bar, metrics
