@@ -142,7 +142,7 @@ def main(epochs: int = 30, verbose: bool = True) -> dict:
         print(f"\ntest accuracy {test['accuracy']:.2%} on {len(x_test)} digits, "
               f"{sum(history.seconds):.1f} s training")
     return {
-        "layer_names": [name for _, name, _, _ in table.rows],
+        "layer_names": [row[1] for row in table.rows],
         "gradcheck_passed": all(report.passed for report in reports),
         "gradcheck_worst_rel_error": max(report.worst_rel_error for report in reports),
         "gradcheck_worst_fd_rel_error": max(_worst_fd(report) for report in reports),

@@ -11,7 +11,7 @@ import sys
 def test_benchmark_suite_smoke(repo_root, tmp_path):
     out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke",
                           "--workloads", "mnist-sgd,xor,xor-ensemble",
-                          "--contenders", "fnnet-manual,fnnet-autodiff,jax-scan,numpy",
+                          "--contenders", "fnnet-manual,fnnet-autodiff,jax-scan,numpy", "--epochs", "1",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "smoke.json").read_text())
@@ -27,7 +27,7 @@ def test_benchmark_suite_smoke(repo_root, tmp_path):
 
 def test_cnn_workload_smoke(repo_root, tmp_path):
     out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke", "--workloads", "cnn",
-                          "--contenders", "fnnet-manual,jax-loop", "--out", str(tmp_path)],
+                          "--contenders", "fnnet-manual,jax-loop", "--epochs", "1", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     cnn = json.loads((tmp_path / "smoke.json").read_text())["workloads"]["cnn"]["contenders"]
