@@ -61,8 +61,13 @@ def test_declared_shape_dtypes_and_one_example(name, layer, in_shape):
     batch = jax.ShapeDtypeStruct((3,) + in_shape, jnp.float32)
     assert jax.eval_shape(layer.apply, params, batch).shape == (3,) + tuple(out_shape)
     params, x = _inputs(layer, in_shape, dtype=jnp.float32)
-    y, residuals = jax.jit(layer.forward)(params, x)
-    dparams, dx = jax.jit(layer.backward)(params, residuals, jnp.ones_like(y))
+
+    @jax.jit
+    def both(params, x):
+        y, residuals = layer.forward(params, x)
+        return layer.backward(params, residuals, jnp.ones_like(y))
+
+    dparams, dx = both(params, x)
     chex.assert_trees_all_equal_shapes_and_dtypes(dparams, params)
     chex.assert_trees_all_equal_shapes_and_dtypes(dx, x)
     if name not in NEEDS_BATCH_AXIS:  # one example (H, W, C) works, as for every layer
@@ -82,7 +87,8 @@ def test_backward_under_vmap_equals_per_example_vjp(x64, name, layer, in_shape):
     def reference(xi, dyi):
         return jax.vjp(layer.apply, params, xi)[1](dyi)
 
-    chex.assert_trees_all_close(jax.vmap(manual)(x, dy), jax.vmap(reference)(x, dy), rtol=1e-10, atol=1e-13)
+    got, want = jax.jit(lambda x, dy: (jax.vmap(manual)(x, dy), jax.vmap(reference)(x, dy)))(x, dy)
+    chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-13)
 
 
 conv_specs = st.fixed_dictionaries({
