@@ -35,13 +35,7 @@ def test_sharded_fit_matches_single_device(tmp_path, devices):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["devices"] == devices
-
-
-@pytest.mark.multidevice
-def test_batchnorm_statistics_are_global_over_4_devices():
-    out = _run([os.path.join(SCRIPTS, "sharded_batchnorm.py"), "4"])
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])["ok"]
+    assert result["batchnorm"] == (devices == 4)  # tests/scripts/sharded_batchnorm.py: global BN statistics
 
 
 def _free_port():

@@ -7,7 +7,8 @@ import json
 import os
 import sys
 
-devices = int(sys.argv[1])
+devices = int(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[0].endswith(
+    "sharded_batchnorm.py") else 4
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
 
 import chex  # noqa: E402

@@ -63,4 +63,13 @@ try:
 except ValueError as error:
     assert f"does not divide evenly over the mesh's {devices} devices" in str(error), error
 
-print(json.dumps({"devices": devices, "loss": sharded_history.train_loss[-1], "ok": True}))
+# a CNN with BatchNorm and Dropout: its batch statistics are the global batch's (same process, 4 devices)
+batchnorm = False
+if devices == 4:
+    import runpy  # noqa: E402
+
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sharded_batchnorm.py"),
+                   run_name="__main__")
+    batchnorm = True
+
+print(json.dumps({"devices": devices, "loss": sharded_history.train_loss[-1], "batchnorm": batchnorm, "ok": True}))
