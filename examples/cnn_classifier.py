@@ -14,7 +14,6 @@ first maximum of each window). Adam (2e-3) with a cosine decay; whole epochs com
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import time
 
@@ -23,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet
-from fnnet import plots, recipes, train
+from fnnet import recipes, train
+from image_classifier import report, write_figures
 
 
 def run(name: str, load, *, epochs: int, out: str, kind: str = "cnn", class_names=None, limit=None,
@@ -57,18 +57,10 @@ def run(name: str, load, *, epochs: int, out: str, kind: str = "cnn", class_name
         out_dir = pathlib.Path(out)
         logits = train.predict(model, state.params, x_test, model_state=state.model_state)
         predictions = np.asarray(jnp.argmax(logits, axis=-1))
-        history.plot(out_dir / "curves.png")
-        plots.plot_confusion_matrix(y_test, predictions, out_dir / "confusion.png",
-                                    class_names=class_names, title=f"{name} {kind} test confusion matrix")
-        plots.plot_misclassified(x_test[..., 0], y_test, predictions, out_dir / "misclassified.png",
-                                 class_names=class_names, title=f"{name} {kind}: misclassified test images")
-        (out_dir / "metrics.json").write_text(json.dumps(dict(metrics, history=history.to_dict()), indent=2))
-        metrics["figures"] = [str(out_dir / f) for f in ("curves.png", "confusion.png", "misclassified.png")]
+        write_figures(out_dir, f"{name} {kind}", history, x_test[..., 0], y_test, predictions, class_names,
+                      metrics)
     if verbose:
-        print(f"{name} {kind}: test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.4f}, "
-              f"{metrics['train_seconds']:.1f} s training ({metrics['total_seconds']:.1f} s in all)")
-        for figure in metrics.get("figures", []):
-            print(f"  wrote {figure}")
+        report(f"{name} {kind}", metrics)
     return metrics
 
 

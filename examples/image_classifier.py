@@ -55,19 +55,31 @@ def run(name: str, load, *, epochs: int, out: str, class_names=None, limit=None,
     if figures:
         out_dir = pathlib.Path(out)
         predictions = np.asarray(jnp.argmax(train.predict(model, state.params, x_test), axis=-1))
-        history.plot(out_dir / "curves.png")
-        plots.plot_confusion_matrix(y_test, predictions, out_dir / "confusion.png",
-                                    class_names=class_names, title=f"{name} test confusion matrix")
-        plots.plot_misclassified(x_test, y_test, predictions, out_dir / "misclassified.png",
-                                 class_names=class_names, title=f"{name} misclassified test images")
-        (out_dir / "metrics.json").write_text(json.dumps(dict(metrics, history=history.to_dict()), indent=2))
-        metrics["figures"] = [str(out_dir / f) for f in ("curves.png", "confusion.png", "misclassified.png")]
+        write_figures(out_dir, name, history, x_test, y_test, predictions, class_names, metrics)
     if verbose:
-        print(f"{name}: test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.4f}, "
-              f"{metrics['train_seconds']:.1f} s training ({metrics['total_seconds']:.1f} s in all)")
-        for figure in metrics.get("figures", []):
-            print(f"  wrote {figure}")
+        report(name, metrics)
     return metrics
+
+
+def write_figures(out_dir, label, history, images, labels, predictions, class_names, metrics):
+    """curves.png, confusion.png, misclassified.png and metrics.json in ``out_dir``; their paths go
+    into ``metrics["figures"]``. Shared by the MLP and the CNN examples."""
+    out_dir = pathlib.Path(out_dir)
+    history.plot(out_dir / "curves.png")
+    plots.plot_confusion_matrix(labels, predictions, out_dir / "confusion.png",
+                                class_names=class_names, title=f"{label} test confusion matrix")
+    plots.plot_misclassified(images, labels, predictions, out_dir / "misclassified.png",
+                             class_names=class_names, title=f"{label} misclassified test images")
+    (out_dir / "metrics.json").write_text(json.dumps(dict(metrics, history=history.to_dict()), indent=2))
+    metrics["figures"] = [str(out_dir / f) for f in ("curves.png", "confusion.png", "misclassified.png")]
+
+
+def report(label, metrics):
+    """One line with the test figures and training time, then the files written."""
+    print(f"{label}: test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
+          f"{metrics['train_seconds']:.1f} s training ({metrics['total_seconds']:.1f} s in all)")
+    for figure in metrics.get("figures", []):
+        print(f"  wrote {figure}")
 
 
 def main(name, load, *, epochs, bar, class_names=None):

@@ -138,6 +138,21 @@ def init_with_state(layer: Layer, key, in_shape):
     return out_shape, params, ()
 
 
+def abstract_init(layer: Layer, in_shape):
+    """``(out_shape, params, state)`` that ``init_with_state`` declares for ``in_shape``, the arrays
+    as ``jax.ShapeDtypeStruct`` s: nothing is computed (``jax.eval_shape``)."""
+    import jax
+
+    declared = {}
+
+    def run(key):
+        declared["out_shape"], params, state = init_with_state(layer, key, in_shape)
+        return params, state
+
+    params, state = jax.eval_shape(run, jax.random.PRNGKey(0))
+    return declared["out_shape"], params, state
+
+
 def apply_with_state(layer: Layer, params, state, x, *, key=None, train: bool = False):
     """``(y, new_state)`` for any layer; a plain layer runs ``apply`` and returns ``state`` as is.
 

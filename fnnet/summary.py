@@ -7,7 +7,7 @@ import math
 
 import jax
 
-from fnnet.layer import Layer, as_shape, init_with_state, is_stateful, layer_children, layer_name
+from fnnet.layer import Layer, abstract_init, as_shape, is_stateful, layer_children, layer_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +60,7 @@ def summary(model: Layer, in_shape) -> Summary:
     def walk(layer, shape, prefix):
         children = layer_children(layer)
         if not (layer.name == "serial" and children):
-            declared = {}
-
-            def init_params(key):
-                declared["out_shape"], params, state = init_with_state(layer, key, shape)
-                return params, state
-
-            params, state = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-            out_shape = declared["out_shape"]
+            out_shape, params, state = abstract_init(layer, shape)
             count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
             state_count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)) if is_stateful(layer) else 0
             rows.append((prefix or "0", layer_name(layer), tuple(out_shape), count, state_count))

@@ -70,6 +70,14 @@ def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: in
     return (size + lo + hi - ((kernel - 1) * dilation + 1)) // stride + 1
 
 
+def window_geometry(sizes, kernel, strides, dilation, padding):
+    """``(pads, out_sizes)`` of a window sliding over spatial ``sizes`` (convolutions and pools);
+    an out size below 1 means the input is too small, which the caller reports."""
+    pads = explicit_padding(padding, sizes, kernel, strides, dilation)
+    return pads, tuple(out_size(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi)
+                       in zip(sizes, kernel, strides, dilation, pads))
+
+
 def _flatten_batch(x, rank: int):
     """``x`` as exactly one batch axis + ``rank`` spatial axes + channels, and how to undo it."""
     lead = x.shape[:x.ndim - rank - 1]
@@ -145,9 +153,7 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         c_in = shape[-1]
         if c_in % groups:
             raise ValueError(f"{name}: {c_in} input channels do not divide into {groups} feature groups")
-        pads = explicit_padding(padding, shape[:rank], kernel, strides, dilation)
-        sizes = tuple(out_size(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi)
-                      in zip(shape[:rank], kernel, strides, dilation, pads))
+        pads, sizes = window_geometry(shape[:rank], kernel, strides, dilation, padding)
         if any(o < 1 for o in sizes):
             raise ValueError(f"{name}: input of spatial size {shape[:rank]} is too small for a "
                              f"{size_text} kernel (dilation {dilation}, padding {pads})")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet.layer import Layer, as_shape, make_layer
-from fnnet.layers.conv import _padding, _tuple, explicit_padding, out_size
+from fnnet.layers.conv import _padding, _tuple, window_geometry
 
 
 def _tiles(shape, window, strides, out_sizes) -> bool:
@@ -75,8 +75,7 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
     def geometry(shape):
         if len(shape) != 3:
             raise ValueError(f"{name}: expected examples of shape (H, W, C), got {shape}")
-        pads = explicit_padding(padding, shape[:2], window, strides, (1, 1))
-        sizes = tuple(out_size(n, k, s, 1, lo, hi) for n, k, s, (lo, hi) in zip(shape[:2], window, strides, pads))
+        pads, sizes = window_geometry(shape[:2], window, strides, (1, 1), padding)
         if any(o < 1 for o in sizes):
             raise ValueError(f"{name}: input of spatial size {shape[:2]} is smaller than the window "
                              f"{window} (padding {pads})")

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Layer, apply_with_state, describe_path
+from fnnet.layer import Layer, abstract_init, apply_with_state, describe_path
 from fnnet.losses import Loss, loss_kind, loss_name
 
 
@@ -66,14 +66,7 @@ def as_arrays(data, where: str):
 
 def out_shape(model: Layer, in_shape) -> tuple:
     """The output shape (one example) that ``model.init`` declares for ``in_shape``; nothing computed."""
-    declared = {}
-
-    def run(key):
-        declared["shape"], params = model.init(key, tuple(in_shape))
-        return params
-
-    jax.eval_shape(run, jax.random.PRNGKey(0))
-    return tuple(declared["shape"])
+    return tuple(abstract_init(model, tuple(in_shape))[0])
 
 
 def check_targets(loss: Loss, y, out_shape, where: str) -> None:
@@ -117,16 +110,7 @@ def check_params(model: Layer, params, in_shape, where: str, batch: int = 1):
     """Raises ValueError unless ``params`` have the structure and shapes that ``model.init``
     gives for examples of shape ``in_shape``; returns the output shape. When they fit
     ``(batch,) + in_shape`` instead, the message says the batch axis was included."""
-    key = jax.random.PRNGKey(0)
-    declared = {}
-
-    def init(shape):
-        def run(k):
-            declared[shape], p = model.init(k, shape)
-            return p
-        return jax.eval_shape(run, key)
-
-    expected = init(tuple(in_shape))
+    declared_shape, expected, _ = abstract_init(model, tuple(in_shape))
 
     def fits(reference):
         if jax.tree.structure(reference) != jax.tree.structure(params):
@@ -134,11 +118,11 @@ def check_params(model: Layer, params, in_shape, where: str, batch: int = 1):
         return all(jnp.shape(a) == b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
 
     if fits(expected):
-        return declared[tuple(in_shape)]
+        return tuple(declared_shape)
     hint = ""
     try:
         batched = (batch,) + tuple(in_shape)
-        if fits(init(batched)):
+        if fits(abstract_init(model, batched)[1]):
             hint = (f"; they fit examples of shape {batched}: were they made with the batch axis in "
                     f"in_shape? model.init takes one example's shape, x.shape[1:] = {tuple(in_shape)}")
     except Exception:  # noqa: BLE001 - only a hint
