@@ -5,7 +5,8 @@ The public API, at a glance:
 * layers (``fnnet.Layer`` = ``(init, apply, forward, backward)``, :mod:`fnnet.layers`):
   :func:`Dense`, :data:`Relu`, :data:`Sigmoid`, :data:`Tanh`, :data:`Softmax`, :data:`Identity`,
   :func:`LeakyRelu`, :data:`Gelu`, :data:`Flatten`, :func:`Reshape`, :func:`Conv`, :func:`Conv1D`,
-  :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`; with a key and state
+  :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`, :func:`Embedding`,
+  :func:`PositionalEmbedding`, :func:`CausalSelfAttention`; with a key and state
   (:func:`init_with_state`, :func:`apply_with_state`): :func:`Dropout`, :func:`BatchNorm`;
   combinators :func:`serial`, :func:`parallel`, :func:`FanOut`, :data:`FanInSum`,
   :func:`FanInConcat`, :func:`Residual`;
@@ -23,8 +24,9 @@ from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel,
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
 from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
                          layer_name)
-from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Flatten, Gelu, GlobalAvgPool,
-                          Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, Sigmoid, Softmax, Tanh)
+from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
+                          Flatten, Gelu, GlobalAvgPool,
+                          Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh)
 from fnnet.losses import Loss
 from fnnet.runs import Run, load_run
 from fnnet.summary import Summary, summary
@@ -32,9 +34,9 @@ from fnnet.summary import Summary, summary
 __version__ = "0.1.0"
 
 __all__ = [
-    "AvgPool", "BatchNorm", "Conv", "Conv1D", "Dense", "Dropout", "FanInConcat", "FanInSum", "FanOut",
+    "AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "FanInConcat", "FanInSum", "FanOut",
     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
-    "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "apply_with_state",
+    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "apply_with_state",
     "autodiff_value_and_grad", "checkpoint", "datasets", "forward_with_state", "gradcheck", "init_with_state",
     "initializers", "is_stateful", "layer_name", "layers", "load", "load_run", "losses", "objective",
     "parallel", "per_example_grads", "save", "serial", "summary", "train", "value_and_grad",

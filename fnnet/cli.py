@@ -1,4 +1,4 @@
-"""The ``fnnet`` command line: train, eval, predict, gradcheck, summary and the demo.
+"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary and the demo.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     fnnet predict runs/mnist images.npy --out predictions.npy     # class labels; --proba
     fnnet gradcheck breast-cancer
     fnnet summary mnist
+    fnnet train shakespeare --out runs/shakespeare                # a character-level GPT
+    fnnet sample runs/shakespeare --prompt "ROMEO:" --tokens 500 --temperature 0.8
     fnnet demo
 """
 
@@ -68,7 +70,7 @@ def _config_from_args(args) -> dict:
         "lr": pick(args.lr, spec.lr),
         "optimizer": pick(args.optimizer, spec.optimizer),
         "schedule": pick(args.schedule, spec.schedule),
-        "weight_decay": args.weight_decay,
+        "weight_decay": pick(args.weight_decay, 0.0),
         "grad": args.grad,
         "seed": args.seed,
         "limit": args.limit,
@@ -176,7 +178,46 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     return metrics
 
 
+_TEXT = "shakespeare"  # the text data set: a GPT, trained by fnnet.shakespeare
+_GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
+_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit")
+
+
+def _text_config_from_args(args) -> dict:
+    from fnnet import shakespeare
+
+    given = [name for name in _IMAGE_FLAGS if getattr(args, name) is not None]
+    if given or args.model != "mlp":
+        flag = f"--{given[0]}" if given else "--model"
+        raise UsageError(f"{flag} is not used by {_TEXT} (a GPT: --layers, --heads, --features, "
+                         f"--block-size, --steps, --batch-size, --lr, --dropout)")
+    config = dict(shakespeare.DEFAULTS)
+    for name in _GPT_FLAGS + ("batch_size", "lr", "weight_decay"):
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
+    config["grad"], config["seed"] = args.grad, args.seed
+    problem = shakespeare.settings_error(config)
+    if problem:
+        raise UsageError(problem)
+    return config
+
+
 def _cmd_train(args) -> int:
+    if args.dataset == _TEXT:
+        from fnnet import shakespeare
+
+        config = _text_config_from_args(args)
+        out = _check_output_path(args.out or f"runs/{_TEXT}", "--out", folder=True)
+        try:
+            shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet)
+        except ValueError as error:
+            if str(error).startswith("--resume"):
+                raise UsageError(str(error)) from None
+            raise
+        return 0
+    given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {args.dataset}")
     config = _config_from_args(args)
     run_train(config, args.out or f"runs/{args.dataset}", resume=args.resume, verbose=not args.quiet)
     return 0
@@ -194,6 +235,14 @@ def _cmd_eval(args) -> int:
 
     run = load_run(args.dir)
     result = run.evaluate()
+    if run.is_language_model:
+        print(f"validation loss {result['loss']:.6f} over {result['tokens']:,} tokens")
+        saved = (run.metrics or {}).get("val_loss")
+        if saved is None:
+            return 0
+        same = abs(saved - result["loss"]) <= 1e-5 * max(1.0, abs(result["loss"]))
+        print("matches metrics.json" if same else f"DIFFERS from metrics.json (val_loss {saved})")
+        return 0 if same else 1
     line = f"test loss {result['loss']:.6f}"
     if result["accuracy"] is not None:
         line += f", test accuracy {result['accuracy']:.4%}"
@@ -265,6 +314,38 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_sample(args) -> int:
+    import time
+
+    from fnnet.runs import load_run
+
+    if args.tokens < 0:
+        raise UsageError(f"--tokens must be >= 0, got {args.tokens}")
+    if not args.temperature > 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if not args.prompt:
+        raise UsageError("--prompt must not be empty (nanoGPT starts from a newline: --prompt $'\\n')")
+    run = load_run(args.run_dir)
+    if not run.is_language_model:
+        raise UsageError(f"{args.run_dir}: a {run.config.get('dataset')} classifier run, not a language "
+                         f"model; sample needs the --out folder of 'fnnet train {_TEXT}'")
+    if args.top_k is not None and args.top_k > len(run.config["vocab"]):
+        raise UsageError(f"--top-k {args.top_k} is larger than the vocabulary ({len(run.config['vocab'])})")
+    started = time.perf_counter()
+    try:
+        text = run.sample(args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
+                          seed=args.seed)
+    except ValueError as error:
+        raise UsageError(f"--prompt: {error}") from None
+    print(text)
+    if args.timing:
+        seconds = time.perf_counter() - started
+        print(f"[{args.tokens} tokens in {seconds:.2f} s, compile included]", file=sys.stderr)
+    return 0
+
+
 def _cmd_gradcheck(args) -> int:
     import jax
     import numpy as np
@@ -297,6 +378,13 @@ def _cmd_gradcheck(args) -> int:
 def _cmd_summary(args) -> int:
     import fnnet
 
+    if args.dataset == _TEXT:
+        from fnnet import datasets, shakespeare
+
+        config = dict(shakespeare.DEFAULTS, vocab=datasets.tiny_shakespeare().vocab)
+        model, in_shape = recipes.model_from_config(config)
+        print(fnnet.summary(model, in_shape))
+        return 0
     spec = DATASETS[args.dataset]
     hidden = parse_hidden(args.hidden if args.hidden is not None else spec.hidden)
     model, _ = recipes.model_from_config({"dataset": args.dataset, "hidden": list(hidden), "model": args.model,
@@ -347,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
-    p.add_argument("dataset", choices=list(DATASETS))
+    p.add_argument("dataset", choices=list(DATASETS) + [_TEXT],
+                   help=f"a data set; {_TEXT} trains a character-level GPT (fnnet.shakespeare)")
     p.add_argument("--model", choices=recipes.MODELS, default="mlp",
                    help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.recipes.build_cnn)")
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
@@ -358,14 +447,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="learning-rate schedule (default: cosine for the MNIST sets, else constant)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 0; 0.1 for the GPT)")
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="train on the first N training examples only")
     p.add_argument("--out", help="output folder (default runs/DATASET)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--quiet", action="store_true")
+    gpt_flags = p.add_argument_group(f"GPT ({_TEXT}; defaults: nanoGPT's CPU recipe, fnnet.shakespeare.DEFAULTS)")
+    gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4)")
+    gpt_flags.add_argument("--heads", type=int, help="attention heads (4)")
+    gpt_flags.add_argument("--features", type=int, help="embedding width (128)")
+    gpt_flags.add_argument("--block-size", type=int, help="context length in characters (64)")
+    gpt_flags.add_argument("--dropout", type=float, help="dropout rate (0)")
+    gpt_flags.add_argument("--steps", type=int, help="optimizer steps (2000)")
+    gpt_flags.add_argument("--eval-interval", type=int, help="steps between validation estimates (250)")
+    gpt_flags.add_argument("--eval-batches", type=int, help="batches per validation estimate (20)")
     p.set_defaults(run=_cmd_train)
+
+    p = commands.add_parser("sample", help="generate text with a trained GPT run",
+                            description="Loads RUN_DIR (the --out folder of 'fnnet train shakespeare') and "
+                                        "prints PROMPT followed by --tokens sampled characters.")
+    p.add_argument("run_dir", help="the --out folder of 'fnnet train shakespeare'")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--tokens", type=int, default=500, help="characters to generate (500)")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (0.8)")
+    p.add_argument("--top-k", type=int, help="sample only among the k likeliest characters")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timing", action="store_true", help="print the time taken to stderr")
+    p.set_defaults(run=_cmd_sample)
 
     p = commands.add_parser("eval", help="reload a checkpoint and report the test metrics")
     p.add_argument("dir")
@@ -393,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_gradcheck)
 
     p = commands.add_parser("summary", help="print the model table for a data set")
-    p.add_argument("dataset", choices=list(DATASETS))
+    p.add_argument("dataset", choices=list(DATASETS) + [_TEXT])
     p.add_argument("--model", choices=recipes.MODELS, default="mlp")
     p.add_argument("--hidden")
     p.add_argument("--activation", choices=ACTIVATIONS)

@@ -170,6 +170,9 @@ CHECKSUMS = {
         "t10k-labels-idx1-ubyte.gz": {"67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
                                       "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"},
     },
+    "tinyshakespeare": {
+        "input.txt": {"86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"},
+    },
 }
 
 MIRRORS = {
@@ -177,6 +180,7 @@ MIRRORS = {
               "https://storage.googleapis.com/cvdf-datasets/mnist/"],
     "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                       "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"],
+    "tinyshakespeare": ["https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"],
 }
 
 DOWNLOAD_TIMEOUT_S = 20
@@ -289,9 +293,10 @@ def find_file(name: str, filename: str, *, path=None, download: bool = True) -> 
         ("\n(downloads are off: FNNET_OFFLINE is set)" if offline and download else "")
     raise DataError(
         f"{name}: {filename} not found. Looked in:\n  {searched}{why}\n"
-        f"To get it: set FNNET_DATA to a folder holding {name}/{filename} (and the other three "
-        f"files), put the files in {cache_dir() / name}, or, for fashion-mnist on Debian, "
-        f"'apt install dataset-fashion-mnist'.")
+        f"To get it: set FNNET_DATA to a folder holding {name}/{filename}"
+        + (" (and the other three files)" if name in SPLITS_OF else "")
+        + f", put the file{'s' if name in SPLITS_OF else ''} in {cache_dir() / name}"
+        + (", or, on Debian, 'apt install dataset-fashion-mnist'." if name == "fashion-mnist" else "."))
 
 
 def _load_mnist_like(name: str, split: str, *, path=None, verify: bool = True, download: bool = True,
@@ -334,3 +339,73 @@ def fashion_mnist(split: str = "train", *, path=None, verify: bool = True, downl
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
+
+
+# --- Tiny Shakespeare ----------------------------------------------------------------------
+
+SPLITS_OF = ("mnist", "fashion-mnist")  # the data sets made of the four IDX files
+
+
+class CharText(NamedTuple):
+    """A text as character ids: ``train`` and ``val`` (1-D int32) and the ``vocab`` (the sorted
+    distinct characters; id ``i`` is ``vocab[i]``)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    vocab: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Character ids of ``text`` (int32); a ValueError names a character not in the vocabulary."""
+        lookup = {c: i for i, c in enumerate(self.vocab)}
+        missing = sorted(set(text) - set(lookup))
+        if missing:
+            raise ValueError(f"characters not in the vocabulary: {''.join(missing)!r} "
+                             f"(the vocabulary has {len(self.vocab)}: {self.vocab!r})")
+        return np.array([lookup[c] for c in text], np.int32)
+
+    def decode(self, ids) -> str:
+        """The text of character ids."""
+        return "".join(self.vocab[int(i)] for i in np.asarray(ids).reshape(-1))
+
+
+def char_text(text: str, *, val_fraction: float = 0.1) -> CharText:
+    """Character-level ids of ``text``: the first ``1 - val_fraction`` for training, the rest
+    for validation (nanoGPT's split), with the sorted distinct characters as vocabulary."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    vocab = "".join(sorted(set(text)))
+    lookup = np.zeros(max(map(ord, vocab), default=0) + 1, np.int32)
+    lookup[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=np.int32)
+    ids = lookup[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
+    cut = int(len(ids) * (1.0 - val_fraction))
+    return CharText(ids[:cut], ids[cut:], vocab)
+
+
+def tiny_shakespeare(*, path=None, verify: bool = True, download: bool = True,
+                     val_fraction: float = 0.1) -> CharText:
+    """Tiny Shakespeare (char-rnn's ``input.txt``, 1,115,394 characters, 65 distinct) as
+    character ids: the first 90% for training, the last 10% for validation, as nanoGPT.
+
+    ``input.txt`` is found like the MNIST files (``path``, ``$FNNET_DATA/tinyshakespeare/``,
+    the user cache, a download from char-rnn's repository), and its SHA-256 is checked.
+
+    Example::
+
+        text = datasets.tiny_shakespeare()
+        text.train.shape, text.vocab_size          # ((1003854,), 65)
+        text.decode(text.train[:14])               # 'First Citizen:'
+    """
+    file = find_file("tinyshakespeare", "input.txt", path=path, download=download)
+    if verify:
+        verify_file(file, "tinyshakespeare")
+    try:
+        content = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{file}: not UTF-8 text ({error})") from None
+    if not content:
+        raise DataError(f"{file}: is empty")
+    return char_text(content, val_fraction=val_fraction)

@@ -249,6 +249,17 @@ def model_from_config(config: dict):
     Configs written before ``in_shape``, ``out_dim`` and ``model`` were recorded fall back to
     the data set's :class:`DatasetSpec` and an MLP.
     """
+    if config.get("model") == "gpt":
+        from fnnet import gpt, shakespeare
+
+        missing = [key for key in ("vocab", "block_size", "layers", "heads", "features", "dropout")
+                   if key not in config]
+        if missing:
+            raise RecipeError(f"config has no {missing[0]!r} entry")
+        try:
+            return gpt.GPT(shakespeare.gpt_config(config)), (int(config["block_size"]),)
+        except (TypeError, ValueError) as error:
+            raise RecipeError(str(error)) from None
     missing = [key for key in ("dataset", "hidden", "activation") if key not in config]
     if missing:
         raise RecipeError(f"config has no {missing[0]!r} entry")

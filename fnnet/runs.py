@@ -60,6 +60,26 @@ class Run:
         """The data set's recipe (loader, class names, preprocessing)."""
         return recipes.dataset(self.config["dataset"])
 
+    @property
+    def is_language_model(self) -> bool:
+        """True for a GPT run (``fnnet train shakespeare``): it samples text instead of predicting."""
+        return self.config.get("model") == "gpt"
+
+    def sample(self, prompt: str = "\n", num_tokens: int = 500, *, temperature: float = 0.8,
+               top_k: int | None = None, seed: int = 0) -> str:
+        """A language-model run's text: ``prompt`` and ``num_tokens`` sampled characters.
+
+        Raises:
+          ValueError: not a language-model run, or a prompt character outside its vocabulary.
+        """
+        if not self.is_language_model:
+            raise ValueError(f"{self.dir}: a {self.config.get('dataset')} classifier run cannot sample "
+                             f"text; use predict")
+        from fnnet import shakespeare
+
+        return shakespeare.sample(self.model, self.params, self.config, prompt, num_tokens,
+                                  temperature=temperature, top_k=top_k, seed=seed, model_state=self.model_state)
+
     def as_batch(self, x) -> np.ndarray:
         """``x`` as a float batch of shape ``(N, *in_shape)``: any shape whose examples have
         ``prod(in_shape)`` values is reshaped (MNIST: ``(N, 784)`` or ``(N, 28, 28)``).
@@ -68,6 +88,9 @@ class Run:
           ValueError: naming the expected and the actual shape, or values outside the
             range the data set's loader gives (e.g. MNIST pixels not scaled to [0, 1]).
         """
+        if self.is_language_model:
+            raise ValueError(f"{self.dir} is a language model ({self.config.get('dataset')}): it samples "
+                             f"text (fnnet sample, Run.sample) instead of predicting on arrays")
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             raise ValueError(f"expected numbers, got an array of dtype {x.dtype}")
@@ -116,9 +139,19 @@ class Run:
 
     def evaluate(self, data=None) -> dict:
         """Test loss and accuracy (as :func:`fnnet.train.evaluate`) on ``data = (x, y)``, by
-        default the data set's test split as ``fnnet train`` used it."""
+        default the data set's test split as ``fnnet train`` used it. For a language model: the
+        exact validation loss (:func:`fnnet.train.language.evaluate_language_model`) on
+        ``data`` (1-D token ids), by default Tiny Shakespeare's validation split."""
         from fnnet import train
 
+        if self.is_language_model:
+            from fnnet import datasets
+            from fnnet.train import language
+
+            tokens = datasets.tiny_shakespeare().val if data is None else data
+            return language.evaluate_language_model(self.model, self.params, tokens,
+                                                    block_size=int(self.config["block_size"]),
+                                                    model_state=self.model_state)
         if data is None:
             data = self.spec.load(self.config.get("seed", 0))[1]
         return train.evaluate(self.model, self.params, self.loss, data, model_state=self.model_state)

@@ -1,0 +1,154 @@
+"""A GPT (decoder-only transformer) from fnnet's layers, and sampling text from it.
+
+The model is nanoGPT's, put together with :func:`fnnet.serial` and :func:`fnnet.Residual`,
+so every backward pass in it is a hand-written one (embeddings, LayerNorm, attention,
+Dense, GELU) and the chain rule through the two residual branches of each block
+(``dx = dy + d(branch)``) is the combinators' own::
+
+    ids (B, T) ─ Embedding ─ + PositionalEmbedding ─┬─ [block] × layers ─ LayerNorm ─ Dense(vocab) ─ logits (B, T, V)
+    block:  x + CausalSelfAttention(LayerNorm(x)),  then  x + Dense(C)(GELU(Dense(4C)(LayerNorm(x))))
+
+The output head is a separate ``Dense`` (not tied to the token embedding).
+
+Example:
+  >>> import jax, jax.numpy as jnp, fnnet
+  >>> config = fnnet.gpt.GPTConfig(vocab_size=11, block_size=8, num_layers=1, num_heads=2, features=8)
+  >>> model = fnnet.gpt.GPT(config)
+  >>> out_shape, params = model.init(jax.random.PRNGKey(0), (8,))
+  >>> out_shape, model.apply(params, jnp.zeros((2, 8), jnp.int32)).shape
+  ((8, 11), (2, 8, 11))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fnnet import initializers
+from fnnet.combinators import Residual, serial
+from fnnet.layer import Layer, apply_with_state
+from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
+                          PositionalEmbedding)
+
+
+class GPTConfig(NamedTuple):
+    """The size of a GPT. Defaults: nanoGPT's CPU recipe for Tiny Shakespeare."""
+    vocab_size: int = 65
+    block_size: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    features: int = 128
+    dropout: float = 0.0
+
+    def check(self) -> "GPTConfig":
+        """Raises ValueError naming the field that cannot make a GPT."""
+        for field in ("vocab_size", "block_size", "num_layers", "num_heads", "features"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig: {field} must be a positive int, got {value!r}")
+        if self.features % self.num_heads:
+            raise ValueError(f"GPTConfig: features {self.features} are not divisible by num_heads "
+                             f"{self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+        return self
+
+
+def TransformerBlock(config: GPTConfig) -> Layer:
+    """Pre-LayerNorm block: ``x + attention(LN(x))``, then ``x + MLP(LN(x))`` with a 4x GELU MLP.
+
+    Weights ``N(0, 0.02²)``; the two projections back into the residual stream
+    ``N(0, (0.02 / √(2·layers))²)`` (GPT-2's scaling, so the stream's variance does not
+    grow with depth).
+    """
+    weights = initializers.normal(0.02)
+    into_residual = initializers.normal(0.02 / math.sqrt(2 * config.num_layers))
+    attention = [LayerNorm(), CausalSelfAttention(config.num_heads, max_length=config.block_size,
+                                                  w_init=weights, out_init=into_residual)]
+    mlp = [LayerNorm(), Dense(4 * config.features, w_init=weights), Gelu,
+           Dense(config.features, w_init=into_residual)]
+    if config.dropout:
+        attention.append(Dropout(config.dropout))
+        mlp.append(Dropout(config.dropout))
+    return serial(Residual(serial(*attention)), Residual(serial(*mlp)))
+
+
+def GPT(config: GPTConfig) -> Layer:
+    """The whole model: token ids ``(..., T)`` (``T <= block_size``) to logits ``(..., T, vocab)``.
+
+    Init with ``in_shape=(config.block_size,)``. With ``dropout > 0`` the model takes a key
+    and the train/eval mode (:func:`fnnet.apply_with_state`).
+    """
+    config = config.check()
+    layers = [Embedding(config.vocab_size, config.features, w_init=initializers.normal(0.02)),
+              PositionalEmbedding(config.block_size)]
+    if config.dropout:
+        layers.append(Dropout(config.dropout))
+    layers += [TransformerBlock(config) for _ in range(config.num_layers)]
+    layers += [LayerNorm(), Dense(config.vocab_size, w_init=initializers.normal(0.02))]
+    return serial(*layers)
+
+
+def decay_mask(params):
+    """nanoGPT's weight-decay rule: decay every matrix (weights, embeddings), not the vectors
+    (biases, LayerNorm scales and offsets)."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def optimizer(steps: int, *, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int = 100,
+              weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.99,
+              clip: float = 1.0) -> optax.GradientTransformation:
+    """nanoGPT's recipe in optax: gradients clipped to global norm ``clip``, then AdamW with a
+    linear warmup over ``warmup`` steps to ``lr`` and a cosine decay to ``min_lr`` at ``steps``;
+    weight decay on the matrices only (:func:`decay_mask`)."""
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=min(warmup, max(steps - 1, 0)),
+                                                  decay_steps=max(steps, 1), end_value=min_lr)
+    return optax.chain(optax.clip_by_global_norm(clip),
+                       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask))
+
+
+def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: int, key,
+             temperature: float = 1.0, top_k: int | None = None, state=()):
+    """Samples ``num_tokens`` ids after ``prompt_ids`` (1-D); returns prompt + new ids (1-D).
+
+    One jitted loop (``lax.fori_loop``) over the new positions. Each position runs the
+    whole model on the last ``block_size`` ids (no key/value cache): a window of fixed
+    shape, padded on the right while the text is shorter than the block, which the causal
+    mask makes harmless, so it compiles once. Cost: a full forward pass of ``block_size``
+    positions per new token.
+    """
+    if temperature <= 0:
+        raise ValueError(f"generate: temperature must be > 0, got {temperature!r}")
+    prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
+    if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
+        raise ValueError(f"generate: prompt_ids must be a non-empty 1-D array of ids, got shape "
+                         f"{prompt_ids.shape}")
+    return _generate(model, params, state, prompt_ids, int(num_tokens), int(block_size), key,
+                     float(temperature), top_k)
+
+
+def _generate(model, params, state, prompt_ids, num_tokens, block_size, key, temperature, top_k):
+    prompt_length = prompt_ids.shape[0]
+    total = prompt_length + num_tokens
+    buffer = jnp.zeros((max(total, block_size),), jnp.int32).at[:prompt_length].set(prompt_ids)
+
+    @jax.jit
+    def run(params, state, buffer, key):
+        def body(position, buffer):
+            start = jnp.maximum(position - block_size, 0)           # the window ends at `position`
+            window = jax.lax.dynamic_slice(buffer, (start,), (block_size,))
+            logits, _ = apply_with_state(model, params, state, window[None], train=False)
+            logits = logits[0, position - 1 - start] / temperature
+            if top_k is not None:
+                cutoff = jax.lax.top_k(logits, top_k)[0][-1]
+                logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+            token = jax.random.categorical(jax.random.fold_in(key, position), logits)
+            return buffer.at[position].set(token.astype(jnp.int32))
+
+        return jax.lax.fori_loop(prompt_length, total, body, buffer)
+
+    return run(params, state, buffer, key)[:total]

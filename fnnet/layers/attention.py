@@ -1,0 +1,152 @@
+"""Causal multi-head self-attention, the GPT way, with its backward written out.
+
+For an input ``x`` of shape ``(..., T, C)``, ``H`` heads of size ``D = C / H``::
+
+    q, k, v = split(x · W_qkv + b_qkv)                  one fused projection, each (..., H, T, D)
+    S = q · kᵀ / √D,   S[i, j] = -inf for j > i          the causal mask: no peeking ahead
+    A = softmax(S) row by row                            masked entries get weight exactly 0
+    O = A · v,         y = merge(O) · W_out + b_out
+
+and backward, from ``dy``, in the reverse order (``dO = split(dy · W_outᵀ)``)::
+
+    dV = Aᵀ · dO          dA = dO · Vᵀ
+    dS = A ⊙ (dA - Σ_j dA ⊙ A)                           the softmax backward, row by row
+    dQ = dS · K / √D      dK = dSᵀ · Q / √D
+    dW_qkv = xᵀ · d[q k v],  dx = d[q k v] · W_qkvᵀ       (and the output projection as in Dense)
+
+Masked entries have ``A = 0``, so they get ``dS = 0``: the backward needs no mask of its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fnnet import initializers
+from fnnet.layer import Layer, as_shape, make_layer
+
+_PARAMS = {"w_qkv", "b_qkv", "w_out", "b_out"}
+
+
+def causal_mask(length: int):
+    """``(T, T)`` booleans, True where query ``i`` may look at key ``j`` (``j <= i``)."""
+    return jnp.tril(jnp.ones((length, length), bool))
+
+
+def CausalSelfAttention(num_heads: int, max_length: int | None = None,
+                        w_init=initializers.normal(0.02), out_init=None, dtype=None) -> Layer:
+    """Multi-head self-attention with a causal mask, on ``(..., T, C)`` input.
+
+    Params ``{"w_qkv": (C, 3C), "b_qkv": (3C,), "w_out": (C, C), "b_out": (C,)}``: the fused
+    query/key/value projection (columns ``[q | k | v]``, each split into ``num_heads`` heads
+    of ``C / num_heads`` features) and the output projection. Weights are ``N(0, 0.02²)``
+    (GPT-2's; ``out_init`` overrides the output projection's, e.g. ``0.02 / √(2·layers)``),
+    biases zero. The forward and the hand-written backward are in the module docstring.
+
+    Any sequence length works, since every position only sees earlier ones; ``max_length``
+    (a GPT passes its block size) makes a longer input an error naming the layer.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> attention = fnnet.CausalSelfAttention(num_heads=2)
+      >>> out_shape, params = attention.init(jax.random.PRNGKey(0), (8, 4))
+      >>> out_shape, attention.apply(params, jnp.ones((3, 5, 4))).shape
+      ((8, 4), (3, 5, 4))
+    """
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads <= 0:
+        raise ValueError(f"CausalSelfAttention: num_heads must be a positive int, got {num_heads!r}")
+    if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
+        raise ValueError(f"CausalSelfAttention: max_length must be a positive int, got {max_length!r}")
+    name = f"CausalSelfAttention({num_heads} heads)"
+    out_init = w_init if out_init is None else out_init
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape, name)
+        if len(in_shape) < 2:
+            raise ValueError(f"{name}: expected in_shape (T, features), got {in_shape}")
+        length, features = in_shape[-2], in_shape[-1]
+        if features % num_heads:
+            raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
+        if max_length is not None and length > max_length:
+            raise ValueError(f"{name}: sequence length {length} is longer than max_length {max_length}")
+        param_dtype = dtype if dtype is not None else jnp.result_type(float)
+        qkv_key, out_key = jax.random.split(key)
+        params = {"w_qkv": w_init(qkv_key, (features, 3 * features), param_dtype),
+                  "b_qkv": jnp.zeros((3 * features,), param_dtype),
+                  "w_out": out_init(out_key, (features, features), param_dtype),
+                  "b_out": jnp.zeros((features,), param_dtype)}
+        return in_shape, params
+
+    def check(params, x):
+        if not isinstance(params, dict) or set(params) != _PARAMS:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{name}: expected params {sorted(_PARAMS)}, got {got}")
+        features = jnp.shape(params["w_out"])[0] if jnp.ndim(params["w_out"]) == 2 else None
+        if (features is None or jnp.shape(params["w_qkv"]) != (features, 3 * features)
+                or jnp.shape(params["b_qkv"]) != (3 * features,) or jnp.shape(params["b_out"]) != (features,)):
+            raise ValueError(f"{name}: params of shapes w_qkv {jnp.shape(params['w_qkv'])}, b_qkv "
+                             f"{jnp.shape(params['b_qkv'])}, w_out {jnp.shape(params['w_out'])}, b_out "
+                             f"{jnp.shape(params['b_out'])} do not fit (C, 3C), (3C,), (C, C), (C,)")
+        if features % num_heads:
+            raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
+        if jnp.ndim(x) < 2 or x.shape[-1] != features:
+            raise ValueError(f"{name}: expected input of shape (..., T, {features}), got {jnp.shape(x)}")
+        if max_length is not None and x.shape[-2] > max_length:
+            raise ValueError(f"{name}: sequence length {x.shape[-2]} is longer than the block size "
+                             f"{max_length} it was built for (input shape {jnp.shape(x)})")
+        return features
+
+    def heads(t, features):
+        """``(..., T, C)`` -> ``(..., H, T, D)``."""
+        t = t.reshape(t.shape[:-1] + (num_heads, features // num_heads))
+        return jnp.swapaxes(t, -2, -3)
+
+    def merge(t):
+        """``(..., H, T, D)`` -> ``(..., T, C)``."""
+        t = jnp.swapaxes(t, -2, -3)
+        return t.reshape(t.shape[:-2] + (-1,))
+
+    def attend(params, x):
+        features = check(params, x)
+        lead = (None,) * (x.ndim - 1)
+        qkv = x @ params["w_qkv"] + params["b_qkv"][lead]
+        q, k, v = (heads(part, features) for part in jnp.split(qkv, 3, axis=-1))
+        scale = 1.0 / math.sqrt(features // num_heads)
+        scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
+        length = x.shape[-2]
+        scores = jnp.where(causal_mask(length), scores, -jnp.inf)  # A[i, j] = 0 for j > i
+        weights = jax.nn.softmax(scores, axis=-1)
+        merged = merge(jnp.einsum("...qk,...kd->...qd", weights, v))
+        y = merged @ params["w_out"] + params["b_out"][lead]
+        return y, (x, q, k, v, weights, merged)
+
+    def apply(params, x):
+        return attend(params, x)[0]
+
+    def forward(params, x):
+        return attend(params, x)
+
+    def backward(params, residuals, dy):
+        x, q, k, v, weights, merged = residuals
+        features = x.shape[-1]
+        batch_axes = tuple(range(x.ndim - 1))
+        scale = 1.0 / math.sqrt(features // num_heads)
+        # the output projection, as Dense: dW_out = Oᵀ·dy, db_out = Σ dy, dO = dy·W_outᵀ
+        dw_out = jnp.tensordot(merged, dy, axes=(batch_axes, batch_axes))
+        db_out = jnp.sum(dy, axis=batch_axes)
+        d_out = heads(jnp.einsum("...o,io->...i", dy, params["w_out"]), features)
+        dv = jnp.einsum("...qk,...qd->...kd", weights, d_out)               # dV = Aᵀ·dO
+        d_weights = jnp.einsum("...qd,...kd->...qk", d_out, v)              # dA = dO·Vᵀ
+        d_scores = weights * (d_weights - jnp.sum(d_weights * weights, axis=-1, keepdims=True))
+        dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale          # dQ = dS·K/√D
+        dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale          # dK = dSᵀ·Q/√D
+        d_qkv = jnp.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
+        dw_qkv = jnp.tensordot(x, d_qkv, axes=(batch_axes, batch_axes))     # xᵀ·d[q k v]
+        db_qkv = jnp.sum(d_qkv, axis=batch_axes)
+        dx = jnp.einsum("...o,io->...i", d_qkv, params["w_qkv"])            # d[q k v]·W_qkvᵀ
+        grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
+        return {key: grads[key].astype(params[key].dtype) for key in grads}, dx.astype(x.dtype)
+
+    return make_layer(name, init, apply, forward, backward)

@@ -1,0 +1,243 @@
+"""Training a language model on one long sequence of token ids (nanoGPT's loop, compiled).
+
+A step draws ``batch_size`` random windows of ``block_size + 1`` tokens *on the device*
+(``x`` the first ``block_size``, ``y`` the same shifted by one) and takes one optimizer step
+on the mean next-token cross-entropy. ``eval_interval`` steps run in one jitted
+``lax.scan``; between them the training loss of the interval and an estimate of the
+validation loss (``eval_batches`` random batches) are recorded, as nanoGPT does.
+:func:`evaluate_language_model` gives the exact loss over a whole split.
+
+The windows of step ``s`` come from ``fold_in(data_key, s)``, a function of the state's key
+and step alone, so a run resumed from a checkpoint continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnnet import checkpoint
+from fnnet.gradients import check_grad_mode, per_example_loss
+from fnnet.layer import Layer, abstract_init, apply_with_state
+from fnnet.losses import softmax_cross_entropy
+from fnnet.train.state import TrainingDiverged, TrainState, init_state
+from fnnet.train.steps import make_train_step
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+_DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fold_in(key, step)
+
+
+@dataclasses.dataclass
+class LanguageHistory:
+    """What :func:`fit_language_model` records every ``eval_interval`` steps."""
+
+    step: list = dataclasses.field(default_factory=list)
+    train_loss: list = dataclasses.field(default_factory=list)   # mean batch loss over the interval
+    val_loss: list = dataclasses.field(default_factory=list)     # estimate on eval_batches batches
+    seconds: list = dataclasses.field(default_factory=list)      # training time of the interval
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LanguageHistory":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def __len__(self):
+        return len(self.step)
+
+    def line(self, index: int = -1, steps: int | None = None) -> str:
+        """``step 250/2000  train_loss 2.3012  val_loss 2.3181  9.8 s``."""
+        return (f"step {self.step[index]}" + (f"/{steps}" if steps else "")
+                + f"  train_loss {self.train_loss[index]:.4f}  val_loss {self.val_loss[index]:.4f}"
+                + f"  {self.seconds[index]:.1f} s")
+
+    def plot(self, path, *, target: float | None = None) -> pathlib.Path:
+        """Writes the training and validation loss against the step to a PNG."""
+        from fnnet.plots import pyplot, save_figure
+
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        ax.plot(self.step, self.train_loss, marker="o", label="train (interval mean)")
+        ax.plot(self.step, self.val_loss, marker="o", label="validation (estimate)")
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
+        ax.set(xlabel="step", ylabel="cross-entropy (nats per token)", title="loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+
+def check_tokens(tokens, vocab_size: int, where: str, *, min_length: int) -> np.ndarray:
+    """The token ids as a 1-D int32 NumPy array, or a ValueError naming what is wrong
+    (not integers, not 1-D, too short, an id outside ``[0, vocab_size)``)."""
+    array = np.asarray(tokens)
+    if array.ndim != 1:
+        raise ValueError(f"{where}: expected a 1-D array of token ids, got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{where}: token ids must be integers, got dtype {array.dtype}")
+    if array.shape[0] < min_length:
+        raise ValueError(f"{where}: {array.shape[0]} tokens, need at least {min_length} "
+                         f"(one window of block_size + 1)")
+    bad = (array < 0) | (array >= vocab_size)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(f"{where}: token id {int(array[index])} at position {index} is outside the "
+                         f"model's vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids)")
+    return array.astype(np.int32)
+
+
+def random_windows(tokens, key, batch_size: int, block_size: int):
+    """``(x, y)``, each ``(batch_size, block_size)``: windows at uniform random starts, ``y`` = ``x``
+    shifted by one token. Runs on the device (jit- and scan-friendly)."""
+    starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - block_size)
+    windows = jax.vmap(lambda s: jax.lax.dynamic_slice(tokens, (s,), (block_size + 1,)))(starts)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def _vocab_size(model: Layer, block_size: int) -> int:
+    out_shape, _, _ = abstract_init(model, (block_size,))
+    return int(out_shape[-1])
+
+
+def estimate_loss(model: Layer, params, tokens, key, *, block_size: int, batch_size: int, batches: int,
+                  model_state=()):
+    """nanoGPT's ``estimate_loss``: the mean loss (eval mode) over ``batches`` batches of random
+    windows, in one jittable call."""
+
+    def one(key):
+        x, y = random_windows(tokens, key, batch_size, block_size)
+        logits, _ = apply_with_state(model, params, model_state, x, train=False)
+        return softmax_cross_entropy.value(logits, y)
+
+    return jnp.mean(jax.lax.map(one, jax.random.split(key, batches)))
+
+
+def evaluate_language_model(model: Layer, params, tokens, *, block_size: int, batch_size: int = 64,
+                            model_state=()) -> dict:
+    """The exact mean next-token loss over a whole split, in eval mode.
+
+    The split is cut into consecutive non-overlapping windows of ``block_size`` inputs (each
+    predicting the next ``block_size`` tokens, as training's random windows do); a tail
+    shorter than a window is left out. Returns ``{"loss", "tokens", "bits_per_token"}``.
+    """
+    tokens = check_tokens(tokens, _vocab_size(model, block_size), "evaluate_language_model",
+                          min_length=block_size + 1)
+    windows = (tokens.shape[0] - 1) // block_size
+    x = tokens[: windows * block_size].reshape(windows, block_size)
+    y = tokens[1: windows * block_size + 1].reshape(windows, block_size)
+    batch_size = min(batch_size, windows)
+    padded = -(-windows // batch_size) * batch_size
+    weights = (np.arange(padded) < windows).astype(np.float32).reshape(-1, batch_size)
+    x = np.pad(x, ((0, padded - windows), (0, 0))).reshape(-1, batch_size, block_size)
+    y = np.pad(y, ((0, padded - windows), (0, 0))).reshape(-1, batch_size, block_size)
+
+    @jax.jit
+    def total(params, model_state, x, y, weights):
+        def body(carry, batch):
+            bx, by, bw = batch
+            logits, _ = apply_with_state(model, params, model_state, bx, train=False)
+            return carry + jnp.sum(per_example_loss(softmax_cross_entropy, logits, by) * bw), None
+
+        return jax.lax.scan(body, jnp.zeros((), jnp.float32), (x, y, weights))[0]
+
+    loss = float(total(params, model_state, x, y, weights)) / windows
+    return {"loss": loss, "tokens": int(windows * block_size), "bits_per_token": loss / np.log(2)}
+
+
+def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, train_tokens, val_tokens, *,
+                       block_size: int, batch_size: int = 12, steps: int = 2000, eval_interval: int = 250,
+                       eval_batches: int = 20, key, grad: str = "manual", params=None,
+                       compute_dtype=None, verbose: bool = True, checkpoint_dir=None,
+                       resume: bool = False, metadata: dict | None = None) -> tuple[TrainState, LanguageHistory]:
+    """Trains a next-token model (e.g. :func:`fnnet.gpt.GPT`) on 1-D arrays of token ids.
+
+    Every ``eval_interval`` steps (one compiled ``lax.scan``), it records the mean training
+    loss of the interval and a validation estimate on ``eval_batches`` random batches, prints
+    a line (``verbose``), and saves the whole :class:`TrainState` to ``checkpoint_dir``.
+
+    Args:
+      model: ids ``(B, T)`` -> logits ``(B, T, vocab)``; trained with
+        :data:`fnnet.losses.softmax_cross_entropy` (the mean over all ``B·T`` predictions).
+      optimizer: any optax transformation (see :func:`fnnet.gpt.optimizer`).
+      train_tokens, val_tokens: 1-D integer arrays; checked on the host first (ids outside
+        the model's vocabulary, too short for a window).
+      block_size: tokens of context per window; batch_size: windows per step.
+      steps: optimizer steps in all (when resuming, in total).
+      key: PRNG key for the init, the windows and dropout.
+      grad: ``"manual"`` (hand-written backward) or ``"autodiff"`` (``jax.grad``).
+      params: start from these (copied, never consumed) instead of ``model.init``.
+      resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
+
+    Raises:
+      TrainingDiverged: the loss became NaN or infinite (the message names the step).
+      ValueError: bad arguments or tokens, before anything compiles.
+    """
+    check_grad_mode(grad)
+    for name, value in (("block_size", block_size), ("batch_size", batch_size), ("steps", steps),
+                        ("eval_interval", eval_interval), ("eval_batches", eval_batches)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"fit_language_model: {name} must be a positive int, got {value!r}")
+    vocab_size = _vocab_size(model, block_size)
+    train_tokens = check_tokens(train_tokens, vocab_size, "fit_language_model (train_tokens)",
+                                min_length=block_size + 1)
+    val_tokens = check_tokens(val_tokens, vocab_size, "fit_language_model (val_tokens)",
+                              min_length=block_size + 1)
+    state = init_state(model, optimizer, key, (block_size,), params)
+    history = LanguageHistory()
+    ckpt_path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = checkpoint.load(ckpt_path, like=state)
+        history = LanguageHistory.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
+    train_device, val_device = jnp.asarray(train_tokens), jnp.asarray(val_tokens)
+
+    step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype)
+
+    def interval(state, tokens, length):
+        data_key = jax.random.fold_in(state.key, _DATA_STREAM)
+
+        def body(state, _):
+            x, y = random_windows(tokens, jax.random.fold_in(data_key, state.step), batch_size, block_size)
+            state, metrics = step_fn(state, x, y)
+            return state, metrics["loss"]
+
+        return jax.lax.scan(body, state, None, length=length)
+
+    run_interval = jax.jit(interval, static_argnums=2, donate_argnums=0)
+    @jax.jit
+    def val_estimate(state, tokens):
+        eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
+        return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
+                             batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
+
+    lines = verbose
+    done = int(state.step)
+    while done < steps:
+        length = min(eval_interval, steps - done)
+        started = time.perf_counter()
+        state, losses = run_interval(state, train_device, length)
+        losses = np.asarray(jax.device_get(losses))
+        seconds = time.perf_counter() - started
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.argmax(~np.isfinite(losses)))
+            kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
+            raise TrainingDiverged(f"fit_language_model: loss became {losses[bad]} at step {done + bad + 1}{kept}")
+        done += length
+        history.step.append(done)
+        history.train_loss.append(float(np.mean(losses)))
+        history.val_loss.append(float(val_estimate(state, val_device)))
+        history.seconds.append(seconds)
+        if lines:
+            print(history.line(-1, steps), flush=True, file=sys.stdout)
+        if ckpt_path is not None:
+            checkpoint.save(ckpt_path, state, metadata={"history": history.to_dict(), **(metadata or {})})
+    return state, history
