@@ -19,7 +19,7 @@ MLP = (784, 512, 512, 10)
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str                 # "mlp", "cnn" (benchmarks/cnn.py), "xor" or "ensemble"
+    kind: str                 # "mlp", "cnn" (benchmarks/cnn.py), "gpt" (benchmarks/gpt.py), "xor" or "ensemble"
     sizes: tuple = MLP
     batch: int = 128
     n: int = 59_904           # examples per epoch (468 batches of 128)
@@ -44,6 +44,8 @@ WORKLOADS = {
     "tiny-batch-8": Workload("tiny-batch-8", "mlp", batch=8, n=4096, optimizer="sgd", lr=0.01),
     "tiny-batch-1": Workload("tiny-batch-1", "mlp", batch=1, n=1024, optimizer="sgd", lr=0.01),
     "cnn": Workload("cnn", "cnn", sizes=(784, 10), batch=128, n=2048, optimizer="adam", lr=1e-3),
+    # gpt: n windows of 64 tokens per "epoch" (100 steps of batch 12); throughput in tokens/s
+    "gpt": Workload("gpt", "gpt", sizes=(65, 65), batch=12, n=1200, optimizer="adamw", lr=1e-3),
     "xor": Workload("xor", "xor", sizes=(2, 4, 1), batch=4, n=4, lr=0.5, steps=10_000),
     "xor-ensemble": Workload("xor-ensemble", "ensemble", sizes=(2, 4, 1), batch=4, n=4, lr=0.5,
                              steps=10_000, nets=1000),
@@ -437,6 +439,7 @@ PLAN = {
     "tiny-batch-8": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
     "tiny-batch-1": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
     "cnn": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-loop", "torch-eager"],
+    "gpt": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "torch-eager"],
     "xor": ["fnnet-manual", "jax-scan", "numpy", "torch-eager"],
     "xor-ensemble": ["fnnet-manual", "jax-scan"],
 }

@@ -31,7 +31,8 @@ TARGETS = """Targets (issue 5), checked on this run:
   mnist-sgd / mnist-adam: fnnet-manual >= 1.0x jax-scan, >= 1.2x torch-eager, >= 0.85 of matmul rate
   xor: fnnet-manual >= 10x numpy; xor-ensemble: fnnet-manual >= 7.5M net-steps/s
   compile: fnnet-manual first-epoch compile <= 1.5x jax-scan's; peak memory (mnist) <= 1.2x jax-scan's
-  cnn (issue 10): fnnet-manual >= 1.0x the faster of jax-scan / jax-loop, >= 1.0x torch-eager"""
+  cnn (issue 10): fnnet-manual >= 1.0x the faster of jax-scan / jax-loop, >= 1.0x torch-eager
+  gpt (issue 11): fnnet-manual >= 1.0x fnnet-autodiff, >= 1.0x jax-scan, >= 1.2x torch-eager (tokens/s)"""
 
 
 def measure(contender, workload, epochs, smoke):
@@ -127,6 +128,11 @@ def check_targets(results):
         ours and plain and ours / plain >= 1.0)
     add("cnn: fnnet-manual / torch-eager", ours / torch if ours and torch else None, ">= 1.0",
         ours and torch and ours / torch >= 1.0)
+    ours = _get(results, "gpt", "fnnet-manual", "throughput")
+    for other, bound in (("fnnet-autodiff", 1.0), ("jax-scan", 1.0), ("torch-eager", 1.2)):
+        theirs = _get(results, "gpt", other, "throughput")
+        add(f"gpt: fnnet-manual / {other}", ours / theirs if ours and theirs else None, f">= {bound}",
+            ours and theirs and ours / theirs >= bound)
     ours, numpy = _get(results, "xor", "fnnet-manual", "throughput"), _get(results, "xor", "numpy", "throughput")
     add("xor: fnnet-manual / numpy", ours / numpy if ours and numpy else None, ">= 10", ours and numpy and ours / numpy >= 10)
     ens = _get(results, "xor-ensemble", "fnnet-manual", "throughput")
@@ -141,7 +147,7 @@ def print_table(results):
     print(header)
     print("-" * len(header))
     for name, entry in results["workloads"].items():
-        unit = "net-steps/s" if entry["workload"]["kind"] == "ensemble" else "ex/s"
+        unit = {"ensemble": "net-steps/s", "gpt": "tokens/s"}.get(entry["workload"]["kind"], "ex/s")
         for contender, r in sorted(entry["contenders"].items(), key=lambda kv: -kv[1].get("throughput", 0)):
             if "throughput" not in r:
                 print(f"{name:<14}{contender:<16}  {r.get('skipped') or r.get('error')}")

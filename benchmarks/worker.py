@@ -65,6 +65,10 @@ def main():
         import cnn
 
         runner = cnn.CONTENDERS[args.contender](workload)
+    elif workload.kind == "gpt":
+        import gpt
+
+        runner = gpt.CONTENDERS[args.contender](workload)
     else:
         runner = contenders.CONTENDERS[args.contender](workload)
     if hasattr(runner, "measure_fit") and workload.kind in ("mlp", "cnn"):

@@ -30,6 +30,11 @@ from fnnet.layer import Layer, as_shape, make_layer
 _PARAMS = {"w_qkv", "b_qkv", "w_out", "b_out"}
 
 
+def _rows(t):
+    """``(..., F)`` -> ``(N, F)``: every position of every example a row (one 2-D matmul)."""
+    return t.reshape(-1, t.shape[-1])
+
+
 def causal_mask(length: int):
     """``(T, T)`` booleans, True where query ``i`` may look at key ``j`` (``j <= i``)."""
     return jnp.tril(jnp.ones((length, length), bool))
@@ -111,7 +116,7 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
     def attend(params, x):
         features = check(params, x)
         lead = (None,) * (x.ndim - 1)
-        qkv = x @ params["w_qkv"] + params["b_qkv"][lead]
+        qkv = (_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)) + params["b_qkv"][lead]
         q, k, v = (heads(part, features) for part in jnp.split(qkv, 3, axis=-1))
         scale = 1.0 / math.sqrt(features // num_heads)
         scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
@@ -119,7 +124,7 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         scores = jnp.where(causal_mask(length), scores, -jnp.inf)  # A[i, j] = 0 for j > i
         weights = jax.nn.softmax(scores, axis=-1)
         merged = merge(jnp.einsum("...qk,...kd->...qd", weights, v))
-        y = merged @ params["w_out"] + params["b_out"][lead]
+        y = (_rows(merged) @ params["w_out"]).reshape(x.shape) + params["b_out"][lead]
         return y, (x, q, k, v, weights, merged)
 
     def apply(params, x):
@@ -131,21 +136,21 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
     def backward(params, residuals, dy):
         x, q, k, v, weights, merged = residuals
         features = x.shape[-1]
-        batch_axes = tuple(range(x.ndim - 1))
+        batch_axes = tuple(range(x.ndim - 1))  # db: Σ over every example and position
         scale = 1.0 / math.sqrt(features // num_heads)
         # the output projection, as Dense: dW_out = Oᵀ·dy, db_out = Σ dy, dO = dy·W_outᵀ
-        dw_out = jnp.tensordot(merged, dy, axes=(batch_axes, batch_axes))
+        dw_out = _rows(merged).T @ _rows(dy)
         db_out = jnp.sum(dy, axis=batch_axes)
-        d_out = heads(jnp.einsum("...o,io->...i", dy, params["w_out"]), features)
+        d_out = heads((_rows(dy) @ params["w_out"].T).reshape(dy.shape), features)
         dv = jnp.einsum("...qk,...qd->...kd", weights, d_out)               # dV = Aᵀ·dO
         d_weights = jnp.einsum("...qd,...kd->...qk", d_out, v)              # dA = dO·Vᵀ
         d_scores = weights * (d_weights - jnp.sum(d_weights * weights, axis=-1, keepdims=True))
         dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale          # dQ = dS·K/√D
         dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale          # dK = dSᵀ·Q/√D
         d_qkv = jnp.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
-        dw_qkv = jnp.tensordot(x, d_qkv, axes=(batch_axes, batch_axes))     # xᵀ·d[q k v]
+        dw_qkv = _rows(x).T @ _rows(d_qkv)                                  # xᵀ·d[q k v]
         db_qkv = jnp.sum(d_qkv, axis=batch_axes)
-        dx = jnp.einsum("...o,io->...i", d_qkv, params["w_qkv"])            # d[q k v]·W_qkvᵀ
+        dx = (_rows(d_qkv) @ params["w_qkv"].T).reshape(x.shape)            # d[q k v]·W_qkvᵀ
         grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
         return {key: grads[key].astype(params[key].dtype) for key in grads}, dx.astype(x.dtype)
 

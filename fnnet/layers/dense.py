@@ -62,17 +62,17 @@ def Dense(out_dim: int, w_init=initializers.glorot_uniform, b_init=initializers.
 
     def apply(params, x):
         check(params, x)
-        y = x @ params["w"]
+        y = (x.reshape(-1, x.shape[-1]) @ params["w"]).reshape(x.shape[:-1] + (out_dim,))  # one 2-D matmul
         return y + params["b"][(None,) * (y.ndim - 1)]  # explicit broadcast: fine under strict rank promotion
 
     def forward(params, x):
         return apply(params, x), x
 
     def backward(params, x, dy):
-        batch_axes = tuple(range(x.ndim - 1))
-        dw = jnp.tensordot(x, dy, axes=(batch_axes, batch_axes))  # xᵀ·dy, summed over examples
-        db = jnp.sum(dy, axis=batch_axes)                           # Σ dy
-        dx = jnp.einsum("...o,io->...i", dy, params["w"])           # dy·Wᵀ, no transpose materialised
+        rows_x, rows_dy = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # every example a row
+        dw = rows_x.T @ rows_dy                                      # xᵀ·dy, summed over examples
+        db = jnp.sum(rows_dy, axis=0)                                # Σ dy
+        dx = (rows_dy @ params["w"].T).reshape(x.shape[:-1] + (-1,))  # dy·Wᵀ
         # each gradient in its own tensor's dtype (bfloat16 params with float32 data, and back)
         w, b = params["w"], params["b"]
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)

@@ -21,7 +21,8 @@ The package, one idea per file: :mod:`~fnnet.train.state` (``TrainState``),
 :mod:`~fnnet.train.steps` (one step), :mod:`~fnnet.train.epochs` (one scanned epoch),
 :mod:`~fnnet.train.fitting` (``fit``), :mod:`~fnnet.train.evaluation`,
 :mod:`~fnnet.train.history`, :mod:`~fnnet.train.compiled` (``fit_compiled``,
-``fit_ensemble``), :mod:`~fnnet.train.inputs` (the host-side data checks) and
+``fit_ensemble``), :mod:`~fnnet.train.language` (``fit_language_model``: next-token training on
+random windows of one long text, drawn on the device), :mod:`~fnnet.train.inputs` (the host-side data checks) and
 :mod:`~fnnet.train.tasks` (what a prediction means).
 """
 
@@ -30,12 +31,15 @@ from fnnet.train.epochs import make_epoch
 from fnnet.train.evaluation import evaluate, predict, predict_proba
 from fnnet.train.fitting import CHECKPOINT_NAME, fit
 from fnnet.train.history import History
+from fnnet.train.language import (LanguageHistory, evaluate_language_model, fit_language_model,
+                                  random_windows)
 from fnnet.train.state import TrainingDiverged, TrainState, init_state, weight_decay_mask
 from fnnet.train.steps import make_train_step
 from fnnet.train.tasks import resolve_task
 
 __all__ = [
-    "CHECKPOINT_NAME", "History", "TrainState", "TrainingDiverged", "evaluate", "fit", "fit_compiled",
-    "fit_ensemble", "init_state", "make_epoch", "make_train_step", "predict", "predict_proba",
-    "resolve_task", "weight_decay_mask",
+    "CHECKPOINT_NAME", "History", "LanguageHistory", "TrainState", "TrainingDiverged", "evaluate",
+    "evaluate_language_model", "fit", "fit_compiled", "fit_ensemble", "fit_language_model", "init_state",
+    "make_epoch", "make_train_step", "predict", "predict_proba", "random_windows", "resolve_task",
+    "weight_decay_mask",
 ]

@@ -154,6 +154,27 @@ def evaluate_language_model(model: Layer, params, tokens, *, block_size: int, ba
     return {"loss": loss, "tokens": int(windows * block_size), "bits_per_token": loss / np.log(2)}
 
 
+def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, block_size: int,
+                  batch_size: int, grad: str = "manual", compute_dtype=None):
+    """``interval(state, tokens, length) -> (state, losses)``: ``length`` training steps in one
+    ``lax.scan`` (``length`` static), each on random windows drawn on the device from
+    ``fold_in(fold_in(state.key, DATA), state.step)``; ``losses`` holds each step's batch loss.
+    What :func:`fit_language_model` jits, and what the benchmarks time."""
+    step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype)
+
+    def interval(state, tokens, length):
+        data_key = jax.random.fold_in(state.key, _DATA_STREAM)
+
+        def body(state, _):
+            x, y = random_windows(tokens, jax.random.fold_in(data_key, state.step), batch_size, block_size)
+            state, metrics = step_fn(state, x, y)
+            return state, metrics["loss"]
+
+        return jax.lax.scan(body, state, None, length=length)
+
+    return interval
+
+
 def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, train_tokens, val_tokens, *,
                        block_size: int, batch_size: int = 12, steps: int = 2000, eval_interval: int = 250,
                        eval_batches: int = 20, key, grad: str = "manual", params=None,
@@ -200,19 +221,9 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         history = LanguageHistory.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
     train_device, val_device = jnp.asarray(train_tokens), jnp.asarray(val_tokens)
 
-    step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype)
-
-    def interval(state, tokens, length):
-        data_key = jax.random.fold_in(state.key, _DATA_STREAM)
-
-        def body(state, _):
-            x, y = random_windows(tokens, jax.random.fold_in(data_key, state.step), batch_size, block_size)
-            state, metrics = step_fn(state, x, y)
-            return state, metrics["loss"]
-
-        return jax.lax.scan(body, state, None, length=length)
-
-    run_interval = jax.jit(interval, static_argnums=2, donate_argnums=0)
+    run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
+                                         grad=grad, compute_dtype=compute_dtype),
+                           static_argnums=2, donate_argnums=0)
     @jax.jit
     def val_estimate(state, tokens):
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
