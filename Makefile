@@ -43,6 +43,7 @@ bench-smoke: $(STAMP)
 bench-e2e: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]' || echo "bench extra not installed: PyTorch will be skipped"
 	$(PY) benchmarks/e2e_mnist.py
+	$(PY) benchmarks/e2e_shakespeare.py
 
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/scaling.py

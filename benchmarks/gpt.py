@@ -136,69 +136,90 @@ class JaxGPT(_ScannedSteps):
         self.interval = jax.jit(interval, static_argnums=2, donate_argnums=0)
 
 
+def torch_gpt(vocab=VOCAB, block=BLOCK, layers=LAYERS, heads=HEADS, features=FEATURES):
+    """A nanoGPT-style ``nn.Module`` (pre-LayerNorm blocks, fused QKV, ``F.scaled_dot_product_attention``
+    with ``is_causal=True``, tanh GELU, an untied head), initialised as nanoGPT, and its AdamW
+    param groups (decay on matrices only)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(features), nn.LayerNorm(features)
+            self.c_attn, self.c_proj = nn.Linear(features, 3 * features), nn.Linear(features, features)
+            self.mlp = nn.Sequential(nn.Linear(features, 4 * features), nn.GELU(approximate="tanh"),
+                                     nn.Linear(4 * features, features))
+
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(features, dim=2)
+            q, k, v = (a.view(b, t, heads, c // heads).transpose(1, 2) for a in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, features), nn.Embedding(block, features)
+            self.blocks = nn.ModuleList(Block() for _ in range(layers))
+            self.ln_f, self.head = nn.LayerNorm(features), nn.Linear(features, vocab)
+            for name, p in self.named_parameters():
+                if p.dim() >= 2:
+                    std = 0.02 / math.sqrt(2 * layers) if name.endswith(("c_proj.weight", "mlp.2.weight")) else 0.02
+                    nn.init.normal_(p, 0.0, std)
+                elif name.endswith("bias"):
+                    nn.init.zeros_(p)
+
+        def forward(self, idx):
+            h = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for block in self.blocks:
+                h = block(h)
+            return self.head(self.ln_f(h))
+
+    model = GPT()
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    return model, groups
+
+
+def torch_train_step(torch, model, opt, tokens, generator, batch, block=BLOCK):
+    """One nanoGPT step: random windows, cross-entropy, backward, clip at 1.0, AdamW."""
+    from torch.nn import functional as F
+
+    starts = torch.randint(len(tokens) - block, (batch,), generator=generator)
+    x = torch.stack([tokens[s:s + block] for s in starts])
+    y = torch.stack([tokens[s + 1:s + 1 + block] for s in starts])
+    logits = model(x)
+    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
 class TorchGPT:
-    """A nanoGPT-style model in PyTorch eager, AdamW and clipping as nanoGPT, 2 threads."""
+    """The nanoGPT-style model in PyTorch eager, AdamW and clipping as nanoGPT, 2 threads."""
 
     def __init__(self, workload):
         import torch
-        from torch import nn
-        from torch.nn import functional as F
 
         torch.set_num_threads(2)
         torch.manual_seed(0)
-
-        class Block(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.ln_1, self.ln_2 = nn.LayerNorm(FEATURES), nn.LayerNorm(FEATURES)
-                self.c_attn, self.c_proj = nn.Linear(FEATURES, 3 * FEATURES), nn.Linear(FEATURES, FEATURES)
-                self.mlp = nn.Sequential(nn.Linear(FEATURES, 4 * FEATURES), nn.GELU(approximate="tanh"),
-                                         nn.Linear(4 * FEATURES, FEATURES))
-
-            def forward(self, x):
-                b, t, c = x.shape
-                q, k, v = self.c_attn(self.ln_1(x)).split(FEATURES, dim=2)
-                q, k, v = (a.view(b, t, HEADS, c // HEADS).transpose(1, 2) for a in (q, k, v))
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                x = x + self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
-                return x + self.mlp(self.ln_2(x))
-
-        class GPT(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.wte, self.wpe = nn.Embedding(VOCAB, FEATURES), nn.Embedding(BLOCK, FEATURES)
-                self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
-                self.ln_f, self.head = nn.LayerNorm(FEATURES), nn.Linear(FEATURES, VOCAB)
-
-            def forward(self, idx):
-                h = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-                for block in self.blocks:
-                    h = block(h)
-                return self.head(self.ln_f(h))
-
-        self.torch, self.F, self.w = torch, F, workload
+        self.torch, self.w = torch, workload
         self.steps = max(1, workload.n // workload.batch)
-        self.model = GPT()
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        other = [p for p in self.model.parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                                     lr=1e-3, betas=(0.9, 0.99))
+        self.model, groups = torch_gpt()
+        self.opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
         self.tokens = torch.from_numpy(random_tokens().astype(np.int64))
         self.generator = torch.Generator().manual_seed(1)
 
     def run_epoch(self):
-        torch, batch = self.torch, self.w.batch
         for _ in range(self.steps):
-            starts = torch.randint(len(self.tokens) - BLOCK, (batch,), generator=self.generator)
-            x = torch.stack([self.tokens[s:s + BLOCK] for s in starts])
-            y = torch.stack([self.tokens[s + 1:s + 1 + BLOCK] for s in starts])
-            logits = self.model(x)
-            loss = self.F.cross_entropy(logits.view(-1, VOCAB), y.view(-1))
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
-        return self.steps * batch * BLOCK
+            torch_train_step(self.torch, self.model, self.opt, self.tokens, self.generator, self.w.batch)
+        return self.steps * self.w.batch * BLOCK
 
 
 CONTENDERS = {

@@ -15,10 +15,12 @@ The public API, at a glance:
   (reference), :func:`objective` (``jax.custom_vjp``), :func:`per_example_grads`;
 * :mod:`fnnet.gradcheck` and :func:`summary`;
 * :mod:`fnnet.train` (``fit``, ``evaluate``, ``make_train_step``, ``fit_ensemble``),
-  checkpoints :func:`save` / :func:`load`.
+  checkpoints :func:`save` / :func:`load`;
+* :mod:`fnnet.gpt` (``GPT``, ``generate``) with :func:`fnnet.train.fit_language_model` and
+  :func:`fnnet.datasets.tiny_shakespeare`: a character-level GPT, every backward by hand.
 """
 
-from fnnet import checkpoint, datasets, gradcheck, initializers, layers, losses, train
+from fnnet import checkpoint, datasets, gpt, gradcheck, initializers, layers, losses, train
 from fnnet.checkpoint import load, save
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
@@ -37,7 +39,7 @@ __all__ = [
     "AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "FanInConcat", "FanInSum", "FanOut",
     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
     "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "apply_with_state",
-    "autodiff_value_and_grad", "checkpoint", "datasets", "forward_with_state", "gradcheck", "init_with_state",
+    "autodiff_value_and_grad", "checkpoint", "datasets", "forward_with_state", "gpt", "gradcheck", "init_with_state",
     "initializers", "is_stateful", "layer_name", "layers", "load", "load_run", "losses", "objective",
     "parallel", "per_example_grads", "save", "serial", "summary", "train", "value_and_grad",
 ]

@@ -25,14 +25,17 @@ def test_benchmark_suite_smoke(repo_root, tmp_path):
     assert "fnnet-manual" in out.stdout and "Targets" in out.stdout
 
 
-def test_cnn_workload_smoke(repo_root, tmp_path):
-    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke", "--workloads", "cnn",
+def test_cnn_and_gpt_workload_smoke(repo_root, tmp_path):
+    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke", "--workloads", "cnn,gpt",
                           "--contenders", "fnnet-manual,jax-loop", "--epochs", "1", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     cnn = json.loads((tmp_path / "smoke.json").read_text())["workloads"]["cnn"]["contenders"]
     assert cnn["fnnet-manual"]["throughput"] > 0 and cnn["jax-loop"]["throughput"] > 0
     assert "cnn: fnnet-manual / best plain-JAX autodiff" in out.stdout
+    gpt = json.loads((tmp_path / "smoke.json").read_text())["workloads"]["gpt"]["contenders"]
+    assert gpt["fnnet-manual"]["throughput"] > 0 and "gpt: fnnet-manual / torch-eager" in out.stdout
+    assert "tokens/s" in out.stdout
 
 
 def test_worker_reports_a_skip_for_missing_peers(repo_root):

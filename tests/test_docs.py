@@ -10,7 +10,7 @@ MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations
            "fnnet.layer", "fnnet.combinators", "fnnet.recipes",
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
-           "fnnet.datasets"]
+           "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -249,30 +249,32 @@ def test_generate_greedy_matches_a_plain_loop_and_keeps_the_prompt():
         gpt.generate(model, params, prompt, 3, block_size=5, key=jax.random.PRNGKey(0), temperature=0)
 
 
-def test_short_training_lowers_the_validation_loss(shakespeare_data):
-    """A small GPT for 300 steps: from ln(65) = 4.17 to below 2.45 nats per character on the whole
-    validation split, better than any model of one character of context can do (character
-    frequencies give 3.35, the best bigram table 2.48): it has learnt to use the context.
-    Runs in a subprocess with XLA's default optimisation (the test configuration compiles quickly
-    but runs slowly)."""
-    script = """
-import jax, json
-from fnnet import datasets, gpt
-from fnnet.train import language
-text = datasets.tiny_shakespeare()
-model = gpt.GPT(gpt.GPTConfig(vocab_size=text.vocab_size, block_size=32, num_layers=2, num_heads=2, features=64))
-state, history = language.fit_language_model(model, gpt.optimizer(300, lr=3e-3, warmup=20), text.train, text.val,
-    block_size=32, batch_size=16, steps=300, eval_interval=100, key=jax.random.PRNGKey(0), verbose=False)
-print(json.dumps({"val": language.evaluate_language_model(model, state.params, text.val, block_size=32)["loss"],
-                  "history": history.to_dict()}))
-"""
+def _run_example(shakespeare_data, out, *args):
     env = dict(os.environ, FNNET_DATA=str(shakespeare_data))
-    env.pop("XLA_FLAGS", None)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    env.pop("XLA_FLAGS", None)  # XLA's default optimisation: the test configuration compiles fast, runs slowly
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "shakespeare_gpt.py"), "--out", str(out), *args],
+                            capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["val"] < 2.45, out
-    assert out["history"]["val_loss"][0] > out["history"]["val_loss"][-1]
+    return json.loads((out / "metrics.json").read_text()), result.stdout
+
+
+def test_example_short_run_lowers_the_validation_loss(shakespeare_data, tmp_path):
+    """The example with a small GPT for 300 steps: from ln(65) = 4.17 to below 2.45 nats per
+    character on the whole validation split, better than any model with one character of context
+    can do (character frequencies give 3.35, the best bigram table 2.48): it uses the context."""
+    metrics, stdout = _run_example(shakespeare_data, tmp_path, "--steps", "300", "--layers", "2", "--heads", "2",
+                                   "--features", "64", "--block-size", "32", "--batch-size", "16", "--lr", "3e-3",
+                                   "--warmup", "20", "--eval-interval", "100")
+    assert metrics["val_loss"] < 2.45, metrics
+    assert metrics["history"]["val_loss"][0] > metrics["history"]["val_loss"][-1]
+    assert metrics["gradcheck_worst_rel_error"] < 1e-10
+    assert (tmp_path / "sample.txt").read_text().startswith("ROMEO:") and "ROMEO:" in stdout
+
+
+@pytest.mark.slow
+def test_example_full_run_reaches_nanogpt_validation_loss(shakespeare_data, tmp_path):
+    metrics, _ = _run_example(shakespeare_data, tmp_path)
+    assert metrics["val_loss"] <= 1.88, metrics
 
 
 # --- the command line -------------------------------------------------------------------------------
