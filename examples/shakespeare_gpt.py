@@ -47,11 +47,11 @@ def check_gradients(verbose: bool) -> float:
 
 
 def main(*, steps=2000, layers=4, heads=4, features=128, block_size=64, batch_size=12, lr=2e-3,
-         warmup=100, eval_interval=250, out="runs/shakespeare-gpt", verbose=True) -> dict:
+         warmup=100, eval_interval=250, out="runs/shakespeare-gpt", gradcheck=True, verbose=True) -> dict:
     started = time.perf_counter()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    worst = check_gradients(verbose)
+    worst = check_gradients(verbose) if gradcheck else None
     text = datasets.tiny_shakespeare()
     config = gpt.GPTConfig(vocab_size=text.vocab_size, block_size=block_size, num_layers=layers,
                            num_heads=heads, features=features)
@@ -86,5 +86,7 @@ if __name__ == "__main__":
         parser.add_argument(f"--{flag}", type=int, default=default)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--out", default="runs/shakespeare-gpt")
+    parser.add_argument("--no-gradcheck", dest="gradcheck", action="store_false",
+                        help="skip step 1 (the gradient checks)")
     args = parser.parse_args()
-    main(**{k: v for k, v in vars(args).items()})
+    main(**vars(args))

@@ -67,15 +67,20 @@ def test_layers_under_vmap_match_the_batch():
     model = gpt.GPT(config)
     _, params = model.init(jax.random.PRNGKey(0), (8,))
     ids = jax.random.randint(jax.random.PRNGKey(1), (3, 8), 0, 11)
-    logits, residuals = model.forward(params, ids)
-    dy = jax.random.normal(jax.random.PRNGKey(2), logits.shape)
-    grads, _ = model.backward(params, residuals, dy)
+    dy = jax.random.normal(jax.random.PRNGKey(2), (3, 8, 11))
+
+    @jax.jit
+    def batched(ids, dy):
+        logits, residuals = model.forward(params, ids)
+        return logits, model.backward(params, residuals, dy)[0]
+
+    logits, grads = batched(ids, dy)
 
     def one(example, d):
         y, res = model.forward(params, example)
         return y, model.backward(params, res, d)[0]
 
-    ys, per_example = jax.vmap(one)(ids, dy)
+    ys, per_example = jax.jit(jax.vmap(one))(ids, dy)
     chex.assert_trees_all_close(ys, logits, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(jax.tree.map(lambda g: g.sum(0), per_example), grads, rtol=1e-4, atol=1e-6)
 
@@ -105,14 +110,19 @@ def test_softmax_cross_entropy_on_sequences_is_the_mean_over_tokens(x64):
 
 
 def test_gpt_model_gradcheck_and_manual_equals_autodiff_step(x64):
+    """The example's own check: attention and a 2-block GPT against jax.vjp and finite differences."""
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import shakespeare_gpt
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    assert shakespeare_gpt.check_gradients(verbose=False) < 1e-10     # raises GradientMismatch if not
     model = gpt.GPT(gpt.GPTConfig(vocab_size=7, block_size=6, num_layers=2, num_heads=2, features=8))
     _, params = model.init(jax.random.PRNGKey(0), (6,))
     ids = jax.random.randint(jax.random.PRNGKey(1), (3, 6), 0, 7)
     targets = jax.random.randint(jax.random.PRNGKey(2), (3, 6), 0, 7)
-    report = gradcheck.check_model(model, losses.softmax_cross_entropy, params, ids, targets)
-    assert report.passed and len(report.rows) == 2 + 2 * 12 + 4     # every leaf, none skipped
-    manual = fnnet.value_and_grad(model, losses.softmax_cross_entropy)(params, ids, targets)
-    reference = fnnet.autodiff_value_and_grad(model, losses.softmax_cross_entropy)(params, ids, targets)
+    manual = jax.jit(fnnet.value_and_grad(model, losses.softmax_cross_entropy))(params, ids, targets)
+    reference = jax.jit(fnnet.autodiff_value_and_grad(model, losses.softmax_cross_entropy))(params, ids, targets)
     chex.assert_trees_all_close(manual, reference, rtol=1e-10, atol=1e-14)
 
 
@@ -239,9 +249,10 @@ def test_generate_greedy_matches_a_plain_loop_and_keeps_the_prompt():
     prompt = jnp.array([1, 2, 3], jnp.int32)
     out = gpt.generate(model, params, prompt, 6, block_size=5, key=jax.random.PRNGKey(0), top_k=1)
     ids = [1, 2, 3]
+    apply = jax.jit(model.apply)
     for _ in range(6):                               # greedy decoding, one full forward per token
         window = jnp.array(ids[-5:])[None]
-        ids.append(int(jnp.argmax(model.apply(params, window)[0, -1])))
+        ids.append(int(jnp.argmax(apply(params, window)[0, -1])))
     assert out.tolist() == ids
     again = gpt.generate(model, params, prompt, 6, block_size=5, key=jax.random.PRNGKey(7), temperature=0.8)
     assert again[:3].tolist() == [1, 2, 3] and len(again) == 9 and int(again.max()) < 6
@@ -264,10 +275,9 @@ def test_example_short_run_lowers_the_validation_loss(shakespeare_data, tmp_path
     can do (character frequencies give 3.35, the best bigram table 2.48): it uses the context."""
     metrics, stdout = _run_example(shakespeare_data, tmp_path, "--steps", "300", "--layers", "2", "--heads", "2",
                                    "--features", "64", "--block-size", "32", "--batch-size", "16", "--lr", "3e-3",
-                                   "--warmup", "20", "--eval-interval", "100")
-    assert metrics["val_loss"] < 2.45, metrics
+                                   "--warmup", "20", "--eval-interval", "100", "--no-gradcheck")
+    assert metrics["val_loss"] < 2.45, metrics          # (the example's gradient check is tested above)
     assert metrics["history"]["val_loss"][0] > metrics["history"]["val_loss"][-1]
-    assert metrics["gradcheck_worst_rel_error"] < 1e-10
     assert (tmp_path / "sample.txt").read_text().startswith("ROMEO:") and "ROMEO:" in stdout
 
 
