@@ -123,6 +123,8 @@ def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: i
     """
     if temperature <= 0:
         raise ValueError(f"generate: temperature must be > 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
     prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
     if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
         raise ValueError(f"generate: prompt_ids must be a non-empty 1-D array of ids, got shape "
@@ -144,6 +146,8 @@ def _generate(model, params, state, prompt_ids, num_tokens, block_size, key, tem
             logits, _ = apply_with_state(model, params, state, window[None], train=False)
             logits = logits[0, position - 1 - start] / temperature
             if top_k is not None:
+                if top_k > logits.shape[-1]:
+                    raise ValueError(f"generate: top_k {top_k} is larger than the vocabulary ({logits.shape[-1]})")
                 cutoff = jax.lax.top_k(logits, top_k)[0][-1]
                 logits = jnp.where(logits < cutoff, -jnp.inf, logits)
             token = jax.random.categorical(jax.random.fold_in(key, position), logits)

@@ -20,10 +20,13 @@ def resolve_task(loss: Loss, task: str | None) -> str | None:
 
 
 def correct(loss: Loss, task: str | None, pred, y):
-    """Per-example correctness in [0, 1] (None when the task has no accuracy)."""
+    """Per-example correctness in [0, 1], shape ``(B,)`` (None when the task has no accuracy). For
+    predictions with more axes (a sequence's ``(B, T, V)`` logits) each example scores the fraction
+    of its positions predicted right."""
     if task == "multiclass":
         labels = y if y.ndim == pred.ndim - 1 else jnp.argmax(y, axis=-1)
-        return (jnp.argmax(pred, axis=-1) == labels).astype(jnp.float32)
+        hits = (jnp.argmax(pred, axis=-1) == labels).astype(jnp.float32)
+        return jnp.mean(hits, axis=tuple(range(1, hits.ndim)))  # a sequence: its fraction of right tokens
     if task == "binary":
         threshold = 0.0 if loss_kind(loss) == "logits" else 0.5  # logits vs sigmoid output
         hits = (pred > threshold) == (y > 0.5)
