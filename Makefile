@@ -44,6 +44,7 @@ bench-e2e: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]' || echo "bench extra not installed: PyTorch will be skipped"
 	$(PY) benchmarks/e2e_mnist.py
 	$(PY) benchmarks/e2e_shakespeare.py
+	$(PY) benchmarks/e2e_cnn.py
 
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/scaling.py

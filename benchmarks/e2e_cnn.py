@@ -1,0 +1,70 @@
+"""End to end: time to 99% MNIST test accuracy with the CNN, fnnet against PyTorch eager.
+
+``python examples/mnist_cnn.py`` and ``benchmarks/pytorch_mnist_cnn.py`` (the same network and
+recipe) each run in a fresh process; both print a line per epoch with the test accuracy,
+which this script timestamps as it arrives. The time to 99% is from launching the process
+(interpreter start, imports, data loading, compilation, training and the per-epoch
+evaluations all included) to the first epoch line at or above 99%; the process is then
+stopped. Writes ``benchmarks/results/e2e_cnn.json``.
+
+Run: ``python benchmarks/e2e_cnn.py`` (needs MNIST and torch; at most ~15 minutes on 2 cores)
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+TARGET = 0.99
+
+
+def time_to_target(command, cwd=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    epochs = []
+    try:
+        for line in process.stdout:
+            match = re.search(r"^epoch (\d+)/\d+.*eval_accuracy ([\d.]+)", line)
+            if match:
+                epochs.append({"epoch": int(match.group(1)), "eval_accuracy": float(match.group(2)),
+                               "seconds": time.perf_counter() - started})
+                if epochs[-1]["eval_accuracy"] >= TARGET:
+                    break
+    finally:
+        process.kill()
+        process.wait()
+    reached = next((e for e in epochs if e["eval_accuracy"] >= TARGET), None)
+    if reached is None and not epochs:
+        return {"error": (process.stderr.read().strip().splitlines() or ["no epoch printed"])[-1]}
+    return {"seconds_to_99": reached["seconds"] if reached else None,
+            "epochs_to_99": reached["epoch"] if reached else None, "epochs": epochs}
+
+
+def main():
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["fnnet"] = time_to_target([sys.executable, str(HERE.parent / "examples" / "mnist_cnn.py"),
+                                           "--out", tmp], cwd=HERE.parent / "examples")
+    results["pytorch"] = time_to_target([sys.executable, str(HERE / "pytorch_mnist_cnn.py")])
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<8} {r['error']}")
+        elif r["seconds_to_99"] is None:
+            print(f"{name:<8} did not reach 99% (best {max(e['eval_accuracy'] for e in r['epochs']):.2%})")
+        else:
+            print(f"{name:<8} 99% test accuracy after {r['epochs_to_99']} epochs, {r['seconds_to_99']:.1f} s "
+                  f"from process start")
+    if all(r.get("seconds_to_99") for r in results.values()):
+        print(f"fnnet is {results['pytorch']['seconds_to_99'] / results['fnnet']['seconds_to_99']:.2f}x faster to 99%")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "e2e_cnn.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
