@@ -1,7 +1,8 @@
-"""Data sets: the tutorials' XOR, regression, breast cancer and digits; MNIST and Fashion-MNIST.
+"""Data sets: the tutorials' XOR, regression, breast cancer and digits; MNIST and Fashion-MNIST;
+Tiny Shakespeare (:func:`tiny_shakespeare`, character ids for a GPT).
 
-MNIST-style sets are read from the four standard IDX ``.gz`` files. They are
-looked for, in this order:
+MNIST-style sets are read from the four standard IDX ``.gz`` files (Tiny Shakespeare from
+char-rnn's ``input.txt``). They are looked for, in this order:
 
 1. an explicit ``path=`` (the folder holding the four files, or its parent);
 2. ``$FNNET_DATA/<name>/`` (or ``$FNNET_DATA`` itself);

@@ -122,7 +122,7 @@ DATASETS = {
     "fashion-mnist": DatasetSpec(_load_fashion, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam",
                                  1e-3, 15, 128, class_names=_FASHION_CLASSES, schedule="cosine",
                                  x_range=(0.0, 1.0), preprocessing=_PIXELS.format("fashion_mnist"),
-                                 image_shape=(28, 28, 1), cnn_epochs=12),
+                                 image_shape=(28, 28, 1), cnn_epochs=16),  # 92.74% (12 epochs: 92.36%)
 }
 
 
