@@ -44,7 +44,8 @@ What every layer's functions promise, and :mod:`fnnet.gradcheck` checks:
 
 * ``forward(params, x)[0]`` equals ``apply(params, x)``; ``apply`` is plain, differentiable JAX;
 * ``backward`` returns ``dparams`` with the params' tree structure, shapes and dtypes (``()`` for
-  none) and ``dx`` shaped like ``x``;
+  none) and ``dx`` shaped like ``x`` (for integer input such as token ids, JAX's ``float0`` zeros,
+  ``np.zeros(x.shape, jax.dtypes.float0)``, as :func:`fnnet.Embedding` returns: no cotangent);
 * any number of leading batch axes: parameter gradients are summed over all of them
   (``jnp.sum(dy * x, axis=tuple(range(dy.ndim - 1)))``), so the same layer runs on one example
   under ``jax.vmap``;
