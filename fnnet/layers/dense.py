@@ -72,7 +72,7 @@ def Dense(out_dim: int, w_init=initializers.glorot_uniform, b_init=initializers.
         rows_x, rows_dy = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # every example a row
         dw = rows_x.T @ rows_dy                                      # xᵀ·dy, summed over examples
         db = jnp.sum(rows_dy, axis=0)                                # Σ dy
-        dx = (rows_dy @ params["w"].T).reshape(x.shape[:-1] + (-1,))  # dy·Wᵀ
+        dx = jnp.einsum("...o,io->...i", dy, params["w"])           # dy·Wᵀ, no transpose materialised
         # each gradient in its own tensor's dtype (bfloat16 params with float32 data, and back)
         w, b = params["w"], params["b"]
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
