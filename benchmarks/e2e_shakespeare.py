@@ -11,19 +11,14 @@ Run: ``python benchmarks/e2e_shakespeare.py`` (needs Tiny Shakespeare, see fnnet
 
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from e2e_mnist import timed  # noqa: E402  (a command's CompletedProcess and wall seconds)
+
 TARGET = 1.88
-
-
-def timed(command):
-    started = time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True)
-    return out, time.perf_counter() - started
 
 
 def main():

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -118,7 +119,7 @@ def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: i
     One jitted loop (``lax.fori_loop``) over the new positions. Each position runs the
     whole model on the last ``block_size`` ids (no key/value cache): a window of fixed
     shape, padded on the right while the text is shorter than the block, which the causal
-    mask makes harmless, so it compiles once. Cost: a full forward pass of ``block_size``
+    mask makes harmless, so it compiles once per model and sizes (not per call). Cost: a full forward pass of ``block_size``
     positions per new token.
     """
     if temperature <= 0:
@@ -137,22 +138,25 @@ def _generate(model, params, state, prompt_ids, num_tokens, block_size, key, tem
     prompt_length = prompt_ids.shape[0]
     total = prompt_length + num_tokens
     buffer = jnp.zeros((max(total, block_size),), jnp.int32).at[:prompt_length].set(prompt_ids)
+    return _sample_loop(model, params, state, buffer, key, jnp.asarray(temperature, jnp.float32),
+                        prompt_length=prompt_length, total=total, block_size=block_size, top_k=top_k)[:total]
 
-    @jax.jit
-    def run(params, state, buffer, key):
-        def body(position, buffer):
-            start = jnp.maximum(position - block_size, 0)           # the window ends at `position`
-            window = jax.lax.dynamic_slice(buffer, (start,), (block_size,))
-            logits, _ = apply_with_state(model, params, state, window[None], train=False)
-            logits = logits[0, position - 1 - start] / temperature
-            if top_k is not None:
-                if top_k > logits.shape[-1]:
-                    raise ValueError(f"generate: top_k {top_k} is larger than the vocabulary ({logits.shape[-1]})")
-                cutoff = jax.lax.top_k(logits, top_k)[0][-1]
-                logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-            token = jax.random.categorical(jax.random.fold_in(key, position), logits)
-            return buffer.at[position].set(token.astype(jnp.int32))
 
-        return jax.lax.fori_loop(prompt_length, total, body, buffer)
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("prompt_length", "total", "block_size", "top_k"))
+def _sample_loop(model, params, state, buffer, key, temperature, *, prompt_length, total, block_size, top_k):
+    """The jitted loop of :func:`generate`, compiled once per model and sizes (the temperature is traced,
+    so a new one does not recompile)."""
+    def body(position, buffer):
+        start = jnp.maximum(position - block_size, 0)           # the window ends at `position`
+        window = jax.lax.dynamic_slice(buffer, (start,), (block_size,))
+        logits, _ = apply_with_state(model, params, state, window[None], train=False)
+        logits = logits[0, position - 1 - start] / temperature.astype(logits.dtype)
+        if top_k is not None:
+            if top_k > logits.shape[-1]:
+                raise ValueError(f"generate: top_k {top_k} is larger than the vocabulary ({logits.shape[-1]})")
+            cutoff = jax.lax.top_k(logits, top_k)[0][-1]
+            logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+        token = jax.random.categorical(jax.random.fold_in(key, position), logits)
+        return buffer.at[position].set(token.astype(jnp.int32))
 
-    return run(params, state, buffer, key)[:total]
+    return jax.lax.fori_loop(prompt_length, total, body, buffer)

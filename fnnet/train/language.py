@@ -27,10 +27,10 @@ from fnnet import checkpoint
 from fnnet.gradients import check_grad_mode, per_example_loss
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
+from fnnet.train.fitting import CHECKPOINT_NAME
 from fnnet.train.state import TrainingDiverged, TrainState, init_state
 from fnnet.train.steps import make_train_step
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 _DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fold_in(key, step)
 
 
