@@ -275,3 +275,29 @@ def test_per_example_grads_refuse_batch_statistics_and_ensembles_train():
                                          keys=jax.random.split(jax.random.PRNGKey(0), 2), epochs=2, batch_size=32)
     assert metrics["loss"].shape == (2, 2) and states.model_state[1]["mean"].shape == (2, 8)
     assert not np.allclose(states.model_state[1]["mean"][0], states.model_state[1]["mean"][1])
+
+
+@pytest.mark.parametrize("n, sizes", [(70, [32, 32, 6]), (65, [32, 33])])
+def test_batch_statistics_never_see_padding(x64, n, sizes):
+    """A partial last batch runs as a smaller batch for a model with BatchNorm: the epoch equals
+    plain steps on exactly the real examples (a remainder of one joins the batch before it)."""
+    model = fnnet.serial(fnnet.Conv(4, 3), fnnet.BatchNorm(), fnnet.Relu, fnnet.GlobalAvgPool, fnnet.Dense(2))
+    x, y = _image_task(n)
+    x = x.astype(np.float64)
+    optimizer = optax.sgd(0.1)
+    state = train.init_state(model, optimizer, jax.random.PRNGKey(0), x.shape[1:])
+    epoch = jax.jit(train.make_epoch(model, losses.softmax_cross_entropy, optimizer, n=n, batch_size=32))
+    after_epoch, metrics = epoch(state, x, y)
+    np.testing.assert_array_equal(metrics["count"], sizes)
+
+    order, _ = train.epochs.batch_plan(state.key, state.step, n, 32)
+    order = np.asarray(order).reshape(-1)[:n]
+    assert sorted(order.tolist()) == list(range(n))  # every example once
+    step = jax.jit(train.make_train_step(model, losses.softmax_cross_entropy, optimizer))
+    start = 0
+    for size in sizes:
+        batch = order[start:start + size]
+        state, batch_metrics = step(state, x[batch], y[batch])
+        start += size
+    chex.assert_trees_all_close(after_epoch, state, rtol=1e-12)
+    assert float(metrics["loss"][-1]) == pytest.approx(float(batch_metrics["loss"]), rel=1e-12)

@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import Layer
+from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
 from fnnet.shuffle import permutation
 from fnnet.train.state import TrainState
@@ -45,9 +45,19 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     Not jitted: :func:`fit` jits it (with the state donated) and :func:`fit_ensemble`
     vmaps it. ``metrics`` has one entry per batch, plus ``count`` (valid examples per batch).
     ``constrain`` (e.g. a sharding constraint) is applied to each gathered batch.
+
+    When ``batch_size`` does not divide ``n``, the last batch of the epoch is partial. For a
+    stateless model it is padded to full size and the padding masked out of the loss (each
+    example's loss is independent of the others, so this is exact). A model with state
+    (BatchNorm's batch statistics, or a stateful layer of your own) sees whole batches: its
+    last batch runs as a smaller batch of the ``n % batch_size`` remaining examples (a second
+    shape of the step, compiled into the same program), so padding never enters a batch
+    mean or variance. A remainder of one example joins the batch before it (batch statistics
+    need two), so no example is ever dropped.
     """
     step = make_train_step(model, loss, optimizer, grad=grad, task=task, compute_dtype=compute_dtype)
     full = n % batch_size == 0  # then no padding, no masking
+    whole_batches = not full and is_stateful(model)  # batch statistics: a smaller last batch, no padding
 
     def epoch(state: TrainState, x, y):
         if n <= batch_size:  # full batch: order does not matter, no gather, no mask
@@ -56,6 +66,8 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
             metrics["count"] = jnp.asarray(n, jnp.float32)
             return state, jax.tree.map(lambda m: m[None], metrics)
         order, weights = batch_plan(state.key, state.step, n, batch_size, shuffle)
+        if whole_batches:
+            return whole_batch_epoch(state, x, y, order)
 
         def body(state, plan):
             indices, batch_weights = plan
@@ -73,5 +85,25 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
             return state, metrics
 
         return jax.lax.scan(body, state, (order, None if full else weights))
+
+    def whole_batch_epoch(state, x, y, order):
+        n_full, remainder = divmod(n, batch_size)
+        if remainder == 1:  # a batch of one has no batch statistics: the last whole batch takes it
+            n_full, remainder = n_full - 1, batch_size + 1
+
+        def body(state, indices):
+            xb, yb = gather(x, indices), gather(y, indices)
+            if constrain is not None:
+                xb, yb = constrain(xb), constrain(yb)
+            state, metrics = step(state, xb, yb)
+            metrics["count"] = jnp.asarray(batch_size, jnp.float32)
+            return state, metrics
+
+        state, metrics = jax.lax.scan(body, state, order[:n_full])
+        tail = order.reshape(-1)[n_full * batch_size:n]  # the padding after these is never read
+        # the tail is not sharded over a mesh: it may not divide over the devices (one small step)
+        state, tail_metrics = step(state, gather(x, tail), gather(y, tail))
+        tail_metrics["count"] = jnp.asarray(remainder, jnp.float32)
+        return state, jax.tree.map(lambda ms, m: jnp.concatenate([ms, m[None]]), metrics, tail_metrics)
 
     return epoch

@@ -66,7 +66,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     ``lax.scan`` (compiled once; fnnet's own state buffers are donated from epoch to
     epoch, never an array you hold: ``params`` are copied first, and ``on_epoch_end``
     gets a state of its own that stays valid). The last partial batch is padded and
-    masked: no example is dropped, nothing recompiles.
+    masked: no example is dropped, nothing recompiles. A model with state (BatchNorm) gets
+    a smaller last batch instead, so padding never enters its batch statistics
+    (:func:`fnnet.train.make_epoch`).
 
     Before anything compiles, the data are checked on the host (:mod:`fnnet.train.inputs`):
     NaN/inf in ``x``, ``y`` or ``eval_data``, labels outside the model's classes, targets
