@@ -128,6 +128,24 @@ def test_random_convolutions_backprop_exactly(spec):
         chex.assert_trees_all_close(manual, reference, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("path", ["im2col-transposed", "im2col-chunked", "convolution"])
+@pytest.mark.parametrize("make, in_shape", [
+    (lambda c: fnnet.Conv(c, 3, strides=(2, 1), padding=((2, 0), (1, 1)), dilation=(1, 2)), (9, 8)),
+    (lambda c: fnnet.Conv1D(c, 5, strides=2, dilation=2), (17,))])
+def test_every_kernel_gradient_path_is_exact(x64, monkeypatch, path, make, in_shape):
+    """dW has three formulations (see conv_kernel_grad): each must equal jax.vjp's."""
+    from fnnet.layers import conv
+    channels = 2 if path == "im2col-transposed" else 8  # taps·Cin <= 32 takes the transposed columns
+    if path == "convolution":
+        monkeypatch.setattr(conv, "_IM2COL_MAX_BYTES", 0)
+    layer = make(3)
+    params, x = _inputs(layer, in_shape + (channels,), batch=4)
+    y, residuals = layer.forward(params, x)
+    dy = jax.random.normal(jax.random.PRNGKey(5), y.shape, jnp.float64)
+    manual = layer.backward(params, residuals, dy)
+    chex.assert_trees_all_close(manual, jax.vjp(layer.apply, params, x)[1](dy), rtol=1e-10, atol=1e-12)
+
+
 def test_max_pool_gives_each_window_one_maximum_like_reduce_window(x64):
     pool = fnnet.MaxPool(2, strides=1)  # overlapping windows, and whole windows of ReLU zeros
     x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 2))))

@@ -12,14 +12,18 @@ and the backward pass is two more convolutions and a sum::
     dx = a transposed convolution of dy with the flipped kernel:
          dx = conv(dilate(dy, S), flip(W)ᵀ) with padding (K_eff - 1 - lo, ...)
 
-Both are written as plain ``lax.conv_general_dilated`` calls in the canonical
-NHWC / HWIO layout (XLA's CPU backend runs those fastest, also inside ``lax.scan``).
-Feature groups (``feature_group_count``, depthwise when it equals the input channels)
-split the channels into independent blocks; ``dW`` then uses ``batch_group_count``.
+The forward pass and ``dx`` are plain ``lax.conv_general_dilated`` calls in the canonical
+NHWC / HWIO layout (XLA's CPU backend runs those fastest, also inside ``lax.scan``);
+on the CPU ``dW`` is one matrix product of the input's patches (im2col) with ``dy``, which
+that backend runs faster than the convolution form of it at moderate sizes
+(``benchmarks/profile_cnn.py``). Feature groups (``feature_group_count``, depthwise when it
+equals the input channels) split the channels into independent blocks; ``dW`` then uses a
+convolution with ``batch_group_count``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -109,9 +113,23 @@ def conv_input_grad(dy, w, in_sizes, strides, pads, dilation, groups, rank):
                                     feature_group_count=groups)
 
 
+_IM2COL_MAX_BYTES = 32 * 2**20  # above this the patches' memory traffic costs more than the product saves
+
+
 def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
-    """``dW``: the correlation of the input with ``dy``, as a canonical convolution in which the
-    input channels play the batch, the examples the features, and ``dy`` is the kernel."""
+    """``dW``: the correlation of the input with ``dy``,
+    ``dW[k, ci, co] = Σ_n Σ_o x_pad[n, o·S + k·D, ci] · dy[n, o, co]``.
+
+    On the CPU, without feature groups and while the input's patches fit in 32 MiB, it is
+    one matrix product (:func:`_kernel_grad_im2col`), ~1.5-3x faster there than the
+    convolution below at the example CNN's shapes (``benchmarks/profile_cnn.py``).
+    Otherwise it is a canonical convolution in which the input channels play the batch,
+    the examples the features, and ``dy`` is the kernel (``batch_group_count`` for groups).
+    """
+    taps = math.prod(kernel)
+    patch_bytes = math.prod(dy.shape[:-1]) * taps * x.shape[-1] * x.dtype.itemsize
+    if groups == 1 and patch_bytes <= _IM2COL_MAX_BYTES and jax.default_backend() == "cpu":
+        return _kernel_grad_im2col(x, dy, kernel, strides, pads, dilation, rank)
     # x (N, s.., Cin) -> (Cin, s.., N);  dy (N, o.., Cout) -> (o.., N, Cout)
     lhs = jnp.moveaxis(x, (0, rank + 1), (rank + 1, 0))
     rhs = jnp.moveaxis(dy, 0, rank)
@@ -123,6 +141,37 @@ def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
     out = lax.conv_general_dilated(lhs, rhs, dilation, pads_w, rhs_dilation=strides,
                                    dimension_numbers=_SPECS[rank], batch_group_count=groups)
     return jnp.moveaxis(out, 0, rank)
+
+
+def _kernel_grad_im2col(x, dy, kernel, strides, pads, dilation, rank):
+    """``dW = columnsᵀ · dy``: ``columns`` (im2col) holds, for every example and output position,
+    the input values under each kernel tap (one strided slice of ``x_pad`` per tap, side by
+    side), so the correlation is one product contracting over all examples and positions.
+
+    With few columns (a first layer on grey or RGB images: taps·Cin <= 32) they are built
+    transposed, ``(taps·Cin, N·positions)``, a plain row-major product. Otherwise the long
+    contraction is split into 4 chunks summed at the end, a batched product that XLA's CPU
+    backend spreads over the cores.
+    """
+    c_in, c_out, out_sizes = x.shape[-1], dy.shape[-1], dy.shape[1:1 + rank]
+    taps = list(itertools.product(*(range(k) for k in kernel)))  # row-major kernel taps, as in w
+    rows = dy.reshape(-1, c_out)
+
+    def windows(t):  # the strided slice of every spatial axis under kernel tap t
+        return tuple(slice(i * d, i * d + (o - 1) * s + 1, s)
+                     for i, d, o, s in zip(t, dilation, out_sizes, strides))
+
+    if len(taps) * c_in <= 32:
+        x_pad = jnp.pad(jnp.moveaxis(x, -1, 0), ((0, 0), (0, 0)) + tuple(pads))  # (Cin, N, s..)
+        columns = jnp.concatenate([x_pad[(slice(None), slice(None)) + windows(t)] for t in taps], axis=0)
+        return (columns.reshape(len(taps) * c_in, -1) @ rows).reshape(tuple(kernel) + (c_in, c_out))
+    x_pad = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
+    columns = jnp.concatenate([x_pad[(slice(None),) + windows(t)] for t in taps], axis=-1)
+    columns = columns.reshape(-1, len(taps) * c_in)  # (N·positions, taps·Cin)
+    chunks = next(c for c in (4, 2, 1) if rows.shape[0] % c == 0)
+    partial = jnp.einsum("gpo,gpk->gok", rows.reshape(chunks, -1, c_out),
+                         columns.reshape(chunks, -1, columns.shape[-1]))
+    return partial.sum(0).T.reshape(tuple(kernel) + (c_in, c_out))
 
 
 def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation, feature_group_count,

@@ -34,34 +34,37 @@ def _tiles(shape, window, strides, out_sizes) -> bool:
 
 
 def _windows(x_padded, window, strides, out_sizes):
-    """The ``kh·kw`` window taps of a padded ``(N, H, W, C)`` batch, stacked on a new last axis in
-    row-major tap order: ``(N, Ho, Wo, C, kh·kw)``. Windows that tile the image are a reshape;
-    others, one strided slice per tap."""
-    n, _, _, c = x_padded.shape
-    if _tiles(x_padded.shape, window, strides, out_sizes):
-        tiled = x_padded.reshape(n, out_sizes[0], window[0], out_sizes[1], window[1], c)
-        return tiled.transpose(0, 1, 3, 5, 2, 4).reshape(n, *out_sizes, c, window[0] * window[1])
-    taps = []
-    for a in range(window[0]):
-        for b in range(window[1]):
-            taps.append(x_padded[:, a:a + (out_sizes[0] - 1) * strides[0] + 1:strides[0],
-                                 b:b + (out_sizes[1] - 1) * strides[1] + 1:strides[1], :])
-    return jnp.stack(taps, axis=-1)
+    """The ``kh·kw`` taps of every window of a padded ``(N, H, W, C)`` batch, in row-major tap
+    order: one strided slice ``(N, Ho, Wo, C)`` per tap (XLA fuses them into their consumer)."""
+    return [x_padded[:, a:a + (out_sizes[0] - 1) * strides[0] + 1:strides[0],
+                     b:b + (out_sizes[1] - 1) * strides[1] + 1:strides[1], :]
+            for a in range(window[0]) for b in range(window[1])]
+
+
+def _first_maximum(taps):
+    """``(max, index of its first tap)`` over a list of same-shaped taps, by a running comparison:
+    a later tap wins only when strictly greater (or NaN, as ``jnp.argmax`` treats NaN as the
+    largest), so ties go to the first, as in ``jax.vjp`` of ``lax.reduce_window``."""
+    best, first = taps[0], jnp.zeros(taps[0].shape, jnp.int8 if len(taps) < 128 else jnp.int32)
+    for index, tap in enumerate(taps[1:], start=1):
+        wins = (tap > best) | (jnp.isnan(tap) & ~jnp.isnan(best))
+        best, first = jnp.where(wins, tap, best), jnp.where(wins, jnp.asarray(index, first.dtype), first)
+    return best, first
 
 
 def _scatter_windows(contributions, padded_shape, window, strides, out_sizes):
-    """The transpose of :func:`_windows`: adds tap ``(a, b)`` of every window back where it came from."""
+    """The transpose of :func:`_windows`: adds each tap's ``(N, Ho, Wo, C)`` contribution back
+    where the tap came from."""
     n, _, _, c = padded_shape
-    if _tiles(padded_shape, window, strides, out_sizes):  # each entry in exactly one window
-        tiled = contributions.reshape(n, *out_sizes, c, window[0], window[1])
-        return tiled.transpose(0, 1, 4, 2, 5, 3).reshape(padded_shape)
-    dx = jnp.zeros(padded_shape, contributions.dtype)
-    tap = 0
+    if _tiles(padded_shape, window, strides, out_sizes):  # each entry in exactly one window: interleave
+        tiled = jnp.stack(contributions, axis=3).reshape(n, *out_sizes, window[0], window[1], c)
+        return tiled.transpose(0, 1, 3, 2, 4, 5).reshape(padded_shape)
+    dx = jnp.zeros(padded_shape, contributions[0].dtype)
+    taps = iter(contributions)
     for a in range(window[0]):
         for b in range(window[1]):
             dx = dx.at[:, a:a + (out_sizes[0] - 1) * strides[0] + 1:strides[0],
-                       b:b + (out_sizes[1] - 1) * strides[1] + 1:strides[1], :].add(contributions[..., tap])
-            tap += 1
+                       b:b + (out_sizes[1] - 1) * strides[1] + 1:strides[1], :].add(next(taps))
     return dx
 
 
@@ -112,10 +115,9 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
         # pass through jax.custom_vjp and lax.scan unchanged
         taps, (lead, _, _, _) = windows_of(x)
         if kind == "MaxPool":
-            first = jnp.argmax(taps, axis=-1)  # the first maximum of each window (row-major)
-            y = jnp.take_along_axis(taps, first[..., None], axis=-1)[..., 0]
+            y, first = _first_maximum(taps)  # the first maximum of each window (row-major)
         else:
-            first, y = None, jnp.sum(taps, axis=-1) / (window[0] * window[1])
+            first, y = None, sum(taps) / (window[0] * window[1])
         return y.reshape(lead + y.shape[1:]), (first, x)
 
     def backward(params, residual, dy):
@@ -126,9 +128,11 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
         flat_dy = dy.reshape((math.prod(lead),) + dy.shape[len(lead):])
         taps = window[0] * window[1]
         if kind == "MaxPool":  # dy to the first maximum of each window only
-            contributions = flat_dy[..., None] * jax.nn.one_hot(first, taps, dtype=dy.dtype)
+            first = first.reshape(flat_dy.shape)
+            zero = jnp.zeros((), dy.dtype)
+            contributions = [jnp.where(first == tap, flat_dy, zero) for tap in range(taps)]
         else:                  # dy / (kh·kw) to every tap of each window
-            contributions = jnp.broadcast_to(flat_dy[..., None] / taps, flat_dy.shape + (taps,))
+            contributions = [flat_dy / taps] * taps
         dx = _scatter_windows(contributions, padded_shape, window, strides, sizes)
         (top, _), (left, _) = pads
         dx = dx[:, top:top + x.shape[-3], left:left + x.shape[-2], :]
