@@ -4,13 +4,27 @@ The suite is dominated by XLA compilations of small functions run a few times, s
 XLA's CPU backend for quick compiles (LLVM at -O0, no expensive passes), unless XLA_FLAGS is
 already set; subprocess tests inherit it. The arithmetic is the same IEEE float math; only
 how fast the compiled code runs changes (benchmarks never run with these flags).
+
+The same programs (a CLI training run, an example's model) compile in several tests, in
+both xdist workers and in the subprocesses they start, so the run shares one persistent
+XLA compilation cache: a temporary folder made by the first pytest process, inherited by
+the workers and subprocesses through the environment, removed when the run ends. Nothing
+outside the test run uses it.
 """
 
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controlling pytest process: make the run's cache
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE = tempfile.mkdtemp(prefix="fnnet-test-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+else:
+    _RUN_CACHE = None
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -19,6 +33,11 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _RUN_CACHE is not None and "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
