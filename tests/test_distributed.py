@@ -29,7 +29,7 @@ def _run(args, timeout=300, env=None):
 
 
 @pytest.mark.multidevice
-@pytest.mark.parametrize("devices", [4, 8])
+@pytest.mark.parametrize("devices", [4, pytest.param(8, marks=pytest.mark.slow)])  # 8: in make test-all
 def test_sharded_fit_matches_single_device(tmp_path, devices):
     out = _run([os.path.join(SCRIPTS, "sharded_fit.py"), str(devices), str(tmp_path)])
     assert out.returncode == 0, out.stderr[-3000:]
