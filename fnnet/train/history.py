@@ -8,8 +8,21 @@ import pathlib
 import numpy as np
 
 
+class Record:
+    """A dataclass of metric lists that round-trips through a checkpoint's JSON metadata."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """The record saved by :meth:`to_dict`; keys it does not know (newer files) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclasses.dataclass
-class History:
+class History(Record):
     """Per-epoch metrics of a :func:`fit` run."""
 
     epoch: list = dataclasses.field(default_factory=list)
@@ -19,14 +32,6 @@ class History:
     eval_accuracy: list = dataclasses.field(default_factory=list)
     seconds: list = dataclasses.field(default_factory=list)
     traces: int = 0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "History":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def __len__(self):
         return len(self.epoch)

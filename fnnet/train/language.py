@@ -28,6 +28,7 @@ from fnnet.gradients import check_grad_mode, per_example_loss
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
 from fnnet.train.fitting import CHECKPOINT_NAME
+from fnnet.train.history import Record
 from fnnet.train.state import TrainingDiverged, TrainState, init_state
 from fnnet.train.steps import make_train_step
 
@@ -35,21 +36,13 @@ _DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fo
 
 
 @dataclasses.dataclass
-class LanguageHistory:
+class LanguageHistory(Record):
     """What :func:`fit_language_model` records every ``eval_interval`` steps."""
 
     step: list = dataclasses.field(default_factory=list)
     train_loss: list = dataclasses.field(default_factory=list)   # mean batch loss over the interval
     val_loss: list = dataclasses.field(default_factory=list)     # estimate on eval_batches batches
     seconds: list = dataclasses.field(default_factory=list)      # training time of the interval
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LanguageHistory":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
     def __len__(self):
         return len(self.step)
