@@ -22,7 +22,7 @@ from fnnet import distributed, train  # noqa: E402
 
 assert len(jax.devices()) == devices, jax.devices()
 rng = np.random.default_rng(0)
-x = rng.normal(size=(98, 6, 6, 2))  # 3 batches of 32, then a tail of 2 (no padding in BN).astype(np.float32)
+x = rng.normal(size=(98, 6, 6, 2)).astype(np.float32)  # 3 batches of 32, then a tail of 2 (no padding in BN)
 y = (x[:, :3].mean(axis=(1, 2, 3)) > x[:, 3:].mean(axis=(1, 2, 3))).astype(np.int32)
 model = fnnet.serial(fnnet.Conv(4, 3, use_bias=False), fnnet.BatchNorm(), fnnet.Relu, fnnet.MaxPool(2), fnnet.Dropout(0.2),
                      fnnet.Flatten, fnnet.Dense(2))
