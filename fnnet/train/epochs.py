@@ -59,6 +59,17 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     full = n % batch_size == 0  # then no padding, no masking
     whole_batches = not full and is_stateful(model)  # batch statistics: a smaller last batch, no padding
 
+    def batch_step(state, x, y, indices, weights=None, shard=True):
+        """One step on rows ``indices`` (``weights``: 0/1 per row, masking padding); ``count``
+        is the number of real examples."""
+        xb, yb = gather(x, indices), gather(y, indices)
+        if shard and constrain is not None:
+            xb, yb = constrain(xb), constrain(yb)
+            weights = None if weights is None else constrain(weights)
+        state, metrics = step(state, xb, yb, weights)
+        metrics["count"] = jnp.asarray(indices.shape[0], jnp.float32) if weights is None else jnp.sum(weights)
+        return state, metrics
+
     def epoch(state: TrainState, x, y):
         if n <= batch_size:  # full batch: order does not matter, no gather, no mask
             xb, yb = (constrain(x), constrain(y)) if constrain is not None else (x, y)
@@ -68,42 +79,19 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
         order, weights = batch_plan(state.key, state.step, n, batch_size, shuffle)
         if whole_batches:
             return whole_batch_epoch(state, x, y, order)
-
-        def body(state, plan):
-            indices, batch_weights = plan
-            xb, yb = gather(x, indices), gather(y, indices)
-            if constrain is not None:
-                xb, yb = constrain(xb), constrain(yb)
-            if full:  # every batch is whole: the plain step, no masking work at all
-                state, metrics = step(state, xb, yb)
-                metrics["count"] = jnp.asarray(batch_size, jnp.float32)
-            else:
-                if constrain is not None:
-                    batch_weights = constrain(batch_weights)
-                state, metrics = step(state, xb, yb, batch_weights)
-                metrics["count"] = jnp.sum(batch_weights)
-            return state, metrics
-
-        return jax.lax.scan(body, state, (order, None if full else weights))
+        # every batch whole: the plain step, no masking work at all; otherwise the padding is masked
+        return jax.lax.scan(lambda state, plan: batch_step(state, x, y, *plan), state,
+                            (order, None if full else weights))
 
     def whole_batch_epoch(state, x, y, order):
         n_full, remainder = divmod(n, batch_size)
         if remainder == 1:  # a batch of one has no batch statistics: the last whole batch takes it
             n_full, remainder = n_full - 1, batch_size + 1
-
-        def body(state, indices):
-            xb, yb = gather(x, indices), gather(y, indices)
-            if constrain is not None:
-                xb, yb = constrain(xb), constrain(yb)
-            state, metrics = step(state, xb, yb)
-            metrics["count"] = jnp.asarray(batch_size, jnp.float32)
-            return state, metrics
-
-        state, metrics = jax.lax.scan(body, state, order[:n_full])
+        state, metrics = jax.lax.scan(lambda state, indices: batch_step(state, x, y, indices), state,
+                                      order[:n_full])
         tail = order.reshape(-1)[n_full * batch_size:n]  # the padding after these is never read
         # the tail is not sharded over a mesh: it may not divide over the devices (one small step)
-        state, tail_metrics = step(state, gather(x, tail), gather(y, tail))
-        tail_metrics["count"] = jnp.asarray(remainder, jnp.float32)
+        state, tail_metrics = batch_step(state, x, y, tail, shard=False)
         return state, jax.tree.map(lambda ms, m: jnp.concatenate([ms, m[None]]), metrics, tail_metrics)
 
     return epoch
