@@ -51,6 +51,11 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted, or does not fit the expected tree."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, file too large, no permission); the file
+    that was there before, if any, is left as it was (writes are atomic)."""
+
+
 def _key_to_str(entry) -> str:
     if isinstance(entry, jax.tree_util.DictKey):
         return str(entry.key)
@@ -153,6 +158,9 @@ def save(path, tree, *, metadata: dict | None = None) -> pathlib.Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        kept = "; the previous checkpoint there is kept" if path.exists() else ""
+        raise CheckpointWriteError(f"could not write {path}: {error.strerror or error}{kept}") from error
     finally:
         if temporary.exists():
             temporary.unlink()

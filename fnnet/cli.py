@@ -38,6 +38,21 @@ class UsageError(Exception):
     """A bad command-line argument: printed as one line, exit code 2."""
 
 
+EXIT_CODES = {
+    0: "success",
+    1: "a check failed (gradcheck, or eval found results that differ from metrics.json)",
+    2: "a usage error: a bad argument, data set, run folder or checkpoint (one line on stderr)",
+    3: "training diverged (the loss became NaN or infinite); the last good checkpoint is kept",
+    4: "a checkpoint or output could not be written (disk full...); the previous checkpoint is kept",
+    130: "interrupted (Ctrl-C); the checkpoint of the last finished epoch is kept",
+}
+"""What ``fnnet``'s exit status means (``fnnet --help`` lists it too)."""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
     """Refuses, before any work, an output ``path`` that cannot be written: an existing file
     where a folder is wanted (or the reverse), a path under a file, or a read-only folder."""
@@ -59,6 +74,14 @@ def _check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
 
 
 def _config_from_args(args) -> dict:
+    given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {args.dataset}")
+    if args.model != "mlp":
+        given = [name for name in ("hidden", "activation") if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--{given[0]} is for --model mlp; --model {args.model} is a fixed "
+                             f"convolutional network (fnnet.recipes.build_cnn): drop --{given[0]}")
     spec = DATASETS[args.dataset]
     pick = lambda value, default: default if value is None else value  # noqa: E731
     config = {
@@ -111,15 +134,25 @@ def _setup(config: dict):
     return model, losses.ALL[config["loss"]], optimizer, train_data, test_data, spec
 
 
-def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = True) -> dict:
+def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = True,
+              overwrite: bool = False) -> dict:
     """Trains as ``fnnet train`` does and writes config.json (the settings, with the input
     shape and output width :func:`fnnet.load_run` needs), the checkpoint, metrics.json and
-    curves.png. The output folder is checked before the data is loaded."""
+    curves.png. The output folder is checked before the data is loaded: one that holds a run
+    already needs ``resume`` (continue it, same settings but ``epochs``) or ``overwrite``."""
     import jax
 
-    from fnnet import train
+    from fnnet import runs, train
 
     out_dir = _check_output_path(out_dir, "--out", folder=True)
+    replaced = runs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
+                                    ignore=("epochs",) + _DERIVED)
+    checkpoint_path = out_dir / train.CHECKPOINT_NAME
+    done = train.checkpoint_epoch(checkpoint_path) if resume and checkpoint_path.exists() else None
+    done_epochs = int(done.split()[-1]) if done else 0
+    if done_epochs > config["epochs"]:
+        raise UsageError(f"--resume: {out_dir} has trained {done_epochs} epochs already; --epochs "
+                         f"{config['epochs']} would train none (give --epochs above {done_epochs})")
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
     data_seconds = time.perf_counter() - started
@@ -127,13 +160,8 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror or error})") from None
+    runs.clear_run_files(replaced)
     config_path = out_dir / "config.json"
-    settings = lambda c: {"model": "mlp", **{k: v for k, v in c.items()  # noqa: E731
-                                             if k != "epochs" and k not in _DERIVED}}
-    if resume and config_path.exists():
-        if settings(json.loads(config_path.read_text())) != settings(config):
-            raise UsageError(f"--resume: {config_path} was written with different settings; use "
-                             f"another --out or the same arguments")
     config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
     config_path.write_text(json.dumps(config, indent=2))
     if verbose:
@@ -169,9 +197,10 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     history.plot(out_dir / "curves.png")
     if verbose:
         acc = result["accuracy"]
+        resumed = f", {len(history) - done_epochs} in this session" if done_epochs else ""
         print(f"{config['dataset']}: test loss {result['loss']:.4f}"
               + (f", test accuracy {acc:.2%}" if acc is not None else "")
-              + f" ({len(history)} epochs, {train_seconds:.1f} s training, "
+              + f" ({_plural(len(history), 'epoch')}{resumed}, {train_seconds:.1f} s training, "
               f"{metrics['examples_per_second']:.0f} examples/s)")
         print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
               f"{out_dir / 'curves.png'}")
@@ -208,18 +237,11 @@ def _cmd_train(args) -> int:
 
         config = _text_config_from_args(args)
         out = _check_output_path(args.out or f"runs/{_TEXT}", "--out", folder=True)
-        try:
-            shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet)
-        except ValueError as error:
-            if str(error).startswith("--resume"):
-                raise UsageError(str(error)) from None
-            raise
+        shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
         return 0
-    given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
-    if given:
-        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {args.dataset}")
     config = _config_from_args(args)
-    run_train(config, args.out or f"runs/{args.dataset}", resume=args.resume, verbose=not args.quiet)
+    run_train(config, args.out or f"runs/{args.dataset}", resume=args.resume, verbose=not args.quiet,
+              overwrite=args.overwrite)
     return 0
 
 
@@ -346,50 +368,64 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _model_for(args):
+    """``(name, model, loss, x, y)`` for ``gradcheck``/``summary``: the model ``fnnet train`` would build
+    from the same flags, and (for gradcheck) 16 real training examples, or 4 windows of text."""
+    import numpy as np
+
+    from fnnet import datasets, losses, shakespeare
+
+    if args.dataset == _TEXT:
+        config = _text_config_from_args(args)
+        text = datasets.tiny_shakespeare()
+        model, in_shape = recipes.model_from_config(dict(config, vocab=text.vocab))
+        ids = np.asarray(text.train[:4 * (config["block_size"] + 1)]).reshape(4, -1)
+        return f"{_TEXT} GPT", model, in_shape, losses.softmax_cross_entropy, ids[:, :-1], ids[:, 1:]
+    config = _config_from_args(args)
+    spec = DATASETS[args.dataset]
+    model, in_shape = recipes.model_from_config(dict(config, in_shape=list(spec.in_shape), out_dim=spec.out_dim))
+    return args.dataset, model, in_shape, losses.ALL[spec.loss], None, None
+
+
 def _cmd_gradcheck(args) -> int:
     import jax
     import numpy as np
 
     from fnnet import gradcheck
+    from fnnet.layer import init_with_state, is_stateful
 
     ok = True
     if args.dataset is None or args.all:
         ok &= all(report.passed for _, report in gradcheck.run_builtin(verbose=True))
-    names = list(DATASETS) if args.all else ([args.dataset] if args.dataset else [])
+    if args.all:
+        names = list(DATASETS)
+    else:
+        names = [args.dataset] if args.dataset else []
     for name in names:
-        spec = DATASETS[name]
-        try:
-            (x, y), _ = spec.load(0)
-        except OSError as error:
-            print(f"\n{name}: skipped ({str(error).splitlines()[0]})")
-            continue
-        model = build_model(parse_hidden(spec.hidden), spec.activation, spec.out_dim, x.shape[1:])
-        _, params = model.init(jax.random.PRNGKey(0), x.shape[1:])  # as trained: zero biases, ReLU kinks and all
-        from fnnet import losses
-
-        report = gradcheck.check_model(model, losses.ALL[spec.loss], params, np.asarray(x[:16]),
-                                       np.asarray(y[:16]), raise_on_failure=False)
-        print(f"\n{name}: {report.subject} on 16 real examples (float64)")
+        if args.all:
+            args.dataset = name
+        label, model, in_shape, loss, x, y = _model_for(args)
+        if x is None:
+            try:
+                (x, y), _ = DATASETS[name].load(0)
+            except OSError as error:
+                print(f"\n{name}: skipped ({str(error).splitlines()[0]})")
+                continue
+            x, y = np.asarray(x[:16]), np.asarray(y[:16])
+        _, params, state = init_with_state(model, jax.random.PRNGKey(0), in_shape)  # as trained: zero biases, kinks
+        report = gradcheck.check_model(model, loss, params, x, y, raise_on_failure=False,
+                                       state=state if is_stateful(model) else None)
+        print(f"\n{label}: {report.subject} on {len(x)} real examples (float64)")
         print(report)
         ok &= report.passed
     return 0 if ok else 1
 
 
 def _cmd_summary(args) -> int:
-    import fnnet
+    from fnnet.summary import summary
 
-    if args.dataset == _TEXT:
-        from fnnet import datasets, shakespeare
-
-        config = dict(shakespeare.DEFAULTS, vocab=datasets.tiny_shakespeare().vocab)
-        model, in_shape = recipes.model_from_config(config)
-        print(fnnet.summary(model, in_shape))
-        return 0
-    spec = DATASETS[args.dataset]
-    hidden = parse_hidden(args.hidden if args.hidden is not None else spec.hidden)
-    model, _ = recipes.model_from_config({"dataset": args.dataset, "hidden": list(hidden), "model": args.model,
-                                          "activation": args.activation or spec.activation})
-    print(fnnet.summary(model, spec.in_shape))
+    _, model, in_shape, *_ = _model_for(args)
+    print(summary(model, in_shape))
     return 0
 
 
@@ -403,7 +439,7 @@ def _cmd_demo(args) -> int:
     xor_config = dict(base, dataset="xor", hidden=[4], activation="tanh", epochs=1000, batch_size=4,
                       lr=1.0, optimizer="sgd", loss=DATASETS["xor"].loss)
     print("== XOR: 2-4-1 tanh network, hand-written backward, SGD ==")
-    results["xor"] = run_train(xor_config, out / "xor", verbose=False)
+    results["xor"] = run_train(xor_config, out / "xor", verbose=False, overwrite=True)  # the demo's own folders
     print(f"XOR test accuracy: {results['xor']['test_accuracy']:.0%}")
     try:
         datasets.find_file("mnist", "train-images-idx3-ubyte.gz", download=not args.offline)
@@ -416,7 +452,7 @@ def _cmd_demo(args) -> int:
                   epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
                   schedule=spec.schedule, loss=spec.loss)
     print(f"\n== {name}: hidden {spec.hidden}, {spec.activation}, {spec.optimizer}, {epochs} epochs ==")
-    results[name] = run_train(config, out / name, verbose=True)
+    results[name] = run_train(config, out / name, verbose=True, overwrite=True)
     print("\nSummary")
     for key, metrics in results.items():
         print(f"  {key:<14} test accuracy {metrics['test_accuracy']:.2%}  "
@@ -429,14 +465,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fnnet", description="fnnet: neural networks with hand-written, "
-                                              "verified backward passes")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
-    p.add_argument("dataset", choices=list(DATASETS) + [_TEXT],
-                   help=f"a data set; {_TEXT} trains a character-level GPT (fnnet.shakespeare)")
+def _add_model_flags(p) -> None:
+    """The flags that choose and train a model: ``fnnet train``, ``gradcheck`` and ``summary`` share them,
+    so every model the CLI trains can be summarised and gradient-checked with the same arguments."""
     p.add_argument("--model", choices=recipes.MODELS, default="mlp",
                    help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.recipes.build_cnn)")
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
@@ -451,9 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="train on the first N training examples only")
-    p.add_argument("--out", help="output folder (default runs/DATASET)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--quiet", action="store_true")
     gpt_flags = p.add_argument_group(f"GPT ({_TEXT}; defaults: nanoGPT's CPU recipe, fnnet.shakespeare.DEFAULTS)")
     gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4)")
     gpt_flags.add_argument("--heads", type=int, help="attention heads (4)")
@@ -463,6 +491,24 @@ def build_parser() -> argparse.ArgumentParser:
     gpt_flags.add_argument("--steps", type=int, help="optimizer steps (2000)")
     gpt_flags.add_argument("--eval-interval", type=int, help="steps between validation estimates (250)")
     gpt_flags.add_argument("--eval-batches", type=int, help="batches per validation estimate (20)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fnnet", description="fnnet: neural networks with hand-written, "
+                                              "verified backward passes",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
+    p.add_argument("dataset", choices=list(DATASETS) + [_TEXT],
+                   help=f"a data set; {_TEXT} trains a character-level GPT (fnnet.shakespeare)")
+    _add_model_flags(p)
+    p.add_argument("--out", help="output folder (default runs/DATASET)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its checkpoint, config, metrics and plots)")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_train)
 
     p = commands.add_parser("sample", help="generate text with a trained GPT run",
@@ -497,16 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proba", action="store_true", help="write probabilities instead of class labels")
     p.set_defaults(run=_cmd_predict)
 
-    p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad")
-    p.add_argument("dataset", nargs="?", choices=list(DATASETS))
+    p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad",
+                            description="Without a data set: every built-in layer, loss and model. With one: "
+                                        "the model 'fnnet train' builds from the same flags, on real examples.")
+    p.add_argument("dataset", nargs="?", choices=list(DATASETS) + [_TEXT])
     p.add_argument("--all", action="store_true", help="built-in layers and losses, and every data set's model")
+    _add_model_flags(p)
     p.set_defaults(run=_cmd_gradcheck)
 
-    p = commands.add_parser("summary", help="print the model table for a data set")
+    p = commands.add_parser("summary", help="print the model table for a data set (the flags of fnnet train)")
     p.add_argument("dataset", choices=list(DATASETS) + [_TEXT])
-    p.add_argument("--model", choices=recipes.MODELS, default="mlp")
-    p.add_argument("--hidden")
-    p.add_argument("--activation", choices=ACTIVATIONS)
+    _add_model_flags(p)
     p.set_defaults(run=_cmd_summary)
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
@@ -517,18 +564,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    from fnnet.checkpoint import CheckpointError
-    from fnnet.datasets import DataError
+def _interrupted_message(args) -> str:
+    """What Ctrl-C leaves behind: the checkpoint kept and how to continue."""
+    out = getattr(args, "out", None) if getattr(args, "command", None) == "train" else None
+    if out is None and getattr(args, "command", None) == "train":
+        out = f"runs/{args.dataset}"
+    if out is None:
+        return "fnnet: interrupted"
+    from fnnet import train
 
+    kept = train.checkpoint_epoch(pathlib.Path(out) / train.CHECKPOINT_NAME)
+    if kept is None:
+        return f"fnnet: interrupted before the first checkpoint; nothing was kept in {out}"
+    return (f"fnnet: interrupted; the checkpoint of {kept} in {out} is kept: run the same command with "
+            f"--resume to continue")
+
+
+def main(argv=None) -> int:
+    from fnnet.checkpoint import CheckpointError, CheckpointWriteError
+    from fnnet.datasets import DataError
+    from fnnet.train import TrainingDiverged
+
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
+    except TrainingDiverged as error:
+        print(f"fnnet: error: training diverged: {error}. Try a smaller --lr, or --optimizer adam",
+              file=sys.stderr)
+        return 3
+    except CheckpointWriteError as error:
+        print(f"fnnet: error: {error}", file=sys.stderr)
+        return 4
     except (UsageError, RecipeError, DataError, CheckpointError) as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fnnet: interrupted", file=sys.stderr)
+        print(_interrupted_message(args), file=sys.stderr)
         return 130
 
 

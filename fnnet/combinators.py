@@ -14,8 +14,10 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import (Layer, apply_with_state, as_shape, at_layer, forward_with_state, init_with_state,
-                         is_stateful, layer_children, layer_name, make_layer)
+from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, example_shape,
+                         forward_with_state, init_with_state, is_stateful, layer_children, layer_name,
+                         make_layer)
+from fnnet.layers.activations import Identity
 
 
 def serial(*layers: Layer) -> Layer:
@@ -81,7 +83,7 @@ def serial(*layers: Layer) -> Layer:
         return tuple(grads), dy
 
     if not any(is_stateful(layer) for layer in layers):
-        return make_layer("serial", init, apply, forward, backward, children=layers)
+        return make_layer("serial", init, apply, forward, backward, children=layers, doc=serial.__doc__)
 
     # With a stateful child (Dropout, BatchNorm): state is a tuple with one entry per layer,
     # and layer i gets the key fold_in(key, i).
@@ -121,7 +123,7 @@ def serial(*layers: Layer) -> Layer:
     def stateful_forward(params, state, x, *, key=None, train=False):
         return run(params, state, x, key, train, with_residuals=True)
 
-    return make_layer("serial", init, apply, forward, backward, children=layers,
+    return make_layer("serial", init, apply, forward, backward, children=layers, doc=serial.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
                       stateful_forward=stateful_forward)
 
@@ -158,7 +160,8 @@ def FanOut(n: int) -> Layer:
             dx = dx + dy  # the gradients of the branches add up
         return (), dx
 
-    return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward)
+    return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward,
+                      doc=FanOut.__doc__)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -197,7 +200,7 @@ def parallel(*layers: Layer) -> Layer:
         return tuple(g for g, _ in outs), tuple(dx for _, dx in outs)
 
     if not any(is_stateful(layer) for layer in layers):
-        return make_layer("parallel", init, apply, forward, backward, children=layers)
+        return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__)
 
     def stateful_init(key, in_shapes):
         _check_branches("parallel", in_shapes, n)
@@ -218,17 +221,18 @@ def parallel(*layers: Layer) -> Layer:
         outs = run(params, state, xs, key, train, forward_with_state)
         return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
 
-    return make_layer("parallel", init, apply, forward, backward, children=layers,
+    return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
                       stateful_forward=stateful_forward)
 
 
-def _fan_in_init(name, join_shapes):
+def _fan_in_init(name, join_shapes, params_of=lambda shapes: ()):
     def init(key, in_shapes):
         if not isinstance(in_shapes, (tuple, list)) or not in_shapes or \
                 not all(isinstance(s, (tuple, list)) for s in in_shapes):
             raise ValueError(f"{name}: expected a tuple of input shapes (one per branch), got {in_shapes!r}")
-        return join_shapes([as_shape(s, name) for s in in_shapes]), ()
+        shapes = [as_shape(s, name) for s in in_shapes]
+        return join_shapes(shapes), params_of(shapes)
     return init
 
 
@@ -250,38 +254,76 @@ def _fan_in_sum_apply(params, xs):
 FanInSum: Layer = make_layer(
     "FanInSum", _fan_in_init("FanInSum", _sum_shapes), _fan_in_sum_apply,
     lambda params, xs: (_fan_in_sum_apply(params, xs), (None,) * len(xs)),
-    lambda params, branches, dy: ((), (dy,) * len(branches)))
-"""Adds its inputs: ``y = Σ_i x_i``; backward ``dx_i = dy`` for every branch."""
+    lambda params, branches, dy: ((), (dy,) * len(branches)),
+    doc="""FanInSum: adds its inputs, ``y = Σ_i x_i`` (any number of branches of one shape).
+
+Backward: ``dx_i = dy`` for every branch (the sum's Jacobian is the identity for each input).
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.FanInSum.apply((), (jnp.ones(3), 2 * jnp.ones(3), 3 * jnp.ones(3)))
+  Array([6., 6., 6.], dtype=float32)
+""")
 
 
 def FanInConcat(axis: int = -1) -> Layer:
-    """Concatenates its inputs along ``axis`` of each example (default: the features);
-    backward splits ``dy`` back into the branches' sizes."""
-    if not isinstance(axis, int) or axis == 0:
-        raise ValueError(f"FanInConcat: axis must be a nonzero int of one example (-1 for features), got {axis!r}")
+    """Concatenates its inputs along ``axis`` of one example (default ``-1``: the features);
+    backward splits ``dy`` back into the branches' sizes.
+
+    ``axis`` counts the axes of one example, as ``init``'s shapes do: ``0`` is an example's
+    first axis, ``-1`` its last, whatever the number of leading batch axes (``init`` records
+    the example's rank, so ``jax.vmap`` over single examples agrees with a batch).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> join = fnnet.FanInConcat(0)
+      >>> out_shape, params = join.init(None, ((4, 5), (2, 5)))
+      >>> out_shape, join.apply(params, (jnp.ones((3, 4, 5)), jnp.ones((3, 2, 5)))).shape
+      ((6, 5), (3, 6, 5))
+    """
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise ValueError(f"FanInConcat: axis must be an int, an axis of one example (-1 for features), "
+                         f"got {axis!r}")
     name = f"FanInConcat({axis})"
 
     def join(shapes):
         rank = len(shapes[0])
-        where = axis if axis < 0 else axis - 1  # on the example's shape
-        if any(len(s) != rank for s in shapes) or not -rank <= where < rank:
+        if any(len(s) != rank for s in shapes) or not -rank <= axis < rank:
             raise ValueError(f"{name}: branches must have the same rank, with axis inside it; got {shapes}")
-        where %= rank
+        where = axis % rank
         if any(s[:where] + s[where + 1:] != shapes[0][:where] + shapes[0][where + 1:] for s in shapes):
             raise ValueError(f"{name}: branches differ outside the concatenation axis: {shapes}")
         return shapes[0][:where] + (sum(s[where] for s in shapes),) + shapes[0][where + 1:]
 
+    def batch_axis(params, xs):
+        """``axis`` as an axis of the batch, counted from the end (so leading axes do not matter)."""
+        _check_inputs(xs)
+        example = example_shape(params)
+        if example is not None:
+            for x in xs:
+                if jnp.ndim(x) < len(example):
+                    raise ValueError(f"{name}: expected inputs with examples of rank {len(example)} "
+                                     f"(as init was given), got shape {jnp.shape(x)}")
+            return axis % len(example) - len(example)
+        return axis if axis < 0 else axis + 1 - jnp.ndim(xs[0])  # no recorded rank: one batch axis
+
+    def _check_inputs(xs):
+        if not isinstance(xs, (tuple, list)) or not xs:
+            raise ValueError(f"{name}: expected a tuple of inputs (one per branch), got {type(xs).__name__}")
+
     def apply(params, xs):
-        return jnp.concatenate(xs, axis=axis)
+        return jnp.concatenate(xs, axis=batch_axis(params, xs))
 
     def forward(params, xs):
         return apply(params, xs), tuple(xs)  # the inputs themselves: their static sizes
 
     def backward(params, xs, dy):
-        cuts = list(itertools.accumulate(x.shape[axis] for x in xs))[:-1]
-        return (), tuple(jnp.split(dy, cuts, axis=axis))
+        where = batch_axis(params, xs)
+        cuts = list(itertools.accumulate(x.shape[where] for x in xs))[:-1]
+        return params, tuple(jnp.split(dy, cuts, axis=where))
 
-    return make_layer(name, _fan_in_init(name, join), apply, forward, backward)
+    return make_layer(name, _fan_in_init(name, join, lambda shapes: ExampleShape(shapes[0])), apply, forward,
+                      backward, doc=FanInConcat.__doc__)
 
 
 def Residual(block: Layer) -> Layer:
@@ -296,8 +338,9 @@ def Residual(block: Layer) -> Layer:
       >>> block.apply(params, jnp.ones((2, 4))).shape
       (2, 4)
     """
-    from fnnet.activations import Identity
-
     inner = serial(FanOut(2), parallel(block, Identity), FanInSum)
     parts = layer_children(block) if block.name == "serial" and layer_children(block) else (block,)
-    return inner._replace(name=f"Residual({' → '.join(layer_name(part) for part in parts)})")
+    return make_layer(f"Residual({' → '.join(layer_name(part) for part in parts)})", inner.init, inner.apply,
+                      inner.forward, inner.backward, inner.children, stateful_init=inner.stateful_init,
+                      stateful_apply=inner.stateful_apply, stateful_forward=inner.stateful_forward,
+                      doc=Residual.__doc__)

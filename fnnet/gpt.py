@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fnnet import initializers
@@ -34,6 +35,7 @@ from fnnet.combinators import Residual, serial
 from fnnet.layer import Layer, apply_with_state
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
                           PositionalEmbedding)
+from fnnet.layers.embedding import check_token_ids
 
 
 class GPTConfig(NamedTuple):
@@ -126,10 +128,14 @@ def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: i
         raise ValueError(f"generate: temperature must be > 0, got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
-    prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
+    prompt_ids = np.asarray(prompt_ids)
     if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
         raise ValueError(f"generate: prompt_ids must be a non-empty 1-D array of ids, got shape "
                          f"{prompt_ids.shape}")
+    logits = jax.eval_shape(lambda p, s, w: apply_with_state(model, p, s, w)[0], params, state,
+                            jax.ShapeDtypeStruct((1, int(block_size)), jnp.int32))
+    check_token_ids(prompt_ids, int(logits.shape[-1]), "generate: prompt_ids")  # the vocabulary: the logits' width
+    prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
     return _generate(model, params, state, prompt_ids, int(num_tokens), int(block_size), key,
                      float(temperature), top_k)
 

@@ -31,6 +31,21 @@ def check_grad_mode(grad: str) -> None:
                          f"got {grad!r}")
 
 
+def check_compute_dtype(compute_dtype) -> None:
+    """Raises ValueError unless ``compute_dtype`` is ``None`` or a floating dtype (bfloat16,
+    float16, float32, float64): mixed precision computes in floats, never in integers."""
+    if compute_dtype is None:
+        return
+    try:
+        dtype = jnp.dtype(compute_dtype)
+    except TypeError:
+        raise ValueError(f"compute_dtype must be a floating dtype such as jnp.bfloat16, got {compute_dtype!r}") \
+            from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"compute_dtype must be a floating dtype such as jnp.bfloat16 or jnp.float32, got "
+                         f"{dtype} (forward and backward passes compute in it)")
+
+
 def _cast_floats(tree, dtype):
     """Casts the floating leaves of ``tree`` to ``dtype`` (``None``: unchanged)."""
     if dtype is None:
@@ -69,6 +84,7 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
     Gradients always have their parameter's dtype, whatever the input's dtype.
     """
     check_grad_mode(grad)
+    check_compute_dtype(compute_dtype)
     compute_params, x = _cast_floats(params, compute_dtype), _cast_floats(x, compute_dtype)
     count = None if weights is None else jnp.maximum(jnp.sum(weights), 1)
 

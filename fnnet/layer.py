@@ -84,7 +84,11 @@ that says which function to call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
 
 Shape = tuple[int, ...]
 
@@ -117,12 +121,57 @@ class Layer(NamedTuple):
     """``(params, state, x, *, key, train) -> (y, residuals, state)``: feeds ``backward``."""
 
 
+@functools.lru_cache(maxsize=None)
+def _documented_class(kind: str, doc: str) -> type:
+    """A subclass of :class:`Layer` carrying one layer kind's docstring, so that ``help(fnnet.Relu)``
+    shows ReLU's math and example instead of the generic record's (one class per kind and doc)."""
+    return type(kind, (Layer,), {"__doc__": doc, "__slots__": (), "__module__": Layer.__module__})
+
+
 def make_layer(name: str, init, apply, forward, backward, children: Sequence[Layer] = (), *,
-               stateful_init=None, stateful_apply=None, stateful_forward=None) -> Layer:
-    """Builds a :class:`Layer` named ``name`` (with ``children`` for a combinator)."""
-    return Layer(init, apply, forward, backward, name=name, children=tuple(children),
-                 stateful_init=stateful_init, stateful_apply=stateful_apply,
-                 stateful_forward=stateful_forward)
+               stateful_init=None, stateful_apply=None, stateful_forward=None, doc: str | None = None) -> Layer:
+    """Builds a :class:`Layer` named ``name`` (with ``children`` for a combinator).
+
+    ``doc`` is the layer's own docstring (its math, shapes and example): ``help(layer)`` shows
+    it. The result is still a :class:`Layer` (a subclass that only carries the docstring).
+    """
+    cls = Layer if not doc else _documented_class(name.split("(")[0] or "Layer", doc)
+    return cls(init, apply, forward, backward, name=name, children=tuple(children),
+               stateful_init=stateful_init, stateful_apply=stateful_apply,
+               stateful_forward=stateful_forward)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleShape:
+    """The params of a layer whose ``apply`` must know one example's shape (:data:`fnnet.Flatten`,
+    :func:`fnnet.Reshape`, :data:`fnnet.GlobalAvgPool`, :func:`fnnet.FanInConcat`): ``init`` records
+    the shape here, so the layer tells batch axes from example axes on any number of leading axes
+    and under ``jax.vmap``.
+
+    A pytree with no leaves (``jax.tree_util.register_static``): nothing to train, update or
+    save, and its shape is static under ``jax.jit``. Such a layer's ``apply((), x)``, without
+    the recorded shape, falls back to its documented default (Flatten: one leading batch axis).
+    """
+
+    shape: tuple
+
+
+jax.tree_util.register_static(ExampleShape)
+
+
+def example_shape(params) -> tuple | None:
+    """The example shape recorded in ``params`` (an :class:`ExampleShape`), or ``None``."""
+    return tuple(params.shape) if isinstance(params, ExampleShape) else None
+
+
+def split_batch(x_shape, example: tuple, where: str) -> tuple:
+    """The leading (batch) axes of an input of shape ``x_shape`` whose examples have shape
+    ``example``; a ValueError naming ``where`` when its trailing axes are not ``example``."""
+    x_shape = tuple(x_shape)
+    if len(x_shape) < len(example) or x_shape[len(x_shape) - len(example):] != tuple(example):
+        raise ValueError(f"{where}: expected input of shape (..., {', '.join(map(str, example))}) "
+                         f"(examples of shape {tuple(example)}, as init was given), got {x_shape}")
+    return x_shape[:len(x_shape) - len(example)]
 
 
 def is_stateful(layer: Layer) -> bool:
@@ -142,8 +191,6 @@ def init_with_state(layer: Layer, key, in_shape):
 def abstract_init(layer: Layer, in_shape):
     """``(out_shape, params, state)`` that ``init_with_state`` declares for ``in_shape``, the arrays
     as ``jax.ShapeDtypeStruct`` s: nothing is computed (``jax.eval_shape``)."""
-    import jax
-
     declared = {}
 
     def run(key):
@@ -198,8 +245,6 @@ def locate(model: Layer, path) -> tuple[list[tuple[int, Layer]], tuple]:
     Returns the chain of ``(index, layer)`` entered (outermost first) and the rest of the
     path (inside the leaf layer's own params, e.g. ``('w',)``).
     """
-    import jax
-
     chain, layer, rest = [], model, list(path)
     while rest and layer_children(layer) and isinstance(rest[0], jax.tree_util.SequenceKey):
         index = rest.pop(0).idx
@@ -210,8 +255,6 @@ def locate(model: Layer, path) -> tuple[list[tuple[int, Layer]], tuple]:
 
 def describe_path(model: Layer, path) -> str:
     """``"layer 0 (Dense(16)), param 'w'"`` for a key path into ``model``'s params."""
-    import jax
-
     chain, rest = locate(model, path)
     where = " / ".join(f"layer {index} ({layer_name(layer)})" for index, layer in chain) or layer_name(model)
     param = "".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in rest[:1]) if len(rest) == 1 \

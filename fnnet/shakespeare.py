@@ -57,26 +57,35 @@ def settings_error(config: dict) -> str | None:
 
 
 def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verbose: bool = True,
-              sample_tokens: int = 500) -> dict:
-    """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes) and writes the run folder."""
+              sample_tokens: int = 500, overwrite: bool = False) -> dict:
+    """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes) and writes the run folder.
+
+    A folder that holds a run already needs ``resume`` (same settings but ``steps``) or
+    ``overwrite`` (:func:`fnnet.runs.prepare_run_dir`)."""
     import jax
 
     import fnnet
-    from fnnet import datasets, gpt
+    from fnnet import datasets, gpt, runs, train
     from fnnet.train import language
 
+    out_dir = pathlib.Path(out_dir)
+    replaced = runs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=("steps", "vocab"))
+    checkpoint_path = out_dir / train.CHECKPOINT_NAME
+    done = train.checkpoint_epoch(checkpoint_path) if resume and checkpoint_path.exists() else None
+    done_steps = int(done.split()[-1]) if done else 0
+    if done_steps > config["steps"]:
+        raise runs.RecipeError(f"--resume: {out_dir} has trained {done_steps} steps already; --steps "
+                               f"{config['steps']} would train none (give --steps above {done_steps})")
     started = time.perf_counter()
     text = datasets.tiny_shakespeare()
     data_seconds = time.perf_counter() - started
     config = dict(config, vocab=text.vocab)
     model = gpt.GPT(gpt_config(config))
     config_path = out_dir / "config.json"
-    if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if {k: v for k, v in saved.items() if k != "steps"} != {k: v for k, v in config.items() if k != "steps"}:
-            raise ValueError(f"--resume: {config_path} was written with different settings; use another "
-                             f"--out or the same arguments")
+    if resume and config_path.exists() and json.loads(config_path.read_text()).get("vocab") != text.vocab:
+        raise runs.RecipeError(f"--resume: {config_path} was written for another vocabulary")
     out_dir.mkdir(parents=True, exist_ok=True)
+    runs.clear_run_files(replaced)
     config_path.write_text(json.dumps(config, indent=2))
     if verbose:
         print(fnnet.summary(model, (config["block_size"],)))
@@ -89,7 +98,7 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         model, optimizer, text.train, text.val, block_size=config["block_size"],
         batch_size=config["batch_size"], steps=config["steps"], eval_interval=config["eval_interval"],
         eval_batches=config["eval_batches"], key=jax.random.PRNGKey(config["seed"]), grad=config["grad"],
-        verbose=verbose, checkpoint_dir=out_dir, resume=resume)
+        verbose=verbose, checkpoint_dir=out_dir, resume=resume, overwrite=overwrite)
     fit_seconds = time.perf_counter() - fit_started
     result = language.evaluate_language_model(model, state.params, text.val, block_size=config["block_size"],
                                               model_state=state.model_state)
@@ -117,10 +126,12 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     (out_dir / "sample.txt").write_text(text_out + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if verbose:
+        timing = (f"{train_seconds:.1f} s training, {total_seconds:.1f} s from loading the data to the final "
+                  f"validation loss") if not done_steps else \
+            (f"resumed at step {done_steps}: {int(state.step) - done_steps} steps in this session "
+             f"({fit_seconds:.1f} s), {train_seconds:.1f} s of training in all sessions")
         print(f"shakespeare: validation loss {result['loss']:.4f} over all {result['tokens']:,} validation "
-              f"tokens (nanoGPT's target {TARGET_VAL_LOSS}); {int(state.step)} steps, "
-              f"{train_seconds:.1f} s training, {total_seconds:.1f} s from loading the data to the "
-              f"final validation loss")
+              f"tokens (nanoGPT's target {TARGET_VAL_LOSS}); {int(state.step)} steps, {timing}")
         print(f"\n{text_out}\n")
         print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
               f"{out_dir / 'loss.png'}, {out_dir / 'sample.txt'}")

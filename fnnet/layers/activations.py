@@ -17,16 +17,21 @@ import jax.numpy as jnp
 from fnnet.layer import Layer, as_shape, make_layer
 
 
-def _activation(name: str, apply, forward, backward) -> Layer:
-    """An activation layer: shape-preserving, params ``()``."""
+def _floating(x):
+    """Integer inputs (uint8 pixels) as JAX's default float, as ``x @ w`` promotes them in Dense."""
+    return x if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else jnp.asarray(x, jnp.result_type(float))
+
+
+def _activation(name: str, apply, forward, backward, doc: str | None = None) -> Layer:
+    """An activation layer: shape-preserving, params ``()``; ``doc`` is what ``help`` shows."""
 
     def init(key, in_shape):
         del key
         return as_shape(in_shape, name), ()
 
-    return make_layer(name, init, lambda params, x: apply(x),
-                      lambda params, x: forward(x),
-                      lambda params, residual, dy: ((), backward(residual, dy)))
+    return make_layer(name, init, lambda params, x: apply(_floating(x)),
+                      lambda params, x: forward(_floating(x)),
+                      lambda params, residual, dy: ((), backward(residual, dy)), doc=doc)
 
 
 def _relu_forward(z):
@@ -37,8 +42,15 @@ def _relu_backward(z, dy):
     return jnp.where(z > 0, dy, jnp.zeros_like(dy))  # relu'(z) = 1 if z > 0 else 0 (0 at the kink)
 
 
-Relu = _activation("Relu", jax.nn.relu, _relu_forward, _relu_backward)
-"""``relu(z) = max(z, 0)``; backward ``dx = dy * (z > 0)``, so the derivative at 0 is 0."""
+Relu = _activation("Relu", jax.nn.relu, _relu_forward, _relu_backward, doc="""ReLU: ``relu(z) = max(z, 0)``, elementwise, any shape.
+
+Backward: ``dx = dy * (z > 0)``, so the derivative at the kink 0 is 0 (as ``jax.nn.relu``).
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.Relu.apply((), jnp.array([-1.0, 0.0, 2.0]))
+  Array([0., 0., 2.], dtype=float32)
+""")
 
 
 def _sigmoid_forward(z):
@@ -50,8 +62,15 @@ def _sigmoid_backward(s, dy):
     return dy * s * (1 - s)  # σ'(z) = σ(z)(1 - σ(z))
 
 
-Sigmoid = _activation("Sigmoid", jax.nn.sigmoid, _sigmoid_forward, _sigmoid_backward)
-"""``σ(z) = 1 / (1 + e^-z)``; backward ``dx = dy * σ (1 - σ)`` from the saved output."""
+Sigmoid = _activation("Sigmoid", jax.nn.sigmoid, _sigmoid_forward, _sigmoid_backward, doc="""Sigmoid: ``σ(z) = 1 / (1 + e^-z)``, elementwise, any shape.
+
+Backward: ``dx = dy * σ (1 - σ)``, from the saved output.
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.Sigmoid.apply((), jnp.array([0.0]))
+  Array([0.5], dtype=float32)
+""")
 
 
 def _tanh_forward(z):
@@ -63,8 +82,15 @@ def _tanh_backward(t, dy):
     return dy * (1 - t * t)  # tanh'(z) = 1 - tanh(z)^2
 
 
-Tanh = _activation("Tanh", jnp.tanh, _tanh_forward, _tanh_backward)
-"""``tanh(z)``; backward ``dx = dy * (1 - tanh²)`` from the saved output."""
+Tanh = _activation("Tanh", jnp.tanh, _tanh_forward, _tanh_backward, doc="""Tanh: ``tanh(z)``, elementwise, any shape.
+
+Backward: ``dx = dy * (1 - tanh²)``, from the saved output.
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.Tanh.apply((), jnp.array([0.0]))
+  Array([0.], dtype=float32)
+""")
 
 
 def _softmax_forward(z):
@@ -77,15 +103,26 @@ def _softmax_backward(p, dy):
 
 
 Softmax = _activation("Softmax", lambda z: jax.nn.softmax(z, axis=-1), _softmax_forward,
-                      _softmax_backward)
-"""Softmax over the last axis; backward ``dx = p * (dy - Σ dy p)`` (the Jacobian ``diag(p) - p pᵀ``).
+                      _softmax_backward, doc="""Softmax over the last axis: ``p_i = e^{z_i} / Σ_j e^{z_j}``, shape kept.
 
+Backward: ``dx = p * (dy - Σ dy p)`` (the Jacobian ``diag(p) - p pᵀ`` applied to ``dy``).
 For classification prefer logits with :data:`fnnet.losses.softmax_cross_entropy`,
 whose fused gradient ``softmax(z) - onehot(y)`` is exact and stable.
-"""
 
-Identity = _activation("Identity", lambda z: z, lambda z: (z, None), lambda _, dy: dy)
-"""``y = x``; backward ``dx = dy``."""
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.Softmax.apply((), jnp.zeros((2, 4)))
+  Array([[0.25, 0.25, 0.25, 0.25],
+         [0.25, 0.25, 0.25, 0.25]], dtype=float32)
+""")
+
+Identity = _activation("Identity", lambda z: z, lambda z: (z, None), lambda _, dy: dy, doc="""Identity: ``y = x``, any shape; backward ``dx = dy``.
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.Identity.apply((), jnp.array([1.5]))
+  Array([1.5], dtype=float32)
+""")
 
 
 def LeakyRelu(alpha: float = 0.01) -> Layer:
@@ -104,7 +141,7 @@ def LeakyRelu(alpha: float = 0.01) -> Layer:
     def backward(z, dy):
         return jnp.where(z >= 0, dy, alpha * dy)  # slope 1 at the kink, as jax.nn.leaky_relu
 
-    return _activation(f"LeakyRelu({alpha:g})", apply, lambda z: (apply(z), z), backward)
+    return _activation(f"LeakyRelu({alpha:g})", apply, lambda z: (apply(z), z), backward, doc=LeakyRelu.__doc__)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -121,5 +158,13 @@ def _gelu_backward(z, dy):
     return dy * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * z * z))
 
 
-Gelu = _activation("Gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_forward, _gelu_backward)
-"""GELU with the tanh approximation (as ``jax.nn.gelu``'s default); the derivative is written out."""
+Gelu = _activation("Gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_forward, _gelu_backward, doc="""GELU with the tanh approximation (``jax.nn.gelu``'s default), elementwise, any shape:
+``g(z) = ½ z (1 + tanh u)``, ``u = √(2/π) (z + 0.044715 z³)``.
+
+Backward: ``dx = dy * (½ (1 + tanh u) + ½ z (1 - tanh² u) √(2/π) (1 + 3·0.044715 z²))``.
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.Gelu.apply((), jnp.array([0.0]))
+  Array([0.], dtype=float32)
+""")

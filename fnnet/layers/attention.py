@@ -154,4 +154,4 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
         return {key: grads[key].astype(params[key].dtype) for key in grads}, dx.astype(x.dtype)
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward, doc=CausalSelfAttention.__doc__)

@@ -89,6 +89,16 @@ def _flatten_batch(x, rank: int):
     return flat, lambda y: y.reshape(lead + y.shape[1:])
 
 
+def _common_dtype(x, w):
+    """``x`` and ``w`` in one floating dtype, the one ``x @ w`` would give (bfloat16 params with
+    float32 images compute in float32; uint8 pixels in the params' float dtype):
+    ``lax.conv_general_dilated`` itself refuses mixed dtypes."""
+    dtype = jnp.result_type(x, w)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    return x.astype(dtype), w.astype(dtype)
+
+
 def _conv_forward(x, w, strides, pads, dilation, groups, rank):
     return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
                                     dimension_numbers=_SPECS[rank], feature_group_count=groups)
@@ -237,7 +247,8 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
     def apply(params, x):
         pads = check(params, x)
         flat, restore = _flatten_batch(x, rank)
-        y = _conv_forward(flat, params["w"], strides, pads, dilation, groups, rank)
+        flat, w = _common_dtype(flat, params["w"])  # mixed dtypes promote, as x @ w does in Dense
+        y = _conv_forward(flat, w, strides, pads, dilation, groups, rank)
         if use_bias:
             y = y + params["b"][(None,) * (y.ndim - 1)]
         return restore(y)
@@ -250,14 +261,17 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         flat_x, restore = _flatten_batch(x, rank)
         flat_dy, _ = _flatten_batch(dy, rank)
         w = params["w"]
+        flat_x, compute_w = _common_dtype(flat_x, w)
+        flat_dy = flat_dy.astype(flat_x.dtype)
         dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)  # x ⋆ dy
-        dx = conv_input_grad(flat_dy, w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups, rank)
+        dx = conv_input_grad(flat_dy, compute_w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups,
+                             rank)
         grads = {"w": dw.astype(w.dtype)}
         if use_bias:
             grads["b"] = jnp.sum(flat_dy, axis=tuple(range(rank + 1))).astype(params["b"].dtype)  # Σ dy
         return grads, restore(dx).astype(x.dtype)
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward, doc=(Conv if rank == 2 else Conv1D).__doc__)
 
 
 def Conv(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, feature_group_count=1,

@@ -77,4 +77,4 @@ def Dense(out_dim: int, w_init=initializers.glorot_uniform, b_init=initializers.
         w, b = params["w"], params["b"]
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward, doc=Dense.__doc__)

@@ -59,6 +59,6 @@ def Dropout(rate: float) -> Layer:
     def backward(params, scale, dy):
         return (), (dy if scale is None else dy * scale)  # dx = dy · m / (1 - rate)
 
-    return make_layer(name, init, lambda params, x: x, lambda params, x: (x, None), backward,
+    return make_layer(name, init, lambda params, x: x, lambda params, x: (x, None), backward, doc=Dropout.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
                       stateful_forward=stateful_forward)

@@ -27,6 +27,24 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_token_ids(ids, vocab_size: int, where: str) -> None:
+    """Raises ValueError, naming ``where``, unless ``ids`` are integers in ``[0, vocab_size)``.
+
+    The values are checked when they are concrete (on the host); a traced array (inside
+    ``jax.jit``) has only its dtype checked.
+    """
+    if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
+        raise ValueError(f"{where}: expects integer token ids, got dtype {jnp.result_type(ids)} "
+                         f"of shape {jnp.shape(ids)}")
+    if _is_concrete(ids) and np.size(ids):
+        ids = np.asarray(ids)
+        bad = (ids < 0) | (ids >= vocab_size)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{where}: token id {int(ids[at])} at index {at} is outside "
+                             f"the vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids)")
+
+
 def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), dtype=None) -> Layer:
     """A lookup table: integer ids of shape ``(..., T)`` to vectors ``(..., T, features)``.
 
@@ -66,16 +84,7 @@ def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), d
         if jnp.shape(params["w"]) != (vocab_size, features):
             raise ValueError(f"{name}: expected params w of shape ({vocab_size}, {features}), "
                              f"got {jnp.shape(params['w'])}")
-        if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
-            raise ValueError(f"{name}: expects integer token ids, got dtype {jnp.result_type(ids)} "
-                             f"of shape {jnp.shape(ids)}")
-        if _is_concrete(ids) and np.size(ids):
-            ids = np.asarray(ids)
-            bad = (ids < 0) | (ids >= vocab_size)
-            if bad.any():
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(f"{name}: token id {int(ids[where])} at index {where} is outside "
-                                 f"the vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids)")
+        check_token_ids(ids, vocab_size, name)
 
     def apply(params, ids):
         check(params, ids)
@@ -90,7 +99,7 @@ def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), d
         dw = jnp.zeros(w.shape, dy.dtype).at[rows].add(dy.reshape(-1, features), mode="drop")  # scatter-add
         return {"w": dw.astype(w.dtype)}, _no_cotangent(ids)
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward, doc=Embedding.__doc__)
 
 
 def PositionalEmbedding(max_length: int | None = None, w_init=initializers.normal(0.02),
@@ -147,4 +156,4 @@ def PositionalEmbedding(max_length: int | None = None, w_init=initializers.norma
         dpos = jnp.zeros(pos.shape, dpos.dtype).at[: dy.shape[-2]].set(dpos)  # unused positions: 0
         return {"pos": dpos.astype(pos.dtype)}, dy
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward, doc=PositionalEmbedding.__doc__)

@@ -106,7 +106,7 @@ def LayerNorm(epsilon: float = 1e-5, dtype=None) -> Layer:
         return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
                 dx.astype(x_hat.dtype))
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward, doc=LayerNorm.__doc__)
 
 
 def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer:
@@ -188,7 +188,7 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
         return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
                 dx.astype(x_hat.dtype))
 
-    return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward,
+    return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward, doc=BatchNorm.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
                       stateful_forward=stateful_forward)
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import ExampleShape, Layer, as_shape, example_shape, make_layer, split_batch
 from fnnet.layers.conv import _padding, _tuple, window_geometry
 
 
@@ -138,7 +138,8 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
         dx = dx[:, top:top + x.shape[-3], left:left + x.shape[-2], :]
         return (), dx.reshape(x.shape).astype(x.dtype)
 
-    return make_layer(name, init, apply, forward, backward)
+    return make_layer(name, init, apply, forward, backward,
+                      doc=(MaxPool if kind == "MaxPool" else AvgPool).__doc__)
 
 
 def MaxPool(window, strides=None, padding="VALID") -> Layer:
@@ -167,23 +168,45 @@ def _global_avg_init(key, in_shape):
     if len(in_shape) < 2:
         raise ValueError(f"GlobalAvgPool: expected examples with spatial axes and channels, e.g. "
                          f"(H, W, C), got {in_shape}")
-    return in_shape[-1:], ()
+    return in_shape[-1:], ExampleShape(in_shape)
+
+
+def _global_avg_axes(params, x) -> tuple:
+    """The spatial axes of ``x``: all of one example's axes but the channels (the example's shape
+    as init recorded it; without it, examples are ``(H, W, C)`` images)."""
+    example = example_shape(params)
+    if example is not None:
+        lead = split_batch(jnp.shape(x), example, "GlobalAvgPool")
+        return tuple(range(len(lead), jnp.ndim(x) - 1))
+    if jnp.ndim(x) < 3:
+        raise ValueError(f"GlobalAvgPool: expected images (..., H, W, C), got {jnp.shape(x)}")
+    return (jnp.ndim(x) - 3, jnp.ndim(x) - 2)
 
 
 def _global_avg_apply(params, x):
-    if jnp.ndim(x) < 3:
-        raise ValueError(f"GlobalAvgPool: expected a batch (N, ..., C), got {jnp.shape(x)}")
-    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    return jnp.mean(x, axis=_global_avg_axes(params, x))
 
 
 def _global_avg_backward(params, x, dy):
-    spatial = math.prod(x.shape[1:-1])
-    expanded = dy.reshape(dy.shape[:1] + (1,) * (x.ndim - 2) + dy.shape[1:])
-    return (), jnp.broadcast_to(expanded / spatial, x.shape).astype(x.dtype)  # dx = dy / (H·W) everywhere
+    axes = _global_avg_axes(params, x)
+    spatial = math.prod(x.shape[a] for a in axes)
+    expanded = jnp.expand_dims(dy, axes)
+    return params, jnp.broadcast_to(expanded / spatial, x.shape).astype(x.dtype)  # dx = dy / (H·W) everywhere
 
 
 GlobalAvgPool: Layer = make_layer("GlobalAvgPool", _global_avg_init, _global_avg_apply,
                                   lambda params, x: (_global_avg_apply(params, x), x),
-                                  _global_avg_backward)
-"""Averages each channel over all spatial positions: ``(N, H, W, C) -> (N, C)``;
-backward ``dx = dy / (H·W)`` at every position. Needs one leading batch axis (as Flatten)."""
+                                  _global_avg_backward, doc="""Global average pooling: each channel averaged over all spatial positions.
+
+``(..., H, W, C) -> (..., C)``: ``y_c = Σ_{h,w} x_{h,w,c} / (H·W)``; backward
+``dx = dy / (H·W)`` at every position. ``init`` records one example's shape, so any
+number of leading batch axes works (and ``jax.vmap`` over single examples), and so do
+examples with one spatial axis (``(T, C) -> (C,)``); ``apply((), x)`` without those params
+takes ``(H, W, C)`` images.
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> out_shape, params = fnnet.GlobalAvgPool.init(None, (5, 5, 4))
+  >>> out_shape, fnnet.GlobalAvgPool.apply(params, jnp.ones((3, 2, 5, 5, 4))).shape
+  ((4,), (3, 2, 4))
+""")

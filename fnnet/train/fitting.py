@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from fnnet import checkpoint
-from fnnet.gradients import check_grad_mode
+from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
 from fnnet.losses import Loss
 from fnnet.train import inputs
@@ -55,11 +55,55 @@ class _Progress:
             self.bar.close()
 
 
+class RunExists(ValueError):
+    """``fit`` was asked to write into a folder that already holds a run's checkpoint, with
+    neither ``resume=True`` (continue it) nor ``overwrite=True`` (replace it)."""
+
+
+def checkpoint_epoch(path) -> str | None:
+    """Where the checkpoint at ``path`` stands, ``"epoch 5"`` (``fit``) or ``"step 750"``
+    (``fit_language_model``); ``None`` when there is none or it cannot be read."""
+    try:
+        metadata = checkpoint.read_metadata(path)
+    except (checkpoint.CheckpointError, OSError):
+        return None
+    if metadata.get("epoch") is not None:
+        return f"epoch {metadata['epoch']}"
+    steps = (metadata.get("history") or {}).get("step") or []
+    return f"step {steps[-1]}" if steps else None
+
+
+def save_checkpoint(path, state, metadata: dict) -> None:
+    """Writes a training checkpoint; when that fails (disk full), a CheckpointWriteError
+    saying which checkpoint is kept: ``could not write run/checkpoint.safetensors: File too
+    large; the previous checkpoint (epoch 5) is kept``."""
+    try:
+        checkpoint.save(path, state, metadata=metadata)
+    except checkpoint.CheckpointWriteError as error:
+        kept = checkpoint_epoch(path)
+        cause = error.__cause__
+        reason = getattr(cause, "strerror", None) or str(cause or error)
+        tail = f"; the previous checkpoint ({kept}) is kept" if kept is not None else "; there is no earlier one"
+        raise checkpoint.CheckpointWriteError(f"could not write {path}: {reason}{tail}") from cause
+
+
+def check_checkpoint_dir(checkpoint_dir, resume: bool, overwrite: bool, where: str):
+    """``checkpoint_dir / CHECKPOINT_NAME`` (or ``None``); :class:`RunExists` when it already exists
+    and neither ``resume`` nor ``overwrite`` says what to do with it."""
+    if not checkpoint_dir:
+        return None
+    path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME
+    if path.exists() and not resume and not overwrite:
+        raise RunExists(f"{where}: {checkpoint_dir} already holds a checkpoint ({path.name}); pass "
+                        f"resume=True to continue it or overwrite=True to replace it")
+    return path
+
+
 def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train_data, *,
         epochs: int, batch_size: int, key, eval_data=None, grad: str = "manual",
         params=None, task: str | None = None, eval_batch_size: int = 1024, verbose: bool = True,
         checkpoint_dir=None, resume: bool = False, on_epoch_end: Callable | None = None,
-        mesh=None, compute_dtype=None) -> tuple[TrainState, History]:
+        mesh=None, compute_dtype=None, overwrite: bool = False) -> tuple[TrainState, History]:
     """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
 
     Each epoch shuffles on the device and runs all its batches in one jitted
@@ -89,8 +133,13 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
       checkpoint_dir: save the full :class:`TrainState` and history there after
         every epoch (``checkpoint.safetensors``, written atomically).
       resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
-      on_epoch_end: called as ``on_epoch_end(epoch, state, history)``; the state is a copy
-        the callback may keep (early stopping, best model).
+      overwrite: replace a checkpoint already in ``checkpoint_dir`` (without ``resume``).
+        By default a ``checkpoint_dir`` that holds one is refused (:class:`RunExists`): a
+        finished run is never silently replaced.
+      on_epoch_end: called as ``on_epoch_end(epoch, state, history)`` after each epoch's
+        checkpoint is written; the state is a copy the callback may keep (best model).
+        Returning ``True`` stops training there (early stopping): ``fit`` returns the
+        state and history so far.
       mesh: a ``jax.sharding.Mesh`` for data-parallel training (see
         :mod:`fnnet.distributed`): batches are split along its first axis.
       compute_dtype: mixed precision (e.g. ``jnp.bfloat16``): forward and backward run in
@@ -99,9 +148,15 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     Raises:
       TrainingDiverged: the loss became NaN/inf (the message names epoch and step);
         the last good checkpoint is kept.
+      RunExists: ``checkpoint_dir`` already holds a checkpoint and neither ``resume`` nor
+        ``overwrite`` was given.
+      fnnet.checkpoint.CheckpointWriteError: a checkpoint could not be written (disk full);
+        the message names the file and the epoch of the checkpoint that is kept.
       ValueError: bad arguments or data, before anything is compiled.
     """
     check_grad_mode(grad)
+    check_compute_dtype(compute_dtype)
+    ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -125,7 +180,6 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     if eval_data is not None:
         validate(model, loss, state.params, *eval_data, "fit (eval_data)", state.model_state)
     history = History()
-    ckpt_path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = checkpoint.load(ckpt_path, like=state)
         history = History.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
@@ -176,10 +230,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
             history.traces = traces[0]
             progress.update(history)
             if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
-                checkpoint.save(ckpt_path, state, metadata={"history": history.to_dict(),
-                                                            "epoch": epoch + 1})
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, owned_copy(state), history)
+                save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": epoch + 1})
+            if on_epoch_end is not None and on_epoch_end(epoch + 1, owned_copy(state), history) is True:
+                break  # early stopping: the callback asked for it
     finally:
         progress.close()
     history.traces = traces[0]

@@ -27,7 +27,7 @@ from fnnet import checkpoint
 from fnnet.gradients import check_grad_mode, per_example_loss
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
-from fnnet.train.fitting import CHECKPOINT_NAME
+from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
 from fnnet.train.history import Record
 from fnnet.train.state import TrainingDiverged, TrainState, init_state
 from fnnet.train.steps import make_train_step
@@ -172,7 +172,8 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                        block_size: int, batch_size: int = 12, steps: int = 2000, eval_interval: int = 250,
                        eval_batches: int = 20, key, grad: str = "manual", params=None,
                        compute_dtype=None, verbose: bool = True, checkpoint_dir=None,
-                       resume: bool = False, metadata: dict | None = None) -> tuple[TrainState, LanguageHistory]:
+                       resume: bool = False, metadata: dict | None = None,
+                       overwrite: bool = False) -> tuple[TrainState, LanguageHistory]:
     """Trains a next-token model (e.g. :func:`fnnet.gpt.GPT`) on 1-D arrays of token ids.
 
     Every ``eval_interval`` steps (one compiled ``lax.scan``), it records the mean training
@@ -191,12 +192,16 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
       grad: ``"manual"`` (hand-written backward) or ``"autodiff"`` (``jax.grad``).
       params: start from these (copied, never consumed) instead of ``model.init``.
       resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
+      overwrite: replace a checkpoint already in ``checkpoint_dir``; without it (or ``resume``)
+        such a folder is refused with :class:`fnnet.train.RunExists`.
 
     Raises:
       TrainingDiverged: the loss became NaN or infinite (the message names the step).
+      RunExists: ``checkpoint_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite``.
       ValueError: bad arguments or tokens, before anything compiles.
     """
     check_grad_mode(grad)
+    ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit_language_model")
     for name, value in (("block_size", block_size), ("batch_size", batch_size), ("steps", steps),
                         ("eval_interval", eval_interval), ("eval_batches", eval_batches)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -208,7 +213,6 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                               min_length=block_size + 1)
     state = init_state(model, optimizer, key, (block_size,), params)
     history = LanguageHistory()
-    ckpt_path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = checkpoint.load(ckpt_path, like=state)
         history = LanguageHistory.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
@@ -243,5 +247,5 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         if lines:
             print(history.line(-1, steps), flush=True, file=sys.stdout)
         if ckpt_path is not None:
-            checkpoint.save(ckpt_path, state, metadata={"history": history.to_dict(), **(metadata or {})})
+            save_checkpoint(ckpt_path, state, {"history": history.to_dict(), **(metadata or {})})
     return state, history

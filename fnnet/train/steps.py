@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fnnet.gradients import check_grad_mode, loss_and_grads
+from fnnet.gradients import check_compute_dtype, check_grad_mode, loss_and_grads
 from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
 from fnnet.train.state import TrainState
@@ -42,6 +42,7 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
       (['accuracy', 'loss'], 1)
     """
     check_grad_mode(grad)
+    check_compute_dtype(compute_dtype)
     task = resolve_task(loss, task)
 
     stateful = is_stateful(model)

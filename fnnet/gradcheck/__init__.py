@@ -44,7 +44,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet import gpt, losses
+from fnnet.combinators import Residual, serial
+from fnnet.gradcheck import cases
 from fnnet.gradients import loss_and_grads
+from fnnet.layers import BatchNorm, Conv, Dense, Dropout, GlobalAvgPool, MaxPool, Relu, Tanh
 from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
                          layer_children, layer_name, locate)
 from fnnet.losses import Loss, loss_name
@@ -491,43 +495,31 @@ def check_loss(loss: Loss, pred, target, *, key=None, rtol: float = AUTODIFF_RTO
 
 
 def builtin_cases():
-    """(name, thunk) pairs that check every built-in layer and loss; used by ``fnnet gradcheck``."""
-    from fnnet import activations, combinators, dense, layers, losses, reshape
-
+    """(name, thunk) pairs that check every built-in layer (the catalogue
+    :data:`fnnet.gradcheck.cases.LAYER_CASES`), loss and model; used by ``fnnet gradcheck``."""
     key = jax.random.PRNGKey(42)
     k1, k2, k3, k4 = jax.random.split(key, 4)
 
-    def layer_case(layer, in_shape, batch=5, **mode):
+    def layer_case(case: cases.LayerCase):
         def run():
             with jax.enable_x64(True):
-                _, params = layer.init(k1, in_shape)
-                x = jax.random.normal(k2, (batch,) + tuple(in_shape), jnp.float64)
-                return check_layer(layer, params, x, key=k3, raise_on_failure=False, **mode)
+                _, params, state = case.init(k1)
+                x = case.inputs(k2, (5,), jnp.float64)
+                return check_layer(case.layer, params, x, key=k3, raise_on_failure=False, state=state,
+                                   rng=jax.random.fold_in(k3, 7), train=case.train)
         return run
 
     def cnn_case():
         with jax.enable_x64(True):
-            model = combinators.serial(
-                layers.Conv(4, 3, use_bias=False), layers.BatchNorm(), activations.Relu, layers.MaxPool(2),
-                combinators.Residual(combinators.serial(layers.Conv(4, 3), activations.Relu)),
-                layers.Dropout(0.25), layers.GlobalAvgPool, dense.Dense(3))
+            model = serial(Conv(4, 3, use_bias=False), BatchNorm(), Relu, MaxPool(2),
+                           Residual(serial(Conv(4, 3), Relu)), Dropout(0.25), GlobalAvgPool, Dense(3))
             _, params = model.init(k1, (8, 8, 2))
             x = jax.random.normal(k2, (6, 8, 8, 2), jnp.float64)
             labels = jax.random.randint(k3, (6,), 0, 3)
         return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
                            raise_on_failure=False)
 
-    def int_layer_case(layer, in_shape, vocab, batch=4):
-        def run():
-            with jax.enable_x64(True):
-                _, params = layer.init(k1, in_shape)
-                ids = jax.random.randint(k2, (batch,) + tuple(in_shape), 0, vocab)
-                return check_layer(layer, params, ids, key=k3, raise_on_failure=False)
-        return run
-
     def gpt_case():
-        from fnnet import gpt
-
         with jax.enable_x64(True):
             model = gpt.GPT(gpt.GPTConfig(vocab_size=7, block_size=6, num_layers=1, num_heads=2, features=8))
             _, params = model.init(k1, (6,))
@@ -541,8 +533,7 @@ def builtin_cases():
 
     def model_case():
         with jax.enable_x64(True):
-            model = combinators.serial(dense.Dense(5), activations.Tanh, dense.Dense(4),
-                                       activations.Relu, dense.Dense(3))
+            model = serial(Dense(5), Tanh, Dense(4), Relu, Dense(3))
             _, params = model.init(k1, (6,))
             x = jax.random.normal(k2, (8, 6), jnp.float64)
             labels = jax.random.randint(k3, (8,), 0, 3)
@@ -558,41 +549,7 @@ def builtin_cases():
         seq_logits = 2 * jax.random.normal(k2, (3, 5, 7), jnp.float64)
         seq_labels = jax.random.randint(k3, (3, 5), 0, 7)
     return [
-        ("Dense", layer_case(dense.Dense(4), (3,))),
-        ("Dense (3-D input)", layer_case(dense.Dense(2), (2, 3))),
-        ("Relu", layer_case(activations.Relu, (7,))),
-        ("LeakyRelu", layer_case(activations.LeakyRelu(0.1), (7,))),
-        ("Sigmoid", layer_case(activations.Sigmoid, (7,))),
-        ("Tanh", layer_case(activations.Tanh, (7,))),
-        ("Softmax", layer_case(activations.Softmax, (7,))),
-        ("Gelu", layer_case(activations.Gelu, (7,))),
-        ("Identity", layer_case(activations.Identity, (7,))),
-        ("Flatten", layer_case(reshape.Flatten, (2, 3))),
-        ("Reshape", layer_case(layers.Reshape((3, -1)), (2, 3))),
-        ("Conv 3x3 SAME", layer_case(layers.Conv(4, 3), (6, 5, 3))),
-        ("Conv 3x2 stride 2 VALID", layer_case(layers.Conv(3, (3, 2), strides=2, padding="VALID"), (7, 6, 2))),
-        ("Conv dilation 2, explicit padding", layer_case(layers.Conv(2, 3, padding=((2, 1), (0, 2)), dilation=2),
-                                                         (7, 7, 2))),
-        ("Conv grouped (2 groups)", layer_case(layers.Conv(4, 3, strides=(1, 2), feature_group_count=2), (5, 6, 4))),
-        ("Conv depthwise", layer_case(layers.Conv(3, 3, feature_group_count=3), (5, 5, 3))),
-        ("Conv1D stride 2", layer_case(layers.Conv1D(3, 4, strides=2), (11, 2))),
-        ("MaxPool 2x2", layer_case(layers.MaxPool(2), (6, 6, 2))),
-        ("MaxPool 3x3 stride 2 SAME", layer_case(layers.MaxPool(3, strides=2, padding="SAME"), (7, 6, 2))),
-        ("AvgPool 2x2", layer_case(layers.AvgPool(2), (6, 6, 2))),
-        ("AvgPool 3x3 stride 1 SAME", layer_case(layers.AvgPool(3, strides=1, padding="SAME"), (5, 4, 2))),
-        ("GlobalAvgPool", layer_case(layers.GlobalAvgPool, (4, 5, 3))),
-        ("LayerNorm", layer_case(layers.LayerNorm(), (7,))),
-        ("BatchNorm (train)", layer_case(layers.BatchNorm(), (4, 4, 3))),
-        ("BatchNorm (eval)", layer_case(layers.BatchNorm(), (4, 4, 3), train=False)),
-        ("Dropout (train)", layer_case(layers.Dropout(0.5), (7,))),
-        ("Residual", layer_case(combinators.Residual(combinators.serial(dense.Dense(4), activations.Tanh)), (4,))),
-        ("FanOut + parallel + FanInConcat", layer_case(combinators.serial(
-            combinators.FanOut(2), combinators.parallel(dense.Dense(3), activations.Tanh),
-            combinators.FanInConcat()), (4,))),
-        ("Embedding", int_layer_case(layers.Embedding(9, 4), (5,), vocab=9)),
-        ("PositionalEmbedding (T < max_length)", layer_case(layers.PositionalEmbedding(8), (5, 3))),
-        ("CausalSelfAttention (2 heads)", layer_case(layers.CausalSelfAttention(2), (6, 4))),
-        ("CausalSelfAttention (1 head, T < max_length)", layer_case(layers.CausalSelfAttention(1, 9), (5, 3))),
+        *[(case.name, layer_case(case)) for case in cases.LAYER_CASES],
         ("squared_error", loss_case(losses.squared_error, logits, onehot)),
         ("mse", loss_case(losses.mse, logits, onehot)),
         ("binary_cross_entropy", loss_case(losses.binary_cross_entropy, probs, bits)),

@@ -1,0 +1,117 @@
+"""The catalogue of built-in layer cases: every layer and combinator fnnet ships, once.
+
+``fnnet gradcheck`` (:func:`fnnet.gradcheck.builtin_cases`) and the test suite both
+parametrise on :data:`LAYER_CASES`, so a layer added here is gradient-checked, shape-checked
+on every batch shape and under ``jax.vmap``, and dtype-checked without another list to keep.
+
+Each :class:`LayerCase` names a layer, one example's shape (no batch axis), what its inputs
+are (standard-normal floats, or integer token ids below ``vocab``) and, for a layer with state
+or randomness, the mode it is checked in.
+
+Example:
+  >>> from fnnet.gradcheck import cases
+  >>> case = cases.by_name("Dense")
+  >>> case.in_shape
+  (3,)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
+from fnnet.layer import Layer, init_with_state
+from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
+                          Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
+                          PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh)
+
+
+class LayerCase(NamedTuple):
+    """One built-in layer as the checks run it."""
+
+    name: str
+    layer: Layer
+    in_shape: tuple
+    """One example's shape, no batch axis (a tuple of shapes for a layer taking branches)."""
+    vocab: int = 0
+    """``> 0``: the inputs are integer token ids in ``[0, vocab)`` (Embedding)."""
+    train: bool = True
+    """The mode a stateful layer is checked in (BatchNorm's batch statistics, Dropout's mask)."""
+
+    def inputs(self, key, batch_shape=(5,), dtype=jnp.float32):
+        """Random inputs of shape ``batch_shape + in_shape`` (a tuple of them for branches)."""
+        if self.vocab:
+            return jax.random.randint(key, tuple(batch_shape) + self.in_shape, 0, self.vocab)
+        if self.in_shape and isinstance(self.in_shape[0], tuple):
+            keys = jax.random.split(key, len(self.in_shape))
+            return tuple(jax.random.normal(k, tuple(batch_shape) + s, dtype) for k, s in zip(keys, self.in_shape))
+        return jax.random.normal(key, tuple(batch_shape) + self.in_shape, dtype)
+
+    def init(self, key):
+        """``(out_shape, params, state)`` of ``init_with_state`` for one example."""
+        return init_with_state(self.layer, key, self.in_shape)
+
+
+LAYER_CASES: list[LayerCase] = [
+    LayerCase("Dense", Dense(4), (3,)),
+    LayerCase("Dense (3-D input)", Dense(2), (2, 3)),
+    LayerCase("Relu", Relu, (7,)),
+    LayerCase("LeakyRelu", LeakyRelu(0.1), (7,)),
+    LayerCase("Sigmoid", Sigmoid, (7,)),
+    LayerCase("Tanh", Tanh, (7,)),
+    LayerCase("Softmax", Softmax, (7,)),
+    LayerCase("Gelu", Gelu, (7,)),
+    LayerCase("Identity", Identity, (7,)),
+    LayerCase("Flatten", Flatten, (2, 3)),
+    LayerCase("Reshape", Reshape((3, -1)), (2, 3)),
+    LayerCase("Conv 3x3 SAME", Conv(4, 3), (6, 5, 3)),
+    LayerCase("Conv 3x2 stride 2 VALID", Conv(3, (3, 2), strides=2, padding="VALID"), (7, 6, 2)),
+    LayerCase("Conv dilation 2, explicit padding", Conv(2, 3, padding=((2, 1), (0, 2)), dilation=2), (7, 7, 2)),
+    LayerCase("Conv grouped (2 groups)", Conv(4, 3, strides=(1, 2), feature_group_count=2), (5, 6, 4)),
+    LayerCase("Conv depthwise", Conv(3, 3, feature_group_count=3), (5, 5, 3)),
+    LayerCase("Conv no bias", Conv(3, 1, use_bias=False), (4, 4, 2)),
+    LayerCase("Conv1D stride 2", Conv1D(3, 4, strides=2), (11, 2)),
+    LayerCase("MaxPool 2x2", MaxPool(2), (6, 6, 2)),
+    LayerCase("MaxPool 3x3 stride 2 SAME", MaxPool(3, strides=2, padding="SAME"), (7, 6, 2)),
+    LayerCase("AvgPool 2x2", AvgPool(2), (6, 6, 2)),
+    LayerCase("AvgPool 3x3 stride 1 SAME", AvgPool(3, strides=1, padding="SAME"), (5, 4, 2)),
+    LayerCase("GlobalAvgPool", GlobalAvgPool, (4, 5, 3)),
+    LayerCase("GlobalAvgPool (T, C)", GlobalAvgPool, (6, 3)),
+    LayerCase("LayerNorm", LayerNorm(), (7,)),
+    LayerCase("LayerNorm (3-D input)", LayerNorm(), (3, 5)),
+    LayerCase("BatchNorm (train)", BatchNorm(), (4, 4, 3)),
+    LayerCase("BatchNorm (eval)", BatchNorm(), (4, 4, 3), train=False),
+    LayerCase("Dropout (train)", Dropout(0.5), (7,)),
+    LayerCase("Embedding", Embedding(9, 4), (5,), vocab=9),
+    LayerCase("PositionalEmbedding (T < max_length)", PositionalEmbedding(8), (5, 3)),
+    LayerCase("CausalSelfAttention (2 heads)", CausalSelfAttention(2), (6, 4)),
+    LayerCase("CausalSelfAttention (1 head, T < max_length)", CausalSelfAttention(1, 9), (5, 3)),
+    LayerCase("serial (nested)", serial(serial(Dense(5), Relu), Gelu, serial(Dense(2), Sigmoid)), (3,)),
+    LayerCase("serial (Flatten, Dense)", serial(Flatten, Dense(3), LeakyRelu()), (2, 2)),
+    LayerCase("Residual", Residual(serial(Dense(4), Tanh)), (4,)),
+    LayerCase("FanOut + parallel + FanInConcat", serial(
+        FanOut(2), parallel(Dense(3), Tanh), FanInConcat()), (4,)),
+    LayerCase("FanInConcat(0) of 2-D examples", FanInConcat(0), ((4, 5), (2, 5))),
+    LayerCase("FanInConcat(1) of 3-D examples", FanInConcat(1), ((4, 5, 3), (4, 2, 3))),
+    LayerCase("FanInSum of three branches", serial(
+        FanOut(3), parallel(Dense(3), Dense(3), Identity), FanInSum), (3,)),
+    LayerCase("Residual (Dense, Dropout) (train)", Residual(serial(Dense(4), Dropout(0.3))), (4,)),
+    LayerCase("parallel (BatchNorm, Dropout) (train)", serial(
+        FanOut(2), parallel(BatchNorm(), Dropout(0.5)), FanInConcat()), (3, 3, 2)),
+    LayerCase("Conv block (Conv, BatchNorm, MaxPool, GlobalAvgPool, Dense)", serial(
+        Conv(4, 3), BatchNorm(), Relu, MaxPool(2), GlobalAvgPool, Dense(3)), (6, 6, 2)),
+    LayerCase("CNN head (Reshape, Conv, Flatten, Dense)", serial(
+        Reshape((4, 4, 1)), Conv(2, 3), Relu, Flatten, Dense(3)), (16,)),
+]
+"""Every built-in layer and combinator, with one example's shape."""
+
+
+def by_name(name: str) -> LayerCase:
+    """The catalogue entry called ``name``; a KeyError listing the names otherwise."""
+    for case in LAYER_CASES:
+        if case.name == name:
+            return case
+    raise KeyError(f"no layer case {name!r}; known: {', '.join(c.name for c in LAYER_CASES)}")
