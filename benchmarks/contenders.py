@@ -8,6 +8,7 @@ shapes, batch size, optimizer and learning rate.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -86,22 +87,25 @@ class FnnetFit:
     """fnnet: ``train.fit`` for the MLP workloads (its history times each epoch), and
     ``train.fit_compiled`` / ``train.fit_ensemble`` (all steps in one compiled call) for XOR."""
 
-    def __init__(self, workload, grad):
-        self.w, self.grad = workload, grad
+    def __init__(self, workload, grad, progress=False):
+        self.w, self.grad, self.progress = workload, grad, progress
         self.data = random_data(workload)
         self.model, self.loss = _fnnet_model(workload)
         self.optimizer = _optax(workload)
         self.calls = 0
 
     def measure_fit(self, epochs):
-        """Per-epoch seconds of one ``fit`` run (the first includes compilation)."""
+        """Per-epoch seconds of one ``fit`` run (the first includes compilation). With ``progress``,
+        as on a terminal: the tqdm bar (on stderr) moved from inside each compiled epoch."""
         import jax
 
         from fnnet import train
 
+        if self.progress:  # fit draws its bar only on a terminal: say the worker's streams are one
+            sys.stdout.isatty = sys.stderr.isatty = lambda: True
         _, history = train.fit(self.model, self.loss, self.optimizer, self.data, epochs=epochs,
                                batch_size=self.w.batch, key=jax.random.PRNGKey(0), grad=self.grad,
-                               verbose=False)
+                               verbose=self.progress)
         return history.seconds
 
     def run_epoch(self):
@@ -421,6 +425,7 @@ def matmul_rate(workload: Workload, repeats: int = 3) -> float:
 CONTENDERS = {
     "fnnet-manual": lambda w: FnnetFit(w, "manual"),
     "fnnet-autodiff": lambda w: FnnetFit(w, "autodiff"),
+    "fnnet-progress": lambda w: FnnetFit(w, "manual", progress=True),
     "jax-scan": lambda w: JaxScan(w),
     "jax-scan-shuffled": lambda w: JaxScan(w, shuffle=True),
     "jax-loop": lambda w: JaxScan(w, loop=True),
@@ -433,8 +438,8 @@ CONTENDERS = {
 PLAN = {
     "mnist-sgd": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop", "numpy",
                   "torch-eager", "flax-nnx"],
-    "mnist-adam": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop", "numpy",
-                   "torch-eager"],
+    "mnist-adam": ["fnnet-manual", "fnnet-progress", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop",
+                   "numpy", "torch-eager"],
     "wide-4096": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "numpy", "torch-eager"],
     "tiny-batch-8": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
     "tiny-batch-1": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],

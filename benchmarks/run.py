@@ -32,7 +32,8 @@ TARGETS = """Targets (issue 5), checked on this run:
   xor: fnnet-manual >= 10x numpy; xor-ensemble: fnnet-manual >= 7.5M net-steps/s
   compile: fnnet-manual first-epoch compile <= 1.5x jax-scan's; peak memory (mnist) <= 1.2x jax-scan's
   cnn (issue 10): fnnet-manual >= 1.0x the faster of jax-scan / jax-loop, >= 1.0x torch-eager
-  gpt (issue 11): fnnet-manual >= 1.0x fnnet-autodiff, >= 1.0x jax-scan, >= 1.2x torch-eager (tokens/s)"""
+  gpt (issue 11): fnnet-manual >= 1.0x fnnet-autodiff, >= 1.0x jax-scan, >= 1.2x torch-eager (tokens/s)
+  progress bar (issue 16): fnnet-progress (a terminal bar moved inside each epoch) >= 0.98x fnnet-manual"""
 
 
 def measure(contender, workload, epochs, smoke):
@@ -120,6 +121,9 @@ def check_targets(results):
         m_ours, m_base = _get(results, w, "fnnet-manual", "peak_mb"), _get(results, w, "jax-scan", "peak_mb")
         add(f"{w}: peak memory fnnet / jax-scan", m_ours / m_base if m_ours and m_base else None, "<= 1.2",
             m_ours and m_base and m_ours / m_base <= 1.2)
+    ours, bar = (_get(results, "mnist-adam", c, "throughput") for c in ("fnnet-manual", "fnnet-progress"))
+    add("mnist-adam: the in-epoch progress bar's cost, fnnet-progress / fnnet-manual", bar / ours if bar and ours
+        else None, ">= 0.98", bar and ours and bar / ours >= 0.98)
     ours = _get(results, "cnn", "fnnet-manual", "throughput")
     plain = max((t for t in (_get(results, "cnn", c, "throughput") for c in ("jax-scan", "jax-loop")) if t),
                 default=None)

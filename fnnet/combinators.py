@@ -100,6 +100,11 @@ def serial(*layers: Layer) -> Layer:
 
     def run(params, state, x, key, train, with_residuals):
         check(params)
+        if isinstance(state, (tuple, list)) and len(state) == 0:
+            raise ValueError(f"serial: this model has state or randomness ({_stateful_names(layers)}) but was "
+                             f"given no state: pass model_state= (TrainState.model_state, or the state "
+                             f"fnnet.init_with_state returns) to evaluate/predict/apply_with_state, or use "
+                             f"fnnet.value_and_grad(model, loss, with_state=True)")
         if not isinstance(state, (tuple, list)) or len(state) != len(layers):
             got = f"{len(state)} entries" if isinstance(state, (tuple, list)) else type(state).__name__
             raise ValueError(f"serial: expected a state with {len(layers)} entries (one per layer, as "
@@ -126,6 +131,17 @@ def serial(*layers: Layer) -> Layer:
     return make_layer("serial", init, apply, forward, backward, children=layers, doc=serial.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
                       stateful_forward=stateful_forward)
+
+
+def _stateful_names(layers) -> str:
+    """``"BatchNorm(momentum=0.9), Dropout(0.4)"``: the leaf layers with state or randomness."""
+    names = []
+    for layer in layers:
+        if not is_stateful(layer):
+            continue
+        children = layer_children(layer)
+        names.append(_stateful_names(children) if children else layer_name(layer))
+    return ", ".join(dict.fromkeys(names))
 
 
 def _no_residuals(y, state):

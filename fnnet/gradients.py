@@ -111,7 +111,28 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
     return value, like_params(grads, params), pred, new_state
 
 
-def value_and_grad(model: Layer, loss: Loss):
+def _value_and_grad(model: Layer, loss: Loss, grad: str, with_state: bool, where: str):
+    if with_state:
+        def value_and_grads_with_state(params, state, x, y, *, key=None, train: bool = True):
+            value, grads, _, new_state = loss_and_grads(model, loss, params, x, y, grad=grad, state=state,
+                                                        key=key, train=train)
+            return (value, new_state), grads
+
+        return value_and_grads_with_state
+    if is_stateful(model):
+        raise ValueError(f"{where}: {layer_name(model)} has state or randomness (BatchNorm, Dropout): use "
+                         f"{where}(model, loss, with_state=True), which returns fn(params, state, x, y, *, "
+                         f"key=None, train=True) -> ((value, new_state), grads); the state comes from "
+                         f"fnnet.init_with_state")
+
+    def value_and_grads(params, x, y):
+        value, grads, _, _ = loss_and_grads(model, loss, params, x, y, grad=grad)
+        return value, grads
+
+    return value_and_grads
+
+
+def value_and_grad(model: Layer, loss: Loss, *, with_state: bool = False):
     """Returns ``f(params, x, y) -> (loss_value, grads)`` using the hand-written backward passes.
 
     The tutorial's backprop, in three lines::
@@ -119,6 +140,11 @@ def value_and_grad(model: Layer, loss: Loss):
         pred, residuals = model.forward(params, x)
         delta = loss.grad(pred, y)                          # e.g. (ŷ - y) / N
         grads, _ = model.backward(params, residuals, delta)
+
+    With ``with_state=True`` (required for a model with BatchNorm or Dropout) it returns
+    ``f(params, state, x, y, *, key=None, train=True) -> ((loss_value, new_state), grads)``:
+    ``state`` as :func:`fnnet.init_with_state` (or ``TrainState.model_state``) gives it, ``key``
+    the PRNG key for dropout, ``train`` the mode (batch statistics and dropout on).
 
     Example:
       >>> import jax, jax.numpy as jnp, fnnet
@@ -128,23 +154,22 @@ def value_and_grad(model: Layer, loss: Loss):
       >>> value, grads = f(params, jnp.ones((4, 2)), jnp.zeros((4, 1)))
       >>> jax.tree.structure(grads) == jax.tree.structure(params)
       True
+      >>> bn_model = fnnet.serial(fnnet.Dense(3), fnnet.BatchNorm(), fnnet.Dense(1))
+      >>> _, params, state = fnnet.init_with_state(bn_model, jax.random.PRNGKey(0), (2,))
+      >>> f = fnnet.value_and_grad(bn_model, fnnet.losses.mse, with_state=True)
+      >>> (value, new_state), grads = f(params, state, jnp.ones((4, 2)), jnp.zeros((4, 1)))
+      >>> jax.tree.structure(new_state) == jax.tree.structure(state)
+      True
     """
-
-    def value_and_grads(params, x, y):
-        value, grads, _, _ = loss_and_grads(model, loss, params, x, y, grad="manual")
-        return value, grads
-
-    return value_and_grads
+    return _value_and_grad(model, loss, "manual", with_state, "value_and_grad")
 
 
-def autodiff_value_and_grad(model: Layer, loss: Loss):
-    """Returns ``f(params, x, y) -> (loss_value, grads)`` through ``jax.value_and_grad``: the reference."""
+def autodiff_value_and_grad(model: Layer, loss: Loss, *, with_state: bool = False):
+    """Returns ``f(params, x, y) -> (loss_value, grads)`` through ``jax.value_and_grad``: the reference.
 
-    def value_and_grads(params, x, y):
-        value, grads, _, _ = loss_and_grads(model, loss, params, x, y, grad="autodiff")
-        return value, grads
-
-    return value_and_grads
+    ``with_state=True``: ``f(params, state, x, y, *, key=None, train=True) -> ((value, new_state), grads)``,
+    as :func:`value_and_grad`."""
+    return _value_and_grad(model, loss, "autodiff", with_state, "autodiff_value_and_grad")
 
 
 def _zero_cotangent(x):

@@ -23,6 +23,7 @@ import math
 import pathlib
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from fnnet import recipes
@@ -75,7 +76,7 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
             raise RecipeError(f"{config_path}: not a readable config ({error})") from None
         changes = settings_changes(saved, config, ignore)
         if changes:
-            raise RecipeError(f"--resume: {config_path} was written with other settings ({'; '.join(changes)}); "
+            raise RecipeError(f"--resume: {config_path} was written with different settings ({'; '.join(changes)}); "
                               f"use the same arguments, or another {option}")
     return []
 
@@ -107,9 +108,11 @@ class Run:
         return resolve_task(self.loss, None) or "regression"
 
     @property
-    def spec(self) -> recipes.DatasetSpec:
-        """The data set's recipe (loader, class names, preprocessing)."""
-        return recipes.dataset(self.config["dataset"])
+    def spec(self) -> recipes.DatasetSpec | None:
+        """The data set's recipe (loader, class names, preprocessing); ``None`` for a run that
+        :func:`fnnet.train.fit` wrote (no data set recorded)."""
+        name = self.config.get("dataset")
+        return recipes.dataset(name) if name in recipes.DATASETS else None
 
     @property
     def is_language_model(self) -> bool:
@@ -143,19 +146,22 @@ class Run:
             raise ValueError(f"{self.dir} is a language model ({self.config.get('dataset')}): it samples "
                              f"text (fnnet sample, Run.sample) instead of predicting on arrays")
         x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise ValueError(f"expected numbers, got an array of dtype {x.dtype}")
-        if x.dtype.kind != "f":
+        numeric = x.dtype.kind in "biuf" or np.issubdtype(x.dtype, np.floating) or \
+            jnp.issubdtype(x.dtype, jnp.floating)  # bfloat16 & co (ml_dtypes) are floats too
+        if not numeric:
+            raise ValueError(f"expected an array of numbers (ints or floats), got one of dtype {x.dtype}")
+        if x.dtype != np.float32 and x.dtype != np.float64:
             x = x.astype(np.float32)
         size = math.prod(self.in_shape)
         if x.ndim < 1 or math.prod(x.shape[1:]) != size:
-            hint = f"; for one example use x[None] (shape (1, {size}))" if x.shape == (size,) else ""
+            one = x.size == size and x.ndim >= 1
+            hint = f"; for one example use x[None] (shape {(1,) + x.shape})" if one else ""
             raise ValueError(f"expected examples of shape (N, {', '.join(map(str, self.in_shape))}) "
                              f"({size} values each), got shape {x.shape}{hint}")
         x = x.reshape((x.shape[0],) + tuple(self.in_shape))
         if not np.all(np.isfinite(x)):
             raise ValueError(f"holds NaN or infinite values (example {int(np.argwhere(~np.isfinite(x))[0][0])})")
-        low_high = self.spec.x_range
+        low_high = self.spec.x_range if self.spec is not None else None
         if low_high is not None and x.size and (x.min() < low_high[0] - 1e-3 or x.max() > low_high[1] + 1e-3):
             raise ValueError(f"values run from {x.min():g} to {x.max():g}; {self.config['dataset']} "
                              f"expects {self.spec.preprocessing}")
@@ -204,15 +210,60 @@ class Run:
                                                     block_size=int(self.config["block_size"]),
                                                     model_state=self.model_state)
         if data is None:
+            if self.spec is None:
+                raise ValueError(f"{self.dir}: a fit() checkpoint records no data set; pass data=(x, y)")
             data = self.spec.load(self.config.get("seed", 0))[1]
         return train.evaluate(self.model, self.params, self.loss, data, model_state=self.model_state)
 
 
-def load_run(run_dir) -> Run:
-    """Loads the folder ``fnnet train ... --out RUN_DIR`` wrote.
+def _load_fit_checkpoint(run_dir: pathlib.Path, model: Layer, loss, in_shape) -> Run:
+    """A :class:`Run` for a folder :func:`fnnet.train.fit` wrote (``checkpoint_dir=``): its
+    checkpoint with the params, model state and history; the model is the caller's."""
+    import jax
 
-    The model is rebuilt from ``config.json`` (:func:`fnnet.recipes.model_from_config`), the
-    params are read from ``checkpoint.safetensors`` and checked against its shapes.
+    from fnnet import checkpoint, losses, train
+    from fnnet.layer import init_with_state, is_stateful
+
+    checkpoint_path = run_dir / train.CHECKPOINT_NAME
+    if not checkpoint_path.is_file():
+        raise CheckpointError(f"{run_dir}: no {train.CHECKPOINT_NAME} here (fit writes one after each epoch "
+                              f"when given checkpoint_dir=)")
+    metadata = checkpoint.read_metadata(checkpoint_path)
+    if in_shape is None:
+        if "in_shape" not in metadata:
+            raise RecipeError(f"{checkpoint_path}: records no input shape (written by an older fnnet); "
+                              f"pass in_shape= (one example's shape)")
+        in_shape = metadata["in_shape"]
+    in_shape = tuple(int(d) for d in in_shape)
+    if loss is None:
+        name = metadata.get("loss")
+        if name not in losses.ALL:
+            raise RecipeError(f"{checkpoint_path}: records the loss {name!r}, not a built-in one; pass loss=")
+        loss = losses.ALL[name]
+    like_params, like_state = jax.eval_shape(lambda: init_with_state(model, jax.random.PRNGKey(0), in_shape)[1:])
+    try:
+        params = checkpoint.load(checkpoint_path, like=like_params)
+        model_state = checkpoint.load(checkpoint_path, like=like_state, prefix="model_state/") \
+            if is_stateful(model) else ()
+    except CheckpointError as error:
+        raise CheckpointError(f"{error} (does the model given to load_run match the one fit trained, for "
+                              f"examples of shape {in_shape}?)") from None
+    metrics = {"history": metadata.get("history"), "epochs": metadata.get("epoch")}
+    config = {"in_shape": list(in_shape), "loss": next((k for k, v in losses.ALL.items() if v is loss), None)}
+    return Run(run_dir, config, model, params, loss, in_shape, metrics, model_state)
+
+
+def load_run(run_dir, *, model: Layer | None = None, loss: Loss | None = None, in_shape=None) -> Run:
+    """Loads a run folder: the ``--out`` folder of ``fnnet train``, or with ``model=`` any
+    ``checkpoint_dir`` that :func:`fnnet.train.fit` wrote.
+
+    For ``fnnet train`` runs the model is rebuilt from ``config.json``
+    (:func:`fnnet.recipes.model_from_config`), the params are read from
+    ``checkpoint.safetensors`` and checked against its shapes. For a ``fit`` folder, pass the
+    ``model`` you trained: the params, the model state (BatchNorm) and the history come from the
+    checkpoint, the example shape and the loss from what ``fit`` recorded in it (``in_shape=``,
+    ``loss=`` for checkpoints that lack them). ``predict``, ``predict_labels`` and ``evaluate(data)``
+    then work as for CLI runs.
 
     Example::
 
@@ -233,8 +284,11 @@ def load_run(run_dir) -> Run:
     if not run_dir.is_dir():
         raise RecipeError(f"{run_dir}: no such run folder")
     config_path = run_dir / CONFIG_NAME
+    if model is not None:
+        return _load_fit_checkpoint(run_dir, model, loss, in_shape)
     if not config_path.is_file():
-        raise RecipeError(f"{run_dir}: no {CONFIG_NAME} here; is it the --out folder of 'fnnet train'?")
+        raise RecipeError(f"{run_dir}: no {CONFIG_NAME} here; is it the --out folder of 'fnnet train'? For a "
+                          f"folder fit(checkpoint_dir=...) wrote, pass the model: load_run(path, model=model)")
     try:
         config = json.loads(config_path.read_text())
     except (ValueError, OSError) as error:

@@ -223,7 +223,7 @@ def test_bad_inputs_and_arguments_name_the_layer():
         fnnet.apply_with_state(fnnet.Dropout(0.5), (), (), jnp.ones((2, 3)), train=True)
     bn = fnnet.BatchNorm()
     _, bn_params, bn_state = fnnet.init_with_state(bn, jax.random.PRNGKey(0), (3,))
-    with pytest.raises(ValueError, match=r"BatchNorm\(momentum=0.9\): training mode needs a batch of more than one"):
+    with pytest.raises(ValueError, match=r"BatchNorm\(momentum=0.9\): training mode needs more than one value per channel"):
         fnnet.apply_with_state(bn, bn_params, bn_state, jnp.ones((1, 3)), train=True)
     with pytest.raises(ValueError, match=r"BatchNorm.*running statistics.*apply_with_state"):
         bn.apply(bn_params, jnp.ones((4, 3)))

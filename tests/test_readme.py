@@ -1,17 +1,21 @@
 """README.md cannot rot: its Python snippets run as written, and the commands it names exist.
 
-* Every ```python block runs, in order, in one namespace (a later block may use what an
-  earlier one defined, as a reader following along would), inside a temporary working
-  directory, with ``FNNET_DATA`` set as the ``shared_data`` fixture finds it and downloads
-  off. Tracebacks point at README.md's own line numbers.
+* Every ```python block runs on its own, in a fresh interpreter (a reader may copy any one
+  block alone), inside a temporary working directory, with ``FNNET_DATA`` set as the
+  ``shared_data`` fixture finds it and downloads off. Tracebacks point at README.md's own
+  line numbers.
 * Every ``make TARGET`` is a rule in the Makefile, and every ``fnnet ...`` command line
   parses with :func:`fnnet.cli.build_parser` (parsed only, nothing runs), in the ```bash
   blocks, their comments, and the prose's inline code.
 """
 
 import argparse
+import os
+import pathlib
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -60,26 +64,45 @@ def make_targets(makefile: str) -> set[str]:
     return targets
 
 
-def test_python_blocks_run_as_written(repo_root, request, monkeypatch, tmp_path):
+def _python_blocks():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    return [(line, code) for line, code in fenced(readme(root), "python") if not ELIDED.search(code)]
+
+
+@pytest.fixture(scope="module")
+def readme_dir(tmp_path_factory, request):
+    """A working folder for the README's blocks: ``runs/mnist`` in it as ``fnnet train mnist`` makes it
+    (when MNIST is at hand), for the "Loading a trained run" block."""
+    folder = tmp_path_factory.mktemp("readme")
+    env = {"FNNET_OFFLINE": "1"}
     try:
-        monkeypatch.setenv("FNNET_DATA", str(request.getfixturevalue("shared_data")))
-        have_mnist = True
+        env["FNNET_DATA"] = str(request.getfixturevalue("shared_data"))
     except pytest.skip.Exception:
-        have_mnist = False  # a snippet that needs MNIST fails loudly rather than downloading
-    monkeypatch.setenv("FNNET_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
-    if have_mnist:  # the run folder the "Loading a trained run" snippet reads, as `fnnet train mnist` makes it
-        assert cli.main(["train", "mnist", "--limit", "2000", "--epochs", "1", "--out", "runs/mnist",
-                         "--quiet"]) == 0
-    namespace = {"__name__": "__readme__"}
-    ran = []
-    for line, code in fenced(readme(repo_root), "python"):
-        if ELIDED.search(code) or ("runs/mnist" in code and not have_mnist):
-            continue
-        # padded with blank lines so that a traceback names README.md's own line numbers
-        exec(compile("\n" * (line - 1) + code, str(repo_root / "README.md"), "exec"), namespace)
-        ran.append(line)
-    assert len(ran) >= 2, f"only the blocks at lines {ran} ran"
+        return folder, env, False  # a snippet that needs MNIST is skipped rather than downloading
+    result = subprocess.run([sys.executable, "-m", "fnnet", "train", "mnist", "--limit", "2000", "--epochs", "1",
+                             "--out", "runs/mnist", "--quiet"], cwd=folder, env=dict(os.environ, **env),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder, env, True
+
+
+@pytest.mark.parametrize("line,code", _python_blocks(), ids=[f"README.md:{line}" for line, _ in _python_blocks()])
+def test_python_block_runs_alone_in_a_fresh_interpreter(readme_dir, repo_root, line, code):
+    folder, env, have_mnist = readme_dir
+    if "runs/mnist" in code and not have_mnist:
+        pytest.skip("MNIST not found")
+    # padded with blank lines so that a traceback names README.md's own line numbers
+    source = "\n" * (line - 1) + code
+    script = f"exec(compile({source!r}, {str(repo_root / 'README.md')!r}, 'exec'))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=dict(os.environ, **env),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"README.md:{line}: the block fails on its own:\n{result.stderr[-3000:]}"
+
+
+def test_every_python_block_is_run(repo_root):
+    """Only a fragment with elided arguments (``fit(..., mesh=mesh)``) may be skipped."""
+    blocks = list(fenced(readme(repo_root), "python"))
+    assert len(_python_blocks()) >= len(blocks) - 1 and len(blocks) >= 5
 
 
 def test_named_make_targets_and_fnnet_commands_exist(repo_root):

@@ -156,9 +156,10 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
         axes = tuple(range(x.ndim - 1))
         lead = (None,) * (x.ndim - 1)
         if train:
-            if x.ndim < 2 or math.prod(x.shape[:-1]) < 2 or x.shape[0] < 2:
-                raise ValueError(f"{name}: training mode needs a batch of more than one example "
-                                 f"(batch statistics), got input of shape {jnp.shape(x)}")
+            if math.prod(x.shape[:-1]) < 2:  # as PyTorch: one (H, W, C) image has H·W values per channel
+                raise ValueError(f"{name}: training mode needs more than one value per channel (batch "
+                                 f"statistics over all axes but the channels), got input of shape "
+                                 f"{jnp.shape(x)}")
             mean = jnp.mean(x, axis=axes)
             var = jnp.mean(jnp.square(x - mean[lead]), axis=axes)
             new_state = {"mean": momentum * state["mean"] + (1 - momentum) * mean.astype(state["mean"].dtype),

@@ -39,7 +39,8 @@ def gather(data, indices):
 
 def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
                grad: str = "manual", task: str | None = None, shuffle: bool = True,
-               constrain: Callable | None = None, compute_dtype=None):
+               constrain: Callable | None = None, compute_dtype=None, on_steps: Callable | None = None,
+               report_every: int | None = None):
     """Returns ``epoch(state, x, y) -> (state, metrics)``: one shuffled pass in a ``lax.scan``.
 
     Not jitted: :func:`fit` jits it (with the state donated) and :func:`fit_ensemble`
@@ -54,10 +55,22 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     shape of the step, compiled into the same program), so padding never enters a batch
     mean or variance. A remainder of one example joins the batch before it (batch statistics
     need two), so no example is ever dropped.
+
+    ``on_steps(k)``, a host function, is called (through ``jax.debug.callback``) after every
+    ``report_every`` scanned steps (default: 2% of the epoch) with ``k``, the steps done in this
+    epoch: a progress bar moves inside the compiled loop without leaving it per step.
     """
     step = make_train_step(model, loss, optimizer, grad=grad, task=task, compute_dtype=compute_dtype)
     full = n % batch_size == 0  # then no padding, no masking
     whole_batches = not full and is_stateful(model)  # batch statistics: a smaller last batch, no padding
+
+    n_batches = -(-n // batch_size)
+    every = report_every or max(1, n_batches // 50)
+
+    def report(index):
+        if on_steps is not None:
+            jax.lax.cond((index + 1) % every == 0, lambda: jax.debug.callback(on_steps, index + 1),
+                         lambda: None)
 
     def batch_step(state, x, y, indices, weights=None, shard=True):
         """One step on rows ``indices`` (``weights``: 0/1 per row, masking padding); ``count``
@@ -80,15 +93,23 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
         if whole_batches:
             return whole_batch_epoch(state, x, y, order)
         # every batch whole: the plain step, no masking work at all; otherwise the padding is masked
-        return jax.lax.scan(lambda state, plan: batch_step(state, x, y, *plan), state,
-                            (order, None if full else weights))
+        def scanned(state, plan):
+            index, *plan = plan
+            report(index)
+            return batch_step(state, x, y, *plan)
+
+        return jax.lax.scan(scanned, state, (jnp.arange(order.shape[0]), order, None if full else weights))
 
     def whole_batch_epoch(state, x, y, order):
         n_full, remainder = divmod(n, batch_size)
         if remainder == 1:  # a batch of one has no batch statistics: the last whole batch takes it
             n_full, remainder = n_full - 1, batch_size + 1
-        state, metrics = jax.lax.scan(lambda state, indices: batch_step(state, x, y, indices), state,
-                                      order[:n_full])
+        def scanned(state, plan):
+            index, indices = plan
+            report(index)
+            return batch_step(state, x, y, indices)
+
+        state, metrics = jax.lax.scan(scanned, state, (jnp.arange(n_full), order[:n_full]))
         tail = order.reshape(-1)[n_full * batch_size:n]  # the padding after these is never read
         # the tail is not sharded over a mesh: it may not divide over the devices (one small step)
         state, tail_metrics = batch_step(state, x, y, tail, shard=False)

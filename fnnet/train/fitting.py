@@ -14,7 +14,7 @@ import optax
 from fnnet import checkpoint
 from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
-from fnnet.losses import Loss
+from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
 from fnnet.train.epochs import make_epoch
 from fnnet.train.evaluation import evaluate_arrays, validate
@@ -25,28 +25,43 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 class _Progress:
-    """A tqdm bar on a terminal; one plain line per epoch on stdout otherwise (logs, CI, ``| tee``)."""
+    """A tqdm bar on a terminal, moving inside each epoch; one plain line per epoch on stdout
+    otherwise (logs, CI, ``| tee``)."""
 
-    def __init__(self, done: int, epochs: int, verbose: bool):
+    def __init__(self, done: int, epochs: int, verbose: bool, steps_per_epoch: int = 1):
         self.epochs, self.bar, self.lines = epochs, None, False
+        self.steps_per_epoch, self.epoch_start, self.inside_updates = max(steps_per_epoch, 1), done, 0
         if not verbose:
             return
         if sys.stderr.isatty() and sys.stdout.isatty():
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # optional at import time: only a terminal needs it
 
-            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=True, desc="fit")
+            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=True, desc="fit",
+                            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         else:
             self.lines = True
 
+    @property
+    def on_steps(self):
+        """The in-epoch callback for :func:`fnnet.train.make_epoch` (``None`` without a bar)."""
+        return self._on_steps if self.bar is not None else None
+
+    def _on_steps(self, steps_done) -> None:
+        self.inside_updates += 1
+        self.bar.n = self.epoch_start + min(float(steps_done) / self.steps_per_epoch, 1.0)
+        self.bar.refresh()
+
     def update(self, history: History) -> None:
         if self.bar is not None:
-            postfix = {"loss": f"{history.train_loss[-1]:.4f}"}
+            postfix = {"train_loss": f"{history.train_loss[-1]:.4f}"}
             if history.train_accuracy[-1] is not None:
-                postfix["acc"] = f"{history.train_accuracy[-1]:.4f}"
+                postfix["train_accuracy"] = f"{history.train_accuracy[-1]:.4f}"
             if history.eval_accuracy[-1] is not None:
-                postfix["eval_acc"] = f"{history.eval_accuracy[-1]:.4f}"
+                postfix["eval_accuracy"] = f"{history.eval_accuracy[-1]:.4f}"
             self.bar.set_postfix(postfix, refresh=False)
-            self.bar.update(1)
+            self.epoch_start = len(history)
+            self.bar.n = self.epoch_start
+            self.bar.refresh()
         elif self.lines:
             print(history.line(-1, self.epochs), flush=True)
 
@@ -188,9 +203,10 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         state = placement.put_state(state)
 
     traces = [0]
+    progress = _Progress(len(history), epochs, verbose, steps_per_epoch=-(-n // batch_size))
     epoch_body = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task,
                             constrain=placement.constrain_batch if placement else None,
-                            compute_dtype=compute_dtype)
+                            compute_dtype=compute_dtype, on_steps=progress.on_steps)
 
     def counted(state, x, y):
         traces[0] += 1  # runs only while tracing: counts compilations
@@ -199,7 +215,6 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     run_epoch = jax.jit(counted, donate_argnums=0) if placement is None else \
         placement.jit_epoch(counted)
 
-    progress = _Progress(len(history), epochs, verbose)
     try:
         for epoch in range(len(history), epochs):
             start_step = int(state.step)
@@ -230,7 +245,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
             history.traces = traces[0]
             progress.update(history)
             if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
-                save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": epoch + 1})
+                save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": epoch + 1,
+                                                   "in_shape": list(x.shape[1:]), "loss": loss_name(loss)})
             if on_epoch_end is not None and on_epoch_end(epoch + 1, owned_copy(state), history) is True:
                 break  # early stopping: the callback asked for it
     finally:

@@ -37,9 +37,10 @@ class History(Record):
         return len(self.epoch)
 
     def line(self, index: int = -1, epochs: int | None = None) -> str:
-        """One plain line for epoch ``index``: ``epoch 3/12  loss 0.1234  accuracy 0.9612 ...``."""
+        """One plain line for epoch ``index``, each metric under its field's name:
+        ``epoch 3/12  train_loss 0.1234  train_accuracy 0.9612  eval_loss ...``."""
         parts = [f"epoch {self.epoch[index]}" + (f"/{epochs}" if epochs else "")]
-        for name, values in (("loss", self.train_loss), ("accuracy", self.train_accuracy),
+        for name, values in (("train_loss", self.train_loss), ("train_accuracy", self.train_accuracy),
                              ("eval_loss", self.eval_loss), ("eval_accuracy", self.eval_accuracy)):
             if values and values[index] is not None:
                 parts.append(f"{name} {values[index]:.4f}")

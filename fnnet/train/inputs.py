@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Layer, abstract_init, apply_with_state, describe_path
+from fnnet.layer import ExampleShape, Layer, abstract_init, apply_with_state, describe_path
 from fnnet.losses import Loss, loss_kind, loss_name
 
 
@@ -82,6 +82,13 @@ def check_targets(loss: Loss, y, out_shape, where: str) -> None:
                 f"{where}: {name} needs integer labels in [0, {classes}) for a model with {classes} "
                 f"outputs; y has {int(values[np.unravel_index(np.argmax(outside), outside.shape)])} at "
                 f"index {_first_bad(outside)} ({int(outside.sum())} label(s) outside the range)")
+    if kind == "multiclass_logits" and not jnp.issubdtype(values.dtype, jnp.integer) and len(out_shape) and \
+            tuple(values.shape[1:]) != tuple(out_shape):
+        integral = values.size and np.all(values == np.round(values))
+        raise ValueError(
+            f"{where}: {name} takes integer class labels of shape (N,) or one-hot targets of shape "
+            f"(N, {', '.join(map(str, out_shape))}); y is {values.dtype} of shape {values.shape}"
+            + ("; its values are whole numbers: pass y.astype(int)" if integral else ""))
     if kind in ("probabilities", "logits") or (kind == "multiclass_logits"
                                                and not jnp.issubdtype(values.dtype, jnp.integer)):
         outside = (values < 0) | (values > 1)
@@ -106,6 +113,22 @@ def check_outputs(loss: Loss, model: Layer, params, x, where: str, sample: int =
             f"fnnet.losses.sigmoid_binary_cross_entropy")
 
 
+def _is_recorded_shape(node) -> bool:
+    return isinstance(node, ExampleShape)
+
+
+def _recorded_shapes(tree):
+    """``(path, shape)`` of each :class:`fnnet.layer.ExampleShape` in ``tree`` (Flatten's, Reshape's...)."""
+    return [(path, node.shape) for path, node in
+            jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_recorded_shape)[0] if _is_recorded_shape(node)]
+
+
+def _erase_recorded_shapes(tree):
+    """``tree`` with every recorded example shape blanked, so trees compare by their arrays alone."""
+    return jax.tree.map(lambda node: ExampleShape(()) if _is_recorded_shape(node) else node, tree,
+                        is_leaf=_is_recorded_shape)
+
+
 def check_params(model: Layer, params, in_shape, where: str, batch: int = 1):
     """Raises ValueError unless ``params`` have the structure and shapes that ``model.init``
     gives for examples of shape ``in_shape``; returns the output shape. When they fit
@@ -119,6 +142,8 @@ def check_params(model: Layer, params, in_shape, where: str, batch: int = 1):
 
     if fits(expected):
         return tuple(declared_shape)
+    recorded = _recorded_shapes(params)
+    erased, expected_erased = _erase_recorded_shapes(params), _erase_recorded_shapes(expected)
     hint = ""
     try:
         batched = (batch,) + tuple(in_shape)
@@ -127,16 +152,22 @@ def check_params(model: Layer, params, in_shape, where: str, batch: int = 1):
                     f"in_shape? model.init takes one example's shape, x.shape[1:] = {tuple(in_shape)}")
     except Exception:  # noqa: BLE001 - only a hint
         pass
-    paths = jax.tree_util.tree_flatten_with_path(expected)[0]
-    got = jax.tree.leaves(params)
+    paths = jax.tree_util.tree_flatten_with_path(expected_erased)[0]
+    got = jax.tree.leaves(erased)
     detail = ""
-    if jax.tree.structure(expected) == jax.tree.structure(params):
+    if jax.tree.structure(expected_erased) == jax.tree.structure(erased):
         for (path, ref), leaf in zip(paths, got):
             if jnp.shape(leaf) != ref.shape:
                 detail = (f": {describe_path(model, path)} expected shape {ref.shape}, "
                           f"got {jnp.shape(leaf)}")
                 break
+        else:
+            for (path, want), have in zip(_recorded_shapes(expected), recorded):
+                if want != have:
+                    detail = (f": {describe_path(model, path)} recorded examples of shape {have[1]}, "
+                              f"expected {want[1]}")
+                    break
     else:
-        detail = f": expected tree {jax.tree.structure(expected)}, got {jax.tree.structure(params)}"
+        detail = f": expected tree {jax.tree.structure(expected_erased)}, got {jax.tree.structure(erased)}"
     raise ValueError(f"{where}: params do not fit the model for examples of shape {tuple(in_shape)}"
                      f"{detail}{hint}")
