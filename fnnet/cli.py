@@ -373,7 +373,7 @@ def _model_for(args):
     from the same flags, and (for gradcheck) 16 real training examples, or 4 windows of text."""
     import numpy as np
 
-    from fnnet import datasets, losses, shakespeare
+    from fnnet import datasets, losses
 
     if args.dataset == _TEXT:
         config = _text_config_from_args(args)

@@ -7,7 +7,8 @@ char-rnn's ``input.txt``). They are looked for, in this order:
 1. an explicit ``path=`` (the folder holding the four files, or its parent);
 2. ``$FNNET_DATA/<name>/`` (or ``$FNNET_DATA`` itself);
 3. the user cache ``~/.cache/fnnet/<name>/`` (``$FNNET_CACHE`` overrides ``~/.cache/fnnet``);
-4. ``/usr/share/datasets/<name>/`` (Debian's ``dataset-fashion-mnist`` package);
+4. ``/usr/share/datasets/<name>/`` (Debian's ``dataset-fashion-mnist`` package;
+   ``$FNNET_SYSTEM_DATA`` names another system folder, e.g. an empty one for tests);
 5. a download from the canonical mirrors into the cache, verified by SHA-256
    (skipped when ``download=False`` or ``FNNET_OFFLINE=1``; a network failure is an
    error after a short timeout, never a hang).
@@ -252,7 +253,8 @@ def search_paths(name: str, path=None) -> list[pathlib.Path]:
     if os.environ.get("FNNET_DATA"):
         env = pathlib.Path(os.environ["FNNET_DATA"])
         places += [env / name, env]
-    places += [cache_dir() / name, pathlib.Path("/usr/share/datasets") / name]
+    system = pathlib.Path(os.environ.get("FNNET_SYSTEM_DATA") or "/usr/share/datasets")
+    places += [cache_dir() / name, system / name]
     return places
 
 

@@ -65,28 +65,33 @@ def test_two_batch_axes_equal_one_and_vmap_equals_batch(case):
     apply, forward, backward = _fns(case, params, state, jax.random.PRNGKey(3))
     x23 = case.inputs(jax.random.PRNGKey(1), (2, 3))
     x6 = _relead(x23, 2, (6,))
-    y6 = apply(x6)
-    dy6 = jax.tree.map(lambda y: jax.random.normal(jax.random.PRNGKey(2), y.shape, y.dtype), y6)
+    dy6 = jax.tree.map(lambda y: jax.random.normal(jax.random.PRNGKey(2), y.shape, y.dtype),
+                       jax.eval_shape(apply, x6))
     dy23 = _relead(dy6, 1, (2, 3))
 
-    # (b) apply / forward on a (2, 3) batch == on the (6,) batch
-    chex.assert_trees_all_close(_relead(apply(x23), 2, (6,)), y6, **TOL)
-    chex.assert_trees_all_close(_relead(forward(x23)[0], 2, (6,)), y6, **TOL)
-    dparams6, dx6 = backward(x6, dy6)
-    dparams23, dx23 = backward(x23, dy23)
+    @jax.jit  # one compilation per case: every path below, traced together
+    def everything(x23, x6, dy23, dy6):
+        one = jax.tree.map(lambda a: a[0], x6)
+        return {"y6": apply(x6), "y23": apply(x23), "forward23": forward(x23)[0], "back6": backward(x6, dy6),
+                "back23": backward(x23, dy23), "vmap_y": jax.vmap(apply)(x6),
+                "vmap_forward": jax.vmap(lambda x: forward(x)[0])(x6), "vmap_back": jax.vmap(backward)(x6, dy6),
+                "one": apply(one)}
+
+    out = everything(x23, x6, dy23, dy6)
+    y6, (dparams6, dx6), (dparams23, dx23) = out["y6"], out["back6"], out["back23"]
+    # (b) apply / forward / backward on a (2, 3) batch == on the (6,) batch
+    chex.assert_trees_all_close(_relead(out["y23"], 2, (6,)), y6, **TOL)
+    chex.assert_trees_all_close(_relead(out["forward23"], 2, (6,)), y6, **TOL)
     chex.assert_trees_all_close(dparams23, dparams6, **TOL)
     chex.assert_trees_all_close(_floats(_relead(dx23, 2, (6,))), _floats(dx6), **TOL)
-
     # (c) jax.vmap over single examples == the batch
-    chex.assert_trees_all_close(jax.vmap(apply)(x6), y6, **TOL)
-    chex.assert_trees_all_close(jax.vmap(lambda x: forward(x)[0])(x6), y6, **TOL)
-    dparams_each, dx_each = jax.vmap(backward)(x6, dy6)
+    chex.assert_trees_all_close(out["vmap_y"], y6, **TOL)
+    chex.assert_trees_all_close(out["vmap_forward"], y6, **TOL)
+    dparams_each, dx_each = out["vmap_back"]
     chex.assert_trees_all_close(jax.tree.map(lambda g: g.sum(0), dparams_each), dparams6, **TOL)
     chex.assert_trees_all_close(_floats(dx_each), _floats(dx6), **TOL)
-
-    # (a) one example: declared shape, and equal to its row of the batch
-    one = jax.tree.map(lambda a: a[0], x6)
-    chex.assert_trees_all_close(apply(one), jax.tree.map(lambda a: a[0], y6), **TOL)
+    # (a) one example: equal to its row of the batch
+    chex.assert_trees_all_close(out["one"], jax.tree.map(lambda a: a[0], y6), **TOL)
 
 
 def test_global_avg_pool_on_any_leading_axes_and_vmap():

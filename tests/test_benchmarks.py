@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # ~15 processes, ~35 s: in test-all and CI's slow run, not in the make test loop
 def test_benchmark_suite_smoke(repo_root, tmp_path):
     """Every kind of workload (MLP, XOR, ensemble, CNN, GPT) through run.py, one process per measurement."""
     out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke",

@@ -123,11 +123,16 @@ def test_search_order(tmp_path, monkeypatch):
     assert datasets.mnist("train", verify=False)[1][0] == 2
     monkeypatch.delenv("FNNET_DATA")
     assert datasets.mnist("train", verify=False)[1][0] == 3
+    monkeypatch.delenv("FNNET_SYSTEM_DATA", raising=False)   # the tests point it at an empty folder
     places = datasets.search_paths("fashion-mnist")
     assert places[-1].as_posix() == "/usr/share/datasets/fashion-mnist"     # Debian's package
 
 
-def test_missing_data_error_lists_places_and_remedy(tmp_path):
+def test_missing_data_error_lists_places_and_remedy(tmp_path, monkeypatch):
+    monkeypatch.delenv("FNNET_SYSTEM_DATA", raising=False)   # the message names Debian's folder
+    real_is_file = datasets.pathlib.Path.is_file                 # as on a machine without Debian's package:
+    monkeypatch.setattr(datasets.pathlib.Path, "is_file",
+                        lambda self: not str(self).startswith("/usr/share/datasets") and real_is_file(self))
     with pytest.raises(DataError) as info:
         datasets.fashion_mnist("test", path=tmp_path / "nothing")
     text = str(info.value)

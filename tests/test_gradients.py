@@ -93,10 +93,11 @@ def test_optax_step_through_objective_matches_autodiff():
             params = optax.apply_updates(params, updates)
         return params
 
-    manual = train(jax.jit(jax.grad(fnnet.objective(model, losses.softmax_cross_entropy))), params)
-    auto = train(jax.jit(lambda p, a, b: fnnet.autodiff_value_and_grad(model, losses.softmax_cross_entropy)(p, a, b)[1]), params)
-    with jax.default_matmul_precision("highest"):
-        chex.assert_trees_all_close(manual, auto, rtol=1e-5, atol=1e-6)
+    with jax.default_matmul_precision("highest"):  # around the computation (GPUs use TF32 otherwise)
+        manual = train(jax.jit(jax.grad(fnnet.objective(model, losses.softmax_cross_entropy))), params)
+        auto = train(jax.jit(lambda p, a, b: fnnet.autodiff_value_and_grad(model, losses.softmax_cross_entropy)(
+            p, a, b)[1]), params)
+    chex.assert_trees_all_close(manual, auto, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_grad_mode():

@@ -1,4 +1,7 @@
-"""Every layer: hand-written VJP == jax.vjp, finite differences, shapes, dtypes, jit and vmap."""
+"""Layer values and contracts one by one (ReLU at its kink, Dense's formula, serial's params, errors).
+
+The per-layer gradient, shape, dtype and vmap checks run over the one catalogue:
+test_catalogue.py and test_batch_axes.py."""
 
 import chex
 import jax
@@ -8,99 +11,6 @@ import numpy as np
 import pytest
 
 import fnnet
-from helpers import LAYER_IDS, LAYERS, init_with_input, random_like
-
-NEEDS_BATCH_AXIS = {"Flatten", "serial-flatten"}  # Flatten keeps exactly one leading batch axis
-
-
-@pytest.mark.parametrize("name,layer,in_shape", LAYERS, ids=LAYER_IDS)
-def test_backward_equals_autodiff_vjp(x64, name, layer, in_shape):
-    params, x = init_with_input(layer, in_shape)
-    y, residuals = layer.forward(params, x)
-    chex.assert_trees_all_close(y, layer.apply(params, x), rtol=1e-12, atol=0)
-    cotangent = jax.random.normal(jax.random.PRNGKey(7), y.shape, y.dtype)
-    dparams, dx = layer.backward(params, residuals, cotangent)
-    _, vjp = jax.vjp(layer.apply, params, x)
-    ref_dparams, ref_dx = vjp(cotangent)
-    chex.assert_trees_all_close((dparams, dx), (ref_dparams, ref_dx), rtol=1e-10, atol=1e-14)
-
-
-@pytest.mark.parametrize("name,layer,in_shape", LAYERS, ids=LAYER_IDS)
-def test_backward_passes_finite_differences(x64, name, layer, in_shape):
-    params, x = init_with_input(layer, in_shape, seed=1)
-
-    def hand_written_vjp(p, inputs):
-        y, residuals = layer.forward(p, inputs)
-        return y, lambda dy: layer.backward(p, residuals, dy)
-
-    # jax.test_util compares <dy, f(θ+εv) - f(θ-εv)>/2ε with <vjp(dy), v> for random v, dy.
-    jax.test_util.check_vjp(layer.apply, hand_written_vjp, (params, x), atol=1e-6, rtol=1e-6,
-                            eps=1e-5)
-
-
-@pytest.mark.parametrize("name,layer,in_shape", LAYERS, ids=LAYER_IDS)
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_gradients_have_params_structure_shapes_and_dtypes(x64, name, layer, in_shape, dtype):
-    params, x = init_with_input(layer, in_shape, dtype=dtype)
-    y, residuals = layer.forward(params, x)
-    dparams, dx = layer.backward(params, residuals, jnp.ones_like(y))
-    assert jax.tree.structure(dparams) == jax.tree.structure(params)
-    chex.assert_trees_all_equal_shapes_and_dtypes(dparams, params)
-    chex.assert_trees_all_equal_shapes_and_dtypes(dx, x)
-
-
-@pytest.mark.parametrize("name,layer,in_shape", LAYERS, ids=LAYER_IDS)
-def test_declared_out_shape_is_apply_shape(name, layer, in_shape):
-    out_shape, params = layer.init(jax.random.PRNGKey(0), in_shape)
-    x = jax.ShapeDtypeStruct((3,) + tuple(in_shape), jnp.float32)
-    assert jax.eval_shape(layer.apply, params, x).shape == (3,) + tuple(out_shape)
-    if name not in NEEDS_BATCH_AXIS:  # one example, no batch axis; and two batch axes
-        one = jax.ShapeDtypeStruct(tuple(in_shape), jnp.float32)
-        assert jax.eval_shape(layer.apply, params, one).shape == tuple(out_shape)
-        two = jax.ShapeDtypeStruct((2, 3) + tuple(in_shape), jnp.float32)
-        assert jax.eval_shape(layer.apply, params, two).shape == (2, 3) + tuple(out_shape)
-
-
-@pytest.mark.parametrize("name,layer,in_shape", LAYERS, ids=LAYER_IDS)
-def test_jit_matches_eager(name, layer, in_shape):
-    params, x = init_with_input(layer, in_shape)
-    y, residuals = layer.forward(params, x)
-    dy = random_like(jax.random.PRNGKey(3), y)
-    eager = layer.backward(params, residuals, dy)
-
-    @jax.jit
-    def compiled(p, inputs, cotangent):
-        out, res = layer.forward(p, inputs)
-        return out, layer.backward(p, res, cotangent)
-
-    y_jit, grads_jit = compiled(params, x, dy)
-    chex.assert_trees_all_close((y_jit, grads_jit), (y, eager), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name,layer,in_shape", LAYERS, ids=LAYER_IDS)
-def test_vmap_per_example_vjp_equals_autodiff(x64, name, layer, in_shape):
-    params, x = init_with_input(layer, in_shape)
-    dy = random_like(jax.random.PRNGKey(5), layer.apply(params, x))
-    add_axis = name in NEEDS_BATCH_AXIS
-
-    def manual(x_i, dy_i):
-        if add_axis:
-            x_i, dy_i = x_i[None], dy_i[None]
-        _, residuals = layer.forward(params, x_i)
-        return layer.backward(params, residuals, dy_i)
-
-    def autodiff(x_i, dy_i):
-        if add_axis:
-            x_i, dy_i = x_i[None], dy_i[None]
-        return jax.vjp(layer.apply, params, x_i)[1](dy_i)
-
-    per_example = jax.vmap(manual)(x, dy)
-    chex.assert_trees_all_close(per_example, jax.vmap(autodiff)(x, dy), rtol=1e-10, atol=1e-14)
-    # per-example parameter gradients add up to the batch gradient
-    _, residuals = layer.forward(params, x)
-    batch_dparams, batch_dx = layer.backward(params, residuals, dy)
-    summed = jax.tree.map(lambda g: g.sum(0), per_example[0])
-    chex.assert_trees_all_close(summed, batch_dparams, rtol=1e-10, atol=1e-12)
 
 
 def test_relu_derivative_at_zero_is_zero():

@@ -204,18 +204,24 @@ def test_ensemble_equals_independent_fits():
 
 
 RESUME_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import os, pathlib, sys, time
     import jax, jax.numpy as jnp, numpy as np, optax, fnnet
     from fnnet import train
     out_dir, result = sys.argv[1], sys.argv[2]
+    stop_after = int(os.environ.get("STOP_AFTER", "0"))  # the victim: wait there to be killed
+
+    def on_epoch_end(epoch, state, history):
+        if epoch == stop_after:  # its checkpoint is written: say so, and wait for the kill
+            pathlib.Path(out_dir, "ready").write_text(str(epoch))
+            time.sleep(600)
+
     kx, kw = jax.random.split(jax.random.PRNGKey(0))
     x = jax.random.normal(kx, (500, 8)); y = jnp.argmax(x @ jax.random.normal(kw, (8, 4)), -1)
     model = fnnet.serial(fnnet.Dense(32), fnnet.Relu, fnnet.Dense(4))
     optimizer = optax.chain(optax.add_decayed_weights(1e-4), optax.adam(1e-2))
     state, history = train.fit(model, fnnet.losses.softmax_cross_entropy, optimizer, (x, y),
                                epochs=12, batch_size=48, key=jax.random.PRNGKey(3), verbose=False,
-                               checkpoint_dir=out_dir, resume=True,
-                               on_epoch_end=lambda *a: time.sleep(0.25))
+                               checkpoint_dir=out_dir, resume=True, on_epoch_end=on_epoch_end)
     fnnet.save(result, state, metadata={"epochs": history.epoch})
 """)
 
@@ -228,22 +234,15 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
                            env=env, capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr
     victim = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed"), str(tmp_path / "k.st")],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt = tmp_path / "killed" / train.CHECKPOINT_NAME
+                              env=dict(env, STOP_AFTER="3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, ready = tmp_path / "killed" / train.CHECKPOINT_NAME, tmp_path / "killed" / "ready"
     deadline = time.time() + 240
-    while time.time() < deadline:
-        if ckpt.exists():
-            try:
-                if checkpoint.read_metadata(ckpt)["epoch"] >= 3:
-                    break
-            except checkpoint.CheckpointError:
-                pass
-        assert victim.poll() is None, victim.stderr.read()
+    while not ready.exists():   # no race: the victim waits after epoch 3's checkpoint until killed
+        assert time.time() < deadline and victim.poll() is None, victim.stderr.read()
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    killed_at = checkpoint.read_metadata(ckpt)["epoch"]
-    assert 3 <= killed_at < 12
+    assert checkpoint.read_metadata(ckpt)["epoch"] == 3
     resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "killed"), str(tmp_path / "k.st")],
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -101,8 +101,9 @@ def test_a_loss_says_what_its_output_means():
     x, y = _blobs()
     mine = fnnet.Loss(losses.softmax_cross_entropy.value, losses.softmax_cross_entropy.grad,
                       kind="multiclass_logits", name="my_ce")
-    _, history = _fit(MLP, mine, optax.adam(1e-2), (x, y))
-    assert history.train_accuracy[-1] is not None
+    state, history = _fit(MLP, mine, optax.adam(1e-2), (x, y), eval_data=(x, y))
+    assert 0 < history.train_accuracy[-1] <= 1                 # the kind makes fit count accuracy
+    assert history.eval_accuracy[-1] == train.evaluate(MLP, state.params, mine, (x, y))["accuracy"]
     _, params = MLP.init(jax.random.PRNGKey(0), (4,))
     np.testing.assert_allclose(np.sum(train.predict_proba(MLP, params, x, mine), -1), 1, rtol=1e-5)
     plain = fnnet.Loss(losses.mse.value, losses.mse.grad)       # no kind: regression, said so

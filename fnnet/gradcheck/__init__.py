@@ -222,7 +222,7 @@ def _bind(layer: Layer, x, state, rng, train):
     """``(apply(params, x) -> y, forward(params, x) -> (y, residuals))`` of ``layer``; for a layer
     with state or randomness, at the given state (``init_with_state``'s by default), key and mode."""
     if not is_stateful(layer):
-        return layer.apply, layer.forward
+        return layer.apply, layer.forward, None
     if state is None:
         in_shape = jax.tree.map(lambda a: a.shape[1:], x, is_leaf=lambda a: hasattr(a, "shape"))
         state = init_with_state(layer, jax.random.PRNGKey(0), in_shape)[2]
@@ -235,7 +235,23 @@ def _bind(layer: Layer, x, state, rng, train):
     def forward(params, inputs):
         return forward_with_state(layer, params, state, inputs, key=rng, train=train)[:2]
 
-    return apply, forward
+    def new_states(params, inputs):
+        """The state each path leaves behind: ``stateful_forward``'s and ``stateful_apply``'s."""
+        return (forward_with_state(layer, params, state, inputs, key=rng, train=train)[2],
+                apply_with_state(layer, params, state, inputs, key=rng, train=train)[1])
+
+    return apply, forward, new_states
+
+
+def _state_row(subject: str, forward_state, apply_state, rtol: float) -> Row:
+    """Row ``"state (forward vs apply)"``: the new state of ``stateful_forward`` against
+    ``stateful_apply``'s (same tree, every leaf equal): a combinator that swaps two branches'
+    states, or a layer that updates its statistics on one path only, fails here."""
+    same_tree = jax.tree.structure(forward_state) == jax.tree.structure(apply_state)
+    errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(forward_state), jax.tree.leaves(apply_state))] \
+        if same_tree else [(float("inf"), float("inf"))]
+    worst_abs, worst_rel = max(errors, default=(0.0, 0.0), key=lambda e: e[1])
+    return Row(subject, "state (forward vs apply)", worst_abs, worst_rel, float("nan"), worst_rel <= rtol)
 
 
 def _describe(model, path) -> tuple[str, str]:
@@ -321,7 +337,7 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
     subject = layer_name(layer)
     with jax.enable_x64(True):
         params, x = _to_float64(params), _to_float64(x)
-        apply, forward = _bind(layer, x, state, rng, train)
+        apply, forward, new_states = _bind(layer, x, state, rng, train)
         shapes = [jax.eval_shape(apply, params, x), jax.eval_shape(lambda p, v: forward(p, v)[0], params, x)]
         if len({str(jax.tree.map(lambda a: a.shape, s)) for s in shapes}) > 1:
             raise GradientMismatch(f"{subject}: forward returns {jax.tree.map(lambda a: a.shape, shapes[1])} but "
@@ -337,7 +353,9 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
         y, y_apply, (dparams, dx), (ref_dparams, ref_dx) = outputs(params, x, cotangent)
         y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))]
         y_abs, y_rel = max(y_errors, default=(0.0, 0.0), key=lambda e: e[1])
-        forward_row = Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)
+        first_rows = [Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)]
+        if new_states is not None:  # a stateful layer: both paths must leave the same state behind
+            first_rows.append(_state_row(subject, *jax.jit(new_states)(params, x), rtol))
 
         def scalar_fn(point):
             p, inputs = point
@@ -352,7 +370,7 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
 
         return _compare(subject, describe, (dparams, dx), (ref_dparams, ref_dx), scalar_fn,
                         (params, x), key, directions, rtol, fd_rtol, raise_on_failure,
-                        first_rows=(forward_row,))
+                        first_rows=tuple(first_rows))
 
 
 def _units(model: Layer, params, state, x, rng, train, labels=()):
@@ -382,8 +400,8 @@ def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTO
         params, x, state = _to_float64(params), _to_float64(x), _to_float64(state)
         for index, (label, layer, layer_params, layer_state, layer_rng, layer_x) in enumerate(
                 _units(model, params, state, x, rng, train)):
-            apply, forward = _bind(layer, layer_x, layer_state if is_stateful(layer) else None,
-                                   layer_rng, train)
+            apply, forward, _ = _bind(layer, layer_x, layer_state if is_stateful(layer) else None,
+                                      layer_rng, train)
             y, residuals = forward(layer_params, layer_x)
             y_apply = apply(layer_params, layer_x)
             if jnp.shape(y) != jnp.shape(y_apply) or _errors(y, y_apply)[1] > rtol:
@@ -444,10 +462,11 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
         else:
             state, rng = (), None
         state = _to_float64(state)
-        value, grads, ref_value, ref_grads = _jit(lambda p, x, y, state, key: (
-            *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train)[:2],
-            *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)[:2]))(
+        value, grads, _, new_state, ref_value, ref_grads, _, ref_state = _jit(lambda p, x, y, state, key: (
+            *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train),
+            *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)))(
             params, x, y, state, rng)
+        state_rows = (_state_row(subject, new_state, ref_state, rtol),) if is_stateful(model) else ()
         _, value_rel = _errors(value, ref_value)
         if value_rel > rtol:
             culprit = first_failing_layer(model, params, x, key=key, rtol=rtol, state=state, rng=rng,
@@ -462,7 +481,7 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
             return loss.value(apply_with_state(model, p, state, x, key=rng, train=train)[0], y)
 
         report = _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
-                          params, key, directions, rtol, fd_rtol, raise_on_failure=False)
+                          params, key, directions, rtol, fd_rtol, raise_on_failure=False, first_rows=state_rows)
         if report.passed:
             return report
         culprit = first_failing_layer(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)

@@ -89,6 +89,8 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("PositionalEmbedding (T < max_length)", PositionalEmbedding(8), (5, 3)),
     LayerCase("CausalSelfAttention (2 heads)", CausalSelfAttention(2), (6, 4)),
     LayerCase("CausalSelfAttention (1 head, T < max_length)", CausalSelfAttention(1, 9), (5, 3)),
+    LayerCase("CausalSelfAttention (4 heads, T = 1)", CausalSelfAttention(4), (1, 8)),
+    LayerCase("serial (Dense, Tanh, Dense, Softmax)", serial(Dense(5), Tanh, Dense(3), Softmax), (4,)),
     LayerCase("serial (nested)", serial(serial(Dense(5), Relu), Gelu, serial(Dense(2), Sigmoid)), (3,)),
     LayerCase("serial (Flatten, Dense)", serial(Flatten, Dense(3), LeakyRelu()), (2, 2)),
     LayerCase("Residual", Residual(serial(Dense(4), Tanh)), (4,)),
@@ -105,6 +107,9 @@ LAYER_CASES: list[LayerCase] = [
         Conv(4, 3), BatchNorm(), Relu, MaxPool(2), GlobalAvgPool, Dense(3)), (6, 6, 2)),
     LayerCase("CNN head (Reshape, Conv, Flatten, Dense)", serial(
         Reshape((4, 4, 1)), Conv(2, 3), Relu, Flatten, Dense(3)), (16,)),
+    LayerCase("ResNet block (Conv, Residual(Conv, Relu, Conv), MaxPool, Flatten, Dense)", serial(
+        Conv(4, 3), Relu, Residual(serial(Conv(4, 3), Relu, Conv(4, 3))), MaxPool(2), Flatten, Dense(3)),
+        (6, 6, 2)),
 ]
 """Every built-in layer and combinator, with one example's shape."""
 

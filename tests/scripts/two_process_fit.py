@@ -3,8 +3,8 @@
 Usage: python two_process_fit.py PROCESS_ID PORT OUT_FILE
 Each process has one CPU device; the mesh spans both processes' devices.
 """
-import os
 import sys
+from pathlib import Path
 
 process_id, port, out_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 
@@ -31,7 +31,8 @@ y = np.asarray(jnp.argmax(x @ jax.random.normal(kw, (6, 3)), -1)).astype(np.int3
 model = fnnet.serial(fnnet.Dense(16), fnnet.Tanh, fnnet.Dense(3))
 state, history = train.fit(model, fnnet.losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=3,
                            batch_size=16, key=jax.random.PRNGKey(1), verbose=False,
-                           mesh=distributed.data_mesh())
+                           mesh=distributed.data_mesh(),
+                           checkpoint_dir=Path(out_file).parent / f"checkpoints-{process_id}")
 params = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state.params)
 np.savez(out_file, *jax.tree.leaves(params), loss=np.asarray(history.train_loss))
 jax.distributed.shutdown()
