@@ -13,7 +13,7 @@ ifeq ($(origin FNNET_DATA), undefined)
   endif
 endif
 
-.PHONY: demo test test-all bench bench-smoke bench-e2e bench-scaling gradcheck clean
+.PHONY: demo test test-all test-slow bench bench-smoke bench-e2e bench-scaling gradcheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ demo: $(STAMP)
 	$(PY) -m fnnet demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n auto
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadscope
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n auto
+
+# the slow end-to-end runs that pin the README's figures (~25 minutes; CI runs them after make test)
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow -n auto
 
 gradcheck: $(STAMP)
 	$(PY) -m fnnet gradcheck

@@ -79,6 +79,11 @@ def test_two_batch_axes_equal_one_and_vmap_equals_batch(case):
 
     out = everything(x23, x6, dy23, dy6)
     y6, (dparams6, dx6), (dparams23, dx23) = out["y6"], out["back6"], out["back23"]
+    # the contract: dparams shaped and typed like the params, dx like x (float0 for token ids)
+    assert jax.tree.structure(dparams6) == jax.tree.structure(params), case.name
+    chex.assert_trees_all_equal_shapes_and_dtypes(dparams6, params)
+    if not case.vocab:
+        chex.assert_trees_all_equal_shapes_and_dtypes(dx6, x6)
     # (b) apply / forward / backward on a (2, 3) batch == on the (6,) batch
     chex.assert_trees_all_close(_relead(out["y23"], 2, (6,)), y6, **TOL)
     chex.assert_trees_all_close(_relead(out["forward23"], 2, (6,)), y6, **TOL)

@@ -34,19 +34,22 @@ def cnn_run(tmp_path_factory, shared_data):
 
 def test_cli_cnn_learns_and_reloads_with_its_state(cnn_run, capsys):
     metrics = json.loads((cnn_run / "metrics.json").read_text())
-    assert metrics["test_accuracy"] > 0.5, metrics           # learning is proven by the example's test below
+    assert metrics["test_accuracy"] > 0.80, metrics          # 3,000 images, one epoch: 81.9% measured
     config = json.loads((cnn_run / "config.json").read_text())
     assert config["model"] == "cnn" and config["epochs"] == 1 and config["lr"] == 2e-3
     run = fnnet.load_run(cnn_run)
     assert run.model_state[2]["mean"].shape == (32,)           # layer 2: BatchNorm's running mean
     x, y = datasets.mnist("test")
-    labels = run.predict_labels(x[:500])
-    assert (labels == y[:500]).mean() == pytest.approx(metrics["test_accuracy"], abs=0.1)
+    labels = run.predict_labels(x)                           # the reloaded run predicts what training measured
+    assert (labels == y).mean() == pytest.approx(metrics["test_accuracy"], abs=2e-4)
     assert cli.main(["eval", str(cnn_run)]) == 0
     assert "matches metrics.json" in capsys.readouterr().out
     np.save(cnn_run / "images.npy", x[:7])
     assert cli.main(["predict", str(cnn_run), str(cnn_run / "images.npy"), "--out", str(cnn_run / "p.npy")]) == 0
     np.testing.assert_array_equal(np.load(cnn_run / "p.npy"), labels[:7])
+    np.save(cnn_run / "empty.npy", np.zeros((0, 28, 28), np.float32))   # zero examples: zero predictions
+    assert cli.main(["predict", str(cnn_run), str(cnn_run / "empty.npy"), "--out", str(cnn_run / "e.npy")]) == 0
+    assert np.load(cnn_run / "e.npy").shape == (0,)
 
 
 def test_cnn_summary_and_bad_model_choice(capsys):
@@ -68,10 +71,14 @@ def test_cnn_example_subset_learns(repo_root, shared_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,load,epochs,bar", [("mnist", datasets.mnist, 12, 0.993),
-                                                  ("fashion-mnist", datasets.fashion_mnist, 16, 0.925)])
-def test_full_cnn_runs_reach_their_bars(repo_root, shared_data, monkeypatch, tmp_path, name, load, epochs, bar):
+@pytest.mark.parametrize("name,load,epochs,kind,bar", [
+    ("mnist", datasets.mnist, 12, "cnn", 0.993),                 # README: 99.32%
+    ("fashion-mnist", datasets.fashion_mnist, 16, "cnn", 0.925),  # README: 92.75%
+    ("mnist", datasets.mnist, 2, "resnet", 0.99),                 # 2 of the example's 6 epochs: 99.10% measured
+], ids=["mnist-cnn", "fashion-mnist-cnn", "mnist-resnet-2-epochs"])
+def test_full_cnn_runs_reach_their_bars(repo_root, shared_data, monkeypatch, tmp_path, name, load, epochs, kind,
+                                        bar):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
-    metrics = _example(repo_root, "cnn_classifier").run(name, load, epochs=epochs, out=str(tmp_path),
+    metrics = _example(repo_root, "cnn_classifier").run(name, load, epochs=epochs, kind=kind, out=str(tmp_path),
                                                         verbose=False)
     assert metrics["test_accuracy"] >= bar, metrics

@@ -67,6 +67,8 @@ def test_random_convolutions_backprop_exactly(spec):
 def test_every_kernel_gradient_path_is_exact(x64, monkeypatch, path, make, in_shape):
     """dW has three formulations (see conv_kernel_grad): each must equal jax.vjp's."""
     from fnnet.layers import conv
+    if path.startswith("im2col") and jax.default_backend() != "cpu":
+        pytest.skip("the im2col dW is the CPU path: on this backend every case takes the convolution form")
     channels = 2 if path == "im2col-transposed" else 8  # taps·Cin <= 32 takes the transposed columns
     if path == "convolution":
         monkeypatch.setattr(conv, "_IM2COL_MAX_BYTES", 0)

@@ -44,7 +44,7 @@ def test_ensemble_xor_fractions(repo_root, tmp_path):
 
 
 def test_per_example_clipping_example(repo_root):
-    assert _example(repo_root, "per_example_clipping").main(steps=150, verbose=False) > 0.9
+    assert _example(repo_root, "per_example_clipping").main(steps=150, verbose=False) > 0.95  # 96.5% measured
 
 
 def test_mnist_subset_one_epoch_above_90_percent(repo_root, shared_data, monkeypatch, tmp_path):
@@ -60,20 +60,20 @@ def test_mnist_subset_one_epoch_above_90_percent(repo_root, shared_data, monkeyp
 
 
 @pytest.mark.slow
-def test_full_mnist_reaches_98_percent(repo_root, shared_data, monkeypatch, tmp_path):
+def test_full_mnist_mlp_reaches_the_readme_figure(repo_root, shared_data, monkeypatch, tmp_path):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
     from fnnet import datasets
 
     metrics = _example(repo_root, "image_classifier").run("mnist", datasets.mnist, epochs=12,
                                                           out=str(tmp_path), verbose=False)
-    assert metrics["test_accuracy"] >= 0.98, metrics
+    assert metrics["test_accuracy"] >= 0.983, metrics     # README: 98.5%
 
 
 @pytest.mark.slow
-def test_full_fashion_mnist_reaches_88_5_percent(repo_root, shared_data, monkeypatch, tmp_path):
+def test_full_fashion_mnist_mlp_reaches_the_readme_figure(repo_root, shared_data, monkeypatch, tmp_path):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
     from fnnet import datasets
 
     metrics = _example(repo_root, "image_classifier").run("fashion-mnist", datasets.fashion_mnist,
                                                           epochs=15, out=str(tmp_path), verbose=False)
-    assert metrics["test_accuracy"] >= 0.885, metrics
+    assert metrics["test_accuracy"] >= 0.895, metrics     # README: 90.2%

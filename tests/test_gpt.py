@@ -310,7 +310,7 @@ def text_run(tmp_path_factory, shakespeare_data):
 def test_cli_train_eval_and_sample(text_run, capsys, monkeypatch, shakespeare_data):
     monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
     metrics = json.loads((text_run / "metrics.json").read_text())
-    assert metrics["steps"] == 40 and metrics["val_loss"] < np.log(65)            # below a uniform guess
+    assert metrics["steps"] == 40 and metrics["val_loss"] < 3.70   # 3.63 measured (a uniform guess: ln 65 = 4.17)
     assert (text_run / "loss.png").stat().st_size > 0 and (text_run / "sample.txt").read_text().startswith("ROMEO:")
     assert cli.main(["eval", str(text_run)]) == 0
     assert "matches metrics.json" in capsys.readouterr().out
@@ -335,3 +335,22 @@ def test_cli_text_errors(text_run, capsys, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 16), np.int32))
     assert cli.main(["predict", str(text_run), str(tmp_path / "x.npy"), "--out", str(tmp_path / "p.npy")]) == 2
     assert "is a language model" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_trains_nothing_and_says_so(text_run, capsys, monkeypatch, shakespeare_data):
+    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
+    before = json.loads((text_run / "metrics.json").read_text())
+    flags = ["--eval-interval", "20", "--eval-batches", "2", "--layers", "1", "--heads", "2", "--features", "16",
+             "--block-size", "16", "--out", str(text_run)]
+    assert cli.main(["train", "shakespeare", "--steps", "40", *flags]) == 2          # no silent replacement
+    assert "holds a run already" in capsys.readouterr().err
+    assert cli.main(["train", "shakespeare", "--steps", "20", *flags, "--resume"]) == 2
+    assert "has trained 40 steps already" in capsys.readouterr().err
+    assert cli.main(["train", "shakespeare", "--steps", "40", "--layers", "2", *flags[:4], *flags[6:],
+                     "--resume"]) == 2
+    assert "layers: 1 -> 2" in capsys.readouterr().err
+    assert cli.main(["train", "shakespeare", "--steps", "40", *flags, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed at step 40: 0 steps in this session" in out and "from loading the data" not in out
+    after = json.loads((text_run / "metrics.json").read_text())
+    assert after["val_loss"] == before["val_loss"] and after["steps"] == 40

@@ -4,6 +4,7 @@
 --all; a language model stopping with TrainingDiverged; generate compiling once; the flaky spots
 made deterministic (a read-only --out refused even as root)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -19,10 +20,21 @@ from fnnet import cli, gpt, gradcheck, train
 from fnnet.train import language
 
 
+def _mnist_subset(train_examples, test_examples):
+    """MNIST's recipe with fewer examples: the CLI's own code paths, a short run."""
+    spec = fnnet.recipes.DATASETS["mnist"]
+
+    def load(seed):
+        (x, y), (x_test, y_test) = spec.load(seed)
+        return (x[:train_examples], y[:train_examples]), (x_test[:test_examples], y_test[:test_examples])
+    return dataclasses.replace(spec, load=load)
+
+
 def test_resnet_trains_from_the_cli_on_a_subset(tmp_path, shared_data, monkeypatch, capsys):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    monkeypatch.setitem(fnnet.recipes.DATASETS, "mnist", _mnist_subset(512, 500))
     out = tmp_path / "resnet"
-    assert cli.main(["train", "mnist", "--model", "resnet", "--limit", "512", "--epochs", "1", "--batch-size", "64",
+    assert cli.main(["train", "mnist", "--model", "resnet", "--epochs", "1", "--batch-size", "64",
                      "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.25, metrics    # 512 images, 8 steps: 38% measured (chance: 10%)
@@ -54,11 +66,12 @@ def test_grad_autodiff_and_manual_train_to_the_same_parameters(tmp_path):
 
 def test_fnnet_demo_runs(tmp_path, shared_data, monkeypatch, capsys):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
-    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--mnist-epochs", "1", "--offline"]) == 0
+    monkeypatch.setitem(fnnet.recipes.DATASETS, "mnist", _mnist_subset(5000, 2000))  # `make demo`: all of it
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--mnist-epochs", "2", "--offline"]) == 0
     out = capsys.readouterr().out
     assert "XOR test accuracy: 100%" in out and "mnist" in out
     mnist = json.loads((tmp_path / "demo" / "mnist" / "metrics.json").read_text())
-    assert mnist["test_accuracy"] > 0.95, mnist      # one epoch of the 784-512-512-10 MLP
+    assert mnist["test_accuracy"] > 0.88, mnist      # 5,000 images, two epochs of the 784-512-512-10 MLP: 89.5%
     # again into the same folders (the demo replaces its own runs), this time without MNIST: breast cancer
     monkeypatch.setenv("FNNET_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("FNNET_CACHE", str(tmp_path / "no-cache"))
