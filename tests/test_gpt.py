@@ -28,25 +28,7 @@ def shakespeare_data():
     pytest.skip("Tiny Shakespeare not found: set FNNET_DATA to a folder holding tinyshakespeare/input.txt")
 
 
-# --- the layers, checked against jax.vjp and finite differences in float64 -------------------
-
-SEQUENCE_LAYERS = [
-    ("attention-2-heads", fnnet.CausalSelfAttention(2), (6, 4)),
-    ("attention-4-heads-short", fnnet.CausalSelfAttention(4, max_length=10), (7, 8)),
-    ("attention-1-head-T1", fnnet.CausalSelfAttention(1), (1, 3)),
-    ("positional", fnnet.PositionalEmbedding(9), (4, 3)),
-    ("gpt-block", gpt.TransformerBlock(gpt.GPTConfig(block_size=6, num_layers=1, num_heads=2, features=4)), (6, 4)),
-]
-
-
-@pytest.mark.parametrize("layer,in_shape", [case[1:] for case in SEQUENCE_LAYERS],
-                         ids=[case[0] for case in SEQUENCE_LAYERS])
-def test_sequence_layer_backward_matches_vjp_and_fd(layer, in_shape, x64):
-    _, params = layer.init(jax.random.PRNGKey(0), in_shape)
-    x = jax.random.normal(jax.random.PRNGKey(1), (3,) + in_shape)
-    report = gradcheck.check_layer(layer, params, x)
-    assert report.passed and len(report.rows) >= 2
-
+# --- the layers (their gradient checks: the catalogue, test_catalogue.py) ----------------------------
 
 def test_embedding_backward_is_a_scatter_add(x64):
     layer = fnnet.Embedding(6, 3)

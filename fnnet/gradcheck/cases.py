@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
+from fnnet.gpt import GPTConfig, TransformerBlock
 from fnnet.layer import Layer, init_with_state
 from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
                           Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
@@ -90,6 +91,9 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("CausalSelfAttention (2 heads)", CausalSelfAttention(2), (6, 4)),
     LayerCase("CausalSelfAttention (1 head, T < max_length)", CausalSelfAttention(1, 9), (5, 3)),
     LayerCase("CausalSelfAttention (4 heads, T = 1)", CausalSelfAttention(4), (1, 8)),
+    LayerCase("CausalSelfAttention (4 heads, T < max_length)", CausalSelfAttention(4, max_length=10), (7, 8)),
+    LayerCase("TransformerBlock (GPT, 2 heads)", TransformerBlock(GPTConfig(block_size=6, num_layers=1, num_heads=2,
+                                                                            features=4)), (6, 4)),
     LayerCase("serial (Dense, Tanh, Dense, Softmax)", serial(Dense(5), Tanh, Dense(3), Softmax), (4,)),
     LayerCase("serial (nested)", serial(serial(Dense(5), Relu), Gelu, serial(Dense(2), Sigmoid)), (3,)),
     LayerCase("serial (Flatten, Dense)", serial(Flatten, Dense(3), LeakyRelu()), (2, 2)),
