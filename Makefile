@@ -13,7 +13,7 @@ ifeq ($(origin FNNET_DATA), undefined)
   endif
 endif
 
-.PHONY: demo test test-all test-slow bench bench-smoke bench-e2e bench-scaling gradcheck clean
+.PHONY: demo test test-all test-slow docs bench bench-smoke bench-e2e bench-scaling gradcheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test-slow: $(STAMP)
 
 gradcheck: $(STAMP)
 	$(PY) -m fnnet gradcheck
+
+# the documentation site (docs/ + an API reference from the docstrings) into build/site; --strict: a
+# broken link or reference fails the build
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]' || echo "bench extra not installed: peers will be skipped"

@@ -192,7 +192,8 @@ def objective(model: Layer, loss: Loss):
       >>> _, params = model.init(jax.random.PRNGKey(0), (2,))
       >>> f = fnnet.objective(model, fnnet.losses.squared_error)
       >>> grads = jax.jit(jax.grad(f))(params, jnp.ones((4, 2)), jnp.zeros((4, 1)))
-      >>> grads[0]["w"].shape
+      >>> first = grads[0]
+      >>> first["w"].shape
       (2, 3)
     """
 
@@ -235,7 +236,8 @@ def per_example_grads(model: Layer, loss: Loss, *, grad: str = "manual"):
       >>> model = fnnet.serial(fnnet.Dense(3), fnnet.Relu, fnnet.Dense(1))
       >>> _, params = model.init(jax.random.PRNGKey(0), (2,))
       >>> g = fnnet.per_example_grads(model, fnnet.losses.mse)(params, jnp.ones((5, 2)), jnp.ones((5, 1)))
-      >>> g[0]["w"].shape
+      >>> per_example = g[0]
+      >>> per_example["w"].shape
       (5, 2, 3)
     """
     if grad not in GRAD_MODES:

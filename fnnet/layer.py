@@ -210,7 +210,8 @@ def apply_with_state(layer: Layer, params, state, x, *, key=None, train: bool = 
       >>> _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (3,))
       >>> y, state = fnnet.apply_with_state(model, params, state, jnp.ones((8, 3)),
       ...                                   key=jax.random.PRNGKey(1), train=True)
-      >>> y.shape, state[1]["mean"].shape
+      >>> batchnorm_state = state[1]
+      >>> y.shape, batchnorm_state["mean"].shape
       ((8, 4), (4,))
     """
     if layer.stateful_apply is not None:

@@ -1,6 +1,7 @@
 """Every built-in layer and combinator (the one catalogue, fnnet.gradcheck.cases) on any leading
-batch axes: the shape init declares is the shape apply returns, a (2, 3) batch is a (6,) batch,
-and jax.vmap over single examples is the batch; for apply, forward and backward alike."""
+batch axes: the shape init declares is the shape apply returns (one example, (2,), (2, 3)), a
+(2, 3) batch is a (6,) batch, and jax.vmap over single examples is the batch; for apply, forward
+and backward alike, with gradients shaped and typed like the params. One jit per case."""
 
 import chex
 import jax
@@ -45,23 +46,9 @@ def _floats(tree):
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=IDS)
-def test_declared_shape_one_example_and_batches(case):
-    key = jax.random.PRNGKey(0)
-    out_shape, params, state = case.init(key)
-    for lead in ((), (2,), (2, 3)):
-        x = case.inputs(jax.random.PRNGKey(1), lead)
-        y = jax.eval_shape(lambda x: fnnet.apply_with_state(case.layer, params, state, x, key=key,
-                                                            train=case.train)[0], x)
-        expected = jax.tree.map(lambda s: tuple(lead) + tuple(s), out_shape,
-                                is_leaf=lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s))
-        got = jax.tree.map(lambda a: a.shape, y)
-        assert got == expected, f"{case.name}: batch {lead}: init declares {out_shape}, apply gives {got}"
-
-
-@pytest.mark.parametrize("case", LAYER_CASES, ids=IDS)
 def test_two_batch_axes_equal_one_and_vmap_equals_batch(case):
     key = jax.random.PRNGKey(0)
-    _, params, state = case.init(key)
+    out_shape, params, state = case.init(key)
     apply, forward, backward = _fns(case, params, state, jax.random.PRNGKey(3))
     x23 = case.inputs(jax.random.PRNGKey(1), (2, 3))
     x6 = _relead(x23, 2, (6,))
@@ -71,14 +58,24 @@ def test_two_batch_axes_equal_one_and_vmap_equals_batch(case):
 
     @jax.jit  # one compilation per case: every path below, traced together
     def everything(x23, x6, dy23, dy6):
-        one = jax.tree.map(lambda a: a[0], x6)
+        one, two = jax.tree.map(lambda a: a[0], x6), jax.tree.map(lambda a: a[:2], x6)
         return {"y6": apply(x6), "y23": apply(x23), "forward23": forward(x23)[0], "back6": backward(x6, dy6),
+                "two": apply(two), "train_one": fnnet.apply_with_state(case.layer, params, state, one, key=key,
+                                                                      train=case.train)[0],
                 "back23": backward(x23, dy23), "vmap_y": jax.vmap(apply)(x6),
                 "vmap_forward": jax.vmap(lambda x: forward(x)[0])(x6), "vmap_back": jax.vmap(backward)(x6, dy6),
                 "one": apply(one)}
 
     out = everything(x23, x6, dy23, dy6)
     y6, (dparams6, dx6), (dparams23, dx23) = out["y6"], out["back6"], out["back23"]
+    # (a) the shape init declares is apply's, for one example and for (2,), (2, 3) and (6,) batches,
+    # in the case's own mode too (BatchNorm in training: more than one value per channel in one example)
+    is_shape = lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s)  # noqa: E731
+    for lead, y in (((), out["one"]), ((), out["train_one"]), ((2,), out["two"]), ((2, 3), out["y23"]),
+                    ((6,), y6)):
+        want = jax.tree.map(lambda s: tuple(lead) + tuple(s), out_shape, is_leaf=is_shape)
+        got = jax.tree.map(lambda a: a.shape, y)
+        assert got == want, f"{case.name}: batch {lead}: init declares {out_shape}, apply gives {got}"
     # the contract: dparams shaped and typed like the params, dx like x (float0 for token ids)
     assert jax.tree.structure(dparams6) == jax.tree.structure(params), case.name
     chex.assert_trees_all_equal_shapes_and_dtypes(dparams6, params)

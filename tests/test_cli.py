@@ -200,10 +200,9 @@ def test_predict_mnist_accepts_images_or_vectors(mnist_run, shared_data, tmp_pat
 
 
 def _readme_gradcheck_commands(repo_root) -> list[list[str]]:
-    """Every ``fnnet gradcheck ...`` the README's "Command line" bash block shows (in comments too)."""
-    readme = (repo_root / "README.md").read_text()
-    section = readme.split("## Command line", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    """Every ``fnnet gradcheck ...`` the command-line page's first bash block shows (in comments too)."""
+    page = (repo_root / "docs" / "cli.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", page, re.S).group(1)
     commands = []
     for match in re.finditer(r"fnnet gradcheck((?:[ \t]+[\w-]+)*)", block):
         argv = ["gradcheck", *match.group(1).split()]

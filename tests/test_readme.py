@@ -1,8 +1,9 @@
-"""README.md cannot rot: its Python snippets run as written, and the commands it names exist.
+"""README.md and docs/*.md cannot rot: their Python snippets run as written, and the commands
+they name exist.
 
 * Every ```python block runs on its own, in a fresh interpreter (a reader may copy any one
   block alone), inside a temporary working directory, with ``FNNET_DATA`` set as the
-  ``shared_data`` fixture finds it and downloads off. Tracebacks point at README.md's own
+  ``shared_data`` fixture finds it and downloads off. Tracebacks point at the page's own
   line numbers.
 * Every ``make TARGET`` is a rule in the Makefile, and every ``fnnet ...`` command line
   parses with :func:`fnnet.cli.build_parser` (parsed only, nothing runs), in the ```bash
@@ -29,6 +30,12 @@ not a program; it is the one kind of block that is not run."""
 
 def readme(repo_root) -> str:
     return (repo_root / "README.md").read_text(encoding="utf-8")
+
+
+def pages(repo_root) -> list:
+    """README.md and every page of docs/, as ``(path, text)``."""
+    return [(path, path.read_text(encoding="utf-8"))
+            for path in [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]]
 
 
 def fenced(text: str, language: str):
@@ -66,7 +73,8 @@ def make_targets(makefile: str) -> set[str]:
 
 def _python_blocks():
     root = pathlib.Path(__file__).resolve().parents[1]
-    return [(line, code) for line, code in fenced(readme(root), "python") if not ELIDED.search(code)]
+    return [(path, line, code) for path, text in pages(root) for line, code in fenced(text, "python")
+            if not ELIDED.search(code)]
 
 
 @pytest.fixture(scope="module")
@@ -86,23 +94,34 @@ def readme_dir(tmp_path_factory, request):
     return folder, env, True
 
 
-@pytest.mark.parametrize("line,code", _python_blocks(), ids=[f"README.md:{line}" for line, _ in _python_blocks()])
-def test_python_block_runs_alone_in_a_fresh_interpreter(readme_dir, repo_root, line, code):
+@pytest.mark.parametrize("path,line,code", _python_blocks(),
+                         ids=[f"{path.name}:{line}" for path, line, _ in _python_blocks()])
+def test_python_block_runs_alone_in_a_fresh_interpreter(readme_dir, path, line, code):
     folder, env, have_mnist = readme_dir
     if "runs/mnist" in code and not have_mnist:
         pytest.skip("MNIST not found")
-    # padded with blank lines so that a traceback names README.md's own line numbers
+    # padded with blank lines so that a traceback names the page's own line numbers
     source = "\n" * (line - 1) + code
-    script = f"exec(compile({source!r}, {str(repo_root / 'README.md')!r}, 'exec'))"
+    script = f"exec(compile({source!r}, {str(path)!r}, 'exec'))"
     result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=dict(os.environ, **env),
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"README.md:{line}: the block fails on its own:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{path.name}:{line}: the block fails on its own:\n{result.stderr[-3000:]}"
 
 
 def test_every_python_block_is_run(repo_root):
     """Only a fragment with elided arguments (``fit(..., mesh=mesh)``) may be skipped."""
-    blocks = list(fenced(readme(repo_root), "python"))
-    assert len(_python_blocks()) >= len(blocks) - 1 and len(blocks) >= 5
+    blocks = [block for _, text in pages(repo_root) for block in fenced(text, "python")]
+    assert len(_python_blocks()) >= len(blocks) - 1 and len(blocks) >= 8
+
+
+def test_readme_is_short_and_links_every_docs_page(repo_root):
+    text = readme(repo_root)
+    assert text.count("\n") <= 250
+    for page in sorted((repo_root / "docs").glob("*.md")):
+        if page.name not in ("index.md", "api.md", "data.md", "cli.md"):
+            assert f"docs/{page.name}" in text, page.name
+    for target in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (repo_root / target).is_file(), target
 
 
 def test_named_make_targets_and_fnnet_commands_exist(repo_root):
@@ -111,7 +130,9 @@ def test_named_make_targets_and_fnnet_commands_exist(repo_root):
     subcommands = next(action.choices for action in parser._actions
                        if isinstance(action, argparse._SubParsersAction))
     checked, problems = 0, []
-    for where, argv in command_mentions(readme(repo_root)):
+    mentions = [(f"{path.name}{where.removeprefix('README.md')}", argv) for path, text in pages(repo_root)
+                for where, argv in command_mentions(text)]
+    for where, argv in mentions:
         if argv[0] == "make":
             missing = [t for t in argv[1:] if not t.startswith("-") and "=" not in t and t not in targets]
             problems += [f"{where}: make target {t!r} is not in the Makefile" for t in missing]
