@@ -136,9 +136,22 @@ def make_layer(name: str, init, apply, forward, backward, children: Sequence[Lay
     it. The result is still a :class:`Layer` (a subclass that only carries the docstring).
     """
     cls = Layer if not doc else _documented_class(name.split("(")[0] or "Layer", doc)
-    return cls(init, apply, forward, backward, name=name, children=tuple(children),
-               stateful_init=stateful_init, stateful_apply=stateful_apply,
-               stateful_forward=stateful_forward)
+    return cls(init, apply, _scoped(name, "forward", forward), _scoped(name, "backward", backward), name=name,
+               children=tuple(children), stateful_init=stateful_init, stateful_apply=stateful_apply,
+               stateful_forward=_scoped(name, "forward", stateful_forward))
+
+
+def _scoped(name: str, what: str, fn):
+    """``fn`` inside ``jax.named_scope("Conv(32, 3x3)/backward")``: profiles and the compiled HLO's
+    op names then say which layer's forward or backward an operation belongs to."""
+    if fn is None:
+        return None
+
+    @functools.wraps(fn)
+    def scoped(*args, **kwargs):
+        with jax.named_scope(f"{name}/{what}"):
+            return fn(*args, **kwargs)
+    return scoped
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 import fnnet
 from fnnet import gpt, gradcheck, losses, train
 from fnnet.layers import conv
+from fnnet.layers.normalization import BatchStatistics, RunningStatistics
 
 KEY = jax.random.PRNGKey(0)
 
@@ -58,8 +59,8 @@ def _batchnorm_without_a_sum():
 
     def backward(params, residuals, dy):
         grads, dx = bn.backward(params, residuals, dy)
-        if len(residuals) == 3:
-            x_hat, inv_std = residuals[:2]
+        if isinstance(residuals, BatchStatistics):
+            x_hat, inv_std = residuals
             lead = (None,) * (dy.ndim - 1)
             dx_hat = dy * params["scale"][lead]
             dx = (dx_hat - jnp.mean(dx_hat, axis=tuple(range(dy.ndim - 1)))[lead]) * inv_std[lead]  # no x̂ term
@@ -73,7 +74,7 @@ def _batchnorm_with_eval_residuals():
 
     def stateful_forward(params, state, x, *, key=None, train=False):
         y, residuals, new_state = bn.stateful_forward(params, state, x, key=key, train=train)
-        return y, residuals[:2], new_state
+        return y, RunningStatistics(*residuals), new_state
     return bn._replace(stateful_forward=stateful_forward)
 
 

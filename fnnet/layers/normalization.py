@@ -16,11 +16,28 @@ axis) over the batch and all spatial positions.
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from fnnet.layer import Layer, as_shape, make_layer
+
+
+class BatchStatistics(NamedTuple):
+    """BatchNorm's residuals in training: ``x̂`` and ``1/σ`` of the batch's own statistics, which
+    the backward goes through (the full formula of the module docstring)."""
+
+    x_hat: Any
+    inv_std: Any
+
+
+class RunningStatistics(NamedTuple):
+    """BatchNorm's residuals in evaluation: ``x̂`` and ``1/σ`` of the running statistics, constants
+    to the backward (``dx = dy · scale / σ``)."""
+
+    x_hat: Any
+    inv_std: Any
 
 
 def _check_scale_offset(name, params, x):
@@ -169,21 +186,24 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
         inv_std = jax.lax.rsqrt(var + epsilon)
         x_hat = (x - mean[lead]) * inv_std[lead]
         y = x_hat * params["scale"][lead] + params["offset"][lead]
-        # the residuals' structure records the mode: (x̂, inv_std) in evaluation, + the batch size in training
-        return y, ((x_hat, inv_std, None) if train else (x_hat, inv_std)), new_state
+        # the residuals' type records the mode, so backward knows which formula applies
+        return y, (BatchStatistics if train else RunningStatistics)(x_hat, inv_std), new_state
 
     def stateful_apply(params, state, x, *, key=None, train=False):
         y, _, state = stateful_forward(params, state, x, key=key, train=train)
         return y, state
 
     def backward(params, residuals, dy):
-        x_hat, inv_std = residuals[:2]
+        if not isinstance(residuals, (BatchStatistics, RunningStatistics)):
+            raise ValueError(f"{name}: backward expects the residuals of its stateful_forward (BatchStatistics "
+                             f"or RunningStatistics), got {type(residuals).__name__}")
+        x_hat, inv_std = residuals
         lead = (None,) * (dy.ndim - 1)
         scale = params["scale"][lead]
         axes = tuple(range(dy.ndim - 1))
-        if len(residuals) == 3:  # training: through the batch mean and variance
+        if isinstance(residuals, BatchStatistics):  # training: through the batch mean and variance
             dscale, doffset, dx = _normalized_backward(x_hat, inv_std[lead], scale, dy, axes)
-        else:                    # evaluation: the running statistics are constants
+        else:                                       # evaluation: the running statistics are constants
             dscale, doffset = jnp.sum(dy * x_hat, axis=axes), jnp.sum(dy, axis=axes)
             dx = dy * scale * inv_std[lead]
         return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
