@@ -1,4 +1,4 @@
-"""The CNN workload: the example's network (``fnnet.recipes.build_cnn``) trained four ways.
+"""The CNN workload: the example's network (``fnnet.app.recipes.build_cnn``) trained four ways.
 
 Conv 3x3 (32, no bias) → BatchNorm → ReLU → MaxPool 2 → Conv 3x3 (64, no bias) → BatchNorm →
 ReLU → MaxPool 2 → Flatten → Dropout(0.3) → Dense(128) → ReLU → Dense(10), softmax
@@ -32,7 +32,7 @@ class FnnetCNN:
         import optax
 
         import fnnet
-        from fnnet import recipes
+        from fnnet.app import recipes
 
         self.w, self.grad = workload, grad
         self.data = random_images(workload)

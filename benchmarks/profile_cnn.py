@@ -1,6 +1,6 @@
 """Where the CNN's training step spends its time, layer by layer, and the compiled step's HLO.
 
-For each layer of ``fnnet.recipes.build_cnn`` (the example's CNN, batch 128): its forward and
+For each layer of ``fnnet.app.recipes.build_cnn`` (the example's CNN, batch 128): its forward and
 hand-written backward at its own input shape, 10 times inside one jitted ``lax.scan``
 (training mode: batch statistics, dropout), the median of 5 timings; then the whole training
 step (forward, backward, Adam) the same way, and PyTorch eager's step on the same network for
@@ -23,7 +23,8 @@ import numpy as np
 import optax
 
 import fnnet
-from fnnet import recipes, train
+from fnnet import train
+from fnnet.app import recipes
 from fnnet.layer import forward_with_state, init_with_state
 
 HERE = pathlib.Path(__file__).resolve().parent

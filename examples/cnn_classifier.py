@@ -1,6 +1,6 @@
 """Shared by mnist_cnn.py, fashion_mnist_cnn.py and resnet_mnist.py: a small CNN on 28x28 images.
 
-The model is :func:`fnnet.recipes.build_cnn`: two blocks of Conv 3x3 → BatchNorm → ReLU →
+The model is :func:`fnnet.app.recipes.build_cnn`: two blocks of Conv 3x3 → BatchNorm → ReLU →
 MaxPool (32 then 64 channels; ``resnet`` adds a residual Conv-ReLU-Conv branch to each
 block), Dropout, Dense(128), Dense(10). Every backward pass is hand-written (the
 convolution's ``dW`` a correlation of the input with ``dy``, its ``dx`` a transposed
@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet
-from fnnet import recipes, train
+from fnnet import train
+from fnnet.app import recipes
 from image_classifier import report, write_figures
 
 

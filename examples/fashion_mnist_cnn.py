@@ -7,7 +7,8 @@ Run: ``python examples/fashion_mnist_cnn.py [--epochs 16] [--out runs/fashion-mn
 
 from cnn_classifier import main
 
-from fnnet import datasets, recipes
+from fnnet import datasets
+from fnnet.app import recipes
 
 if __name__ == "__main__":
     main("fashion-mnist", datasets.fashion_mnist, epochs=16, bar=0.925,

@@ -1,7 +1,7 @@
 """Shared by mnist.py and fashion_mnist.py: train an MLP on 28x28 images and write the figures.
 
 The model is the classic 784-512-512-10 ReLU MLP (He-uniform weights; built by
-:func:`fnnet.recipes.build_model`, as ``fnnet train mnist`` builds it) with softmax cross-entropy on
+:func:`fnnet.app.recipes.build_model`, as ``fnnet train mnist`` builds it) with softmax cross-entropy on
 logits, trained with Adam (learning rate 1e-3 with a cosine decay to 5e-5) by :func:`fnnet.train.fit` (hand-written backward,
 whole epochs compiled in one ``lax.scan``). After training it writes:
 ``curves.png`` (loss and accuracy per epoch), ``confusion.png`` and
@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet
-from fnnet import plots, recipes, train
+from fnnet import plots, train
+from fnnet.app import recipes
 
 
 def build_model(hidden=(512, 512), in_shape=(784,)):

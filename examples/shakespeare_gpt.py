@@ -22,7 +22,8 @@ import time
 import jax
 
 import fnnet
-from fnnet import datasets, gpt, gradcheck, shakespeare
+from fnnet import datasets, gpt, gradcheck
+from fnnet.app import shakespeare
 from fnnet.train import language
 
 

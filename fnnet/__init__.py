@@ -20,7 +20,9 @@ The public API, at a glance:
   :func:`fnnet.datasets.tiny_shakespeare`: a character-level GPT, every backward by hand.
 """
 
-from fnnet import checkpoint, datasets, gpt, gradcheck, initializers, layers, losses, train
+import importlib
+
+from fnnet import checkpoint, initializers, layers, losses
 from fnnet.checkpoint import load, save
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
@@ -30,8 +32,30 @@ from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D,
                           Flatten, Gelu, GlobalAvgPool,
                           Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh)
 from fnnet.losses import Loss
-from fnnet.runs import Run, load_run
 from fnnet.summary import Summary, summary
+
+# Reached on first use (PEP 562): the modules that load optax (training, the GPT, gradient checking),
+# the data sets, and the application (run folders, recipes, the command line), so that importing
+# fnnet.layers or fnnet.gradients loads neither optax nor fnnet.app.
+_LAZY_MODULES = {"train": "fnnet.train", "gpt": "fnnet.gpt", "gradcheck": "fnnet.gradcheck",
+                 "datasets": "fnnet.datasets", "distributed": "fnnet.distributed", "app": "fnnet.app",
+                 "recipes": "fnnet.app.recipes", "runs": "fnnet.app.runs", "cli": "fnnet.app.cli",
+                 "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs"}
+_LAZY_NAMES = {"Run": ("fnnet.app.runs", "Run"), "load_run": ("fnnet.app.runs", "load_run")}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(_LAZY_MODULES[name])
+    if name in _LAZY_NAMES:
+        module, attribute = _LAZY_NAMES[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'fnnet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
+
 
 __version__ = "0.1.0"
 

@@ -48,15 +48,19 @@ def serial(*layers: Layer) -> Layer:
             got = f"{len(params)} entries" if isinstance(params, (tuple, list)) else type(params).__name__
             raise ValueError(f"serial: expected params with {len(layers)} entries (one per layer), got {got}")
 
-    def init(key, in_shape):
+    def stateful_init(key, in_shape):  # layer i gets split(key)[i]; a plain layer's state is ()
         shape = as_shape(in_shape, "serial")
         keys = jax.random.split(key, max(len(layers), 1))
-        params = []
+        params, states = [], []
         for index, (layer, layer_key) in enumerate(zip(layers, keys)):
             with at_layer(index, layer):
-                shape, layer_params = layer.init(layer_key, shape)
+                shape, layer_params, layer_state = init_with_state(layer, layer_key, shape)
             params.append(layer_params)
-        return shape, tuple(params)
+            states.append(layer_state)
+        return shape, tuple(params), tuple(states)
+
+    def init(key, in_shape):
+        return stateful_init(key, in_shape)[:2]
 
     def apply(params, x):
         check(params)
@@ -87,17 +91,6 @@ def serial(*layers: Layer) -> Layer:
 
     # With a stateful child (Dropout, BatchNorm): state is a tuple with one entry per layer,
     # and layer i gets the key fold_in(key, i).
-    def stateful_init(key, in_shape):
-        shape = as_shape(in_shape, "serial")
-        keys = jax.random.split(key, max(len(layers), 1))
-        params, states = [], []
-        for index, (layer, layer_key) in enumerate(zip(layers, keys)):
-            with at_layer(index, layer):
-                shape, layer_params, layer_state = init_with_state(layer, layer_key, shape)
-            params.append(layer_params)
-            states.append(layer_state)
-        return shape, tuple(params), tuple(states)
-
     def run(params, state, x, key, train, with_residuals):
         check(params)
         if isinstance(state, (tuple, list)) and len(state) == 0:
@@ -191,15 +184,16 @@ def parallel(*layers: Layer) -> Layer:
     layers = tuple(layers)
     n = len(layers)
 
-    def init(key, in_shapes):
+    def stateful_init(key, in_shapes):  # branch i gets split(key)[i]; a plain branch's state is ()
         _check_branches("parallel", in_shapes, n)
-        out, params = [], []
+        results = []
         for index, (layer, layer_key, shape) in enumerate(zip(layers, jax.random.split(key, n), in_shapes)):
             with at_layer(index, layer):
-                shape, layer_params = layer.init(layer_key, shape)
-            out.append(shape)
-            params.append(layer_params)
-        return tuple(out), tuple(params)
+                results.append(init_with_state(layer, layer_key, shape))
+        return tuple(r[0] for r in results), tuple(r[1] for r in results), tuple(r[2] for r in results)
+
+    def init(key, in_shapes):
+        return stateful_init(key, in_shapes)[:2]
 
     def apply(params, xs):
         _check_branches("parallel", xs, n)
@@ -217,12 +211,6 @@ def parallel(*layers: Layer) -> Layer:
 
     if not any(is_stateful(layer) for layer in layers):
         return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__)
-
-    def stateful_init(key, in_shapes):
-        _check_branches("parallel", in_shapes, n)
-        results = [init_with_state(layer, k, shape)
-                   for layer, k, shape in zip(layers, jax.random.split(key, n), in_shapes)]
-        return tuple(r[0] for r in results), tuple(r[1] for r in results), tuple(r[2] for r in results)
 
     def run(params, state, xs, key, train, fn):
         _check_branches("parallel", xs, n)

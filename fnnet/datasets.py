@@ -81,7 +81,7 @@ def breast_cancer(*, test_size: float = 0.2, seed: int = 0):
     standard deviation only. Returns ``((x_train, y_train), (x_test, y_test))`` with
     labels of shape (N, 1), float32 (1 = benign).
     """
-    from sklearn.datasets import load_breast_cancer
+    from sklearn.datasets import load_breast_cancer  # optional: scikit-learn loads slowly, only these sets need it
     from sklearn.model_selection import train_test_split
 
     data = load_breast_cancer()
@@ -98,7 +98,7 @@ def digits(*, test_size: float = 0.2, seed: int = 0, flatten: bool = True):
     Returns ``((x_train, y_train), (x_test, y_test))``; images (N, 64), or (N, 8, 8)
     with ``flatten=False``; a seeded, stratified split.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # optional: as above
     from sklearn.model_selection import train_test_split
 
     data = load_digits()

@@ -9,7 +9,7 @@ import numpy as np
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""
-    import matplotlib
+    import matplotlib  # optional: only plotting needs it, and it loads slowly
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from fnnet import cli, recipes
+from fnnet.app import cli, recipes
 
 
 def _fnnet(*args, env=None, timeout=300):

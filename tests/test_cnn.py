@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import cli, datasets
+from fnnet import datasets
+from fnnet.app import cli
 from test_examples import run_optimised
 
 

@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations", "fnnet.layers.conv",
            "fnnet.layers.pooling", "fnnet.layers.normalization", "fnnet.layers.dropout", "fnnet.layers.reshape",
-           "fnnet.layer", "fnnet.combinators", "fnnet.recipes",
+           "fnnet.layer", "fnnet.combinators", "fnnet.app.recipes",
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
            "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt"]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import cli, datasets, gpt, gradcheck, losses
+from fnnet import datasets, gpt, gradcheck, losses
+from fnnet.app import cli
 from fnnet.train import language
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -16,13 +16,14 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import cli, gpt, gradcheck, train
+from fnnet import gpt, gradcheck, train
+from fnnet.app import cli, recipes
 from fnnet.train import language
 
 
 def _mnist_subset(train_examples, test_examples):
     """MNIST's recipe with fewer examples: the CLI's own code paths, a short run."""
-    spec = fnnet.recipes.DATASETS["mnist"]
+    spec = recipes.DATASETS["mnist"]
 
     def load(seed):
         (x, y), (x_test, y_test) = spec.load(seed)
@@ -32,7 +33,7 @@ def _mnist_subset(train_examples, test_examples):
 
 def test_resnet_trains_from_the_cli_on_a_subset(tmp_path, shared_data, monkeypatch, capsys):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
-    monkeypatch.setitem(fnnet.recipes.DATASETS, "mnist", _mnist_subset(512, 500))
+    monkeypatch.setitem(recipes.DATASETS, "mnist", _mnist_subset(512, 500))
     out = tmp_path / "resnet"
     assert cli.main(["train", "mnist", "--model", "resnet", "--epochs", "1", "--batch-size", "64",
                      "--out", str(out), "--quiet"]) == 0
@@ -66,7 +67,7 @@ def test_grad_autodiff_and_manual_train_to_the_same_parameters(tmp_path):
 
 def test_fnnet_demo_runs(tmp_path, shared_data, monkeypatch, capsys):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
-    monkeypatch.setitem(fnnet.recipes.DATASETS, "mnist", _mnist_subset(5000, 1000))  # `make demo`: all of it
+    monkeypatch.setitem(recipes.DATASETS, "mnist", _mnist_subset(5000, 1000))  # `make demo`: all of it
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--mnist-epochs", "2", "--offline"]) == 0
     out = capsys.readouterr().out
     assert "XOR test accuracy: 100%" in out and "mnist" in out
@@ -87,7 +88,7 @@ def test_gradcheck_all_checks_every_data_sets_model(shared_data, monkeypatch, ca
     monkeypatch.setattr(gradcheck, "builtin_cases", lambda: cases[:2])  # the whole table: test_catalogue.py
     assert cli.main(["gradcheck", "--all"]) == 0
     out = capsys.readouterr().out
-    for name in fnnet.recipes.DATASETS:
+    for name in recipes.DATASETS:
         assert f"\n{name}: serial + " in out, name
     assert not re.search(r"\bFAIL\b|: skipped \(", out), out[-2000:]   # every data set found, every leaf passes
 

@@ -6,7 +6,7 @@ they name exist.
   ``shared_data`` fixture finds it and downloads off. Tracebacks point at the page's own
   line numbers.
 * Every ``make TARGET`` is a rule in the Makefile, and every ``fnnet ...`` command line
-  parses with :func:`fnnet.cli.build_parser` (parsed only, nothing runs), in the ```bash
+  parses with :func:`fnnet.app.cli.build_parser` (parsed only, nothing runs), in the ```bash
   blocks, their comments, and the prose's inline code.
 """
 
@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from fnnet import cli
+from fnnet.app import cli
 
 FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 ELIDED = re.compile(r"\(\s*\.\.\.\s*[,)]")

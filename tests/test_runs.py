@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import checkpoint, cli, recipes, train
-from fnnet.runs import Run, load_run
+from fnnet import checkpoint, train
+from fnnet.app import cli, recipes
+from fnnet.app.runs import Run, load_run
 
 # a tiny run of every data set the command line trains
 _QUICK = {

@@ -16,7 +16,8 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import checkpoint, cli, gpt, losses, train
+from fnnet import checkpoint, gpt, losses, train
+from fnnet.app import cli
 
 
 def _one_line_error(capsys, *messages):
@@ -262,7 +263,7 @@ def test_load_run_reads_any_fit_checkpoint_folder(tmp_path):
     model = fnnet.serial(fnnet.Dense(8), fnnet.BatchNorm(), fnnet.Relu, fnnet.Dense(2))
     state, history = train.fit(model, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=3,
                                batch_size=8, key=jax.random.PRNGKey(1), checkpoint_dir=tmp_path, verbose=False)
-    with pytest.raises(fnnet.recipes.RecipeError, match=r"load_run\(path, model=model\)"):
+    with pytest.raises(fnnet.app.recipes.RecipeError, match=r"load_run\(path, model=model\)"):
         fnnet.load_run(tmp_path)
     run = fnnet.load_run(tmp_path, model=model)
     jax.tree.map(np.testing.assert_array_equal, run.params, state.params)

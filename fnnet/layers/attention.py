@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from fnnet import initializers
 from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layers._checks import check_param_keys, param_dtype
 
 _PARAMS = {"w_qkv", "b_qkv", "w_out", "b_out"}
 
@@ -76,18 +77,16 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
             raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
         if max_length is not None and length > max_length:
             raise ValueError(f"{name}: sequence length {length} is longer than max_length {max_length}")
-        param_dtype = dtype if dtype is not None else jnp.result_type(float)
+        dtype_ = param_dtype(dtype)
         qkv_key, out_key = jax.random.split(key)
-        params = {"w_qkv": w_init(qkv_key, (features, 3 * features), param_dtype),
-                  "b_qkv": jnp.zeros((3 * features,), param_dtype),
-                  "w_out": out_init(out_key, (features, features), param_dtype),
-                  "b_out": jnp.zeros((features,), param_dtype)}
+        params = {"w_qkv": w_init(qkv_key, (features, 3 * features), dtype_),
+                  "b_qkv": jnp.zeros((3 * features,), dtype_),
+                  "w_out": out_init(out_key, (features, features), dtype_),
+                  "b_out": jnp.zeros((features,), dtype_)}
         return in_shape, params
 
     def check(params, x):
-        if not isinstance(params, dict) or set(params) != _PARAMS:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{name}: expected params {sorted(_PARAMS)}, got {got}")
+        check_param_keys(name, params, _PARAMS)
         features = jnp.shape(params["w_out"])[0] if jnp.ndim(params["w_out"]) == 2 else None
         if (features is None or jnp.shape(params["w_qkv"]) != (features, 3 * features)
                 or jnp.shape(params["b_qkv"]) != (3 * features,) or jnp.shape(params["b_out"]) != (features,)):
@@ -116,14 +115,19 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
     def attend(params, x):
         features = check(params, x)
         lead = (None,) * (x.ndim - 1)
+        # stage 1: [Q K V] = x·W_qkv + b_qkv, split into heads
         qkv = (_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)) + params["b_qkv"][lead]
         q, k, v = (heads(part, features) for part in jnp.split(qkv, 3, axis=-1))
+        # stage 2: S = Q·Kᵀ/√D, causally masked
         scale = 1.0 / math.sqrt(features // num_heads)
         scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
         length = x.shape[-2]
         scores = jnp.where(causal_mask(length), scores, -jnp.inf)  # A[i, j] = 0 for j > i
+        # stage 3: A = softmax(S) row by row
         weights = jax.nn.softmax(scores, axis=-1)
+        # stage 4: O = A·V, the heads merged
         merged = merge(jnp.einsum("...qk,...kd->...qd", weights, v))
+        # stage 5: y = O·W_out + b_out
         y = (_rows(merged) @ params["w_out"]).reshape(x.shape) + params["b_out"][lead]
         return y, (x, q, k, v, weights, merged)
 
@@ -134,23 +138,29 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         return attend(params, x)
 
     def backward(params, residuals, dy):
+        """The forward's five stages in reverse, each under the forward line it differentiates."""
         x, q, k, v, weights, merged = residuals
         features = x.shape[-1]
         batch_axes = tuple(range(x.ndim - 1))  # db: Σ over every example and position
         scale = 1.0 / math.sqrt(features // num_heads)
-        # the output projection, as Dense: dW_out = Oᵀ·dy, db_out = Σ dy, dO = dy·W_outᵀ
+        # stage 5, through y = O·W_out + b_out (as Dense): dW_out = Oᵀ·dy, db_out = Σ dy, dO = dy·W_outᵀ
         dw_out = _rows(merged).T @ _rows(dy)
         db_out = jnp.sum(dy, axis=batch_axes)
         d_out = heads((_rows(dy) @ params["w_out"].T).reshape(dy.shape), features)
-        dv = jnp.einsum("...qk,...qd->...kd", weights, d_out)               # dV = Aᵀ·dO
-        d_weights = jnp.einsum("...qd,...kd->...qk", d_out, v)              # dA = dO·Vᵀ
+        # stage 4, through O = A·V: dV = Aᵀ·dO, dA = dO·Vᵀ
+        dv = jnp.einsum("...qk,...qd->...kd", weights, d_out)
+        d_weights = jnp.einsum("...qd,...kd->...qk", d_out, v)
+        # stage 3, through A = softmax(S), row by row: dS = A ⊙ (dA - Σ_row dA ⊙ A)
+        # (masked entries have A = 0, so their dS is 0: the mask needs no backward of its own)
         d_scores = weights * (d_weights - jnp.sum(d_weights * weights, axis=-1, keepdims=True))
-        dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale          # dQ = dS·K/√D
-        dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale          # dK = dSᵀ·Q/√D
+        # stage 2, through S = Q·Kᵀ/√D: dQ = dS·K/√D, dK = dSᵀ·Q/√D
+        dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale
+        dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale
+        # stage 1, through [Q K V] = x·W_qkv + b_qkv: dW_qkv = xᵀ·d[Q K V], db = Σ d[Q K V], dx = d[Q K V]·W_qkvᵀ
         d_qkv = jnp.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
-        dw_qkv = _rows(x).T @ _rows(d_qkv)                                  # xᵀ·d[q k v]
+        dw_qkv = _rows(x).T @ _rows(d_qkv)
         db_qkv = jnp.sum(d_qkv, axis=batch_axes)
-        dx = (_rows(d_qkv) @ params["w_qkv"].T).reshape(x.shape)            # d[q k v]·W_qkvᵀ
+        dx = (_rows(d_qkv) @ params["w_qkv"].T).reshape(x.shape)
         grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
         return {key: grads[key].astype(params[key].dtype) for key in grads}, dx.astype(x.dtype)
 

@@ -32,54 +32,10 @@ from jax import lax
 
 from fnnet import initializers
 from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layers._checks import (check_param_keys, explicit_padding, padding_spec, param_dtype, positive_ints,
+                                  window_geometry)
 
 _SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
-
-
-def _tuple(value, rank: int, what: str, name: str) -> tuple[int, ...]:
-    """An int or a tuple of ``rank`` positive ints."""
-    values = (value,) * rank if isinstance(value, int) else tuple(value)
-    if len(values) != rank or not all(isinstance(v, int) and v > 0 for v in values):
-        raise ValueError(f"{name}: {what} must be a positive int or a tuple of {rank} positive ints, "
-                         f"got {value!r}")
-    return values
-
-
-def _padding(padding, rank: int, name: str):
-    if isinstance(padding, str):
-        if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"{name}: padding must be 'SAME', 'VALID' or {rank} (low, high) pairs, "
-                             f"got {padding!r}")
-        return padding.upper()
-    try:
-        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: padding must be 'SAME', 'VALID' or {rank} (low, high) pairs, "
-                         f"got {padding!r}") from None
-    if len(pairs) != rank or any(lo < 0 or hi < 0 for lo, hi in pairs):
-        raise ValueError(f"{name}: padding must be {rank} non-negative (low, high) pairs, got {padding!r}")
-    return pairs
-
-
-def explicit_padding(padding, sizes, kernel, strides, dilation):
-    """``(lo, hi)`` per spatial axis for ``"SAME"`` / ``"VALID"`` / explicit pairs (as XLA pads)."""
-    if not isinstance(padding, str):
-        return tuple(padding)
-    effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-    return tuple(map(tuple, lax.padtype_to_pads(sizes, effective, strides, padding)))
-
-
-def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: int) -> int:
-    """Output length of a window of ``kernel`` taps (dilated) sliding by ``stride`` over a padded axis."""
-    return (size + lo + hi - ((kernel - 1) * dilation + 1)) // stride + 1
-
-
-def window_geometry(sizes, kernel, strides, dilation, padding):
-    """``(pads, out_sizes)`` of a window sliding over spatial ``sizes`` (convolutions and pools);
-    an out size below 1 means the input is too small, which the caller reports."""
-    pads = explicit_padding(padding, sizes, kernel, strides, dilation)
-    return pads, tuple(out_size(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi)
-                       in zip(sizes, kernel, strides, dilation, pads))
 
 
 def _flatten_batch(x, rank: int):
@@ -139,7 +95,15 @@ def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
     taps = math.prod(kernel)
     patch_bytes = math.prod(dy.shape[:-1]) * taps * x.shape[-1] * x.dtype.itemsize
     if groups == 1 and patch_bytes <= _IM2COL_MAX_BYTES and jax.default_backend() == "cpu":
+        # optimisation, CPU only: the same sum as one matrix product over im2col columns
         return _kernel_grad_im2col(x, dy, kernel, strides, pads, dilation, rank)
+    return _kernel_grad_convolution(x, dy, kernel, strides, pads, dilation, groups, rank)
+
+
+def _kernel_grad_convolution(x, dy, kernel, strides, pads, dilation, groups, rank):
+    """The readable form of ``dW``, on every backend: ``x`` correlated with ``dy`` as one
+    convolution (the input channels as its batch, the examples as its features, ``dy`` as its
+    kernel dilated by the strides)."""
     # x (N, s.., Cin) -> (Cin, s.., N);  dy (N, o.., Cout) -> (o.., N, Cout)
     lhs = jnp.moveaxis(x, (0, rank + 1), (rank + 1, 0))
     rhs = jnp.moveaxis(dy, 0, rank)
@@ -189,10 +153,10 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
     kind = "Conv" if rank == 2 else "Conv1D"
     if not isinstance(out_channels, int) or out_channels <= 0:
         raise ValueError(f"{kind}: out_channels must be a positive int, got {out_channels!r}")
-    kernel = _tuple(kernel_size, rank, "kernel_size", kind)
-    strides = _tuple(strides, rank, "strides", kind)
-    dilation = _tuple(dilation, rank, "dilation", kind)
-    padding = _padding(padding, rank, kind)
+    kernel = positive_ints(kernel_size, rank, "kernel_size", kind)
+    strides = positive_ints(strides, rank, "strides", kind)
+    dilation = positive_ints(dilation, rank, "dilation", kind)
+    padding = padding_spec(padding, rank, kind)
     groups = feature_group_count
     if not isinstance(groups, int) or groups <= 0 or out_channels % groups:
         raise ValueError(f"{kind}: feature_group_count must be a positive int dividing out_channels "
@@ -221,17 +185,15 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
     def init(key, in_shape):
         in_shape = as_shape(in_shape, name)
         _, sizes = spatial_check(in_shape)
-        param_dtype = dtype if dtype is not None else jnp.result_type(float)
+        dtype_ = param_dtype(dtype)
         w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, kernel + (in_shape[-1] // groups, out_channels), param_dtype)}
+        params = {"w": w_init(w_key, kernel + (in_shape[-1] // groups, out_channels), dtype_)}
         if use_bias:
-            params["b"] = b_init(b_key, (out_channels,), param_dtype)
+            params["b"] = b_init(b_key, (out_channels,), dtype_)
         return sizes + (out_channels,), params
 
     def check(params, x):
-        if not isinstance(params, dict) or set(params) != param_keys:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{name}: expected params {sorted(param_keys)}, got {got}")
+        check_param_keys(name, params, param_keys)
         w = params["w"]
         if jnp.ndim(w) != rank + 2 or tuple(w.shape[:rank]) != kernel or w.shape[-1] != out_channels:
             raise ValueError(f"{name}: expected params w of shape {kernel + ('C_in',)} + ({out_channels},), "
@@ -257,13 +219,18 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         return apply(params, x), x
 
     def backward(params, x, dy):
+        """The forward, ``y[n, o, co] = Σ_k Σ_ci x_pad[n, o·S + k·D, ci] · W[k, ci, co] + b[co]``, in reverse."""
         pads = explicit_padding(padding, x.shape[x.ndim - rank - 1:x.ndim - 1], kernel, strides, dilation)
         flat_x, restore = _flatten_batch(x, rank)
         flat_dy, _ = _flatten_batch(dy, rank)
         w = params["w"]
         flat_x, compute_w = _common_dtype(flat_x, w)
         flat_dy = flat_dy.astype(flat_x.dtype)
-        dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)  # x ⋆ dy
+        # stage 2, through + b: db = Σ dy over every example and position (below)
+        # stage 1, through the sum over taps and input channels:
+        #   dW[k, ci, co] = Σ_n Σ_o x_pad[n, o·S + k·D, ci] · dy[n, o, co]   (x correlated with dy)
+        dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)
+        #   dx_pad[n, o·S + k·D, ci] += dy[n, o, co] · W[k, ci, co]: dy dilated by S, convolved with the flipped W
         dx = conv_input_grad(flat_dy, compute_w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups,
                              rank)
         grads = {"w": dw.astype(w.dtype)}

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from fnnet import initializers
 from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layers._checks import check_param_keys, param_dtype
 
 
 def Dense(out_dim: int, w_init=initializers.glorot_uniform, b_init=initializers.zeros,
@@ -42,16 +43,13 @@ def Dense(out_dim: int, w_init=initializers.glorot_uniform, b_init=initializers.
         in_shape = as_shape(in_shape, name)
         if len(in_shape) == 0:
             raise ValueError(f"{name}: expected an input with a feature axis, got in_shape ()")
-        param_dtype = dtype if dtype is not None else jnp.result_type(float)
         w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, (in_shape[-1], out_dim), param_dtype),
-                  "b": b_init(b_key, (out_dim,), param_dtype)}
+        params = {"w": w_init(w_key, (in_shape[-1], out_dim), param_dtype(dtype)),
+                  "b": b_init(b_key, (out_dim,), param_dtype(dtype))}
         return in_shape[:-1] + (out_dim,), params
 
     def check(params, x):
-        if not isinstance(params, dict) or set(params) != {"w", "b"}:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{name}: expected params {{'w', 'b'}}, got {got}")
+        check_param_keys(name, params, ("w", "b"))
         w, b = params["w"], params["b"]
         if jnp.ndim(w) != 2 or w.shape[1] != out_dim or jnp.shape(b) != (out_dim,):
             raise ValueError(f"{name}: expected params w of shape (n_in, {out_dim}) and b of shape "

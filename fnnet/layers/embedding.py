@@ -16,6 +16,7 @@ import numpy as np
 
 from fnnet import initializers
 from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layers._checks import check_param_keys, param_dtype
 
 
 def _no_cotangent(ids):
@@ -74,13 +75,10 @@ def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), d
 
     def init(key, in_shape):
         in_shape = as_shape(in_shape, name)
-        param_dtype = dtype if dtype is not None else jnp.result_type(float)
-        return in_shape + (features,), {"w": w_init(key, (vocab_size, features), param_dtype)}
+        return in_shape + (features,), {"w": w_init(key, (vocab_size, features), param_dtype(dtype))}
 
     def check(params, ids):
-        if not isinstance(params, dict) or set(params) != {"w"}:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{name}: expected params {{'w'}}, got {got}")
+        check_param_keys(name, params, ("w",))
         if jnp.shape(params["w"]) != (vocab_size, features):
             raise ValueError(f"{name}: expected params w of shape ({vocab_size}, {features}), "
                              f"got {jnp.shape(params['w'])}")
@@ -128,13 +126,10 @@ def PositionalEmbedding(max_length: int | None = None, w_init=initializers.norma
         length = in_shape[-2] if max_length is None else max_length
         if in_shape[-2] > length:
             raise ValueError(f"{name}: sequence length {in_shape[-2]} is longer than max_length {length}")
-        param_dtype = dtype if dtype is not None else jnp.result_type(float)
-        return in_shape, {"pos": w_init(key, (length, in_shape[-1]), param_dtype)}
+        return in_shape, {"pos": w_init(key, (length, in_shape[-1]), param_dtype(dtype))}
 
     def check(params, x):
-        if not isinstance(params, dict) or set(params) != {"pos"}:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{name}: expected params {{'pos'}}, got {got}")
+        check_param_keys(name, params, ("pos",))
         length, features = jnp.shape(params["pos"])
         if jnp.ndim(x) < 2 or x.shape[-1] != features:
             raise ValueError(f"{name}: expected input of shape (..., T, {features}), got {jnp.shape(x)}")

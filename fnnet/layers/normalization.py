@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layers._checks import check_param_keys, param_dtype
 
 
 class BatchStatistics(NamedTuple):
@@ -41,9 +42,7 @@ class RunningStatistics(NamedTuple):
 
 
 def _check_scale_offset(name, params, x):
-    if not isinstance(params, dict) or set(params) != {"scale", "offset"}:
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise ValueError(f"{name}: expected params {{'scale', 'offset'}}, got {got}")
+    check_param_keys(name, params, ("scale", "offset"))
     features = params["scale"].shape[-1]
     if jnp.ndim(x) == 0 or x.shape[-1] != features:
         raise ValueError(f"{name}: expected input of shape (..., {features}), got {jnp.shape(x)}")
@@ -53,9 +52,8 @@ def _init_scale_offset(name, in_shape, dtype):
     in_shape = as_shape(in_shape, name)
     if len(in_shape) == 0:
         raise ValueError(f"{name}: expected an input with a feature axis, got in_shape ()")
-    param_dtype = dtype if dtype is not None else jnp.result_type(float)
-    features = in_shape[-1]
-    return in_shape, {"scale": jnp.ones((features,), param_dtype), "offset": jnp.zeros((features,), param_dtype)}
+    features, dtype = in_shape[-1], param_dtype(dtype)
+    return in_shape, {"scale": jnp.ones((features,), dtype), "offset": jnp.zeros((features,), dtype)}
 
 
 def _normalized_backward(x_hat, inv_std, scale, dy, axes):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet.layer import ExampleShape, Layer, as_shape, example_shape, make_layer, split_batch
-from fnnet.layers.conv import _padding, _tuple, window_geometry
+from fnnet.layers._checks import padding_spec, positive_ints, window_geometry
 
 
 def _tiles(shape, window, strides, out_sizes) -> bool:
@@ -68,9 +68,9 @@ def _scatter_windows(contributions, padded_shape, window, strides, out_sizes):
 
 
 def _make_pool(kind: str, window, strides, padding) -> Layer:
-    window = _tuple(window, 2, "window", kind)
-    strides = window if strides is None else _tuple(strides, 2, "strides", kind)
-    padding = _padding(padding, 2, kind)
+    window = positive_ints(window, 2, "window", kind)
+    strides = window if strides is None else positive_ints(strides, 2, "strides", kind)
+    padding = padding_spec(padding, 2, kind)
     name = f"{kind}({window[0]}x{window[1]}" + ("" if strides == window else f", strides={strides}") + ")"
     fill = -jnp.inf if kind == "MaxPool" else 0.0
 

@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from fnnet.distributed import DataParallel
 from fnnet.gradients import per_example_loss
 from fnnet.layer import Layer, apply_with_state
 from fnnet.losses import Loss, loss_kind
@@ -19,8 +20,6 @@ from fnnet.train.tasks import correct, resolve_task
 def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | None, mesh=None):
     placement = None
     if mesh is not None:
-        from fnnet.distributed import DataParallel
-
         placement = DataParallel(mesh, batch_size)
 
     def run(params, model_state, x, y):
@@ -71,8 +70,6 @@ def evaluate_arrays(model: Layer, params, loss: Loss, x, y, *, batch_size: int =
     task = resolve_task(loss, task)
     batch_size = max(1, min(batch_size, x.shape[0]))
     if mesh is not None:
-        from fnnet.distributed import DataParallel
-
         devices = mesh.shape[mesh.axis_names[0]]
         batch_size = -(-batch_size // devices) * devices
         placement = DataParallel(mesh, batch_size)

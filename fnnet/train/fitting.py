@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import optax
 
-from fnnet import checkpoint
+from fnnet import checkpoint, distributed
 from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
@@ -185,8 +185,6 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     batch_size = min(batch_size, n)
     placement = None
     if mesh is not None:
-        from fnnet import distributed
-
         placement = distributed.DataParallel(mesh, batch_size)
         x, y = placement.put_data(x), placement.put_data(y)
 

@@ -7,6 +7,8 @@ import pathlib
 
 import numpy as np
 
+from fnnet.plots import pyplot, save_figure
+
 
 class Record:
     """A dataclass of metric lists that round-trips through a checkpoint's JSON metadata."""
@@ -49,8 +51,6 @@ class History(Record):
 
     def plot(self, path) -> pathlib.Path:
         """Writes a PNG with the loss and accuracy curves (train and eval) to ``path``."""
-        from fnnet.plots import pyplot, save_figure
-
         plt = pyplot()
         has_acc = any(a is not None for a in self.train_accuracy + self.eval_accuracy)
         fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4))

@@ -27,6 +27,7 @@ from fnnet import checkpoint
 from fnnet.gradients import check_grad_mode, per_example_loss
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
+from fnnet.plots import pyplot, save_figure
 from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
 from fnnet.train.history import Record
 from fnnet.train.state import TrainingDiverged, TrainState, init_state
@@ -55,8 +56,6 @@ class LanguageHistory(Record):
 
     def plot(self, path, *, target: float | None = None) -> pathlib.Path:
         """Writes the training and validation loss against the step to a PNG."""
-        from fnnet.plots import pyplot, save_figure
-
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6.5, 4))
         ax.plot(self.step, self.train_loss, marker="o", label="train (interval mean)")

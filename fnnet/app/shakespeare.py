@@ -18,6 +18,15 @@ import json
 import pathlib
 import time
 
+import jax
+
+from fnnet import datasets, gpt, train
+from fnnet.app import jobs
+from fnnet.app.recipes import RecipeError, gpt_config
+from fnnet.datasets import CharText
+from fnnet.summary import summary
+from fnnet.train import language
+
 DEFAULTS = {
     "dataset": "shakespeare", "model": "gpt", "loss": "softmax_cross_entropy",
     "layers": 4, "heads": 4, "features": 128, "block_size": 64, "dropout": 0.0,
@@ -30,15 +39,6 @@ TARGET_VAL_LOSS = 1.88
 """nanoGPT's validation loss for its CPU recipe (2,000 iterations, about 3 minutes on a laptop)."""
 
 SAMPLE_PROMPT = "ROMEO:"
-
-
-def gpt_config(config: dict):
-    """The :class:`fnnet.gpt.GPTConfig` of a run's ``config.json``."""
-    from fnnet.gpt import GPTConfig
-
-    return GPTConfig(vocab_size=len(config["vocab"]), block_size=int(config["block_size"]),
-                     num_layers=int(config["layers"]), num_heads=int(config["heads"]),
-                     features=int(config["features"]), dropout=float(config["dropout"])).check()
 
 
 def settings_error(config: dict) -> str | None:
@@ -61,20 +61,16 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes) and writes the run folder.
 
     A folder that holds a run already needs ``resume`` (same settings but ``steps``) or
-    ``overwrite`` (:func:`fnnet.runs.prepare_run_dir`)."""
-    import jax
+    ``overwrite`` (:func:`fnnet.app.jobs.prepare_run_dir`)."""
 
-    import fnnet
-    from fnnet import datasets, gpt, runs, train
-    from fnnet.train import language
 
     out_dir = pathlib.Path(out_dir)
-    replaced = runs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=("steps", "vocab"))
+    replaced = jobs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=("steps", "vocab"))
     checkpoint_path = out_dir / train.CHECKPOINT_NAME
     done = train.checkpoint_epoch(checkpoint_path) if resume and checkpoint_path.exists() else None
     done_steps = int(done.split()[-1]) if done else 0
     if done_steps > config["steps"]:
-        raise runs.RecipeError(f"--resume: {out_dir} has trained {done_steps} steps already; --steps "
+        raise RecipeError(f"--resume: {out_dir} has trained {done_steps} steps already; --steps "
                                f"{config['steps']} would train none (give --steps above {done_steps})")
     started = time.perf_counter()
     text = datasets.tiny_shakespeare()
@@ -83,12 +79,12 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     model = gpt.GPT(gpt_config(config))
     config_path = out_dir / "config.json"
     if resume and config_path.exists() and json.loads(config_path.read_text()).get("vocab") != text.vocab:
-        raise runs.RecipeError(f"--resume: {config_path} was written for another vocabulary")
+        raise RecipeError(f"--resume: {config_path} was written for another vocabulary")
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs.clear_run_files(replaced)
+    jobs.clear_run_files(replaced)
     config_path.write_text(json.dumps(config, indent=2))
     if verbose:
-        print(fnnet.summary(model, (config["block_size"],)))
+        print(summary(model, (config["block_size"],)))
         print(f"tiny shakespeare: {len(text.train):,} training and {len(text.val):,} validation "
               f"characters, vocabulary {text.vocab_size}")
     optimizer = gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"],
@@ -141,10 +137,7 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
 def sample(model, params, config: dict, prompt: str, num_tokens: int, *, temperature: float = 0.8,
            top_k: int | None = None, seed: int = 0, model_state=()) -> str:
     """``prompt`` followed by ``num_tokens`` sampled characters."""
-    import jax
 
-    from fnnet import gpt
-    from fnnet.datasets import CharText
 
     vocab = CharText(None, None, config["vocab"])
     ids = vocab.encode(prompt)

@@ -21,11 +21,21 @@ import pathlib
 import sys
 import time
 
-from fnnet import recipes
-from fnnet.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, DatasetSpec, RecipeError,
-                           build_model, build_optimizer, parse_hidden)
+import jax
+import numpy as np
 
-__all__ = [  # the recipes are re-exported: ``from fnnet.cli import build_model`` keeps working
+from fnnet import datasets, gradcheck, losses, train
+from fnnet.app import jobs, recipes, shakespeare
+from fnnet.app.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, DatasetSpec, RecipeError,
+                               build_model, build_optimizer, parse_hidden)
+from fnnet.app.runs import load_run
+from fnnet.checkpoint import CheckpointError, CheckpointWriteError
+from fnnet.datasets import DataError
+from fnnet.layer import init_with_state, is_stateful
+from fnnet.summary import summary
+from fnnet.train import TrainingDiverged
+
+__all__ = [  # the recipes are re-exported: ``from fnnet.app.cli import build_model`` works
     "ACTIVATIONS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "DatasetSpec", "RecipeError", "UsageError",
     "build_model", "build_optimizer", "build_parser", "main", "parse_hidden", "run_eval", "run_train",
 ]
@@ -81,7 +91,7 @@ def _config_from_args(args) -> dict:
         given = [name for name in ("hidden", "activation") if getattr(args, name) is not None]
         if given:
             raise UsageError(f"--{given[0]} is for --model mlp; --model {args.model} is a fixed "
-                             f"convolutional network (fnnet.recipes.build_cnn): drop --{given[0]}")
+                             f"convolutional network (fnnet.app.recipes.build_cnn): drop --{given[0]}")
     spec = DATASETS[args.dataset]
     pick = lambda value, default: default if value is None else value  # noqa: E731
     config = {
@@ -119,7 +129,6 @@ def _config_from_args(args) -> dict:
 
 def _setup(config: dict):
     """(model, loss, optimizer, train, test, spec) for a saved or new configuration."""
-    from fnnet import losses
 
     spec = DATASETS[config["dataset"]]
     train_data, test_data = spec.load(config["seed"])
@@ -140,12 +149,10 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     shape and output width :func:`fnnet.load_run` needs), the checkpoint, metrics.json and
     curves.png. The output folder is checked before the data is loaded: one that holds a run
     already needs ``resume`` (continue it, same settings but ``epochs``) or ``overwrite``."""
-    import jax
 
-    from fnnet import runs, train
 
     out_dir = _check_output_path(out_dir, "--out", folder=True)
-    replaced = runs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
+    replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
                                     ignore=("epochs",) + _DERIVED)
     checkpoint_path = out_dir / train.CHECKPOINT_NAME
     done = train.checkpoint_epoch(checkpoint_path) if resume and checkpoint_path.exists() else None
@@ -160,14 +167,13 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror or error})") from None
-    runs.clear_run_files(replaced)
+    jobs.clear_run_files(replaced)
     config_path = out_dir / "config.json"
     config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
     config_path.write_text(json.dumps(config, indent=2))
     if verbose:
-        import fnnet
 
-        print(fnnet.summary(model, train_data[0].shape[1:]))
+        print(summary(model, train_data[0].shape[1:]))
     fit_started = time.perf_counter()
     state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
                                batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
@@ -207,13 +213,12 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     return metrics
 
 
-_TEXT = "shakespeare"  # the text data set: a GPT, trained by fnnet.shakespeare
+_TEXT = "shakespeare"  # the text data set: a GPT, trained by fnnet.app.shakespeare
 _GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
 _IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit")
 
 
 def _text_config_from_args(args) -> dict:
-    from fnnet import shakespeare
 
     given = [name for name in _IMAGE_FLAGS if getattr(args, name) is not None]
     if given or args.model != "mlp":
@@ -233,7 +238,6 @@ def _text_config_from_args(args) -> dict:
 
 def _cmd_train(args) -> int:
     if args.dataset == _TEXT:
-        from fnnet import shakespeare
 
         config = _text_config_from_args(args)
         out = _check_output_path(args.out or f"runs/{_TEXT}", "--out", folder=True)
@@ -247,13 +251,11 @@ def _cmd_train(args) -> int:
 
 def run_eval(out_dir) -> dict:
     """Reloads the run in ``out_dir`` (:func:`fnnet.load_run`) and evaluates it on the test split."""
-    from fnnet.runs import load_run
 
     return load_run(out_dir).evaluate()
 
 
 def _cmd_eval(args) -> int:
-    from fnnet.runs import load_run
 
     run = load_run(args.dir)
     result = run.evaluate()
@@ -281,7 +283,6 @@ def _cmd_eval(args) -> int:
 
 def _read_npy(path: pathlib.Path):
     """The array in a ``.npy`` file; a UsageError naming the file when it is not one."""
-    import numpy as np
 
     if not path.is_file():
         raise UsageError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; expected a .npy "
@@ -302,9 +303,7 @@ def _read_npy(path: pathlib.Path):
 
 
 def _cmd_predict(args) -> int:
-    import numpy as np
 
-    from fnnet.runs import load_run
 
     out = _check_output_path(args.out, "--out", folder=False)
     input_path = pathlib.Path(args.input)
@@ -337,9 +336,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    import time
 
-    from fnnet.runs import load_run
 
     if args.tokens < 0:
         raise UsageError(f"--tokens must be >= 0, got {args.tokens}")
@@ -371,9 +368,7 @@ def _cmd_sample(args) -> int:
 def _model_for(args):
     """``(name, model, loss, x, y)`` for ``gradcheck``/``summary``: the model ``fnnet train`` would build
     from the same flags, and (for gradcheck) 16 real training examples, or 4 windows of text."""
-    import numpy as np
 
-    from fnnet import datasets, losses
 
     if args.dataset == _TEXT:
         config = _text_config_from_args(args)
@@ -388,11 +383,7 @@ def _model_for(args):
 
 
 def _cmd_gradcheck(args) -> int:
-    import jax
-    import numpy as np
 
-    from fnnet import gradcheck
-    from fnnet.layer import init_with_state, is_stateful
 
     ok = True
     if args.dataset is None or args.all:
@@ -422,7 +413,6 @@ def _cmd_gradcheck(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from fnnet.summary import summary
 
     _, model, in_shape, *_ = _model_for(args)
     print(summary(model, in_shape))
@@ -431,7 +421,6 @@ def _cmd_summary(args) -> int:
 
 def _cmd_demo(args) -> int:
     """XOR, then MNIST (or breast cancer when MNIST cannot be found): accuracies and plots."""
-    from fnnet import datasets
 
     out = pathlib.Path(args.out)
     base = dict(weight_decay=0.0, grad="manual", seed=0, limit=None)
@@ -469,7 +458,7 @@ def _add_model_flags(p) -> None:
     """The flags that choose and train a model: ``fnnet train``, ``gradcheck`` and ``summary`` share them,
     so every model the CLI trains can be summarised and gradient-checked with the same arguments."""
     p.add_argument("--model", choices=recipes.MODELS, default="mlp",
-                   help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.recipes.build_cnn)")
+                   help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.app.recipes.build_cnn)")
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
     p.add_argument("--activation", choices=ACTIVATIONS)
     p.add_argument("--epochs", type=int)
@@ -482,7 +471,7 @@ def _add_model_flags(p) -> None:
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="train on the first N training examples only")
-    gpt_flags = p.add_argument_group(f"GPT ({_TEXT}; defaults: nanoGPT's CPU recipe, fnnet.shakespeare.DEFAULTS)")
+    gpt_flags = p.add_argument_group(f"GPT ({_TEXT}; defaults: nanoGPT's CPU recipe, fnnet.app.shakespeare.DEFAULTS)")
     gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4)")
     gpt_flags.add_argument("--heads", type=int, help="attention heads (4)")
     gpt_flags.add_argument("--features", type=int, help="embedding width (128)")
@@ -502,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
     p.add_argument("dataset", choices=list(DATASETS) + [_TEXT],
-                   help=f"a data set; {_TEXT} trains a character-level GPT (fnnet.shakespeare)")
+                   help=f"a data set; {_TEXT} trains a character-level GPT (fnnet.app.shakespeare)")
     _add_model_flags(p)
     p.add_argument("--out", help="output folder (default runs/DATASET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -571,7 +560,6 @@ def _interrupted_message(args) -> str:
         out = f"runs/{args.dataset}"
     if out is None:
         return "fnnet: interrupted"
-    from fnnet import train
 
     kept = train.checkpoint_epoch(pathlib.Path(out) / train.CHECKPOINT_NAME)
     if kept is None:
@@ -581,9 +569,6 @@ def _interrupted_message(args) -> str:
 
 
 def main(argv=None) -> int:
-    from fnnet.checkpoint import CheckpointError, CheckpointWriteError
-    from fnnet.datasets import DataError
-    from fnnet.train import TrainingDiverged
 
     args = None
     try:

@@ -3,7 +3,7 @@
 ``fnnet train DATASET --out RUN_DIR`` writes ``config.json`` (the recipe: data set, hidden
 widths, activation, loss, input shape...), ``checkpoint.safetensors`` (the whole
 :class:`fnnet.train.TrainState`) and ``metrics.json``. :func:`load_run` rebuilds the model
-from the config with :mod:`fnnet.recipes`, loads just the params, checked against the
+from the config with :mod:`fnnet.app.recipes`, loads just the params, checked against the
 model's shapes, and keeps the loss so that probabilities and labels mean the right thing::
 
     run = fnnet.load_run("runs/mnist")
@@ -26,66 +26,16 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet import recipes
+import jax
+
+from fnnet import checkpoint, datasets, losses, train
+from fnnet.app import recipes, shakespeare
+from fnnet.app.jobs import CONFIG_NAME, METRICS_NAME
+from fnnet.app.recipes import RecipeError
 from fnnet.checkpoint import CheckpointError
-from fnnet.layer import Layer
+from fnnet.layer import Layer, init_with_state, is_stateful
 from fnnet.losses import Loss
-from fnnet.recipes import RecipeError
-
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.json"
-RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.safetensors", "curves.png", "loss.png", "sample.txt")
-"""What ``fnnet train`` writes into a run folder (``--overwrite`` removes exactly these)."""
-
-
-def settings_changes(saved: dict, config: dict, ignore=()) -> list[str]:
-    """``["hidden: [512, 512] -> [64]", ...]``: each setting that differs between a run's saved
-    config and a new one (keys in ``ignore`` left out)."""
-    keys = sorted((set(saved) | set(config)) - set(ignore))
-    missing = object()
-    return [f"{key}: {saved.get(key, '(unset)')!r} -> {config.get(key, '(unset)')!r}" for key in keys
-            if saved.get(key, missing) != config.get(key, missing)]
-
-
-def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ignore=(), option="--out"):
-    """Makes ``out_dir`` ready for a training run of ``config`` before any work is done.
-
-    A folder that already holds a run is refused unless ``resume`` (continue it: its saved
-    settings must equal ``config``'s, but for the keys in ``ignore`` such as ``epochs``) or
-    ``overwrite`` (replace it). Raises :class:`RecipeError` with one line naming the folder and
-    the way on. Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
-    the caller removes them once the new run is ready to start (:func:`clear_run_files`).
-    """
-    out_dir = pathlib.Path(out_dir)
-    if resume and overwrite:
-        raise RecipeError("--resume and --overwrite exclude each other: continue the run, or replace it")
-    present = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
-    if not present:
-        return []
-    if overwrite:
-        return present
-    if not resume:
-        raise RecipeError(f"{option} {out_dir}: holds a run already ({', '.join(p.name for p in present)}); "
-                          f"use --resume to "
-                          f"continue it, --overwrite to replace it, or another {option}")
-    config_path = out_dir / CONFIG_NAME
-    if config_path.exists():
-        try:
-            saved = json.loads(config_path.read_text())
-        except (ValueError, OSError) as error:
-            raise RecipeError(f"{config_path}: not a readable config ({error})") from None
-        changes = settings_changes(saved, config, ignore)
-        if changes:
-            raise RecipeError(f"--resume: {config_path} was written with different settings ({'; '.join(changes)}); "
-                              f"use the same arguments, or another {option}")
-    return []
-
-
-def clear_run_files(paths) -> None:
-    """Removes an old run's files (what :func:`prepare_run_dir` returned for ``overwrite``)."""
-    for path in paths:
-        pathlib.Path(path).unlink(missing_ok=True)
-
+from fnnet.train import language
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
@@ -93,7 +43,7 @@ class Run:
 
     dir: pathlib.Path
     config: dict              # config.json as written by ``fnnet train``
-    model: Layer              # rebuilt from the config by fnnet.recipes.build_model
+    model: Layer              # rebuilt from the config by fnnet.app.recipes.build_model
     params: Any               # the trained params, in the structure model.init gives
     loss: Loss                # the training loss: it decides what probabilities and labels are
     in_shape: tuple           # one example's shape, no batch axis
@@ -103,9 +53,8 @@ class Run:
     @property
     def task(self) -> str:
         """``"multiclass"``, ``"binary"`` or ``"regression"`` (from the loss's kind)."""
-        from fnnet.train import resolve_task
 
-        return resolve_task(self.loss, None) or "regression"
+        return train.resolve_task(self.loss, None) or "regression"
 
     @property
     def spec(self) -> recipes.DatasetSpec | None:
@@ -129,7 +78,6 @@ class Run:
         if not self.is_language_model:
             raise ValueError(f"{self.dir}: a {self.config.get('dataset')} classifier run cannot sample "
                              f"text; use predict")
-        from fnnet import shakespeare
 
         return shakespeare.sample(self.model, self.params, self.config, prompt, num_tokens,
                                   temperature=temperature, top_k=top_k, seed=seed, model_state=self.model_state)
@@ -169,7 +117,6 @@ class Run:
 
     def predict(self, x, *, batch_size: int = 4096):
         """The model's raw outputs (logits for the fused losses) on ``x`` (see :meth:`as_batch`)."""
-        from fnnet import train
 
         return train.predict(self.model, self.params, self.as_batch(x), batch_size=batch_size,
                              model_state=self.model_state)
@@ -177,7 +124,6 @@ class Run:
     def predict_proba(self, x, *, batch_size: int = 4096):
         """Probabilities: softmax of multi-class logits, sigmoid of binary logits (a regression
         run's values as they are)."""
-        from fnnet import train
 
         return train.predict_proba(self.model, self.params, self.as_batch(x), self.loss,
                                    batch_size=batch_size, model_state=self.model_state)
@@ -199,11 +145,8 @@ class Run:
         default the data set's test split as ``fnnet train`` used it. For a language model: the
         exact validation loss (:func:`fnnet.train.language.evaluate_language_model`) on
         ``data`` (1-D token ids), by default Tiny Shakespeare's validation split."""
-        from fnnet import train
 
         if self.is_language_model:
-            from fnnet import datasets
-            from fnnet.train import language
 
             tokens = datasets.tiny_shakespeare().val if data is None else data
             return language.evaluate_language_model(self.model, self.params, tokens,
@@ -219,10 +162,7 @@ class Run:
 def _load_fit_checkpoint(run_dir: pathlib.Path, model: Layer, loss, in_shape) -> Run:
     """A :class:`Run` for a folder :func:`fnnet.train.fit` wrote (``checkpoint_dir=``): its
     checkpoint with the params, model state and history; the model is the caller's."""
-    import jax
 
-    from fnnet import checkpoint, losses, train
-    from fnnet.layer import init_with_state, is_stateful
 
     checkpoint_path = run_dir / train.CHECKPOINT_NAME
     if not checkpoint_path.is_file():
@@ -258,7 +198,7 @@ def load_run(run_dir, *, model: Layer | None = None, loss: Loss | None = None, i
     ``checkpoint_dir`` that :func:`fnnet.train.fit` wrote.
 
     For ``fnnet train`` runs the model is rebuilt from ``config.json``
-    (:func:`fnnet.recipes.model_from_config`), the params are read from
+    (:func:`fnnet.app.recipes.model_from_config`), the params are read from
     ``checkpoint.safetensors`` and checked against its shapes. For a ``fit`` folder, pass the
     ``model`` you trained: the params, the model state (BatchNorm) and the history come from the
     checkpoint, the example shape and the loss from what ``fit`` recorded in it (``in_shape=``,
@@ -276,9 +216,7 @@ def load_run(run_dir, *, model: Layer | None = None, loss: Loss | None = None, i
       RecipeError: no such folder, or no readable ``config.json`` in it.
       CheckpointError: the checkpoint is missing, damaged, or does not fit the model.
     """
-    import jax
 
-    from fnnet import checkpoint, losses, train
 
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
@@ -305,7 +243,6 @@ def load_run(run_dir, *, model: Layer | None = None, loss: Loss | None = None, i
     checkpoint_path = run_dir / train.CHECKPOINT_NAME
     if not checkpoint_path.is_file():
         raise CheckpointError(f"{run_dir}: no {train.CHECKPOINT_NAME} here (did 'fnnet train' finish an epoch?)")
-    from fnnet.layer import init_with_state, is_stateful
 
     like_params, like_state = jax.eval_shape(lambda: init_with_state(model, jax.random.PRNGKey(0), in_shape)[1:])
     params = checkpoint.load(checkpoint_path, like=like_params)

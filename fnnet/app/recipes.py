@@ -28,6 +28,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import optax
+
+from fnnet import datasets, train
+from fnnet.combinators import Residual, serial
+from fnnet.gpt import GPT, GPTConfig
+from fnnet.initializers import glorot_uniform, he_uniform
+from fnnet.layers import (BatchNorm, Conv, Dense, Dropout, Flatten, Gelu, Identity, LeakyRelu, MaxPool, Relu,
+                          Reshape, Sigmoid, Tanh)
+
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine")
@@ -64,38 +73,32 @@ class DatasetSpec:
 
 
 def _load_xor(seed):
-    from fnnet import datasets
 
     data = datasets.xor()
     return data, data
 
 
 def _load_regression(seed):
-    from fnnet import datasets
 
     return datasets.regression(noise=0.0, seed=seed)
 
 
 def _load_breast_cancer(seed):
-    from fnnet import datasets
 
     return datasets.breast_cancer(seed=seed)
 
 
 def _load_digits(seed):
-    from fnnet import datasets
 
     return datasets.digits(seed=seed)
 
 
 def _load_mnist(seed):
-    from fnnet import datasets
 
     return datasets.mnist("train", flatten=True), datasets.mnist("test", flatten=True)
 
 
 def _load_fashion(seed):
-    from fnnet import datasets
 
     return datasets.fashion_mnist("train", flatten=True), datasets.fashion_mnist("test", flatten=True)
 
@@ -157,23 +160,21 @@ def build_model(hidden, activation: str, out_dim: int, in_shape):
       out_dim: the width of the last ``Dense`` (logits, or regression outputs).
       in_shape: one example's shape; a ``Flatten`` comes first when it has more than one axis.
     """
-    import fnnet
 
     if isinstance(hidden, str):
         hidden = parse_hidden(hidden)
-    layer_of = {"relu": fnnet.Relu, "tanh": fnnet.Tanh, "sigmoid": fnnet.Sigmoid, "gelu": fnnet.Gelu,
-                "leaky_relu": fnnet.LeakyRelu(0.01), "identity": fnnet.Identity}
+    layer_of = {"relu": Relu, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": Gelu, "leaky_relu": LeakyRelu(0.01),
+                "identity": Identity}
     if activation not in layer_of:
         raise RecipeError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
         raise RecipeError(f"hidden widths must be positive ints, got {list(hidden)}")
-    init = fnnet.initializers.he_uniform if activation in ("relu", "leaky_relu", "gelu") else \
-        fnnet.initializers.glorot_uniform
-    layers = [fnnet.Flatten] if len(in_shape) > 1 else []
+    init = he_uniform if activation in ("relu", "leaky_relu", "gelu") else glorot_uniform
+    layers = [Flatten] if len(in_shape) > 1 else []
     for width in hidden:
-        layers += [fnnet.Dense(width, w_init=init), layer_of[activation]]
-    layers.append(fnnet.Dense(out_dim))
-    return fnnet.serial(*layers)
+        layers += [Dense(width, w_init=init), layer_of[activation]]
+    layers.append(Dense(out_dim))
+    return serial(*layers)
 
 
 def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", width: int = 32,
@@ -193,23 +194,20 @@ def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", wi
       >>> fnnet.summary(model, (784,)).total_params
       421738
     """
-    import fnnet
 
     if kind not in ("cnn", "resnet"):
         raise RecipeError(f"a CNN kind must be 'cnn' or 'resnet', got {kind!r}")
     image_shape = tuple(image_shape)
     if len(image_shape) != 3:
         raise RecipeError(f"a CNN needs images of shape (H, W, C), got {image_shape}")
-    layers = [] if in_shape is None or tuple(in_shape) == image_shape else [fnnet.Reshape(image_shape)]
+    layers = [] if in_shape is None or tuple(in_shape) == image_shape else [Reshape(image_shape)]
     for channels in (width, 2 * width):
-        layers += [fnnet.Conv(channels, 3, use_bias=False), fnnet.BatchNorm(), fnnet.Relu]
+        layers += [Conv(channels, 3, use_bias=False), BatchNorm(), Relu]
         if kind == "resnet":
-            layers.append(fnnet.Residual(fnnet.serial(
-                fnnet.Conv(channels, 3), fnnet.Relu, fnnet.Conv(channels, 3))))
-        layers.append(fnnet.MaxPool(2))
-    layers += [fnnet.Flatten, fnnet.Dropout(dropout), fnnet.Dense(128, w_init=fnnet.initializers.he_uniform),
-               fnnet.Relu, fnnet.Dense(out_dim)]
-    return fnnet.serial(*layers)
+            layers.append(Residual(serial(Conv(channels, 3), Relu, Conv(channels, 3))))
+        layers.append(MaxPool(2))
+    layers += [Flatten, Dropout(dropout), Dense(128, w_init=he_uniform), Relu, Dense(out_dim)]
+    return serial(*layers)
 
 
 def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule: str = "constant",
@@ -217,9 +215,7 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule
     """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
     (``J = L + λ/2 Σ w²``), biases excluded. ``schedule="cosine"`` decays the learning rate
     from ``lr`` to ``lr/20`` over ``total_steps``."""
-    import optax
 
-    from fnnet import train
 
     if lr <= 0:
         raise RecipeError(f"lr must be positive, got {lr}")
@@ -243,6 +239,13 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule
     return base[name]()
 
 
+def gpt_config(config: dict) -> GPTConfig:
+    """The :class:`fnnet.gpt.GPTConfig` of a GPT run's ``config.json`` (``fnnet train shakespeare``)."""
+    return GPTConfig(vocab_size=len(config["vocab"]), block_size=int(config["block_size"]),
+                     num_layers=int(config["layers"]), num_heads=int(config["heads"]),
+                     features=int(config["features"]), dropout=float(config["dropout"])).check()
+
+
 def model_from_config(config: dict):
     """``(model, in_shape)`` rebuilt from a run's ``config.json`` (as written by ``fnnet train``).
 
@@ -250,14 +253,13 @@ def model_from_config(config: dict):
     the data set's :class:`DatasetSpec` and an MLP.
     """
     if config.get("model") == "gpt":
-        from fnnet import gpt, shakespeare
 
         missing = [key for key in ("vocab", "block_size", "layers", "heads", "features", "dropout")
                    if key not in config]
         if missing:
             raise RecipeError(f"config has no {missing[0]!r} entry")
         try:
-            return gpt.GPT(shakespeare.gpt_config(config)), (int(config["block_size"]),)
+            return GPT(gpt_config(config)), (int(config["block_size"]),)
         except (TypeError, ValueError) as error:
             raise RecipeError(str(error)) from None
     missing = [key for key in ("dataset", "hidden", "activation") if key not in config]

@@ -1,0 +1,68 @@
+"""Run folders: what ``fnnet train`` writes there, and the one check every training job makes
+before it starts (a folder holding a run needs ``--resume`` or ``--overwrite``; a resumed run
+must have the same settings).
+
+Both ``fnnet train DATASET`` (:func:`fnnet.app.cli.run_train`) and ``fnnet train shakespeare``
+(:func:`fnnet.app.shakespeare.run_train`) use :func:`prepare_run_dir` and :func:`clear_run_files`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from fnnet.app.recipes import RecipeError
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.safetensors", "curves.png", "loss.png", "sample.txt")
+"""What ``fnnet train`` writes into a run folder (``--overwrite`` removes exactly these)."""
+
+
+def settings_changes(saved: dict, config: dict, ignore=()) -> list[str]:
+    """``["hidden: [512, 512] -> [64]", ...]``: each setting that differs between a run's saved
+    config and a new one (keys in ``ignore`` left out)."""
+    keys = sorted((set(saved) | set(config)) - set(ignore))
+    missing = object()
+    return [f"{key}: {saved.get(key, '(unset)')!r} -> {config.get(key, '(unset)')!r}" for key in keys
+            if saved.get(key, missing) != config.get(key, missing)]
+
+
+def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ignore=(), option="--out"):
+    """Makes ``out_dir`` ready for a training run of ``config`` before any work is done.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it: its saved
+    settings must equal ``config``'s, but for the keys in ``ignore`` such as ``epochs``) or
+    ``overwrite`` (replace it). Raises :class:`RecipeError` with one line naming the folder and
+    the way on. Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
+    the caller removes them once the new run is ready to start (:func:`clear_run_files`).
+    """
+    out_dir = pathlib.Path(out_dir)
+    if resume and overwrite:
+        raise RecipeError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    present = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    if not present:
+        return []
+    if overwrite:
+        return present
+    if not resume:
+        raise RecipeError(f"{option} {out_dir}: holds a run already ({', '.join(p.name for p in present)}); "
+                          f"use --resume to "
+                          f"continue it, --overwrite to replace it, or another {option}")
+    config_path = out_dir / CONFIG_NAME
+    if config_path.exists():
+        try:
+            saved = json.loads(config_path.read_text())
+        except (ValueError, OSError) as error:
+            raise RecipeError(f"{config_path}: not a readable config ({error})") from None
+        changes = settings_changes(saved, config, ignore)
+        if changes:
+            raise RecipeError(f"--resume: {config_path} was written with different settings ({'; '.join(changes)}); "
+                              f"use the same arguments, or another {option}")
+    return []
+
+
+def clear_run_files(paths) -> None:
+    """Removes an old run's files (what :func:`prepare_run_dir` returned for ``overwrite``)."""
+    for path in paths:
+        pathlib.Path(path).unlink(missing_ok=True)

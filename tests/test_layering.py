@@ -1,0 +1,93 @@
+"""The house's arrows point one way: the library never imports the application nor the `fnnet`
+facade, imports sit at the top of modules, and the layers load without optax or fnnet.app."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+import jax
+import jax.numpy as jnp
+
+import fnnet
+
+PACKAGE = pathlib.Path(fnnet.__file__).resolve().parent
+APP = PACKAGE / "app"
+OPTIONAL = {"tqdm", "matplotlib", "sklearn", "torch", "onnx"}
+"""Optional dependencies: imported inside the function that needs them, with a one-line reason."""
+
+
+def _modules(root):
+    return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _library_modules():
+    return [p for p in _modules(PACKAGE) if APP not in p.parents and p.name != "__main__.py"
+            and p != PACKAGE / "__init__.py"]
+
+
+def _submodules():
+    return {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+
+
+def test_the_library_never_imports_the_application_or_the_facade():
+    problems = []
+    for path in _library_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == "fnnet" or alias.name.startswith("fnnet.app"):
+                        problems.append(f"{where}: import {alias.name}")
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("fnnet.app"):
+                    problems.append(f"{where}: from {node.module} import ...")
+                elif node.module == "fnnet":
+                    facade = [a.name for a in node.names if a.name not in _submodules()]
+                    if facade:
+                        problems.append(f"{where}: from fnnet import {', '.join(facade)} (the facade, not a module)")
+    assert not problems, "\n".join(problems)
+
+
+def test_imports_sit_at_the_top_of_every_module():
+    problems = []
+    for path in _modules(PACKAGE):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                    if not all(name.split(".")[0] in OPTIONAL for name in names):
+                        problems.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: import {names} inside "
+                                        f"{function.name}()")
+    assert not problems, "\n".join(problems)
+
+
+def test_importing_the_layers_loads_neither_optax_nor_the_application():
+    code = ("import sys, fnnet.layers, fnnet.gradients, fnnet.combinators; "
+            "print(sorted(m for m in sys.modules if m == 'optax' or m.startswith('fnnet.app') "
+            "or m in ('fnnet.train', 'fnnet.gpt')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_entry_points_run_the_application_cli(repo_root):
+    scripts = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"fnnet": "fnnet.app.cli:main"}
+    out = subprocess.run([sys.executable, "-m", "fnnet", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "exit status" in out.stdout, out.stderr
+    # every public name of the README keeps working through the facade
+    assert fnnet.load_run is fnnet.app.runs.load_run and fnnet.recipes is fnnet.app.recipes
+    assert fnnet.train.fit and fnnet.gpt.GPT and fnnet.gradcheck.check_layer and fnnet.datasets.mnist
+
+
+def test_each_layer_runs_in_a_named_scope_that_profiles_and_hlo_show():
+    model = fnnet.serial(fnnet.Conv(4, 3), fnnet.Relu, fnnet.Flatten, fnnet.Dense(2))
+    _, params = model.init(jax.random.PRNGKey(0), (6, 6, 1))
+    step = jax.jit(fnnet.value_and_grad(model, fnnet.losses.softmax_cross_entropy))
+    text = step.lower(params, jnp.ones((2, 6, 6, 1)), jnp.array([0, 1])).as_text(debug_info=True)
+    for scope in ("Conv(4, 3x3)/forward", "Conv(4, 3x3)/backward", "Dense(2)/backward", "serial/backward"):
+        assert scope in text, scope
