@@ -150,16 +150,10 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     curves.png. The output folder is checked before the data is loaded: one that holds a run
     already needs ``resume`` (continue it, same settings but ``epochs``) or ``overwrite``."""
 
-
     out_dir = _check_output_path(out_dir, "--out", folder=True)
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
                                     ignore=("epochs",) + _DERIVED)
-    checkpoint_path = out_dir / train.CHECKPOINT_NAME
-    done = train.checkpoint_epoch(checkpoint_path) if resume and checkpoint_path.exists() else None
-    done_epochs = int(done.split()[-1]) if done else 0
-    if done_epochs > config["epochs"]:
-        raise UsageError(f"--resume: {out_dir} has trained {done_epochs} epochs already; --epochs "
-                         f"{config['epochs']} would train none (give --epochs above {done_epochs})")
+    done_epochs = jobs.trained_so_far(out_dir, config, resume=resume, unit="epochs")
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
     data_seconds = time.perf_counter() - started
@@ -219,7 +213,6 @@ _IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limi
 
 
 def _text_config_from_args(args) -> dict:
-
     given = [name for name in _IMAGE_FLAGS if getattr(args, name) is not None]
     if given or args.model != "mlp":
         flag = f"--{given[0]}" if given else "--model"
@@ -256,7 +249,6 @@ def run_eval(out_dir) -> dict:
 
 
 def _cmd_eval(args) -> int:
-
     run = load_run(args.dir)
     result = run.evaluate()
     if run.is_language_model:
@@ -303,8 +295,6 @@ def _read_npy(path: pathlib.Path):
 
 
 def _cmd_predict(args) -> int:
-
-
     out = _check_output_path(args.out, "--out", folder=False)
     input_path = pathlib.Path(args.input)
     x = _read_npy(input_path)
@@ -336,8 +326,6 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-
-
     if args.tokens < 0:
         raise UsageError(f"--tokens must be >= 0, got {args.tokens}")
     if not args.temperature > 0:
@@ -369,7 +357,6 @@ def _model_for(args):
     """``(name, model, loss, x, y)`` for ``gradcheck``/``summary``: the model ``fnnet train`` would build
     from the same flags, and (for gradcheck) 16 real training examples, or 4 windows of text."""
 
-
     if args.dataset == _TEXT:
         config = _text_config_from_args(args)
         text = datasets.tiny_shakespeare()
@@ -383,8 +370,6 @@ def _model_for(args):
 
 
 def _cmd_gradcheck(args) -> int:
-
-
     ok = True
     if args.dataset is None or args.all:
         ok &= all(report.passed for _, report in gradcheck.run_builtin(verbose=True))
@@ -413,7 +398,6 @@ def _cmd_gradcheck(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-
     _, model, in_shape, *_ = _model_for(args)
     print(summary(model, in_shape))
     return 0
@@ -569,7 +553,6 @@ def _interrupted_message(args) -> str:
 
 
 def main(argv=None) -> int:
-
     args = None
     try:
         args = build_parser().parse_args(argv)

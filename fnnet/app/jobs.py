@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from fnnet import train
 from fnnet.app.recipes import RecipeError
 
 CONFIG_NAME = "config.json"
@@ -60,6 +61,19 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
             raise RecipeError(f"--resume: {config_path} was written with different settings ({'; '.join(changes)}); "
                               f"use the same arguments, or another {option}")
     return []
+
+
+def trained_so_far(out_dir, config: dict, *, resume: bool, unit: str) -> int:
+    """How many ``unit`` s (``"epochs"`` or ``"steps"``) the run in ``out_dir`` has trained, when
+    resuming (0 otherwise); a RecipeError when ``config[unit]`` asks for fewer, which would train
+    nothing while config.json and metrics.json disagree."""
+    path = pathlib.Path(out_dir) / train.CHECKPOINT_NAME
+    done = train.checkpoint_epoch(path) if resume and path.exists() else None
+    done = int(done.split()[-1]) if done else 0
+    if done > config[unit]:
+        raise RecipeError(f"--resume: {out_dir} has trained {done} {unit} already; --{unit} {config[unit]} "
+                          f"would train none (give --{unit} above {done})")
+    return done
 
 
 def clear_run_files(paths) -> None:

@@ -73,33 +73,27 @@ class DatasetSpec:
 
 
 def _load_xor(seed):
-
     data = datasets.xor()
     return data, data
 
 
 def _load_regression(seed):
-
     return datasets.regression(noise=0.0, seed=seed)
 
 
 def _load_breast_cancer(seed):
-
     return datasets.breast_cancer(seed=seed)
 
 
 def _load_digits(seed):
-
     return datasets.digits(seed=seed)
 
 
 def _load_mnist(seed):
-
     return datasets.mnist("train", flatten=True), datasets.mnist("test", flatten=True)
 
 
 def _load_fashion(seed):
-
     return datasets.fashion_mnist("train", flatten=True), datasets.fashion_mnist("test", flatten=True)
 
 
@@ -215,7 +209,6 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule
     """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
     (``J = L + λ/2 Σ w²``), biases excluded. ``schedule="cosine"`` decays the learning rate
     from ``lr`` to ``lr/20`` over ``total_steps``."""
-
 
     if lr <= 0:
         raise RecipeError(f"lr must be positive, got {lr}")

@@ -163,7 +163,6 @@ def _load_fit_checkpoint(run_dir: pathlib.Path, model: Layer, loss, in_shape) ->
     """A :class:`Run` for a folder :func:`fnnet.train.fit` wrote (``checkpoint_dir=``): its
     checkpoint with the params, model state and history; the model is the caller's."""
 
-
     checkpoint_path = run_dir / train.CHECKPOINT_NAME
     if not checkpoint_path.is_file():
         raise CheckpointError(f"{run_dir}: no {train.CHECKPOINT_NAME} here (fit writes one after each epoch "
@@ -216,7 +215,6 @@ def load_run(run_dir, *, model: Layer | None = None, loss: Loss | None = None, i
       RecipeError: no such folder, or no readable ``config.json`` in it.
       CheckpointError: the checkpoint is missing, damaged, or does not fit the model.
     """
-
 
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():

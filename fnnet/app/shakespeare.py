@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from fnnet import datasets, gpt, train
+from fnnet import datasets, gpt
 from fnnet.app import jobs
 from fnnet.app.recipes import RecipeError, gpt_config
 from fnnet.datasets import CharText
@@ -63,15 +63,9 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     A folder that holds a run already needs ``resume`` (same settings but ``steps``) or
     ``overwrite`` (:func:`fnnet.app.jobs.prepare_run_dir`)."""
 
-
     out_dir = pathlib.Path(out_dir)
     replaced = jobs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=("steps", "vocab"))
-    checkpoint_path = out_dir / train.CHECKPOINT_NAME
-    done = train.checkpoint_epoch(checkpoint_path) if resume and checkpoint_path.exists() else None
-    done_steps = int(done.split()[-1]) if done else 0
-    if done_steps > config["steps"]:
-        raise RecipeError(f"--resume: {out_dir} has trained {done_steps} steps already; --steps "
-                               f"{config['steps']} would train none (give --steps above {done_steps})")
+    done_steps = jobs.trained_so_far(out_dir, config, resume=resume, unit="steps")
     started = time.perf_counter()
     text = datasets.tiny_shakespeare()
     data_seconds = time.perf_counter() - started
@@ -137,7 +131,6 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
 def sample(model, params, config: dict, prompt: str, num_tokens: int, *, temperature: float = 0.8,
            top_k: int | None = None, seed: int = 0, model_state=()) -> str:
     """``prompt`` followed by ``num_tokens`` sampled characters."""
-
 
     vocab = CharText(None, None, config["vocab"])
     ids = vocab.encode(prompt)

@@ -59,9 +59,13 @@ def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: in
     return (size + lo + hi - ((kernel - 1) * dilation + 1)) // stride + 1
 
 
-def window_geometry(sizes, kernel, strides, dilation, padding):
-    """``(pads, out_sizes)`` of a window sliding over spatial ``sizes`` (convolutions and pools);
-    an out size below 1 means the input is too small, which the caller reports."""
+def window_geometry(sizes, kernel, strides, dilation, padding, name: str | None = None):
+    """``(pads, out_sizes)`` of a window sliding over spatial ``sizes`` (convolutions and pools).
+    With ``name``, an input too small for the window is a ValueError naming the layer."""
     pads = explicit_padding(padding, sizes, kernel, strides, dilation)
-    return pads, tuple(out_size(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi)
-                       in zip(sizes, kernel, strides, dilation, pads))
+    out_sizes = tuple(out_size(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi)
+                      in zip(sizes, kernel, strides, dilation, pads))
+    if name is not None and any(o < 1 for o in out_sizes):
+        raise ValueError(f"{name}: input of spatial size {tuple(sizes)} is too small for a "
+                         f"{'x'.join(map(str, kernel))} window (dilation {tuple(dilation)}, padding {pads})")
+    return pads, out_sizes

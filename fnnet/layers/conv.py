@@ -176,11 +176,7 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         c_in = shape[-1]
         if c_in % groups:
             raise ValueError(f"{name}: {c_in} input channels do not divide into {groups} feature groups")
-        pads, sizes = window_geometry(shape[:rank], kernel, strides, dilation, padding)
-        if any(o < 1 for o in sizes):
-            raise ValueError(f"{name}: input of spatial size {shape[:rank]} is too small for a "
-                             f"{size_text} kernel (dilation {dilation}, padding {pads})")
-        return pads, sizes
+        return window_geometry(shape[:rank], kernel, strides, dilation, padding, name)
 
     def init(key, in_shape):
         in_shape = as_shape(in_shape, name)

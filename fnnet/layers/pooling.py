@@ -77,11 +77,7 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
     def geometry(shape):
         if len(shape) != 3:
             raise ValueError(f"{name}: expected examples of shape (H, W, C), got {shape}")
-        pads, sizes = window_geometry(shape[:2], window, strides, (1, 1), padding)
-        if any(o < 1 for o in sizes):
-            raise ValueError(f"{name}: input of spatial size {shape[:2]} is smaller than the window "
-                             f"{window} (padding {pads})")
-        return pads, sizes
+        return window_geometry(shape[:2], window, strides, (1, 1), padding, name)
 
     def init(key, in_shape):
         in_shape = as_shape(in_shape, name)
