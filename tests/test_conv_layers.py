@@ -132,7 +132,7 @@ def test_dropout_drops_the_rate_and_is_the_identity_in_evaluation():
     (lambda: fnnet.Conv(4, 5, padding="VALID"), (3, 8, 1), r"Conv\(4, 5x5\): input of spatial size \(3, 8\) "
                                                           r"is too small"),
     (lambda: fnnet.Conv(4, 3, feature_group_count=2), (5, 5, 3), "3 input channels do not divide into 2"),
-    (lambda: fnnet.MaxPool(4), (3, 3, 1), r"MaxPool\(4x4\): input of spatial size \(3, 3\) is smaller"),
+    (lambda: fnnet.MaxPool(4), (3, 3, 1), r"MaxPool\(4x4\): input of spatial size \(3, 3\) is too small"),
     (lambda: fnnet.Reshape((4, 4)), (3, 5), r"Reshape\(\(4, 4\)\): cannot reshape"),
 ])
 def test_bad_shapes_name_the_layer(make, in_shape, message):

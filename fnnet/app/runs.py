@@ -156,6 +156,8 @@ class Run:
             if self.spec is None:
                 raise ValueError(f"{self.dir}: a fit() checkpoint records no data set; pass data=(x, y)")
             data = self.spec.load(self.config.get("seed", 0))[1]
+        x, y = data
+        data = (self.as_batch(x), y)  # any shape with the example's values, as predict takes it
         return train.evaluate(self.model, self.params, self.loss, data, model_state=self.model_state)
 
 
