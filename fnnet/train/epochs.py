@@ -57,7 +57,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     need two), so no example is ever dropped.
 
     ``on_steps(k)``, a host function, is called (through ``jax.debug.callback``) after every
-    ``report_every`` scanned steps (default: 2% of the epoch) with ``k``, the steps done in this
+    ``report_every`` scanned steps (default: 5% of the epoch) with ``k``, the steps done in this
     epoch: a progress bar moves inside the compiled loop without leaving it per step.
     """
     step = make_train_step(model, loss, optimizer, grad=grad, task=task, compute_dtype=compute_dtype)
@@ -65,7 +65,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     whole_batches = not full and is_stateful(model)  # batch statistics: a smaller last batch, no padding
 
     n_batches = -(-n // batch_size)
-    every = report_every or max(1, n_batches // 50)
+    every = report_every or max(1, n_batches // 20)
 
     def report(index):
         if on_steps is not None:

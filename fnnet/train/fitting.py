@@ -36,7 +36,7 @@ class _Progress:
         if sys.stderr.isatty() and sys.stdout.isatty():
             from tqdm.auto import tqdm  # optional at import time: only a terminal needs it
 
-            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=True, desc="fit",
+            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=True, desc="fit", mininterval=0.5,
                             bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         else:
             self.lines = True
@@ -47,9 +47,10 @@ class _Progress:
         return self._on_steps if self.bar is not None else None
 
     def _on_steps(self, steps_done) -> None:
+        # runs inside the compiled epoch, which waits for it: only move the count; tqdm redraws at
+        # most every mininterval (0.5 s), so a callback costs microseconds, not a terminal write
         self.inside_updates += 1
-        self.bar.n = self.epoch_start + min(float(steps_done) / self.steps_per_epoch, 1.0)
-        self.bar.refresh()
+        self.bar.update(self.epoch_start + min(float(steps_done) / self.steps_per_epoch, 1.0) - self.bar.n)
 
     def update(self, history: History) -> None:
         if self.bar is not None:
