@@ -22,7 +22,7 @@ mlps = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(mlps)
 def test_random_mlp_manual_equals_autodiff(spec):
     layers = []
