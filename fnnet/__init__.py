@@ -17,7 +17,12 @@ The public API, at a glance:
 * :mod:`fnnet.train` (``fit``, ``evaluate``, ``make_train_step``, ``fit_ensemble``),
   checkpoints :func:`save` / :func:`load`;
 * :mod:`fnnet.gpt` (``GPT``, ``generate``) with :func:`fnnet.train.fit_language_model` and
-  :func:`fnnet.datasets.tiny_shakespeare`: a character-level GPT, every backward by hand.
+  :func:`fnnet.datasets.tiny_shakespeare`: a character-level GPT, every backward by hand;
+* the application (:mod:`fnnet.app`): :func:`load_run` / ``Run`` (a trained run folder),
+  ``recipes``, the ``fnnet`` command line.
+
+``train``, ``gpt``, ``gradcheck``, ``datasets``, ``distributed`` and the application's names are
+imported on first use, so ``import fnnet.layers`` stays light (no optax, no application).
 """
 
 import importlib
