@@ -9,34 +9,15 @@ exact validation loss (fnnet's also writes its curve and a 500-character sample)
 Run: ``python benchmarks/e2e_shakespeare.py`` (needs Tiny Shakespeare, see fnnet.datasets, and torch)
 """
 
-import json
-import pathlib
 import sys
-import tempfile
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from e2e_mnist import timed  # noqa: E402  (a command's CompletedProcess and wall seconds)
+from e2e import fnnet_and_pytorch, write
 
 TARGET = 1.88
 
 
 def main():
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out, seconds = timed([sys.executable, "-m", "fnnet", "train", "shakespeare", "--out", tmp, "--quiet"])
-        if out.returncode != 0:
-            sys.exit(out.stderr)
-        metrics = json.loads((pathlib.Path(tmp) / "metrics.json").read_text())
-        results["fnnet"] = {"val_loss": metrics["val_loss"], "wall_seconds": seconds,
-                            "train_seconds": metrics["train_seconds"], "steps": metrics["steps"]}
-    out, seconds = timed([sys.executable, str(HERE / "pytorch_shakespeare.py")])
-    if out.returncode == 0:
-        torch_result = json.loads(out.stdout.strip().splitlines()[-1])
-        torch_result["wall_seconds"] = seconds
-        results["pytorch"] = torch_result
-    else:
-        results["pytorch"] = {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    results = fnnet_and_pytorch(["shakespeare"], ("val_loss", "train_seconds", "steps"), "pytorch_shakespeare.py")
     for name, r in results.items():
         if "error" in r:
             print(f"{name:<8} {r['error']}")
@@ -46,9 +27,8 @@ def main():
                   f"(training {r['train_seconds']:.1f} s, {r['steps']} steps)")
     if "error" not in results["pytorch"]:
         print(f"fnnet is {results['pytorch']['wall_seconds'] / results['fnnet']['wall_seconds']:.2f}x faster end to end")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "e2e_shakespeare.json").write_text(json.dumps(results, indent=2))
+    write(results, "e2e_shakespeare.json")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""End to end, shared by ``e2e_mnist.py`` and ``e2e_shakespeare.py``: a ``fnnet train`` command and
+its PyTorch equivalent, each in a fresh process, timed from interpreter start to the end."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def timed(command, **kwargs):
+    """``(CompletedProcess, wall seconds)`` of ``command``, its output captured."""
+    started = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    return out, time.perf_counter() - started
+
+
+def fnnet_and_pytorch(train_args: list[str], fields: tuple[str, ...], pytorch_script: str) -> dict:
+    """``{"fnnet": {...}, "pytorch": {...}}``: ``fnnet train TRAIN_ARGS`` (the ``fields`` of its
+    metrics.json and the wall seconds) and ``benchmarks/PYTORCH_SCRIPT`` (its last JSON line, or
+    the error that stopped it, e.g. torch not installed)."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out, seconds = timed([sys.executable, "-m", "fnnet", "train", *train_args, "--out", tmp, "--quiet"])
+        if out.returncode != 0:
+            sys.exit(out.stderr)
+        metrics = json.loads((pathlib.Path(tmp) / "metrics.json").read_text())
+        results["fnnet"] = {**{field: metrics[field] for field in fields}, "wall_seconds": seconds}
+    out, seconds = timed([sys.executable, str(HERE / pytorch_script)])
+    if out.returncode == 0:
+        results["pytorch"] = {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_seconds": seconds}
+    else:
+        results["pytorch"] = {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return results
+
+
+def write(results: dict, name: str) -> None:
+    """``benchmarks/results/NAME`` as JSON."""
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / name).write_text(json.dumps(results, indent=2))
