@@ -32,7 +32,7 @@ import optax
 
 from fnnet import initializers
 from fnnet.combinators import Residual, serial
-from fnnet.layer import Layer, apply_with_state
+from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
                           PositionalEmbedding)
 from fnnet.layers.embedding import check_token_ids
@@ -132,9 +132,8 @@ def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: i
     if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
         raise ValueError(f"generate: prompt_ids must be a non-empty 1-D array of ids, got shape "
                          f"{prompt_ids.shape}")
-    logits = jax.eval_shape(lambda p, s, w: apply_with_state(model, p, s, w)[0], params, state,
-                            jax.ShapeDtypeStruct((1, int(block_size)), jnp.int32))
-    check_token_ids(prompt_ids, int(logits.shape[-1]), "generate: prompt_ids")  # the vocabulary: the logits' width
+    vocab_size = abstract_init(model, (int(block_size),))[0][-1]  # the logits' width, traced from init alone
+    check_token_ids(prompt_ids, int(vocab_size), "generate: prompt_ids")
     prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
     return _generate(model, params, state, prompt_ids, int(num_tokens), int(block_size), key,
                      float(temperature), top_k)

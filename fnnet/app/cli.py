@@ -233,11 +233,11 @@ def _cmd_train(args) -> int:
     if args.dataset == _TEXT:
 
         config = _text_config_from_args(args)
-        out = _check_output_path(args.out or f"runs/{_TEXT}", "--out", folder=True)
+        out = _check_output_path(_train_out(args), "--out", folder=True)
         shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
         return 0
     config = _config_from_args(args)
-    run_train(config, args.out or f"runs/{args.dataset}", resume=args.resume, verbose=not args.quiet,
+    run_train(config, _train_out(args), resume=args.resume, verbose=not args.quiet,
               overwrite=args.overwrite)
     return 0
 
@@ -537,19 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_out(args) -> str:
+    """The run folder of ``fnnet train``: ``--out``, by default ``runs/DATASET``."""
+    return args.out or f"runs/{args.dataset}"
+
+
 def _interrupted_message(args) -> str:
     """What Ctrl-C leaves behind: the checkpoint kept and how to continue."""
-    out = getattr(args, "out", None) if getattr(args, "command", None) == "train" else None
-    if out is None and getattr(args, "command", None) == "train":
-        out = f"runs/{args.dataset}"
-    if out is None:
+    if getattr(args, "command", None) != "train":
         return "fnnet: interrupted"
-
-    kept = train.checkpoint_epoch(pathlib.Path(out) / train.CHECKPOINT_NAME)
+    out = _train_out(args)
+    kept = train.checkpoint_progress(pathlib.Path(out) / train.CHECKPOINT_NAME)
     if kept is None:
         return f"fnnet: interrupted before the first checkpoint; nothing was kept in {out}"
-    return (f"fnnet: interrupted; the checkpoint of {kept} in {out} is kept: run the same command with "
-            f"--resume to continue")
+    return (f"fnnet: interrupted; the checkpoint of {kept[0]} {kept[1]} in {out} is kept: run the same command "
+            f"with --resume to continue")
 
 
 def main(argv=None) -> int:

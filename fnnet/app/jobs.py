@@ -68,8 +68,8 @@ def trained_so_far(out_dir, config: dict, *, resume: bool, unit: str) -> int:
     resuming (0 otherwise); a RecipeError when ``config[unit]`` asks for fewer, which would train
     nothing while config.json and metrics.json disagree."""
     path = pathlib.Path(out_dir) / train.CHECKPOINT_NAME
-    done = train.checkpoint_epoch(path) if resume and path.exists() else None
-    done = int(done.split()[-1]) if done else 0
+    progress = train.checkpoint_progress(path) if resume and path.exists() else None
+    done = progress[1] if progress else 0
     if done > config[unit]:
         raise RecipeError(f"--resume: {out_dir} has trained {done} {unit} already; --{unit} {config[unit]} "
                           f"would train none (give --{unit} above {done})")

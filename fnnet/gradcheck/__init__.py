@@ -347,15 +347,16 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
         @_jit  # one compilation for everything instead of one per operation
         def outputs(params, x, cotangent):
             y, residuals = forward(params, x)
+            states = new_states(params, x) if new_states is not None else None
             return (y, apply(params, x), layer.backward(params, residuals, cotangent),
-                    jax.vjp(apply, params, x)[1](cotangent))
+                    jax.vjp(apply, params, x)[1](cotangent), states)
 
-        y, y_apply, (dparams, dx), (ref_dparams, ref_dx) = outputs(params, x, cotangent)
+        y, y_apply, (dparams, dx), (ref_dparams, ref_dx), states = outputs(params, x, cotangent)
         y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))]
         y_abs, y_rel = max(y_errors, default=(0.0, 0.0), key=lambda e: e[1])
         first_rows = [Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)]
-        if new_states is not None:  # a stateful layer: both paths must leave the same state behind
-            first_rows.append(_state_row(subject, *jax.jit(new_states)(params, x), rtol))
+        if states is not None:  # a stateful layer: both paths must leave the same state behind
+            first_rows.append(_state_row(subject, *states, rtol))
 
         def scalar_fn(point):
             p, inputs = point

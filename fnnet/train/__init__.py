@@ -29,7 +29,7 @@ random windows of one long text, drawn on the device), :mod:`~fnnet.train.inputs
 from fnnet.train.compiled import fit_compiled, fit_ensemble
 from fnnet.train.epochs import make_epoch
 from fnnet.train.evaluation import evaluate, predict, predict_proba
-from fnnet.train.fitting import CHECKPOINT_NAME, RunExists, checkpoint_epoch, fit
+from fnnet.train.fitting import CHECKPOINT_NAME, RunExists, checkpoint_progress, fit
 from fnnet.train.history import History
 from fnnet.train.language import (LanguageHistory, evaluate_language_model, fit_language_model,
                                   random_windows)
@@ -38,7 +38,7 @@ from fnnet.train.steps import make_train_step
 from fnnet.train.tasks import resolve_task
 
 __all__ = [
-    "CHECKPOINT_NAME", "History", "LanguageHistory", "RunExists", "TrainState", "TrainingDiverged", "checkpoint_epoch", "evaluate",
+    "CHECKPOINT_NAME", "History", "LanguageHistory", "RunExists", "TrainState", "TrainingDiverged", "checkpoint_progress", "evaluate",
     "evaluate_language_model", "fit", "fit_compiled", "fit_ensemble", "fit_language_model", "init_state",
     "make_epoch", "make_train_step", "predict", "predict_proba", "random_windows", "resolve_task",
     "weight_decay_mask",

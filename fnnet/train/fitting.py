@@ -76,17 +76,17 @@ class RunExists(ValueError):
     neither ``resume=True`` (continue it) nor ``overwrite=True`` (replace it)."""
 
 
-def checkpoint_epoch(path) -> str | None:
-    """Where the checkpoint at ``path`` stands, ``"epoch 5"`` (``fit``) or ``"step 750"``
+def checkpoint_progress(path) -> tuple[str, int] | None:
+    """Where the checkpoint at ``path`` stands: ``("epoch", 5)`` (``fit``) or ``("step", 750)``
     (``fit_language_model``); ``None`` when there is none or it cannot be read."""
     try:
         metadata = checkpoint.read_metadata(path)
     except (checkpoint.CheckpointError, OSError):
         return None
     if metadata.get("epoch") is not None:
-        return f"epoch {metadata['epoch']}"
+        return "epoch", int(metadata["epoch"])
     steps = (metadata.get("history") or {}).get("step") or []
-    return f"step {steps[-1]}" if steps else None
+    return ("step", int(steps[-1])) if steps else None
 
 
 def save_checkpoint(path, state, metadata: dict) -> None:
@@ -96,10 +96,10 @@ def save_checkpoint(path, state, metadata: dict) -> None:
     try:
         checkpoint.save(path, state, metadata=metadata)
     except checkpoint.CheckpointWriteError as error:
-        kept = checkpoint_epoch(path)
+        kept = checkpoint_progress(path)
         cause = error.__cause__
         reason = getattr(cause, "strerror", None) or str(cause or error)
-        tail = f"; the previous checkpoint ({kept}) is kept" if kept is not None else "; there is no earlier one"
+        tail = f"; the previous checkpoint ({kept[0]} {kept[1]}) is kept" if kept else "; there is no earlier one"
         raise checkpoint.CheckpointWriteError(f"could not write {path}: {reason}{tail}") from cause
 
 
