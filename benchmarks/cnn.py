@@ -28,13 +28,13 @@ def random_images(workload, seed=0):
 class FnnetCNN:
     """``fnnet.train.fit`` of ``recipes.build_cnn`` on the images."""
 
-    def __init__(self, workload, grad):
+    def __init__(self, workload, grad, monitor=None):
         import optax
 
         import fnnet
         from fnnet.app import recipes
 
-        self.w, self.grad = workload, grad
+        self.w, self.grad, self.monitor = workload, grad, monitor
         self.data = random_images(workload)
         self.model = recipes.build_cnn(10, (28, 28, 1))
         self.loss = fnnet.losses.softmax_cross_entropy
@@ -47,7 +47,7 @@ class FnnetCNN:
 
         _, history = train.fit(self.model, self.loss, self.optimizer, self.data, epochs=epochs,
                                batch_size=self.w.batch, key=jax.random.PRNGKey(0), grad=self.grad,
-                               verbose=False)
+                               verbose=False, monitor=self.monitor)
         return history.seconds
 
 
@@ -167,6 +167,7 @@ class TorchCNN:
 
 CONTENDERS = {
     "fnnet-manual": lambda w: FnnetCNN(w, "manual"),
+    "fnnet-monitor": lambda w: FnnetCNN(w, "manual", monitor=10),
     "fnnet-autodiff": lambda w: FnnetCNN(w, "autodiff"),
     "jax-scan": lambda w: JaxCNN(w),
     "jax-loop": lambda w: JaxCNN(w, loop=True),

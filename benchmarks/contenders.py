@@ -87,8 +87,8 @@ class FnnetFit:
     """fnnet: ``train.fit`` for the MLP workloads (its history times each epoch), and
     ``train.fit_compiled`` / ``train.fit_ensemble`` (all steps in one compiled call) for XOR."""
 
-    def __init__(self, workload, grad, progress=False):
-        self.w, self.grad, self.progress = workload, grad, progress
+    def __init__(self, workload, grad, progress=False, monitor=None):
+        self.w, self.grad, self.progress, self.monitor = workload, grad, progress, monitor
         self.data = random_data(workload)
         self.model, self.loss = _fnnet_model(workload)
         self.optimizer = _optax(workload)
@@ -96,7 +96,8 @@ class FnnetFit:
 
     def measure_fit(self, epochs):
         """Per-epoch seconds of one ``fit`` run (the first includes compilation). With ``progress``,
-        as on a terminal: the tqdm bar (on stderr) moved from inside each compiled epoch."""
+        as on a terminal: the tqdm bar (on stderr) moved from inside each compiled epoch. With
+        ``monitor``: fit's per-layer health recorded every ``monitor`` steps."""
         import jax
 
         from fnnet import train
@@ -105,7 +106,7 @@ class FnnetFit:
             sys.stdout.isatty = sys.stderr.isatty = lambda: True
         _, history = train.fit(self.model, self.loss, self.optimizer, self.data, epochs=epochs,
                                batch_size=self.w.batch, key=jax.random.PRNGKey(0), grad=self.grad,
-                               verbose=self.progress)
+                               verbose=self.progress, monitor=self.monitor)
         return history.seconds
 
     def run_epoch(self):
@@ -426,6 +427,7 @@ CONTENDERS = {
     "fnnet-manual": lambda w: FnnetFit(w, "manual"),
     "fnnet-autodiff": lambda w: FnnetFit(w, "autodiff"),
     "fnnet-progress": lambda w: FnnetFit(w, "manual", progress=True),
+    "fnnet-monitor": lambda w: FnnetFit(w, "manual", monitor=10),
     "jax-scan": lambda w: JaxScan(w),
     "jax-scan-shuffled": lambda w: JaxScan(w, shuffle=True),
     "jax-loop": lambda w: JaxScan(w, loop=True),
@@ -438,12 +440,12 @@ CONTENDERS = {
 PLAN = {
     "mnist-sgd": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop", "numpy",
                   "torch-eager", "flax-nnx"],
-    "mnist-adam": ["fnnet-manual", "fnnet-progress", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop",
+    "mnist-adam": ["fnnet-manual", "fnnet-progress", "fnnet-monitor", "fnnet-autodiff", "jax-scan", "jax-scan-shuffled", "jax-loop",
                    "numpy", "torch-eager"],
     "wide-4096": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "numpy", "torch-eager"],
     "tiny-batch-8": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
     "tiny-batch-1": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
-    "cnn": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "jax-loop", "torch-eager"],
+    "cnn": ["fnnet-manual", "fnnet-monitor", "fnnet-autodiff", "jax-scan", "jax-loop", "torch-eager"],
     "gpt": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "torch-eager"],
     "xor": ["fnnet-manual", "jax-scan", "numpy", "torch-eager"],
     "xor-ensemble": ["fnnet-manual", "jax-scan"],

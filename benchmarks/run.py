@@ -33,7 +33,8 @@ TARGETS = """Targets (issue 5), checked on this run:
   compile: fnnet-manual first-epoch compile <= 1.5x jax-scan's; peak memory (mnist) <= 1.2x jax-scan's
   cnn (issue 10): fnnet-manual >= 1.0x the faster of jax-scan / jax-loop, >= 1.0x torch-eager
   gpt (issue 11): fnnet-manual >= 1.0x fnnet-autodiff, >= 1.0x jax-scan, >= 1.2x torch-eager (tokens/s)
-  progress bar (issue 16): fnnet-progress (a terminal bar moved inside each epoch) >= 0.98x fnnet-manual"""
+  progress bar (issue 16): fnnet-progress (a terminal bar moved inside each epoch) >= 0.98x fnnet-manual
+  monitor (issue 18): fnnet-monitor (fit(monitor=10): per-layer health in the step) >= 0.95x fnnet-manual"""
 
 
 def measure(contender, workload, epochs, smoke):
@@ -124,6 +125,10 @@ def check_targets(results):
     ours, bar = (_get(results, "mnist-adam", c, "throughput") for c in ("fnnet-manual", "fnnet-progress"))
     add("mnist-adam: the in-epoch progress bar's cost, fnnet-progress / fnnet-manual", bar / ours if bar and ours
         else None, ">= 0.98", bar and ours and bar / ours >= 0.98)
+    for w in ("mnist-adam", "cnn"):
+        ours, watched = (_get(results, w, c, "throughput") for c in ("fnnet-manual", "fnnet-monitor"))
+        add(f"{w}: the monitor's cost, fnnet-monitor (monitor=10) / fnnet-manual",
+            watched / ours if watched and ours else None, ">= 0.95", watched and ours and watched / ours >= 0.95)
     ours = _get(results, "cnn", "fnnet-manual", "throughput")
     plain = max((t for t in (_get(results, "cnn", c, "throughput") for c in ("jax-scan", "jax-loop")) if t),
                 default=None)

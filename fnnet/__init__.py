@@ -14,6 +14,11 @@ The public API, at a glance:
 * gradients: :func:`value_and_grad` (hand-written), :func:`autodiff_value_and_grad`
   (reference), :func:`objective` (``jax.custom_vjp``), :func:`per_example_grads`;
 * :mod:`fnnet.gradcheck` and :func:`summary`;
+* seeing inside (:mod:`fnnet.tracing`, :mod:`fnnet.diagnosis`): :func:`trace` (one step, every
+  layer's values and gradients, each backward checked against ``jax.vjp``), :func:`explain` (one
+  unit's chain rule with its numbers), :func:`debug_nans` (the first layer that stopped being
+  finite), :func:`doctor` (the checks to run before training); ``fit(..., monitor=N)`` watches
+  every layer while training;
 * :mod:`fnnet.train` (``fit``, ``evaluate``, ``make_train_step``, ``fit_ensemble``),
   checkpoints :func:`save` / :func:`load`;
 * :mod:`fnnet.gpt` (``GPT``, ``generate``) with :func:`fnnet.train.fit_language_model` and
@@ -21,8 +26,8 @@ The public API, at a glance:
 * the application (:mod:`fnnet.app`): :func:`load_run` / ``Run`` (a trained run folder),
   ``recipes``, the ``fnnet`` command line.
 
-``train``, ``gpt``, ``gradcheck``, ``datasets``, ``distributed`` and the application's names are
-imported on first use, so ``import fnnet.layers`` stays light (no optax, no application).
+``train``, ``gpt``, ``gradcheck``, ``datasets``, ``distributed``, the see-inside tools and the
+application's names are imported on first use, so ``import fnnet.layers`` stays light (no optax, no application).
 """
 
 import importlib
@@ -45,8 +50,11 @@ from fnnet.summary import Summary, summary
 _LAZY_MODULES = {"train": "fnnet.train", "gpt": "fnnet.gpt", "gradcheck": "fnnet.gradcheck",
                  "datasets": "fnnet.datasets", "distributed": "fnnet.distributed", "app": "fnnet.app",
                  "recipes": "fnnet.app.recipes", "runs": "fnnet.app.runs", "cli": "fnnet.app.cli",
-                 "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs"}
-_LAZY_NAMES = {"Run": ("fnnet.app.runs", "Run"), "load_run": ("fnnet.app.runs", "load_run")}
+                 "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs", "tracing": "fnnet.tracing"}
+_LAZY_NAMES = {"Run": ("fnnet.app.runs", "Run"), "load_run": ("fnnet.app.runs", "load_run"),
+               "trace": ("fnnet.tracing", "trace"), "Trace": ("fnnet.tracing", "Trace"),
+               "LayerTrace": ("fnnet.tracing", "LayerTrace"), "explain": ("fnnet.tracing", "explain"),
+               "debug_nans": ("fnnet.tracing", "debug_nans"), "doctor": ("fnnet.diagnosis", "doctor"), "Diagnosis": ("fnnet.diagnosis", "Diagnosis")}
 
 
 def __getattr__(name):
@@ -67,8 +75,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "FanInConcat", "FanInSum", "FanOut",
     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
-    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "apply_with_state",
-    "autodiff_value_and_grad", "checkpoint", "datasets", "forward_with_state", "gpt", "gradcheck", "init_with_state",
+    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "Trace",
+    "apply_with_state",
+    "autodiff_value_and_grad", "checkpoint", "datasets", "debug_nans", "doctor", "explain", "forward_with_state", "gpt",
+    "gradcheck", "init_with_state",
     "initializers", "is_stateful", "layer_name", "layers", "load", "load_run", "losses", "objective",
-    "parallel", "per_example_grads", "save", "serial", "summary", "train", "value_and_grad",
+    "parallel", "per_example_grads", "save", "serial", "summary", "trace", "train", "value_and_grad",
 ]

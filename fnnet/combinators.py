@@ -14,9 +14,9 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, example_shape,
-                         forward_with_state, init_with_state, is_stateful, layer_children, layer_name,
-                         make_layer)
+from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, child_backward,
+                         child_forward, example_shape, init_with_state, is_stateful,
+                         layer_children, layer_name, make_layer)
 from fnnet.layers.activations import Identity
 
 
@@ -73,8 +73,7 @@ def serial(*layers: Layer) -> Layer:
         check(params)
         residuals = []
         for index, (layer, layer_params) in enumerate(zip(layers, params)):
-            with at_layer(index, layer):
-                x, residual = layer.forward(layer_params, x)
+            x, residual, _ = child_forward(index, layer, layer_params, (), x)
             residuals.append(residual)
         return x, tuple(residuals)
 
@@ -82,8 +81,7 @@ def serial(*layers: Layer) -> Layer:
         check(params)
         grads = [None] * len(layers)
         for index in reversed(range(len(layers))):
-            with at_layer(index, layers[index]):
-                grads[index], dy = layers[index].backward(params[index], residuals[index], dy)
+            grads[index], dy = child_backward(index, layers[index], params[index], residuals[index], dy)
         return tuple(grads), dy
 
     if not any(is_stateful(layer) for layer in layers):
@@ -105,10 +103,12 @@ def serial(*layers: Layer) -> Layer:
         residuals, states = [], []
         for index, (layer, layer_params, layer_state) in enumerate(zip(layers, params, state)):
             layer_key = None if key is None else jax.random.fold_in(key, index)
-            with at_layer(index, layer):
-                x, residual, layer_state = forward_with_state(layer, layer_params, layer_state, x,
-                                                              key=layer_key, train=train) \
-                    if with_residuals else _no_residuals(*apply_with_state(
+            if with_residuals:
+                x, residual, layer_state = child_forward(index, layer, layer_params, layer_state, x,
+                                                         key=layer_key, train=train, with_state=True)
+            else:
+                with at_layer(index, layer):
+                    x, residual, layer_state = _no_residuals(*apply_with_state(
                         layer, layer_params, layer_state, x, key=layer_key, train=train))
             residuals.append(residual)
             states.append(layer_state)
@@ -201,28 +201,31 @@ def parallel(*layers: Layer) -> Layer:
 
     def forward(params, xs):
         _check_branches("parallel", xs, n)
-        outs = [layer.forward(p, x) for layer, p, x in zip(layers, params, xs)]
-        return tuple(y for y, _ in outs), tuple(r for _, r in outs)
+        outs = [child_forward(i, layer, p, (), x) for i, (layer, p, x) in enumerate(zip(layers, params, xs))]
+        return tuple(y for y, _, _ in outs), tuple(r for _, r, _ in outs)
 
     def backward(params, residuals, dys):
         _check_branches("parallel", dys, n)
-        outs = [layer.backward(p, r, dy) for layer, p, r, dy in zip(layers, params, residuals, dys)]
+        outs = [child_backward(i, layer, p, r, dy)
+                for i, (layer, p, r, dy) in enumerate(zip(layers, params, residuals, dys))]
         return tuple(g for g, _ in outs), tuple(dx for _, dx in outs)
 
     if not any(is_stateful(layer) for layer in layers):
         return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__)
 
-    def run(params, state, xs, key, train, fn):
-        _check_branches("parallel", xs, n)
-        return [fn(layer, p, s, x, key=None if key is None else jax.random.fold_in(key, i), train=train)
-                for i, (layer, p, s, x) in enumerate(zip(layers, params, state, xs))]
+    def branch_keys(key):
+        return [None if key is None else jax.random.fold_in(key, i) for i in range(n)]
 
     def stateful_apply(params, state, xs, *, key=None, train=False):
-        outs = run(params, state, xs, key, train, apply_with_state)
+        _check_branches("parallel", xs, n)
+        outs = [apply_with_state(layer, p, s, x, key=k, train=train)
+                for layer, p, s, x, k in zip(layers, params, state, xs, branch_keys(key))]
         return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
 
     def stateful_forward(params, state, xs, *, key=None, train=False):
-        outs = run(params, state, xs, key, train, forward_with_state)
+        _check_branches("parallel", xs, n)
+        outs = [child_forward(i, layer, p, s, x, key=k, train=train, with_state=True)
+                for i, (layer, p, s, x, k) in enumerate(zip(layers, params, state, xs, branch_keys(key)))]
         return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
 
     return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__,

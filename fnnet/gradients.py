@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Layer, apply_with_state, forward_with_state, is_stateful, layer_name
+from fnnet.layer import Layer, apply_with_state, child_backward, child_forward, is_stateful, layer_name
 from fnnet.losses import Loss
 
 
@@ -94,12 +94,13 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
         return jnp.sum(per_example_loss(loss, pred, y) * weights) / count
 
     if grad == "manual":
-        pred, residuals, new_state = forward_with_state(model, compute_params, state, x, key=key, train=train)
+        pred, residuals, new_state = child_forward(None, model, compute_params, state, x, key=key, train=train,
+                                                   with_state=is_stateful(model))
         delta = loss.grad(pred, y)
         if weights is not None:  # loss.grad averages over the B rows; reweight to the valid ones
             scale = (weights * (weights.shape[0] / count)).astype(delta.dtype)
             delta = delta * scale.reshape(scale.shape + (1,) * (delta.ndim - 1))
-        grads, _ = model.backward(compute_params, residuals, delta)
+        grads, _ = child_backward(None, model, compute_params, residuals, delta)
         return masked_value(pred), like_params(grads, params), pred, new_state
 
     def total(p):

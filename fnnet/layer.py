@@ -84,6 +84,7 @@ that says which function to call.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
@@ -299,3 +300,128 @@ def at_layer(index: int, layer: Layer):
         name = layer_name(layer)
         message = str(error).removeprefix(f"{name}: ")
         raise ValueError(f"layer {index} ({name}): {message}") from error
+
+
+# -- recording what each layer of a combinator saw (fnnet.trace, the training monitor) ------------
+
+@dataclasses.dataclass
+class Call:
+    """One call of a layer inside a combinator, as a :class:`Tape` keeps it.
+
+    ``path`` is the chain of child indices from the outermost model (``(3, 1, 0)``: child 0 of
+    child 1 of layer 3; ``()`` for the model itself). Forward fills ``params``, ``x``, ``y`` (and
+    for a layer with state or randomness the ``state``, ``key`` and ``train`` it ran with);
+    backward fills ``dy``, ``dparams`` and ``dx``. Arrays are whatever JAX gave: concrete when
+    run eagerly, tracers inside ``jax.jit`` (where the monitor reduces them to statistics).
+    """
+
+    path: tuple
+    layer: Layer
+    params: Any = None
+    x: Any = None
+    y: Any = None
+    state: Any = ()
+    key: Any = None
+    train: bool = False
+    stateful: bool = False
+    dy: Any = None
+    dparams: Any = None
+    dx: Any = None
+    backward_order: int | None = None
+    """The position of this call in the backward walk (``0``: the first backward to run)."""
+
+
+class Tape:
+    """The calls :func:`recording` collected: ``calls`` in forward order (outer layers before
+    the layers inside them), each completed by its backward when that ran."""
+
+    def __init__(self):
+        self.calls: list[Call] = []
+        self._stack: list[int] = []
+        self._open: dict[tuple, list[Call]] = {}
+        self._backwards = 0
+
+    def leaves(self) -> list[Call]:
+        """The calls with no recorded call inside them (the layers themselves, not the
+        combinators around them), in forward order. A combinator of your own whose forward
+        does not go through :func:`child_forward` shows as one leaf."""
+        paths = [call.path for call in self.calls]
+        return [call for call in self.calls
+                if not any(len(other) > len(call.path) and other[:len(call.path)] == call.path for other in paths)]
+
+    def _enter(self, index):
+        if index is not None:
+            self._stack.append(index)
+        return tuple(self._stack)
+
+    def _leave(self, index):
+        if index is not None:
+            self._stack.pop()
+
+
+_TAPE: contextvars.ContextVar = contextvars.ContextVar("fnnet_tape", default=None)
+
+
+@contextlib.contextmanager
+def recording():
+    """Collects a :class:`Tape` of every layer call that :func:`fnnet.serial` and
+    :func:`fnnet.parallel` make (and the model's own, through :func:`child_forward` /
+    :func:`child_backward` with index ``None``) while the block runs. Recording happens in
+    Python, at trace time: it adds no operation to a compiled program."""
+    tape = Tape()
+    token = _TAPE.set(tape)
+    try:
+        yield tape
+    finally:
+        _TAPE.reset(token)
+
+
+def child_forward(index, layer: Layer, params, state, x, *, key=None, train: bool = False,
+                  with_state: bool = False):
+    """``(y, residuals, new_state)`` of a combinator's child ``index`` (``None``: the model
+    itself): ``forward_with_state`` when ``with_state``, else ``forward`` (the state passes
+    through). Errors are prefixed with the child's index and name; while :func:`recording`,
+    the call is kept on the tape."""
+    tape = _TAPE.get()
+    guard = at_layer(index, layer) if index is not None else contextlib.nullcontext()
+    with guard:
+        if tape is None:
+            return _forward(layer, params, state, x, key, train, with_state)
+        path = tape._enter(index)
+        try:
+            y, residuals, new_state = _forward(layer, params, state, x, key, train, with_state)
+        finally:
+            tape._leave(index)
+    call = Call(path, layer, params, x, y, state, key, train, with_state)
+    tape.calls.append(call)
+    tape._open.setdefault(path, []).append(call)
+    return y, residuals, new_state
+
+
+def _forward(layer, params, state, x, key, train, with_state):
+    if with_state:
+        return forward_with_state(layer, params, state, x, key=key, train=train)
+    y, residuals = layer.forward(params, x)
+    return y, residuals, state
+
+
+def child_backward(index, layer: Layer, params, residuals, dy):
+    """``(dparams, dx)`` of a combinator's child ``index`` (``None``: the model itself); errors
+    prefixed with its index and name, and recorded beside its forward while :func:`recording`."""
+    tape = _TAPE.get()
+    guard = at_layer(index, layer) if index is not None else contextlib.nullcontext()
+    with guard:
+        if tape is None:
+            return layer.backward(params, residuals, dy)
+        path = tape._enter(index)
+        try:
+            dparams, dx = layer.backward(params, residuals, dy)
+        finally:
+            tape._leave(index)
+    pending = tape._open.get(path)
+    if pending:
+        call = pending.pop()
+        call.dy, call.dparams, call.dx = dy, dparams, dx
+        call.backward_order = tape._backwards
+        tape._backwards += 1
+    return dparams, dx

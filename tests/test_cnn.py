@@ -16,6 +16,7 @@ import fnnet
 from fnnet import datasets
 from fnnet.app import cli
 from test_examples import run_optimised
+from test_see_inside import trace_rows
 
 
 def _optimised(*args, shared_data, cwd=None):
@@ -82,3 +83,12 @@ def test_full_cnn_runs_reach_their_bars(repo_root, shared_data, tmp_path, name, 
     metrics = run_optimised(repo_root, shared_data, "cnn_classifier", name, epochs=epochs, kind=kind,
                             out=str(tmp_path), verbose=False)
     assert metrics["test_accuracy"] >= bar, metrics
+
+
+def test_cli_trace_of_a_trained_cnn(cnn_run, capsys, shared_data, monkeypatch):
+    """fnnet trace RUN_DIR on the CNN: one row per layer (BatchNorm in evaluation mode with its running
+    statistics), every hand-written backward OK against jax.vjp at the traced point."""
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    rows, out = trace_rows(capsys, cnn_run, "--layer", "2")
+    assert len(rows) == 14 and "Reshape" in rows[0] and any("BatchNorm" in row for row in rows)
+    assert "== layer 2: BatchNorm" in out

@@ -91,3 +91,12 @@ def test_full_fashion_mnist_mlp_reaches_the_readme_figure(repo_root, shared_data
     metrics = run_optimised(repo_root, shared_data, "image_classifier", "fashion-mnist", epochs=15,
                             out=str(tmp_path), verbose=False)
     assert metrics["test_accuracy"] >= 0.895, metrics     # README: 90.2%
+
+
+def test_see_inside_traces_watches_and_locates(repo_root, tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    result = _example(repo_root, "see_inside").main(verbose=False, limit=3000, epochs=1, out=tmp_path)
+    assert result["xor_trace"].passed and "relu'(z=0.4127) = 1" in result["explained"]
+    assert any("learning rate may be too high" in message for message in result["warnings"])
+    assert result["diverged"] is not None and result["diverged"].layer_name is not None
+    assert (tmp_path / "health.png").stat().st_size > 10_000 and result["dataset"] == "mnist"

@@ -16,6 +16,7 @@ import fnnet
 from fnnet import datasets, gpt, gradcheck, losses
 from fnnet.app import cli
 from fnnet.train import language
+from test_see_inside import trace_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -337,3 +338,11 @@ def test_resuming_a_finished_run_trains_nothing_and_says_so(text_run, capsys, mo
     assert "resumed at step 40: 0 steps in this session" in out and "from loading the data" not in out
     after = json.loads((text_run / "metrics.json").read_text())
     assert after["val_loss"] == before["val_loss"] and after["steps"] == 40
+
+
+def test_cli_trace_of_a_trained_gpt(text_run, capsys, shakespeare_data, monkeypatch):
+    """fnnet trace RUN_DIR on the GPT: the walk enters both residual branches of the block."""
+    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
+    rows, out = trace_rows(capsys, text_run, "--layer", "2/0/1/0/1")
+    assert len(rows) == 16 and "Embedding(65, 16)" in rows[0] and "CausalSelfAttention" in rows[4]
+    assert "2/1/1/0/2" in rows[10] and "Gelu" in rows[10] and "(path 2/0/1/0/1)" in out

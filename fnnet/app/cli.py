@@ -1,4 +1,4 @@
-"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary and the demo.
+"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor and the demo.
 
 Examples::
 
@@ -9,6 +9,9 @@ Examples::
     fnnet summary mnist
     fnnet train shakespeare --out runs/shakespeare                # a character-level GPT
     fnnet sample runs/shakespeare --prompt "ROMEO:" --tokens 500 --temperature 0.8
+    fnnet trace xor                                                # one step, every layer, as tables
+    fnnet trace runs/mnist --layer 2                               # a trained run from inside
+    fnnet doctor mnist                                             # the checks to run before training
     fnnet demo
 """
 
@@ -24,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from fnnet import datasets, gradcheck, losses, train
+from fnnet import datasets, diagnosis, gradcheck, losses, tracing, train
 from fnnet.app import jobs, recipes, shakespeare
 from fnnet.app.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, DatasetSpec, RecipeError,
                                build_model, build_optimizer, parse_hidden)
@@ -50,7 +53,8 @@ class UsageError(Exception):
 
 EXIT_CODES = {
     0: "success",
-    1: "a check failed (gradcheck, or eval found results that differ from metrics.json)",
+    1: "a check failed (gradcheck, a trace's vjp check, a doctor check, or eval found results that differ "
+       "from metrics.json)",
     2: "a usage error: a bad argument, data set, run folder or checkpoint (one line on stderr)",
     3: "training diverged (the loss became NaN or infinite); the last good checkpoint is kept",
     4: "a checkpoint or output could not be written (disk full...); the previous checkpoint is kept",
@@ -107,6 +111,7 @@ def _config_from_args(args) -> dict:
         "grad": args.grad,
         "seed": args.seed,
         "limit": args.limit,
+        "monitor": args.monitor,
         "loss": spec.loss,
         "model": args.model,
     }
@@ -124,6 +129,9 @@ def _config_from_args(args) -> dict:
         raise UsageError(f"--batch-size must be >= 1, got {config['batch_size']}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.monitor is not None and (args.monitor < 1 or args.grad != "manual"):
+        raise UsageError(f"--monitor must be >= 1, got {args.monitor}" if args.monitor < 1 else
+                         "--monitor reads the hand-written backward's values: drop --grad autodiff")
     return config
 
 
@@ -152,7 +160,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
 
     out_dir = _check_output_path(out_dir, "--out", folder=True)
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
-                                    ignore=("epochs",) + _DERIVED)
+                                    ignore=("epochs", "monitor") + _DERIVED)
     done_epochs = jobs.trained_so_far(out_dir, config, resume=resume, unit="epochs")
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
@@ -172,7 +180,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
                                batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
                                eval_data=test_data, grad=config["grad"], verbose=verbose,
-                               checkpoint_dir=out_dir, resume=resume)
+                               checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"))
     fit_seconds = time.perf_counter() - fit_started
     result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
     train_seconds = float(sum(history.seconds))
@@ -195,6 +203,9 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     history.plot(out_dir / "curves.png")
+    figures = [out_dir / "curves.png"]
+    if history.health_steps:
+        figures.append(history.plot_health(out_dir / "health.png"))
     if verbose:
         acc = result["accuracy"]
         resumed = f", {len(history) - done_epochs} in this session" if done_epochs else ""
@@ -203,13 +214,13 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
               + f" ({_plural(len(history), 'epoch')}{resumed}, {train_seconds:.1f} s training, "
               f"{metrics['examples_per_second']:.0f} examples/s)")
         print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
-              f"{out_dir / 'curves.png'}")
+              + ", ".join(map(str, figures)))
     return metrics
 
 
 _TEXT = "shakespeare"  # the text data set: a GPT, trained by fnnet.app.shakespeare
 _GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
-_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit")
+_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit", "monitor")
 
 
 def _text_config_from_args(args) -> dict:
@@ -403,6 +414,69 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_trace(args) -> int:
+    """``fnnet trace xor``: the tutorials' XOR network, every table; ``fnnet trace RUN_DIR``: a trained
+    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables)."""
+    if args.target == "xor":
+        with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
+            model, params, loss, x, y = recipes.tutorial_xor()
+            result = tracing.trace(model, loss, params, x, y)
+        print("The tutorials' 2-3-1 XOR network (Dense(3) → ReLU → Dense(1) → sigmoid, binary cross-entropy), "
+              "from their published weights, on its 4 examples:\n")
+        print(result)
+        print()
+        print(result.tables(max_units=args.max_units, layer=args.layer))
+    else:
+        run = load_run(args.target)
+        result = run.trace(args.examples)
+        print(f"{run.dir}: {run.config.get('dataset', 'run')} on {len(result.x)} "
+              f"{'validation windows' if run.is_language_model else 'test examples'}\n")
+        print(result)
+        if args.layer is not None:
+            print()
+            print(result.tables(max_units=args.max_units, layer=args.layer))
+    if args.explain is not None:
+        print()
+        print(tracing.explain(result, args.layer if args.layer is not None else 0, args.explain))
+    if args.json:
+        path = _check_output_path(args.json, "--json", folder=False)
+        path.write_text(json.dumps(result.to_dict(arrays=args.arrays), indent=1))
+        print(f"\nwrote {path}")
+    return 0 if result.passed else 1
+
+
+def _cmd_doctor(args) -> int:
+    """``fnnet doctor DATASET [model flags]`` (a fresh model) or ``fnnet doctor RUN_DIR`` (a trained run):
+    the checklist of :func:`fnnet.doctor`; exit status 1 when a check fails."""
+    if args.target in DATASETS or args.target == _TEXT:
+        args.dataset = args.target
+        label, model, in_shape, loss, x, y = _model_for(args)
+        if x is None:
+            (x, y), _ = DATASETS[args.dataset].load(args.seed)
+        else:
+            text = datasets.tiny_shakespeare()
+            block = in_shape[0]
+            ids = np.asarray(text.train[:64 * block + 1])
+            x = np.stack([ids[i * block:(i + 1) * block] for i in range(64)])
+            y = np.stack([ids[i * block + 1:(i + 1) * block + 1] for i in range(64)])
+        _, params, state = init_with_state(model, jax.random.PRNGKey(args.seed), in_shape)
+        print(f"{label}: a fresh model, as 'fnnet train {args.dataset}' with these flags would start")
+    else:
+        given = [flag for flag in ("hidden", "activation", "lr", "optimizer", "layers", "features") if
+                 getattr(args, flag, None) is not None]
+        if given:
+            raise UsageError(f"--{given[0]}: a run folder's model is fixed by its config.json; model flags "
+                             f"are for 'fnnet doctor DATASET'")
+        run = load_run(args.target)
+        model, loss, params, state = run.model, run.loss, run.params, run.model_state
+        x, y = run.examples(256 if not run.is_language_model else 64, split="train")
+        print(f"{run.dir}: the trained run ({run.config.get('dataset', 'fit')}) at its saved parameters")
+    report = diagnosis.doctor(model, loss, params, (np.asarray(x), np.asarray(y)), model_state=state or None,
+                              key=jax.random.PRNGKey(args.seed))
+    print(report)
+    return 0 if report.passed else 1
+
+
 def _cmd_demo(args) -> int:
     """XOR, then MNIST (or breast cancer when MNIST cannot be found): accuracies and plots."""
 
@@ -455,6 +529,9 @@ def _add_model_flags(p) -> None:
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="train on the first N training examples only")
+    p.add_argument("--monitor", type=int, metavar="N",
+                   help="every N steps record each layer's health (activations, dead/saturated units, gradient "
+                        "norm, update/weight ratio) inside the compiled step: warnings, metrics.json, health.png")
     gpt_flags = p.add_argument_group(f"GPT ({_TEXT}; defaults: nanoGPT's CPU recipe, fnnet.app.shakespeare.DEFAULTS)")
     gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4)")
     gpt_flags.add_argument("--heads", type=int, help="attention heads (4)")
@@ -528,6 +605,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=list(DATASETS) + [_TEXT])
     _add_model_flags(p)
     p.set_defaults(run=_cmd_summary)
+
+    p = commands.add_parser(
+        "trace", help="one step seen from inside: every layer's values, gradients and a check against jax.vjp",
+        description="'fnnet trace xor' prints the tutorials' XOR network step as tables (inputs, weights, z, "
+                    "activations, deltas, dW, db). 'fnnet trace RUN_DIR' runs a trained run on --examples test "
+                    "examples and prints one row per layer; --layer K prints that layer's tables. Exit "
+                    "status 1 when a hand-written backward disagrees with jax.vjp.")
+    p.add_argument("target", help="xor, or a run folder (the --out of 'fnnet train')")
+    p.add_argument("--examples", type=int, default=8, help="test examples to trace (8)")
+    p.add_argument("--layer", help="a layer's index (or path such as 3/1/0): print its tables")
+    p.add_argument("--explain", type=int, metavar="UNIT",
+                   help="explain this unit's gradient in --layer (default layer 0), term by term")
+    p.add_argument("--max-units", type=int, default=16, help="rows and columns shown per table (16)")
+    p.add_argument("--json", help="also write the trace as JSON to this file")
+    p.add_argument("--arrays", action="store_true", help="with --json: include every array")
+    p.set_defaults(run=_cmd_trace)
+
+    p = commands.add_parser(
+        "doctor", help="the checks to run before trusting training: loss at init, overfit a batch, ...",
+        description="Karpathy's checklist with numbers: the loss at initialisation against log K, overfitting "
+                    "16 examples, the independence of a batch's examples (through the hand-written backward), "
+                    "gradcheck at the current parameters, dead or saturated units at initialisation. TARGET "
+                    "is a data set (the model 'fnnet train' builds from the same flags, freshly initialised) "
+                    "or a run folder (its trained parameters). Exit status 1 when a check fails.")
+    p.add_argument("target", help="a data set (" + ", ".join(list(DATASETS) + [_TEXT]) + ") or a run folder")
+    _add_model_flags(p)
+    p.set_defaults(run=_cmd_doctor)
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
     p.add_argument("--out", default="runs/demo")

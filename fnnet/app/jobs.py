@@ -16,7 +16,7 @@ from fnnet.app.recipes import RecipeError
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
-RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.safetensors", "curves.png", "loss.png", "sample.txt")
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.safetensors", "curves.png", "health.png", "loss.png", "sample.txt")
 """What ``fnnet train`` writes into a run folder (``--overwrite`` removes exactly these)."""
 
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import jax.numpy as jnp
 import optax
 
-from fnnet import datasets, train
+from fnnet import datasets, losses, train
 from fnnet.combinators import Residual, serial
 from fnnet.gpt import GPT, GPTConfig
 from fnnet.initializers import glorot_uniform, he_uniform
@@ -270,3 +271,20 @@ def model_from_config(config: dict):
                               f"not {config['dataset']!r}")
         return build_cnn(out_dim, spec.image_shape, in_shape, kind=kind), in_shape
     return build_model(tuple(config["hidden"]), config["activation"], out_dim, in_shape), in_shape
+
+
+TUTORIAL_XOR_W1 = ((0.13806544, 0.60864744, 0.29065872), (0.12694881, -0.21593684, 0.41265087))
+TUTORIAL_XOR_W2 = ((-0.17653002,), (1.10810138,), (1.31143633,))
+"""The weights a from-scratch NumPy XOR tutorial (the seed tutorials' 2-3-1 network) starts from."""
+
+
+def tutorial_xor():
+    """``(model, params, loss, x, y)``: the tutorials' 2-3-1 XOR network (Dense(3) → ReLU →
+    Dense(1) → sigmoid, binary cross-entropy on the probabilities, whose delta at the output is
+    ``(ŷ − y) / N``), with their published starting weights and zero biases, on the 4 XOR
+    examples, in float64 as NumPy computes (call it inside ``jax.enable_x64(True)``)."""
+    model = serial(Dense(3), Relu, Dense(1), Sigmoid)
+    params = ({"w": jnp.asarray(TUTORIAL_XOR_W1, jnp.float64), "b": jnp.zeros(3, jnp.float64)}, (),
+              {"w": jnp.asarray(TUTORIAL_XOR_W2, jnp.float64), "b": jnp.zeros(1, jnp.float64)}, ())
+    x, y = datasets.xor()
+    return model, params, losses.binary_cross_entropy, jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)

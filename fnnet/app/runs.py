@@ -28,7 +28,7 @@ import numpy as np
 
 import jax
 
-from fnnet import checkpoint, datasets, losses, train
+from fnnet import checkpoint, datasets, losses, tracing, train
 from fnnet.app import recipes, shakespeare
 from fnnet.app.jobs import CONFIG_NAME, METRICS_NAME
 from fnnet.app.recipes import RecipeError
@@ -139,6 +139,34 @@ class Run:
             return np.argmax(proba, axis=-1).astype(np.int32)
         labels = (proba > 0.5).astype(np.int32)
         return labels[..., 0] if labels.shape[-1] == 1 else labels
+
+    def examples(self, count: int = 8, split: str = "test") -> tuple:
+        """``(x, y)``: the first ``count`` examples of the ``"test"`` (or ``"train"``) split as
+        ``fnnet train`` used it (for a language model: ``count`` windows of ``block_size``
+        validation, or training, tokens and their next tokens)."""
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"examples: count must be a positive int, got {count!r}")
+        if split not in ("train", "test"):
+            raise ValueError(f"examples: split must be 'train' or 'test', got {split!r}")
+        if self.is_language_model:
+            block = int(self.config["block_size"])
+            text = datasets.tiny_shakespeare()
+            tokens = np.asarray(text.val if split == "test" else text.train)
+            count = min(count, (len(tokens) - 1) // block)
+            windows = tokens[:count * block + 1]
+            x = np.stack([windows[i * block:(i + 1) * block] for i in range(count)])
+            y = np.stack([windows[i * block + 1:(i + 1) * block + 1] for i in range(count)])
+            return x, y
+        if self.spec is None:
+            raise ValueError(f"{self.dir}: a fit() checkpoint records no data set; trace it with "
+                             f"fnnet.trace(run.model, run.loss, run.params, x, y)")
+        x, y = self.spec.load(self.config.get("seed", 0))[1 if split == "test" else 0]
+        return self.as_batch(x[:count]), np.asarray(y[:count])
+
+    def trace(self, count: int = 8):
+        """:func:`fnnet.trace` of the trained model on :meth:`examples` (evaluation mode)."""
+        x, y = self.examples(count)
+        return tracing.trace(self.model, self.loss, self.params, x, y, state=self.model_state or None)
 
     def evaluate(self, data=None) -> dict:
         """Test loss and accuracy (as :func:`fnnet.train.evaluate`) on ``data = (x, y)``, by

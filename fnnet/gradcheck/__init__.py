@@ -47,6 +47,7 @@ import numpy as np
 from fnnet import gpt, losses
 from fnnet.combinators import Residual, serial
 from fnnet.gradcheck import cases
+from fnnet.gradcheck._numerics import errors as _errors, to_float64 as _to_float64
 from fnnet.gradients import loss_and_grads
 from fnnet.layers import BatchNorm, Conv, Dense, Dropout, GlobalAvgPool, MaxPool, Relu, Tanh
 from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
@@ -116,17 +117,6 @@ def format_table(rows) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
-def _to_float64(tree):
-    """Floating leaves as float64 NumPy arrays (host-side: no per-shape compilation), others as they are."""
-    def cast(leaf):
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            return leaf
-        dtype = jnp.result_type(leaf)
-        return np.asarray(leaf, np.float64) if jnp.issubdtype(dtype, jnp.floating) else leaf
-
-    return jax.tree.map(cast, tree)
-
-
 def _rng(key) -> np.random.Generator:
     """A NumPy generator seeded from a JAX PRNG key (host-side random directions)."""
     data = jax.random.key_data(key) if jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key) else key
@@ -147,15 +137,6 @@ SCALE_FLOOR = 1e-3
 """A leaf's errors are relative to at least this fraction of the largest gradient entry in the
 report, so a gradient that is exactly zero (a bias before BatchNorm) is not judged by its
 float64 round-off alone."""
-
-
-def _errors(manual, reference, floor: float = 0.0) -> tuple[float, float]:
-    manual, reference = np.asarray(manual, np.float64), np.asarray(reference, np.float64)
-    if manual.size == 0:
-        return 0.0, 0.0
-    abs_error = float(np.max(np.abs(manual - reference)))
-    scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(manual))), floor, 1e-300)
-    return abs_error, abs_error / scale
 
 
 def _fd_error(scalar_fn, derivative, point, path_index, manual_leaf, key, directions, fd_rtol,

@@ -32,6 +32,23 @@ def batch_plan(key, nonce, n: int, batch_size: int, shuffle: bool = True):
     return order.reshape(n_batches, batch_size), weights.reshape(n_batches, batch_size)
 
 
+def epoch_batches(key, nonce, n: int, batch_size: int, *, whole_batches: bool, shuffle: bool = True) -> list:
+    """The ``(indices, weights)`` of each step of the epoch :func:`make_epoch` runs from a state
+    with this ``key`` and step count ``nonce``, in order, on the host (``indices`` ``None``: the
+    whole data set in one batch; ``weights`` ``None``: no padding). What a replay of the epoch
+    (:mod:`fnnet.train.diverged`) needs to see the same batches."""
+    if n <= batch_size:
+        return [(None, None)]
+    order, weights = batch_plan(key, nonce, n, batch_size, shuffle)
+    if not whole_batches:
+        full = n % batch_size == 0
+        return [(order[b], None if full else weights[b]) for b in range(order.shape[0])]
+    n_full, remainder = divmod(n, batch_size)
+    if remainder == 1:
+        n_full = n_full - 1
+    return [(order[b], None) for b in range(n_full)] + [(order.reshape(-1)[n_full * batch_size:n], None)]
+
+
 def gather(data, indices):
     """Rows ``indices`` of ``data``; every index is valid by construction, so no bounds fill."""
     return jnp.take(data, indices, axis=0, mode="clip")
@@ -40,10 +57,10 @@ def gather(data, indices):
 def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
                grad: str = "manual", task: str | None = None, shuffle: bool = True,
                constrain: Callable | None = None, compute_dtype=None, on_steps: Callable | None = None,
-               report_every: int | None = None):
+               report_every: int | None = None, monitor: int | None = None):
     """Returns ``epoch(state, x, y) -> (state, metrics)``: one shuffled pass in a ``lax.scan``.
 
-    Not jitted: :func:`fit` jits it (with the state donated) and :func:`fit_ensemble`
+    Not jitted: :func:`fit` jits it and :func:`fit_ensemble`
     vmaps it. ``metrics`` has one entry per batch, plus ``count`` (valid examples per batch).
     ``constrain`` (e.g. a sharding constraint) is applied to each gathered batch.
 
@@ -59,8 +76,18 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     ``on_steps(k)``, a host function, is called (through ``jax.debug.callback``) after every
     ``report_every`` scanned steps (default: 5% of the epoch) with ``k``, the steps done in this
     epoch: a progress bar moves inside the compiled loop without leaving it per step.
+
+    ``monitor``: per-layer health (:mod:`fnnet.train.monitor`) at every ``monitor``-th step of the
+    epoch, in ``metrics["health"]`` (one row per observed step) and ``metrics["health_at"]`` (their
+    positions in the epoch, from 0). The epoch scans chunks of ``monitor - 1`` plain steps and one
+    observed step, so the steps in between run exactly the plain step (no branch, nothing extra
+    kept alive). An epoch shorter than ``monitor`` steps observes, through a ``lax.cond``, the
+    steps whose count is a multiple of ``monitor`` (rows of NaN for the others).
     """
-    step = make_train_step(model, loss, optimizer, grad=grad, task=task, compute_dtype=compute_dtype)
+    options = dict(grad=grad, task=task, compute_dtype=compute_dtype)
+    plain = make_train_step(model, loss, optimizer, **options)
+    observed = make_train_step(model, loss, optimizer, monitor=1, **options) if monitor else None
+    branched = make_train_step(model, loss, optimizer, monitor=monitor, **options) if monitor else plain
     full = n % batch_size == 0  # then no padding, no masking
     whole_batches = not full and is_stateful(model)  # batch statistics: a smaller last batch, no padding
 
@@ -72,7 +99,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
             jax.lax.cond((index + 1) % every == 0, lambda: jax.debug.callback(on_steps, index + 1),
                          lambda: None)
 
-    def batch_step(state, x, y, indices, weights=None, shard=True):
+    def batch_step(state, x, y, indices, weights=None, shard=True, step=plain):
         """One step on rows ``indices`` (``weights``: 0/1 per row, masking padding); ``count``
         is the number of real examples."""
         xb, yb = gather(x, indices), gather(y, indices)
@@ -86,33 +113,64 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     def epoch(state: TrainState, x, y):
         if n <= batch_size:  # full batch: order does not matter, no gather, no mask
             xb, yb = (constrain(x), constrain(y)) if constrain is not None else (x, y)
-            state, metrics = step(state, xb, yb)
+            state, metrics = branched(state, xb, yb)
             metrics["count"] = jnp.asarray(n, jnp.float32)
-            return state, jax.tree.map(lambda m: m[None], metrics)
+            metrics = jax.tree.map(lambda m: m[None], metrics)
+            if monitor:
+                metrics["health_at"] = jnp.zeros((1,), jnp.int32)
+            return state, metrics
         order, weights = batch_plan(state.key, state.step, n, batch_size, shuffle)
         if whole_batches:
             return whole_batch_epoch(state, x, y, order)
         # every batch whole: the plain step, no masking work at all; otherwise the padding is masked
-        def scanned(state, plan):
+        return scan_steps(state, x, y, (jnp.arange(order.shape[0]), order, None if full else weights))
+
+    def scanned(x, y, step):
+        def body(state, plan):
             index, *plan = plan
             report(index)
-            return batch_step(state, x, y, *plan)
+            return batch_step(state, x, y, *plan, step=step)
+        return body
 
-        return jax.lax.scan(scanned, state, (jnp.arange(order.shape[0]), order, None if full else weights))
+    def scan_steps(state, x, y, plan):
+        """The steps of ``plan`` (index, indices, weights), with the monitor's observed steps."""
+        length = plan[0].shape[0]
+        if not monitor:
+            return jax.lax.scan(scanned(x, y, plain), state, plan)
+        if monitor > length:  # fewer steps than the interval: observe the multiples of it, by a branch
+            state, metrics = jax.lax.scan(scanned(x, y, branched), state, plan)
+            return state, dict(metrics, health_at=jnp.arange(length, dtype=jnp.int32))
+        chunks = length // monitor
+        main = jax.tree.map(lambda a: a[:chunks * monitor].reshape((chunks, monitor) + a.shape[1:]), plan)
+
+        def chunk(state, part):
+            head, last = jax.tree.map(lambda a: a[:-1], part), jax.tree.map(lambda a: a[-1], part)
+            state, metrics = jax.lax.scan(scanned(x, y, plain), state, head)
+            state, observed_metrics = scanned(x, y, observed)(state, last)
+            health = observed_metrics.pop("health")
+            return state, (jax.tree.map(lambda ms, m: jnp.concatenate([ms, m[None]]), metrics, observed_metrics),
+                           health)
+
+        state, (metrics, health) = jax.lax.scan(chunk, state, main)
+        metrics = jax.tree.map(lambda a: a.reshape((chunks * monitor,) + a.shape[2:]), metrics)
+        if length > chunks * monitor:
+            rest = jax.tree.map(lambda a: a[chunks * monitor:], plan)
+            state, rest_metrics = jax.lax.scan(scanned(x, y, plain), state, rest)
+            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, rest_metrics)
+        metrics["health"] = health
+        metrics["health_at"] = jnp.arange(chunks, dtype=jnp.int32) * monitor + monitor - 1
+        return state, metrics
 
     def whole_batch_epoch(state, x, y, order):
         n_full, remainder = divmod(n, batch_size)
         if remainder == 1:  # a batch of one has no batch statistics: the last whole batch takes it
             n_full, remainder = n_full - 1, batch_size + 1
-        def scanned(state, plan):
-            index, indices = plan
-            report(index)
-            return batch_step(state, x, y, indices)
-
-        state, metrics = jax.lax.scan(scanned, state, (jnp.arange(n_full), order[:n_full]))
+        state, metrics = scan_steps(state, x, y, (jnp.arange(n_full), order[:n_full], None))
         tail = order.reshape(-1)[n_full * batch_size:n]  # the padding after these is never read
         # the tail is not sharded over a mesh: it may not divide over the devices (one small step)
         state, tail_metrics = batch_step(state, x, y, tail, shard=False)
-        return state, jax.tree.map(lambda ms, m: jnp.concatenate([ms, m[None]]), metrics, tail_metrics)
+        health = {k: metrics.pop(k) for k in ("health", "health_at") if k in metrics}
+        return state, dict(jax.tree.map(lambda ms, m: jnp.concatenate([ms, m[None]]), metrics, tail_metrics),
+                           **health)
 
     return epoch

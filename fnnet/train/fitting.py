@@ -13,13 +13,16 @@ import optax
 
 from fnnet import checkpoint, distributed
 from fnnet.gradients import check_compute_dtype, check_grad_mode
-from fnnet.layer import Layer
+from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
-from fnnet.train.epochs import make_epoch
+from fnnet.train.diverged import diverged_error, locate_divergence
+from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, validate
 from fnnet.train.history import History
 from fnnet.train.state import TrainingDiverged, TrainState, init_state, owned_copy
+from fnnet.train import monitor as layer_monitor
+from fnnet.train.steps import check_monitor, make_train_step
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -71,6 +74,27 @@ class _Progress:
             self.bar.close()
 
 
+def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, **step_options) -> TrainingDiverged:
+    """The :class:`TrainingDiverged` for an epoch whose batch ``bad`` had a non-finite loss: the
+    epoch replayed from ``before`` outside the compiled loop, the failing layer named."""
+    n = x.shape[0]
+    batches = epoch_batches(before.key, before.step, n, batch_size,
+                            whole_batches=n % batch_size != 0 and is_stateful(model))
+    step_fn = jax.jit(make_train_step(model, loss, optimizer, **step_options))
+
+    def batch_of(state, b):
+        indices, weights = batches[b]
+        if indices is None:
+            return x, y, None
+        return gather(x, indices), gather(y, indices), weights
+
+    try:
+        located = locate_divergence(model, loss, step_fn, before, batch_of, bad)
+    except Exception as error:  # the replay is a diagnosis: never hide the divergence behind its failure
+        return TrainingDiverged(f"{message} (the failing layer could not be located: {error})")
+    return diverged_error(message, located)
+
+
 class RunExists(ValueError):
     """``fit`` was asked to write into a folder that already holds a run's checkpoint, with
     neither ``resume=True`` (continue it) nor ``overwrite=True`` (replace it)."""
@@ -119,13 +143,14 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         epochs: int, batch_size: int, key, eval_data=None, grad: str = "manual",
         params=None, task: str | None = None, eval_batch_size: int = 1024, verbose: bool = True,
         checkpoint_dir=None, resume: bool = False, on_epoch_end: Callable | None = None,
-        mesh=None, compute_dtype=None, overwrite: bool = False) -> tuple[TrainState, History]:
+        mesh=None, compute_dtype=None, overwrite: bool = False,
+        monitor: int | None = None) -> tuple[TrainState, History]:
     """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
 
     Each epoch shuffles on the device and runs all its batches in one jitted
-    ``lax.scan`` (compiled once; fnnet's own state buffers are donated from epoch to
-    epoch, never an array you hold: ``params`` are copied first, and ``on_epoch_end``
-    gets a state of its own that stays valid). The last partial batch is padded and
+    ``lax.scan`` (compiled once; no array you hold is ever donated: ``params`` are copied
+    first, ``on_epoch_end`` gets a state of its own that stays valid, and the state before
+    each epoch is kept until the epoch ends, to replay it if the loss diverges). The last partial batch is padded and
     masked: no example is dropped, nothing recompiles. A model with state (BatchNorm) gets
     a smaller last batch instead, so padding never enters its batch statistics
     (:func:`fnnet.train.make_epoch`).
@@ -160,6 +185,11 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         :mod:`fnnet.distributed`): batches are split along its first axis.
       compute_dtype: mixed precision (e.g. ``jnp.bfloat16``): forward and backward run in
         it, the params and optimizer state keep their dtype (float32 master weights).
+      monitor: every ``monitor`` steps, record each layer's health inside the compiled step
+        (:mod:`fnnet.train.monitor`: activation mean/std, dead ReLU units, saturated sigmoid/tanh
+        outputs, ``‖dθ‖``, the update/weight ratio) into ``history.layers``, and warn once per
+        layer (stderr when ``verbose``; kept in ``history.warnings``), e.g. ``layer 3 (Relu): 64%
+        dead units since step 400``. ``history.plot_health(path)`` draws them. Off by default.
 
     Raises:
       TrainingDiverged: the loss became NaN/inf (the message names epoch and step);
@@ -172,6 +202,7 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     """
     check_grad_mode(grad)
     check_compute_dtype(compute_dtype)
+    check_monitor(monitor, grad, "fit")
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
@@ -205,18 +236,20 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     progress = _Progress(len(history), epochs, verbose, steps_per_epoch=-(-n // batch_size))
     epoch_body = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task,
                             constrain=placement.constrain_batch if placement else None,
-                            compute_dtype=compute_dtype, on_steps=progress.on_steps)
+                            compute_dtype=compute_dtype, on_steps=progress.on_steps, monitor=monitor)
 
     def counted(state, x, y):
         traces[0] += 1  # runs only while tracing: counts compilations
         return epoch_body(state, x, y)
 
-    run_epoch = jax.jit(counted, donate_argnums=0) if placement is None else \
-        placement.jit_epoch(counted)
+    # not donated: the state before an epoch stays valid, to replay the epoch if it diverges (a
+    # sharded state is donated, and copied first)
+    run_epoch = jax.jit(counted) if placement is None else placement.jit_epoch(counted)
 
     try:
         for epoch in range(len(history), epochs):
             start_step = int(state.step)
+            before = state if placement is None else owned_copy(state)  # replayed if the epoch diverges
             started = time.perf_counter()
             state, metrics = run_epoch(state, x, y)
             metrics = jax.device_get(metrics)
@@ -225,8 +258,10 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
             if not np.all(np.isfinite(losses)):
                 bad = int(np.argmax(~np.isfinite(losses)))
                 kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
-                raise TrainingDiverged(f"fit: loss became {losses[bad]} at epoch {epoch + 1}, step "
-                                       f"{start_step + bad + 1} (batch {bad + 1} of the epoch){kept}")
+                message = (f"fit: loss became {losses[bad]} at epoch {epoch + 1}, step {start_step + bad + 1} "
+                           f"(batch {bad + 1} of the epoch){kept}")
+                raise _located(message, model, loss, optimizer, before, x, y, batch_size, bad, grad=grad,
+                               task=task, compute_dtype=compute_dtype)
             counts = np.asarray(metrics["count"])
             history.epoch.append(epoch + 1)
             history.train_loss.append(float(np.sum(losses * counts) / np.sum(counts)))
@@ -243,6 +278,11 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
             history.seconds.append(seconds)
             history.traces = traces[0]
             progress.update(history)
+            if monitor is not None:
+                layer_monitor.record(history, metrics["health"], start_step + 1 + np.asarray(metrics["health_at"]))
+                for message in layer_monitor.health_warnings(history):
+                    if verbose:
+                        print(f"fit: warning: {message}", file=sys.stderr, flush=True)
             if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
                 save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": epoch + 1,
                                                    "in_shape": list(x.shape[1:]), "loss": loss_name(loss)})

@@ -8,6 +8,7 @@ import pathlib
 import numpy as np
 
 from fnnet.plots import pyplot, save_figure
+from fnnet.train import monitor
 
 
 class Record:
@@ -34,9 +35,23 @@ class History(Record):
     eval_accuracy: list = dataclasses.field(default_factory=list)
     seconds: list = dataclasses.field(default_factory=list)
     traces: int = 0
+    layers: dict = dataclasses.field(default_factory=dict)
+    """With ``fit(..., monitor=N)``: per layer (``"layer 3 (Relu)"``) and statistic (``mean``,
+    ``std``, ``dead``, ``saturated``, ``grad_norm``, ``param_norm``, ``update_ratio``) a series with
+    one value per step of :attr:`health_steps`."""
+    health_steps: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
+    """The monitor's warnings given so far: ``{"key", "step", "message"}`` each."""
 
     def __len__(self):
         return len(self.epoch)
+
+    def plot_health(self, path) -> pathlib.Path:
+        """Writes the monitor's figure (``health.png``): per layer, gradient norm and update/weight
+        ratio over the steps, dead and saturated fractions. Needs ``fit(..., monitor=N)``."""
+        if not self.health_steps:
+            raise ValueError("plot_health: this history has no per-layer health: train with fit(..., monitor=N)")
+        return monitor.plot_health(self, path)
 
     def line(self, index: int = -1, epochs: int | None = None) -> str:
         """One plain line for epoch ``index``, each metric under its field's name:

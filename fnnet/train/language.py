@@ -30,6 +30,7 @@ from fnnet.losses import softmax_cross_entropy
 from fnnet.plots import pyplot, save_figure
 from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
 from fnnet.train.history import Record
+from fnnet.train.diverged import diverged_error, locate_divergence
 from fnnet.train.state import TrainingDiverged, TrainState, init_state
 from fnnet.train.steps import make_train_step
 
@@ -219,7 +220,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
 
     run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
                                          grad=grad, compute_dtype=compute_dtype),
-                           static_argnums=2, donate_argnums=0)
+                           static_argnums=2)  # not donated: the state before an interval replays a divergence
     @jax.jit
     def val_estimate(state, tokens):
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
@@ -231,13 +232,26 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
     while done < steps:
         length = min(eval_interval, steps - done)
         started = time.perf_counter()
+        before = state
         state, losses = run_interval(state, train_device, length)
         losses = np.asarray(jax.device_get(losses))
         seconds = time.perf_counter() - started
         if not np.all(np.isfinite(losses)):
             bad = int(np.argmax(~np.isfinite(losses)))
             kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
-            raise TrainingDiverged(f"fit_language_model: loss became {losses[bad]} at step {done + bad + 1}{kept}")
+            message = f"fit_language_model: loss became {losses[bad]} at step {done + bad + 1}{kept}"
+            step_fn = jax.jit(make_train_step(model, softmax_cross_entropy, optimizer, grad=grad,
+                                              compute_dtype=compute_dtype))
+
+            def batch_of(state, b):
+                data_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM), state.step)
+                return (*random_windows(train_device, data_key, batch_size, block_size), None)
+
+            try:
+                located = locate_divergence(model, softmax_cross_entropy, step_fn, before, batch_of, bad)
+            except Exception as error:  # a diagnosis only: never hide the divergence behind it
+                raise TrainingDiverged(f"{message} (the failing layer could not be located: {error})") from None
+            raise diverged_error(message, located)
         done += length
         history.step.append(done)
         history.train_loss.append(float(np.mean(losses)))

@@ -23,7 +23,20 @@ class TrainState(NamedTuple):
 
 
 class TrainingDiverged(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the epoch and step."""
+    """The training loss became NaN or infinite; the message names the epoch and step and, once
+    the failing step has been replayed layer by layer, the first layer that stopped being finite.
+
+    Attributes (``None`` when not located): ``step`` (the step, counted from 1, whose forward,
+    backward or update first produced a non-finite value), ``layer_index`` (its position in the
+    walk of :func:`fnnet.trace`), ``layer_name``, ``path`` (``"3/1/0"``) and ``where``
+    (``"forward"``, ``"backward"``, ``"loss"``, ``"update"``: the optimizer's step made the params
+    non-finite, or ``"params"``: they already were).
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, layer_index: int | None = None,
+                 layer_name: str | None = None, where: str | None = None, path: str | None = None):
+        super().__init__(message)
+        self.step, self.layer_index, self.layer_name, self.where, self.path = step, layer_index, layer_name, where, path
 
 
 def owned_copy(tree):

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from fnnet.gradients import check_compute_dtype, check_grad_mode, loss_and_grads
-from fnnet.layer import Layer, is_stateful
+from fnnet.layer import Layer, is_stateful, recording
 from fnnet.losses import Loss
+from fnnet.train.monitor import layer_health, masked
 from fnnet.train.state import TrainState
 from fnnet.train.tasks import correct, resolve_task
 
 
 def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, *,
-                    grad: str = "manual", task: str | None = None, compute_dtype=None):
+                    grad: str = "manual", task: str | None = None, compute_dtype=None,
+                    monitor: int | None = None):
     """Returns a pure ``step(state, x, y, weights=None) -> (state, metrics)`` to ``jax.jit``.
 
     Args:
@@ -24,6 +28,12 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
       task: ``"multiclass"``, ``"binary"`` or ``"regression"``; inferred from ``loss.kind``.
       compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: the forward and backward
         passes run in it, the params (and the optimizer) stay in their own dtype.
+      monitor: every ``monitor`` steps (when ``(state.step + 1) % monitor == 0``), also return
+        ``metrics["health"]``: per layer, the statistics of :mod:`fnnet.train.monitor`,
+        computed inside the step from what the hand-written backward already holds, under a
+        ``lax.cond`` (NaN on the other steps; ``monitor=1``: every step, no branch). Needs
+        ``grad="manual"``. (:func:`make_epoch` avoids the branch: it scans ``monitor - 1``
+        plain steps, then one observed step.)
 
     A model with state or randomness (BatchNorm, Dropout) runs in training mode with the
     key ``fold_in(state.key, state.step)``; its new state goes into ``state.model_state``.
@@ -43,15 +53,17 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
     """
     check_grad_mode(grad)
     check_compute_dtype(compute_dtype)
+    check_monitor(monitor, grad, "make_train_step")
     task = resolve_task(loss, task)
 
     stateful = is_stateful(model)
 
     def step(state: TrainState, x, y, weights=None):
         key = jax.random.fold_in(state.key, state.step) if stateful else None  # e.g. dropout masks
-        value, grads, pred, model_state = loss_and_grads(
-            model, loss, state.params, x, y, grad=grad, weights=weights, compute_dtype=compute_dtype,
-            state=state.model_state, key=key, train=True)
+        with recording() if monitor else contextlib.nullcontext() as tape:
+            value, grads, pred, model_state = loss_and_grads(
+                model, loss, state.params, x, y, grad=grad, weights=weights, compute_dtype=compute_dtype,
+                state=state.model_state, key=key, train=True)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": value}
@@ -59,6 +71,23 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
         if hits is not None:
             metrics["accuracy"] = (jnp.mean(hits) if weights is None else
                                    jnp.sum(hits * weights) / jnp.maximum(jnp.sum(weights), 1))
+        if monitor == 1:
+            metrics["health"] = layer_health(tape, state.params, params)
+        elif monitor:  # the reductions run on observed steps only; the step itself is not branched
+            metrics["health"] = jax.lax.cond((state.step + 1) % monitor == 0,
+                                             lambda: layer_health(tape, state.params, params),
+                                             lambda: masked(layer_health(tape, state.params, params)))
         return TrainState(params, opt_state, state.step + 1, state.key, model_state), metrics
 
     return step
+
+
+def check_monitor(monitor, grad: str, where: str) -> None:
+    """Raises ValueError unless ``monitor`` is ``None`` or a positive int (with ``grad="manual"``)."""
+    if monitor is None:
+        return
+    if not isinstance(monitor, int) or isinstance(monitor, bool) or monitor < 1:
+        raise ValueError(f"{where}: monitor must be a positive int (record every N steps) or None, got {monitor!r}")
+    if grad != "manual":
+        raise ValueError(f"{where}: monitor={monitor} reads the hand-written backward's values: it needs "
+                         f"grad='manual', got grad={grad!r}")

@@ -1,0 +1,230 @@
+"""``fnnet.doctor``: the checks an experienced practitioner runs before trusting a training run.
+
+From Karpathy's "A Recipe for Training Neural Networks", each with its number and a ✓ or ✗:
+
+1. the loss at initialisation against its expected value (``log K`` for ``K`` classes, ``log 2``
+   for a binary output): a much larger one means over-confident initial logits;
+2. overfitting one small batch to near-zero loss within a bounded number of Adam steps: a model
+   (and a backward pass) that can learn at all can memorise 16 examples;
+3. the independence of the examples of a batch: with the hand-written backward, the gradient of
+   example ``i``'s loss with respect to example ``j``'s input must be exactly zero for ``j ≠ i``
+   (BatchNorm in training mode legitimately mixes them: said so);
+4. :func:`fnnet.gradcheck.check_model` at the current parameters;
+5. dead ReLU units and saturated sigmoid / tanh outputs at initialisation (from :func:`fnnet.trace`).
+
+Example:
+  >>> import jax, numpy as np, fnnet
+  >>> x = np.random.default_rng(0).normal(size=(64, 5)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
+  >>> model = fnnet.serial(fnnet.Dense(16), fnnet.Relu, fnnet.Dense(2))
+  >>> _, params = model.init(jax.random.PRNGKey(0), (5,))
+  >>> report = fnnet.doctor(model, fnnet.losses.softmax_cross_entropy, params, (x, y))
+  >>> report.passed, [check.name for check in report.checks][:2]
+  (True, ['loss at initialisation', 'overfit one batch'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnnet import gradcheck
+from fnnet.layer import Layer, child_backward, child_forward, init_with_state, is_stateful, layer_children
+from fnnet.losses import Loss, loss_kind, loss_name
+from fnnet.tracing import FRACTION_HIGH, trace
+from fnnet.train.state import init_state
+from fnnet.train.steps import make_train_step
+
+
+@dataclasses.dataclass
+class Check:
+    """One line of the checklist: ``passed`` is ``True`` (✓), ``False`` (✗) or ``None`` (does not
+    apply here: ``–``)."""
+
+    name: str
+    passed: bool | None
+    detail: str
+
+    def __str__(self) -> str:
+        mark = {True: "✓", False: "✗", None: "–"}[self.passed]
+        return f"{mark} {self.name}: {self.detail}"
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """What :func:`doctor` found: ``print(diagnosis)`` is the checklist."""
+
+    subject: str
+    checks: list
+
+    @property
+    def passed(self) -> bool:
+        """No check failed (checks that do not apply count as passed)."""
+        return all(check.passed is not False for check in self.checks)
+
+    def __str__(self) -> str:
+        failed = sum(check.passed is False for check in self.checks)
+        return "\n".join([f"doctor: {self.subject}"] + [str(check) for check in self.checks]
+                         + [f"{len(self.checks) - failed} of {len(self.checks)} checks passed"
+                            if failed else "every check passed"])
+
+
+def expected_initial_loss(loss: Loss, pred_shape) -> tuple[float, str] | None:
+    """``(value, formula)`` of the loss a network that knows nothing yet should start near:
+    ``log K`` for ``K`` classes (softmax cross-entropy), ``log 2`` for a binary output;
+    ``None`` for a regression loss."""
+    kind = loss_kind(loss)
+    if kind == "multiclass_logits":
+        classes = int(pred_shape[-1])
+        return math.log(classes), f"log {classes}"
+    if kind in ("logits", "probabilities"):
+        return math.log(2), "log 2"
+    return None
+
+
+def _rows(data, count):
+    x, y = data
+    return np.asarray(x[:count]), np.asarray(y[:count])
+
+
+def doctor(model: Layer, loss: Loss, params, data, *, key=None, model_state=None, batch_size: int = 16,
+           overfit_steps: int = 300, overfit_lr: float = 1e-2, init_params=None) -> Diagnosis:
+    """Runs the checklist on ``model`` at ``params`` with ``data = (x, y)`` (a few hundred
+    examples are enough; the first ones are used).
+
+    Args:
+      key: PRNG key for the fresh initialisation the init checks use (default ``PRNGKey(0)``).
+      model_state: the model's state (BatchNorm's running statistics) at ``params``.
+      batch_size: examples in the batch to overfit and in the independence check.
+      overfit_steps, overfit_lr: the Adam steps and learning rate allowed to overfit the batch.
+      init_params: parameters at initialisation (default: ``model.init(key, ...)``).
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    x, y = _rows(data, max(256, batch_size))
+    in_shape = x.shape[1:]
+    _, fresh, fresh_state = init_with_state(model, key, in_shape)
+    if init_params is not None:
+        fresh = init_params
+    model_state = fresh_state if model_state is None or model_state == () else model_state
+    checks = [_initial_loss(model, loss, fresh, fresh_state, x, y),
+              _overfit(model, loss, params, model_state, x[:batch_size], y[:batch_size], key, overfit_steps,
+                       overfit_lr),
+              _independence(model, params, model_state, x[:batch_size], key),
+              _gradcheck(model, loss, params, model_state, x[:4], y[:4]),
+              _units_at_init(model, loss, fresh, fresh_state, x[:64], y[:64])]
+    return Diagnosis(f"{model.name or 'model'} + {loss_name(loss)} on {len(x)} examples of shape {in_shape}",
+                     checks)
+
+
+def _predict(model, params, state, x, train=False, key=None):
+    y, _, _ = child_forward(None, model, params, state, jnp.asarray(x), key=key, train=train,
+                            with_state=is_stateful(model))
+    return y
+
+
+def _initial_loss(model, loss, params, state, x, y) -> Check:
+    pred = _predict(model, params, state, x)
+    value = float(loss.value(pred, jnp.asarray(y)))
+    expected = expected_initial_loss(loss, pred.shape)
+    if expected is None:
+        baseline = float(np.mean(np.square(np.asarray(y, np.float64) - np.mean(np.asarray(y, np.float64), axis=0))))
+        return Check("loss at initialisation", None, f"{value:.4g} ({loss_name(loss)}; a regression loss has no "
+                                                     f"expected start; predicting the mean would give {baseline:.4g})")
+    target, formula = expected
+    ok = math.isfinite(value) and 0.5 * target <= value <= 1.5 * target
+    hint = "" if ok else (": the initial outputs are over-confident; scale the last layer's initialisation down"
+                          if value > target else ": suspiciously low for a network that has learnt nothing")
+    return Check("loss at initialisation", ok, f"{value:.4g} vs {formula} = {target:.4g} expected (within ±50%){hint}")
+
+
+def _overfit(model, loss, params, state, x, y, key, steps, lr) -> Check:
+    optimizer = optax.adam(lr)
+    start = init_state(model, optimizer, key, x.shape[1:], params=params, model_state=state)
+    step = make_train_step(model, loss, optimizer)
+    xb, yb = jnp.asarray(x), jnp.asarray(y)
+
+    @jax.jit
+    def run(state):
+        return jax.lax.scan(lambda s, _: step(s, xb, yb), state, None, length=steps)
+
+    _, metrics = run(start)
+    losses = np.asarray(metrics["loss"])
+    first, last = float(losses[0]), float(losses[-1])
+    goal = 0.01 if expected_initial_loss(loss, (2,)) is not None else 0.01 * first
+    reached = np.flatnonzero(losses <= goal)
+    if reached.size:
+        return Check("overfit one batch", True, f"{len(x)} examples: loss {first:.3g} → {goal:.3g} in "
+                                                f"{int(reached[0]) + 1} Adam steps (lr {lr:g})")
+    return Check("overfit one batch", False, f"{len(x)} examples: loss {first:.3g} → {last:.3g} after {steps} Adam "
+                                             f"steps (lr {lr:g}), not ≤ {goal:.3g}: a model that cannot memorise "
+                                             f"{len(x)} examples has a bug (a wrong backward, a frozen layer, "
+                                             f"mislabelled targets) or too little capacity")
+
+
+def _mixing_layers(model) -> list[str]:
+    names = []
+    for child in layer_children(model) or ():
+        names += _mixing_layers(child)
+    if not layer_children(model) and (model.name or "").startswith("BatchNorm"):
+        names.append(model.name)
+    return names
+
+
+def _independence(model, params, state, x, key) -> Check:
+    name = "examples independent"
+    if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact):
+        return Check(name, None, "integer inputs (token ids) carry no input gradient to compare")
+    if len(x) < 2:
+        return Check(name, None, "needs at least 2 examples")
+    xb = jnp.asarray(x)
+    pred, residuals, _ = child_forward(None, model, params, state, xb, key=key, train=False,
+                                       with_state=is_stateful(model))
+    cotangent = jnp.zeros_like(pred).at[0].set(jnp.ones_like(pred[0]))  # example 0's outputs only
+    _, dx = child_backward(None, model, params, residuals, cotangent)
+    dx = np.asarray(dx, np.float64)
+    own, others = float(np.abs(dx[0]).max()), float(np.abs(dx[1:]).max())
+    mixing = _mixing_layers(model)
+    note = (f"; in training mode {', '.join(dict.fromkeys(mixing))} normalises with the batch's statistics, "
+            f"so there the examples legitimately mix") if mixing else ""
+    if own == 0.0:
+        return Check(name, None, f"example 0's input gradient is exactly 0 (nothing to compare){note}")
+    ok = others <= 1e-6 * own
+    detail = (f"∂(example 0's outputs)/∂(other examples' inputs) = {others:.2e} (max), vs {own:.2e} for its own "
+              f"input (evaluation mode, hand-written backward)")
+    if not ok:
+        detail += ": some layer mixes the examples of a batch (a reshape or sum across the batch axis?)"
+    return Check(name, ok, detail + note)
+
+
+def _gradcheck(model, loss, params, state, x, y) -> Check:
+    report = gradcheck.check_model(model, loss, params, x, y, raise_on_failure=False,
+                                   state=state if is_stateful(model) else None)
+    culprit = f"; first failing layer: {report.culprit}" if getattr(report, "culprit", None) else ""
+    return Check("gradcheck at these parameters", report.passed,
+                 f"hand-written vs jax.grad on {len(x)} examples, float64: worst relative error "
+                 f"{report.worst_rel_error:.1e}{culprit}")
+
+
+def _units_at_init(model, loss, params, state, x, y) -> Check:
+    seen = trace(model, loss, params, x, y, state=state, train=False, check=False)
+    problems, looked = [], 0
+    for layer in seen.layers:
+        for stat, what in (("dead", "dead units"), ("saturated", "saturated outputs")):
+            value = layer.stats.get(stat)
+            if value is None:
+                continue
+            looked += 1
+            if value >= FRACTION_HIGH:
+                problems.append(f"layer {layer.index} ({layer.name}): {value:.0%} {what}")
+    if not looked:
+        return Check("dead or saturated units at init", None, "no ReLU, sigmoid or tanh layer")
+    if problems:
+        return Check("dead or saturated units at init", False, "; ".join(problems)
+                     + " (check the initialisation, the biases and the input scaling)")
+    worst = max((layer.stats.get("dead", layer.stats.get("saturated")) or 0.0) for layer in seen.layers)
+    return Check("dead or saturated units at init", True, f"at most {worst:.0%} of the units of any layer on "
+                                                          f"{len(x)} examples")

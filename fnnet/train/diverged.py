@@ -1,0 +1,64 @@
+"""When training diverges: replay the failing steps outside the compiled loop and name the layer.
+
+The compiled loop only sees that a step's loss is not finite. From the state at the start of
+that epoch (or interval), :func:`locate_divergence` replays the steps one by one with the same
+batches, finds the first whose loss, gradients or updated parameters are not finite, and runs
+that step layer by layer (:func:`fnnet.debug_nans`): the first layer whose forward output or
+backward ``dx`` / ``dparams`` stopped being finite, with what fed it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from fnnet.layer import Layer, is_stateful
+from fnnet.losses import Loss
+from fnnet.tracing import NonFinite, debug_nans
+from fnnet.train.state import TrainingDiverged, TrainState
+
+
+def _finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(leaf).dtype, np.inexact))
+
+
+def locate_divergence(model: Layer, loss: Loss, step_fn: Callable, before: TrainState, batch_of: Callable,
+                      last: int) -> tuple[int, NonFinite | None, float | None] | None:
+    """Replays steps ``0..last`` from ``before`` with ``step_fn`` (a jitted training step) on
+    ``batch_of(state, b) -> (x, y, weights)``; at the first step whose loss or updated parameters
+    are not finite, returns ``(its step number, where it happened, the loss of the step before)``.
+    ``None`` when the replay stays finite (it should not)."""
+    state, previous = before, None
+    stateful = is_stateful(model)
+    for b in range(last + 1):
+        xb, yb, weights = batch_of(state, b)
+        new_state, metrics = step_fn(state, xb, yb, weights)
+        value = float(metrics["loss"])
+        if not np.isfinite(value) or not _finite(new_state.params):
+            if weights is not None:
+                keep = np.asarray(weights) > 0
+                xb, yb = np.asarray(xb)[keep], np.asarray(yb)[keep]
+            key = jax.random.fold_in(state.key, state.step) if stateful else None
+            found = debug_nans(model, loss, state.params, xb, yb, state=state.model_state, key=key, train=True,
+                               updated_params=new_state.params)
+            return int(state.step) + 1, found, previous
+        state, previous = new_state, value
+    return None
+
+
+def diverged_error(message: str, located) -> TrainingDiverged:
+    """A :class:`TrainingDiverged` with ``message``, the located layer appended, and its
+    ``step`` / ``layer_index`` / ``layer_name`` / ``where`` set."""
+    if located is None:
+        return TrainingDiverged(message)
+    step, found, previous = located
+    if found is None:
+        return TrainingDiverged(message, step=step)
+    before = f"; the loss was {previous:.3g} the step before" if previous is not None else ""
+    advice = f": {found.advice}" if found.advice else ""
+    return TrainingDiverged(f"{message}. Where: step {step}: {found.message}{before}{advice}", step=step,
+                            layer_index=found.layer_index, layer_name=found.layer_name, where=found.where,
+                            path=found.path)

@@ -1,0 +1,188 @@
+"""Per-layer health while training, computed inside the compiled step (``fit(..., monitor=N)``).
+
+Every ``N`` steps the step records, for each layer with parameters and each activation, what its
+forward and hand-written backward already hold: the activations' mean and standard deviation,
+the fraction of dead ReLU units (zero for every example of the batch) or of saturated sigmoid /
+tanh outputs, the gradient norm ``‖dθ‖`` and the update-to-weight ratio ``‖Δθ‖ / ‖θ‖`` (Karpathy's
+rule of thumb: about 1e-3). The statistics are reductions inside the step (a ``lax.cond`` picks
+the observed steps): no host callback per step. :func:`health_warnings` turns them into the
+warnings an experienced practitioner would give, once per layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.layer import Tape, layer_name
+from fnnet.plots import pyplot, save_figure
+from fnnet.tracing import ELEMENTWISE, FRACTION_HIGH, activation_stats, layer_kind
+
+UPDATE_RATIO_HIGH = 1e-2
+"""An update-to-weight ratio above this (sustained) suggests the learning rate is too high."""
+DEPTH_SPREAD = 1e3
+"""Relative gradient norms (``‖dθ‖/‖θ‖``) of the first and last layers with parameters further
+apart than this factor are reported as vanishing or exploding across depth."""
+
+_KEPT = ("mean", "std", "dead", "saturated")
+
+
+def _at(tree, path):
+    for index in path:
+        tree = tree[index]
+    return tree
+
+
+def _norm(tree):
+    leaves = [jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.sqrt(sum(leaves)) if leaves else jnp.zeros((), jnp.float32)
+
+
+def layer_health(tape: Tape, params, new_params) -> dict:
+    """``{"layer 3 (Relu)": {"mean": ..., "dead": ...}, ...}``: JAX scalars from a step's tape
+    (``params`` before the update, ``new_params`` after it: ``‖Δθ‖`` is read from the two, which
+    the step holds anyway). Every activation: ``mean``, ``std`` and ``dead`` (ReLU) or
+    ``saturated`` (sigmoid, tanh) of its output; every layer with parameters: ``grad_norm``
+    ``‖dθ‖``, ``param_norm`` ``‖θ‖`` and ``update_ratio`` ``‖Δθ‖/‖θ‖``."""
+    health = {}
+    for index, call in enumerate(tape.leaves()):
+        kind = layer_kind(call.layer)
+        has_params = bool(jax.tree.leaves(call.params))
+        if not has_params and (kind not in ELEMENTWISE or kind == "Identity"):
+            continue
+        # an activation's output statistics; a layer with parameters: its gradient and update (its
+        # output, which XLA may otherwise never write out, is described by the activation after it)
+        stats = {} if has_params else {k: v for k, v in activation_stats(kind, call.y).items() if k in _KEPT}
+        if has_params:
+            stats["grad_norm"] = _norm(call.dparams)
+            try:
+                weights, new = _at(params, call.path), _at(new_params, call.path)
+            except (IndexError, KeyError, TypeError):  # a combinator of one's own: params laid out otherwise
+                weights = new = None
+            if weights is not None:
+                stats["param_norm"] = _norm(weights)
+                update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), new, weights)
+                stats["update_ratio"] = _norm(update) / jnp.maximum(stats["param_norm"], 1e-30)
+        health[f"layer {index} ({layer_name(call.layer)})"] = {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
+    return health
+
+
+def masked(health: dict) -> dict:
+    """``health`` with every value NaN: what an unobserved step returns (XLA drops the reductions)."""
+    return jax.tree.map(lambda v: jnp.full_like(v, jnp.nan), health)
+
+
+def layer_order(label: str) -> int:
+    """The index in ``"layer 3 (Relu)"``: labels sort by depth with it."""
+    return int(label.split()[1])
+
+
+def record(history, health: dict, steps) -> None:
+    """Appends the observed steps (``steps``: the step number of each row) of an epoch's
+    ``health`` (each statistic an array with one row per step, NaN where unobserved)."""
+    rows = None
+    for stats in health.values():
+        for values in stats.values():
+            rows = ~np.isnan(np.asarray(values))
+            break
+        break
+    if rows is None or not rows.any():
+        return
+    steps = np.asarray(steps)[rows]
+    history.health_steps.extend(int(s) for s in steps)
+    for label, stats in health.items():
+        series = history.layers.setdefault(label, {})
+        for name, values in stats.items():
+            kept = np.asarray(values, np.float64)[rows]
+            series.setdefault(name, []).extend(None if not math.isfinite(v) else float(v) for v in kept)
+
+
+def _trailing(values, steps, threshold) -> int | None:
+    """The first step of the trailing stretch of ``values`` at or above ``threshold`` (at least
+    three records, or all of them when fewer), or ``None``."""
+    count = 0
+    for value in reversed(values):
+        if value is None or value < threshold:
+            break
+        count += 1
+    if count == 0 or count < min(3, len(values)):
+        return None
+    return steps[len(values) - count]
+
+
+def health_warnings(history) -> list[str]:
+    """New warnings for the health recorded so far (each layer and kind warned once; the ones
+    given are kept in ``history.warnings``): dead or saturated units, a too-large update/weight
+    ratio, gradients vanishing or exploding across depth."""
+    given = {w["key"] for w in history.warnings}
+    new = []
+
+    def warn(key, step, message):
+        if key not in given:
+            given.add(key)
+            history.warnings.append({"key": key, "step": step, "message": message})
+            new.append(message)
+
+    steps = history.health_steps
+    for label in sorted(history.layers, key=layer_order):
+        stats = history.layers[label]
+        for stat, what in (("dead", "dead units"), ("saturated", "saturated outputs")):
+            values = stats.get(stat)
+            if values:
+                since = _trailing(values, steps, FRACTION_HIGH)
+                if since is not None:
+                    warn(f"{label}|{stat}", steps[-1], f"{label}: {values[-1]:.0%} {what} since step {since}")
+        ratios = [r for r in stats.get("update_ratio", [])[-5:] if r is not None]
+        if len(ratios) >= min(3, len(stats.get("update_ratio", []))) and ratios:
+            typical = float(np.median(ratios))
+            if typical > UPDATE_RATIO_HIGH:
+                warn(f"{label}|update_ratio", steps[-1],
+                     f"{label}: update/weight ratio {typical:.1e} (typical ~1e-3): the learning rate may be too high")
+    relative = []
+    for label in sorted(history.layers, key=layer_order):
+        stats = history.layers[label]
+        grad, weight = (stats.get("grad_norm") or [None])[-1], (stats.get("param_norm") or [None])[-1]
+        if grad is not None and weight:
+            relative.append((label, grad / weight))
+    if len(relative) >= 2:
+        (first, low), (last, high) = relative[0], relative[-1]
+        if low > 0 and high > 0 and high / low > DEPTH_SPREAD:
+            warn("depth|vanishing", steps[-1], f"gradients vanish across depth: ‖dθ‖/‖θ‖ is {low:.1e} at {first} "
+                                               f"but {high:.1e} at {last}")
+        if low > 0 and high > 0 and low / high > DEPTH_SPREAD:
+            warn("depth|exploding", steps[-1], f"gradients explode across depth: ‖dθ‖/‖θ‖ is {low:.1e} at {first} "
+                                               f"but {high:.1e} at {last}")
+    return new
+
+
+def plot_health(history, path):
+    """Writes ``health.png``: per layer over the steps, the gradient norm, the update/weight ratio
+    (with the ~1e-3 rule of thumb) and the dead / saturated fractions."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    steps = history.health_steps
+    labels = sorted(history.layers, key=layer_order)
+    for ax, stat, title in ((axes[0], "grad_norm", "gradient norm ‖dθ‖"),
+                            (axes[1], "update_ratio", "update / weight ‖Δθ‖/‖θ‖")):
+        for label in labels:
+            values = history.layers[label].get(stat)
+            if values:
+                ax.plot(steps, [np.nan if v is None else v for v in values], label=label)
+        ax.set(yscale="log", xlabel="step", title=title)
+    axes[1].axhline(1e-3, color="grey", linestyle="--", label="~1e-3 (rule of thumb)")
+    for label in labels:
+        for stat, style in (("dead", "-"), ("saturated", ":")):
+            values = history.layers[label].get(stat)
+            if values:
+                axes[2].plot(steps, [np.nan if v is None else v for v in values], style, label=f"{label} {stat}")
+    axes[2].set(ylim=(-0.02, 1.02), xlabel="step", title="dead (ReLU) / saturated (σ, tanh) fraction")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
