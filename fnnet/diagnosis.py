@@ -120,15 +120,14 @@ def doctor(model: Layer, loss: Loss, params, data, *, key=None, model_state=None
                      checks)
 
 
-def _predict(model, params, state, x, train=False, key=None):
-    y, _, _ = child_forward(None, model, params, state, jnp.asarray(x), key=key, train=train,
-                            with_state=is_stateful(model))
-    return y
-
-
 def _initial_loss(model, loss, params, state, x, y) -> Check:
-    pred = _predict(model, params, state, x)
-    value = float(loss.value(pred, jnp.asarray(y)))
+    @jax.jit
+    def evaluate(params, state, x, y):
+        pred = child_forward(None, model, params, state, x, with_state=is_stateful(model))[0]
+        return pred, loss.value(pred, y)
+
+    pred, value = evaluate(params, state, jnp.asarray(x), jnp.asarray(y))
+    value = float(value)
     expected = expected_initial_loss(loss, pred.shape)
     if expected is None:
         baseline = float(np.mean(np.square(np.asarray(y, np.float64) - np.mean(np.asarray(y, np.float64), axis=0))))
@@ -180,12 +179,14 @@ def _independence(model, params, state, x, key) -> Check:
         return Check(name, None, "integer inputs (token ids) carry no input gradient to compare")
     if len(x) < 2:
         return Check(name, None, "needs at least 2 examples")
-    xb = jnp.asarray(x)
-    pred, residuals, _ = child_forward(None, model, params, state, xb, key=key, train=False,
-                                       with_state=is_stateful(model))
-    cotangent = jnp.zeros_like(pred).at[0].set(jnp.ones_like(pred[0]))  # example 0's outputs only
-    _, dx = child_backward(None, model, params, residuals, cotangent)
-    dx = np.asarray(dx, np.float64)
+    @jax.jit
+    def input_gradient(params, state, x):
+        pred, residuals, _ = child_forward(None, model, params, state, x, key=key, train=False,
+                                           with_state=is_stateful(model))
+        cotangent = jnp.zeros_like(pred).at[0].set(jnp.ones_like(pred[0]))  # example 0's outputs only
+        return child_backward(None, model, params, residuals, cotangent)[1]
+
+    dx = np.asarray(input_gradient(params, state, jnp.asarray(x)), np.float64)
     own, others = float(np.abs(dx[0]).max()), float(np.abs(dx[1:]).max())
     mixing = _mixing_layers(model)
     note = (f"; in training mode {', '.join(dict.fromkeys(mixing))} normalises with the batch's statistics, "

@@ -359,6 +359,17 @@ class Tape:
             self._stack.pop()
 
 
+def subtree(tree, path):
+    """The part of a params (or gradient, update) tree at a tape path of child indices, as
+    :func:`fnnet.serial` and :func:`fnnet.parallel` lay params out; ``None`` where the tree has
+    no such entry (a combinator of your own may lay its params out otherwise)."""
+    for index in path:
+        if not isinstance(tree, (tuple, list)) or index >= len(tree):
+            return None
+        tree = tree[index]
+    return tree
+
+
 _TAPE: contextvars.ContextVar = contextvars.ContextVar("fnnet_tape", default=None)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from fnnet.gradcheck._numerics import errors, to_float64
 from fnnet.layer import (Call, Layer, apply_with_state, child_backward, child_forward, forward_with_state,
-                         init_with_state, is_stateful, layer_name, recording)
+                         init_with_state, is_stateful, layer_name, recording, subtree)
 from fnnet.losses import Loss, loss_name
 
 VJP_RTOL = 1e-6
@@ -728,7 +728,7 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
                                                 f"{_largest(call.x):.3g})")
     if updated_params is not None:
         for index, call in enumerate(leaves):
-            new = _at(updated_params, call.path)
+            new = subtree(updated_params, call.path)
             counts = _count(new) if new is not None else (0, 0, [])
             if counts[0] or counts[1]:
                 return found("update", index, f"the optimizer's update made {_bad(counts, 'params')} (its gradient "
@@ -736,14 +736,6 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
                                               f"params' largest |w| {_largest(call.params):.3g})")
     return None
 
-
-def _at(tree, path):
-    """The subtree of ``tree`` at a tape path (child indices), or ``None`` when it has none there."""
-    for index in path:
-        if not isinstance(tree, (tuple, list)) or index >= len(tree):
-            return None
-        tree = tree[index]
-    return tree
 
 
 def _describe_counts(counts) -> str:

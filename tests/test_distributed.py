@@ -48,8 +48,7 @@ def _run_two_processes(tmp_path, attempts=3):
     """Both processes to the end; a port another program took between our probe and their bind
     (the probe must release it) is retried on a fresh port."""
     script = os.path.join(SCRIPTS, "two_process_fit.py")
-    environment = dict(os.environ, PYTHONUNBUFFERED="1")
-    environment.pop("XLA_FLAGS", None)
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")  # with the suite's quick-compile XLA_FLAGS
     for attempt in range(attempts):
         port = _free_port()
         procs = [subprocess.Popen([sys.executable, script, str(i), str(port), str(tmp_path / f"p{i}.npz")],

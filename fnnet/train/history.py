@@ -15,13 +15,24 @@ class Record:
     """A dataclass of metric lists that round-trips through a checkpoint's JSON metadata."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as plain lists and dicts (copied, not deep-copied element by element: a
+        checkpoint writes this after every epoch, so it stays linear in the history's length)."""
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict):
         """The record saved by :meth:`to_dict`; keys it does not know (newer files) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _plain(value):
+    """A copy of the lists and dicts in ``value`` (their numbers and strings shared)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) if isinstance(item, (list, tuple, dict)) else item for item in value]
+    return value
 
 
 @dataclasses.dataclass

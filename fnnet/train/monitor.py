@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Tape, layer_name
+from fnnet.layer import Tape, layer_name, subtree
 from fnnet.plots import pyplot, save_figure
 from fnnet.tracing import ELEMENTWISE, FRACTION_HIGH, activation_stats, layer_kind
 
@@ -28,12 +28,6 @@ DEPTH_SPREAD = 1e3
 apart than this factor are reported as vanishing or exploding across depth."""
 
 _KEPT = ("mean", "std", "dead", "saturated")
-
-
-def _at(tree, path):
-    for index in path:
-        tree = tree[index]
-    return tree
 
 
 def _norm(tree):
@@ -59,11 +53,8 @@ def layer_health(tape: Tape, params, new_params) -> dict:
         stats = {} if has_params else {k: v for k, v in activation_stats(kind, call.y).items() if k in _KEPT}
         if has_params:
             stats["grad_norm"] = _norm(call.dparams)
-            try:
-                weights, new = _at(params, call.path), _at(new_params, call.path)
-            except (IndexError, KeyError, TypeError):  # a combinator of one's own: params laid out otherwise
-                weights = new = None
-            if weights is not None:
+            weights, new = subtree(params, call.path), subtree(new_params, call.path)
+            if weights is not None and new is not None:
                 stats["param_norm"] = _norm(weights)
                 update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), new, weights)
                 stats["update_ratio"] = _norm(update) / jnp.maximum(stats["param_norm"], 1e-30)

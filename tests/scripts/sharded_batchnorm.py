@@ -10,7 +10,9 @@ import sys
 
 devices = int(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[0].endswith(
     "sharded_batchnorm.py") else 4
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+# quick compiles (as conftest.py asks for the rest of the suite): these tiny models are compile-bound
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0 "
+                           "--xla_llvm_disable_expensive_passes=true")
 
 import chex  # noqa: E402
 import jax  # noqa: E402

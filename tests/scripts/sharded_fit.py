@@ -7,7 +7,9 @@ import os
 import sys
 
 devices, out_dir = int(sys.argv[1]), sys.argv[2]
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+# quick compiles (as conftest.py asks for the rest of the suite): these tiny models are compile-bound
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0 "
+                           "--xla_llvm_disable_expensive_passes=true")
 
 import chex  # noqa: E402
 import jax  # noqa: E402
