@@ -18,8 +18,9 @@ Example:
   >>> model = fnnet.serial(fnnet.Dense(16), fnnet.Relu, fnnet.Dense(2))
   >>> _, params = model.init(jax.random.PRNGKey(0), (5,))
   >>> report = fnnet.doctor(model, fnnet.losses.softmax_cross_entropy, params, (x, y))
-  >>> report.passed, [check.name for check in report.checks][:2]
-  (True, ['loss at initialisation', 'overfit one batch'])
+  >>> names = [check.name for check in report.checks]
+  >>> report.passed, names[0], names[1]
+  (True, 'loss at initialisation', 'overfit one batch')
 """
 
 from __future__ import annotations

@@ -55,6 +55,10 @@ too large (lower the learning rate) rather than to the layer's own formula."""
 FRACTION_HIGH = 0.5
 """Dead or saturated fractions from this on are reported (the monitor, :func:`fnnet.doctor`)."""
 
+MIXING = {"BatchNorm", "LayerNorm", "CausalSelfAttention", "Softmax", "Conv", "Conv1D", "MaxPool", "AvgPool",
+          "GlobalAvgPool"}
+"""The built-in kinds whose outputs each depend on many inputs (across units, positions or examples)."""
+
 SATURATION = 0.01
 """A sigmoid output within this of 0 or 1, or a tanh output within this of ±1, is saturated: its
 derivative (``σ(1 − σ)``, ``1 − tanh²``) is below about 2 %, so little gradient passes it."""
@@ -593,9 +597,11 @@ def _doc_formula(layer: Layer) -> str:
 
 def _explain_mixing(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
     norms = lt.norms()
-    lines = [f"layer {lt.index} ({lt.name}): no per-unit chain rule here: each output of this layer depends on "
-             f"many of its inputs (across units, positions or examples), so ∂L/∂x[{n},{j}] is a sum over all of "
-             f"them. Its formula:", "", "    " + _doc_formula(lt.layer).replace("\n", "\n    "), "",
+    why = (f"each output of this layer depends on many of its inputs (across units, positions or examples), "
+           f"so ∂L/∂x[{n},{j}] is a sum over all of them" if lt.kind in MIXING else
+           "it is neither a Dense layer nor a unit-by-unit activation")
+    lines = [f"layer {lt.index} ({lt.name}): no per-unit chain rule here: {why}. Its formula:", "",
+             "    " + _doc_formula(lt.layer).replace("\n", "\n    "), "",
              f"traced: ‖x‖ = {norms['x']:.4g}, ‖y‖ = {norms['y']:.4g}, ‖dy‖ = {norms['dy']:.4g}, "
              f"‖dx‖ = {norms['dx']:.4g}" + (f", ‖params‖ = {norms['params']:.4g}, ‖dparams‖ = "
                                            f"{norms['dparams']:.4g}" if lt.has_params else ""),
@@ -675,11 +681,11 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
     ``layer 3 (Dense(10)) backward: dparams['w'] has 12 inf (its dy reached 3.1e+38, its input 2.1)``.
 
     Example:
-      >>> import jax.numpy as jnp, fnnet
+      >>> import jax, jax.numpy as jnp, fnnet
       >>> model = fnnet.serial(fnnet.Dense(2), fnnet.Relu, fnnet.Dense(1))
-      >>> params = model.init(__import__("jax").random.PRNGKey(0), (3,))[1]
-      >>> bad = (params[0], (), {"w": params[2]["w"].at[0, 0].set(jnp.inf), "b": params[2]["b"]})
-      >>> print(fnnet.debug_nans(model, fnnet.losses.mse, bad, jnp.ones((4, 3)), jnp.zeros((4, 1))))
+      >>> first, relu, last = model.init(jax.random.PRNGKey(0), (3,))[1]
+      >>> last = dict(last, w=last["w"].at[0, 0].set(jnp.inf))   # an update made one weight infinite
+      >>> print(fnnet.debug_nans(model, fnnet.losses.mse, (first, relu, last), jnp.ones((4, 3)), jnp.zeros((4, 1))))
       layer 2 (Dense(1)) params: its params are not finite before the step: params['w'] has 1 inf (an earlier update made them so)
     """
     x, y = jnp.asarray(x), jnp.asarray(y)

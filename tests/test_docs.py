@@ -10,7 +10,8 @@ MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations
            "fnnet.layer", "fnnet.combinators", "fnnet.app.recipes",
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
-           "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt"]
+           "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.tracing",
+           "fnnet.diagnosis"]
 
 
 @pytest.mark.parametrize("name", MODULES)
