@@ -3,6 +3,8 @@ NaNs located to the layer by fit, the per-layer monitor's warnings, and fnnet.do
 
 import json
 import re
+import subprocess
+import sys
 
 import chex
 import jax
@@ -317,3 +319,13 @@ def test_cli_doctor(watched_run, capsys):
     assert "the trained run (breast-cancer)" in capsys.readouterr().out
     assert cli.main(["doctor", str(watched_run), "--hidden", "8"]) == 2
     assert "model flags are for 'fnnet doctor DATASET'" in capsys.readouterr().err
+
+
+def test_cli_output_into_a_closed_pipe_stops_quietly():
+    """`fnnet trace xor | head -3`: the reader goes away; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "fnnet", "trace", "xor"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0)
+    first = proc.stdout.read(40)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and first.startswith(b"The tutorials'") and "Traceback" not in stderr

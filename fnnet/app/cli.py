@@ -59,6 +59,7 @@ EXIT_CODES = {
     3: "training diverged (the loss became NaN or infinite); the last good checkpoint is kept",
     4: "a checkpoint or output could not be written (disk full...); the previous checkpoint is kept",
     130: "interrupted (Ctrl-C); the checkpoint of the last finished epoch is kept",
+    141: "the output's reader closed the pipe (fnnet trace xor | head); nothing else went wrong",
 }
 """What ``fnnet``'s exit status means (``fnnet --help`` lists it too)."""
 
@@ -676,6 +677,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(_interrupted_message(args), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fnnet trace xor | head`: the reader has gone; stop quietly, as head expects
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
 
 
 if __name__ == "__main__":
