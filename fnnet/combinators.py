@@ -105,7 +105,7 @@ def serial(*layers: Layer) -> Layer:
             layer_key = None if key is None else jax.random.fold_in(key, index)
             if with_residuals:
                 x, residual, layer_state = child_forward(index, layer, layer_params, layer_state, x,
-                                                         key=layer_key, train=train, with_state=True)
+                                                         key=layer_key, train=train)
             else:
                 with at_layer(index, layer):
                     x, residual, layer_state = _no_residuals(*apply_with_state(
@@ -224,7 +224,7 @@ def parallel(*layers: Layer) -> Layer:
 
     def stateful_forward(params, state, xs, *, key=None, train=False):
         _check_branches("parallel", xs, n)
-        outs = [child_forward(i, layer, p, s, x, key=k, train=train, with_state=True)
+        outs = [child_forward(i, layer, p, s, x, key=k, train=train)
                 for i, (layer, p, s, x, k) in enumerate(zip(layers, params, state, xs, branch_keys(key)))]
         return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
 

@@ -124,7 +124,7 @@ def doctor(model: Layer, loss: Loss, params, data, *, key=None, model_state=None
 def _initial_loss(model, loss, params, state, x, y) -> Check:
     @jax.jit
     def evaluate(params, state, x, y):
-        pred = child_forward(None, model, params, state, x, with_state=is_stateful(model))[0]
+        pred = child_forward(None, model, params, state, x)[0]
         return pred, loss.value(pred, y)
 
     pred, value = evaluate(params, state, jnp.asarray(x), jnp.asarray(y))
@@ -182,8 +182,7 @@ def _independence(model, params, state, x, key) -> Check:
         return Check(name, None, "needs at least 2 examples")
     @jax.jit
     def input_gradient(params, state, x):
-        pred, residuals, _ = child_forward(None, model, params, state, x, key=key, train=False,
-                                           with_state=is_stateful(model))
+        pred, residuals, _ = child_forward(None, model, params, state, x, key=key, train=False)
         cotangent = jnp.zeros_like(pred).at[0].set(jnp.ones_like(pred[0]))  # example 0's outputs only
         return child_backward(None, model, params, residuals, cotangent)[1]
 

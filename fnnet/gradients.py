@@ -94,8 +94,7 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
         return jnp.sum(per_example_loss(loss, pred, y) * weights) / count
 
     if grad == "manual":
-        pred, residuals, new_state = child_forward(None, model, compute_params, state, x, key=key, train=train,
-                                                   with_state=is_stateful(model))
+        pred, residuals, new_state = child_forward(None, model, compute_params, state, x, key=key, train=train)
         delta = loss.grad(pred, y)
         if weights is not None:  # loss.grad averages over the B rows; reweight to the valid ones
             scale = (weights * (weights.shape[0] / count)).astype(delta.dtype)

@@ -323,12 +323,16 @@ class Call:
     state: Any = ()
     key: Any = None
     train: bool = False
-    stateful: bool = False
     dy: Any = None
     dparams: Any = None
     dx: Any = None
     backward_order: int | None = None
     """The position of this call in the backward walk (``0``: the first backward to run)."""
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the layer ran with its state, key and mode (:func:`is_stateful`)."""
+        return is_stateful(self.layer)
 
 
 class Tape:
@@ -387,33 +391,25 @@ def recording():
         _TAPE.reset(token)
 
 
-def child_forward(index, layer: Layer, params, state, x, *, key=None, train: bool = False,
-                  with_state: bool = False):
+def child_forward(index, layer: Layer, params, state, x, *, key=None, train: bool = False):
     """``(y, residuals, new_state)`` of a combinator's child ``index`` (``None``: the model
-    itself): ``forward_with_state`` when ``with_state``, else ``forward`` (the state passes
-    through). Errors are prefixed with the child's index and name; while :func:`recording`,
-    the call is kept on the tape."""
+    itself), by :func:`forward_with_state` (a plain layer's state passes through). Errors are
+    prefixed with the child's index and name; while :func:`recording`, the call is kept on the
+    tape."""
     tape = _TAPE.get()
     guard = at_layer(index, layer) if index is not None else contextlib.nullcontext()
     with guard:
         if tape is None:
-            return _forward(layer, params, state, x, key, train, with_state)
+            return forward_with_state(layer, params, state, x, key=key, train=train)
         path = tape._enter(index)
         try:
-            y, residuals, new_state = _forward(layer, params, state, x, key, train, with_state)
+            y, residuals, new_state = forward_with_state(layer, params, state, x, key=key, train=train)
         finally:
             tape._leave(index)
-    call = Call(path, layer, params, x, y, state, key, train, with_state)
+    call = Call(path, layer, params, x, y, state, key, train)
     tape.calls.append(call)
     tape._open.setdefault(path, []).append(call)
     return y, residuals, new_state
-
-
-def _forward(layer, params, state, x, key, train, with_state):
-    if with_state:
-        return forward_with_state(layer, params, state, x, key=key, train=train)
-    y, residuals = layer.forward(params, x)
-    return y, residuals, state
 
 
 def child_backward(index, layer: Layer, params, residuals, dy):

@@ -219,7 +219,7 @@ def _run(model: Layer, loss: Loss, params, x, y, state, key, train):
     def step(params, x, y, state, key):
         with recording() as tape:
             pred, residuals, _ = child_forward(None, model, params, () if state is None else state, x, key=key,
-                                               train=train, with_state=stateful)
+                                               train=train)
             value = loss.value(pred, y)
             dpred = loss.grad(pred, y)
             child_backward(None, model, params, residuals, dpred)

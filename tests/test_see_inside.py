@@ -322,10 +322,11 @@ def test_cli_doctor(watched_run, capsys):
 
 
 def test_cli_output_into_a_closed_pipe_stops_quietly():
-    """`fnnet trace xor | head -3`: the reader goes away; no BrokenPipeError traceback."""
+    """`fnnet trace xor | head -3`: the reader goes away; no BrokenPipeError traceback. The pipe is
+    closed before fnnet writes (it is still importing), so every write meets it closed; a reader
+    that leaves after fnnet has written everything into the pipe sees exit 0, not 141."""
     proc = subprocess.Popen([sys.executable, "-m", "fnnet", "trace", "xor"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, bufsize=0)
-    first = proc.stdout.read(40)
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141 and first.startswith(b"The tutorials'") and "Traceback" not in stderr
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -36,7 +36,7 @@ from fnnet.checkpoint import CheckpointError, CheckpointWriteError
 from fnnet.datasets import DataError
 from fnnet.layer import init_with_state, is_stateful
 from fnnet.summary import summary
-from fnnet.train import TrainingDiverged
+from fnnet.train import TrainingDiverged, language
 
 __all__ = [  # the recipes are re-exported: ``from fnnet.app.cli import build_model`` works
     "ACTIVATIONS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "DatasetSpec", "RecipeError", "UsageError",
@@ -455,11 +455,7 @@ def _cmd_doctor(args) -> int:
         if x is None:
             (x, y), _ = DATASETS[args.dataset].load(args.seed)
         else:
-            text = datasets.tiny_shakespeare()
-            block = in_shape[0]
-            ids = np.asarray(text.train[:64 * block + 1])
-            x = np.stack([ids[i * block:(i + 1) * block] for i in range(64)])
-            y = np.stack([ids[i * block + 1:(i + 1) * block + 1] for i in range(64)])
+            x, y = language.consecutive_windows(datasets.tiny_shakespeare().train, in_shape[0], 64)
         _, params, state = init_with_state(model, jax.random.PRNGKey(args.seed), in_shape)
         print(f"{label}: a fresh model, as 'fnnet train {args.dataset}' with these flags would start")
     else:
@@ -663,7 +659,9 @@ def main(argv=None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside main, not at the interpreter's exit
+        return code
     except TrainingDiverged as error:
         print(f"fnnet: error: training diverged: {error}. Try a smaller --lr, or --optimizer adam",
               file=sys.stderr)

@@ -151,12 +151,7 @@ class Run:
         if self.is_language_model:
             block = int(self.config["block_size"])
             text = datasets.tiny_shakespeare()
-            tokens = np.asarray(text.val if split == "test" else text.train)
-            count = min(count, (len(tokens) - 1) // block)
-            windows = tokens[:count * block + 1]
-            x = np.stack([windows[i * block:(i + 1) * block] for i in range(count)])
-            y = np.stack([windows[i * block + 1:(i + 1) * block + 1] for i in range(count)])
-            return x, y
+            return language.consecutive_windows(text.val if split == "test" else text.train, block, count)
         if self.spec is None:
             raise ValueError(f"{self.dir}: a fit() checkpoint records no data set; trace it with "
                              f"fnnet.trace(run.model, run.loss, run.params, x, y)")

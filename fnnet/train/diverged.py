@@ -18,6 +18,20 @@ from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
 from fnnet.tracing import NonFinite, debug_nans
 from fnnet.train.state import TrainingDiverged, TrainState
+from fnnet.train.steps import make_train_step
+
+
+def located_divergence(message: str, model: Layer, loss: Loss, optimizer, before: TrainState, batch_of: Callable,
+                       last: int, **step_options) -> TrainingDiverged:
+    """The :class:`TrainingDiverged` to raise for a compiled run whose step ``last`` (counted from
+    ``before``) had a non-finite loss: ``message``, and where the replay found it. The replay is a
+    diagnosis only: when it fails itself, the error says so and the divergence is still raised."""
+    step_fn = jax.jit(make_train_step(model, loss, optimizer, **step_options))
+    try:
+        located = locate_divergence(model, loss, step_fn, before, batch_of, last)
+    except Exception as error:
+        return TrainingDiverged(f"{message} (the failing layer could not be located: {error})")
+    return diverged_error(message, located)
 
 
 def _finite(tree) -> bool:

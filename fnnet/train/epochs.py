@@ -32,7 +32,20 @@ def batch_plan(key, nonce, n: int, batch_size: int, shuffle: bool = True):
     return order.reshape(n_batches, batch_size), weights.reshape(n_batches, batch_size)
 
 
-def epoch_batches(key, nonce, n: int, batch_size: int, *, whole_batches: bool, shuffle: bool = True) -> list:
+def takes_whole_batches(model: Layer, n: int, batch_size: int) -> bool:
+    """Whether an epoch of ``n`` examples ends in a smaller last batch instead of a padded one: a
+    model with state (BatchNorm's batch statistics) when ``batch_size`` does not divide ``n``."""
+    return n % batch_size != 0 and is_stateful(model)
+
+
+def whole_batch_count(n: int, batch_size: int) -> int:
+    """The full batches before the tail of a whole-batch epoch: a remainder of one example joins
+    the batch before it (batch statistics need two), so that batch is counted in the tail."""
+    n_full, remainder = divmod(n, batch_size)
+    return n_full - 1 if remainder == 1 else n_full
+
+
+def epoch_batches(model: Layer, key, nonce, n: int, batch_size: int, *, shuffle: bool = True) -> list:
     """The ``(indices, weights)`` of each step of the epoch :func:`make_epoch` runs from a state
     with this ``key`` and step count ``nonce``, in order, on the host (``indices`` ``None``: the
     whole data set in one batch; ``weights`` ``None``: no padding). What a replay of the epoch
@@ -40,12 +53,10 @@ def epoch_batches(key, nonce, n: int, batch_size: int, *, whole_batches: bool, s
     if n <= batch_size:
         return [(None, None)]
     order, weights = batch_plan(key, nonce, n, batch_size, shuffle)
-    if not whole_batches:
+    if not takes_whole_batches(model, n, batch_size):
         full = n % batch_size == 0
         return [(order[b], None if full else weights[b]) for b in range(order.shape[0])]
-    n_full, remainder = divmod(n, batch_size)
-    if remainder == 1:
-        n_full = n_full - 1
+    n_full = whole_batch_count(n, batch_size)
     return [(order[b], None) for b in range(n_full)] + [(order.reshape(-1)[n_full * batch_size:n], None)]
 
 
@@ -89,7 +100,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     observed = make_train_step(model, loss, optimizer, monitor=1, **options) if monitor else None
     branched = make_train_step(model, loss, optimizer, monitor=monitor, **options) if monitor else plain
     full = n % batch_size == 0  # then no padding, no masking
-    whole_batches = not full and is_stateful(model)  # batch statistics: a smaller last batch, no padding
+    whole_batches = takes_whole_batches(model, n, batch_size)  # batch statistics: a smaller last batch
 
     n_batches = -(-n // batch_size)
     every = report_every or max(1, n_batches // 20)
@@ -162,9 +173,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
         return state, metrics
 
     def whole_batch_epoch(state, x, y, order):
-        n_full, remainder = divmod(n, batch_size)
-        if remainder == 1:  # a batch of one has no batch statistics: the last whole batch takes it
-            n_full, remainder = n_full - 1, batch_size + 1
+        n_full = whole_batch_count(n, batch_size)
         state, metrics = scan_steps(state, x, y, (jnp.arange(n_full), order[:n_full], None))
         tail = order.reshape(-1)[n_full * batch_size:n]  # the padding after these is never read
         # the tail is not sharded over a mesh: it may not divide over the devices (one small step)

@@ -13,16 +13,16 @@ import optax
 
 from fnnet import checkpoint, distributed
 from fnnet.gradients import check_compute_dtype, check_grad_mode
-from fnnet.layer import Layer, is_stateful
+from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
-from fnnet.train.diverged import diverged_error, locate_divergence
+from fnnet.train.diverged import located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, validate
 from fnnet.train.history import History
 from fnnet.train.state import TrainingDiverged, TrainState, init_state, owned_copy
 from fnnet.train import monitor as layer_monitor
-from fnnet.train.steps import check_monitor, make_train_step
+from fnnet.train.steps import check_monitor
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -76,11 +76,8 @@ class _Progress:
 
 def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, **step_options) -> TrainingDiverged:
     """The :class:`TrainingDiverged` for an epoch whose batch ``bad`` had a non-finite loss: the
-    epoch replayed from ``before`` outside the compiled loop, the failing layer named."""
-    n = x.shape[0]
-    batches = epoch_batches(before.key, before.step, n, batch_size,
-                            whole_batches=n % batch_size != 0 and is_stateful(model))
-    step_fn = jax.jit(make_train_step(model, loss, optimizer, **step_options))
+    epoch replayed from ``before`` with the same batches, the failing layer named."""
+    batches = epoch_batches(model, before.key, before.step, x.shape[0], batch_size)
 
     def batch_of(state, b):
         indices, weights = batches[b]
@@ -88,11 +85,7 @@ def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, **s
             return x, y, None
         return gather(x, indices), gather(y, indices), weights
 
-    try:
-        located = locate_divergence(model, loss, step_fn, before, batch_of, bad)
-    except Exception as error:  # the replay is a diagnosis: never hide the divergence behind its failure
-        return TrainingDiverged(f"{message} (the failing layer could not be located: {error})")
-    return diverged_error(message, located)
+    return located_divergence(message, model, loss, optimizer, before, batch_of, bad, **step_options)
 
 
 class RunExists(ValueError):

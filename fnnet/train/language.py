@@ -30,8 +30,8 @@ from fnnet.losses import softmax_cross_entropy
 from fnnet.plots import pyplot, save_figure
 from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
 from fnnet.train.history import Record
-from fnnet.train.diverged import diverged_error, locate_divergence
-from fnnet.train.state import TrainingDiverged, TrainState, init_state
+from fnnet.train.diverged import located_divergence
+from fnnet.train.state import TrainState, init_state
 from fnnet.train.steps import make_train_step
 
 _DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fold_in(key, step)
@@ -125,9 +125,8 @@ def evaluate_language_model(model: Layer, params, tokens, *, block_size: int, ba
     """
     tokens = check_tokens(tokens, _vocab_size(model, block_size), "evaluate_language_model",
                           min_length=block_size + 1)
-    windows = (tokens.shape[0] - 1) // block_size
-    x = tokens[: windows * block_size].reshape(windows, block_size)
-    y = tokens[1: windows * block_size + 1].reshape(windows, block_size)
+    x, y = consecutive_windows(tokens, block_size)
+    windows = x.shape[0]
     batch_size = min(batch_size, windows)
     padded = -(-windows // batch_size) * batch_size
     weights = (np.arange(padded) < windows).astype(np.float32).reshape(-1, batch_size)
@@ -147,6 +146,24 @@ def evaluate_language_model(model: Layer, params, tokens, *, block_size: int, ba
     return {"loss": loss, "tokens": int(windows * block_size), "bits_per_token": loss / np.log(2)}
 
 
+def consecutive_windows(tokens, block_size: int, count: int | None = None):
+    """``(x, y)``, each ``(windows, block_size)``: ``tokens`` cut into consecutive
+    non-overlapping windows from the start (``count`` of them, or all that fit), ``y`` each
+    window's next tokens; a tail shorter than a window is left out."""
+    tokens = np.asarray(tokens)
+    windows = (tokens.shape[0] - 1) // block_size
+    windows = windows if count is None else min(count, windows)
+    return (tokens[:windows * block_size].reshape(windows, block_size),
+            tokens[1:windows * block_size + 1].reshape(windows, block_size))
+
+
+def step_windows(tokens, state: TrainState, batch_size: int, block_size: int):
+    """The windows ``(x, y)`` the training step at ``state`` draws: from
+    ``fold_in(fold_in(state.key, DATA), state.step)``, so a replay draws the same ones."""
+    return random_windows(tokens, jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM), state.step),
+                          batch_size, block_size)
+
+
 def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, block_size: int,
                   batch_size: int, grad: str = "manual", compute_dtype=None):
     """``interval(state, tokens, length) -> (state, losses)``: ``length`` training steps in one
@@ -156,10 +173,8 @@ def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, bloc
     step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype)
 
     def interval(state, tokens, length):
-        data_key = jax.random.fold_in(state.key, _DATA_STREAM)
-
         def body(state, _):
-            x, y = random_windows(tokens, jax.random.fold_in(data_key, state.step), batch_size, block_size)
+            x, y = step_windows(tokens, state, batch_size, block_size)
             state, metrics = step_fn(state, x, y)
             return state, metrics["loss"]
 
@@ -240,18 +255,9 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
             bad = int(np.argmax(~np.isfinite(losses)))
             kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
             message = f"fit_language_model: loss became {losses[bad]} at step {done + bad + 1}{kept}"
-            step_fn = jax.jit(make_train_step(model, softmax_cross_entropy, optimizer, grad=grad,
-                                              compute_dtype=compute_dtype))
-
-            def batch_of(state, b):
-                data_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM), state.step)
-                return (*random_windows(train_device, data_key, batch_size, block_size), None)
-
-            try:
-                located = locate_divergence(model, softmax_cross_entropy, step_fn, before, batch_of, bad)
-            except Exception as error:  # a diagnosis only: never hide the divergence behind it
-                raise TrainingDiverged(f"{message} (the failing layer could not be located: {error})") from None
-            raise diverged_error(message, located)
+            raise located_divergence(message, model, softmax_cross_entropy, optimizer, before,
+                                     lambda state, b: (*step_windows(train_device, state, batch_size, block_size), None),
+                                     bad, grad=grad, compute_dtype=compute_dtype)
         done += length
         history.step.append(done)
         history.train_loss.append(float(np.mean(losses)))
