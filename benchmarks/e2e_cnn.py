@@ -10,16 +10,15 @@ stopped. Writes ``benchmarks/results/e2e_cnn.json``.
 Run: ``python benchmarks/e2e_cnn.py`` (needs MNIST and torch; at most ~15 minutes on 2 cores)
 """
 
-import json
 import os
-import pathlib
 import re
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
+from e2e import HERE, write
+
 TARGET = 0.99
 
 
@@ -62,8 +61,7 @@ def main():
                   f"from process start")
     if all(r.get("seconds_to_99") for r in results.values()):
         print(f"fnnet is {results['pytorch']['seconds_to_99'] / results['fnnet']['seconds_to_99']:.2f}x faster to 99%")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "e2e_cnn.json").write_text(json.dumps(results, indent=2))
+    write(results, "e2e_cnn.json")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import fnnet
@@ -83,8 +82,8 @@ def torch_step():
         import torch
     except ImportError:
         return None
-    from cnn import TorchCNN
-    from contenders import WORKLOADS
+    from contenders.cnn import TorchCNN
+    from workloads import WORKLOADS
 
     runner = TorchCNN(WORKLOADS["cnn"])
     runner.run_epoch()

@@ -1,6 +1,6 @@
 """nanoGPT's Tiny Shakespeare recipe in PyTorch eager, as ``fnnet train shakespeare`` runs it.
 
-The same model (``benchmarks/gpt.py``'s nanoGPT-style module), data split (first 90% train,
+The same model (``benchmarks/contenders/gpt.py``'s nanoGPT-style module), data split (first 90% train,
 last 10% validation), optimizer (AdamW, β₂ 0.99, weight decay 0.1 on matrices, 100 warmup
 steps to 2e-3, cosine to 1e-4 at 2,000 steps, clipping at 1.0), batch 12 of 64 characters,
 2,000 steps, a validation estimate of 20 batches every 250 steps, and the final exact
@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from gpt import torch_gpt, torch_train_step  # noqa: E402
+from contenders.gpt import torch_gpt, torch_train_step  # noqa: E402
 
 STEPS, BATCH, BLOCK, LR, MIN_LR, WARMUP, EVAL_INTERVAL, EVAL_BATCHES = 2000, 12, 64, 2e-3, 1e-4, 100, 250, 20
 

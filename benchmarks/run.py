@@ -26,6 +26,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import contenders  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
 
 TARGETS = """Targets (issue 5), checked on this run:
   mnist-sgd / mnist-adam: fnnet-manual >= 1.0x jax-scan, >= 1.2x torch-eager, >= 0.85 of matmul rate
@@ -68,7 +69,7 @@ def run(workloads, rounds, epochs, smoke, verbose=True, only=None):
                "smoke": smoke, "workloads": {}}
     for name in workloads:
         plan = [c for c in contenders.PLAN[name] if only is None or c in only]
-        workload = contenders.WORKLOADS[name]
+        workload = WORKLOADS[name]
         samples = {c: [] for c in plan}
         for r in range(rounds):
             order = plan if r % 2 == 0 else list(reversed(plan))

@@ -40,15 +40,16 @@ def main():
     import dataclasses
 
     import contenders
+    import workloads
 
-    workload = contenders.WORKLOADS[args.workload]
+    workload = workloads.WORKLOADS[args.workload]
     if args.smoke:
         workload = dataclasses.replace(workload, n=min(workload.n, 4 * workload.batch),
                                        steps=min(workload.steps, 50), nets=min(workload.nets, 8),
                                        sizes=tuple(min(s, 64) if 0 < i < len(workload.sizes) - 1 else s
                                                    for i, s in enumerate(workload.sizes)))
     if args.contender == "matmul":
-        print(json.dumps({"gflops": contenders.matmul_rate(workload)}))
+        print(json.dumps({"gflops": workloads.matmul_rate(workload)}))
         return
     module = contenders.OPTIONAL.get(args.contender)
     if module:
@@ -61,16 +62,7 @@ def main():
     import numpy  # noqa: F401
 
     base = rss_mb()
-    if workload.kind == "cnn":
-        import cnn
-
-        runner = cnn.CONTENDERS[args.contender](workload)
-    elif workload.kind == "gpt":
-        import gpt
-
-        runner = gpt.CONTENDERS[args.contender](workload)
-    else:
-        runner = contenders.CONTENDERS[args.contender](workload)
+    runner = contenders.runner(args.contender, workload)
     if hasattr(runner, "measure_fit") and workload.kind in ("mlp", "cnn"):
         seconds = runner.measure_fit(1 + args.epochs)
         first, timed, per_epoch = seconds[0], seconds[1:], workload.n
