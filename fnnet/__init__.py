@@ -36,7 +36,7 @@ from fnnet import checkpoint, initializers, layers, losses
 from fnnet.checkpoint import load, save
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
-from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
+from fnnet.layer import (Layer, Spec, apply_with_state, forward_with_state, init_with_state, is_stateful,
                          layer_name)
 from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
                           Flatten, Gelu, GlobalAvgPool,
@@ -75,7 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "FanInConcat", "FanInSum", "FanOut",
     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
-    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Summary", "Tanh", "Trace",
+    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Spec", "Summary", "Tanh", "Trace",
     "apply_with_state",
     "autodiff_value_and_grad", "checkpoint", "datasets", "debug_nans", "doctor", "explain", "forward_with_state", "gpt",
     "gradcheck", "init_with_state",

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, child_backward,
                          child_forward, example_shape, init_with_state, is_stateful,
-                         layer_children, layer_name, make_layer)
+                         layer_children, layer_name, make_layer, spec)
 from fnnet.layers.activations import Identity
 
 
@@ -85,7 +85,8 @@ def serial(*layers: Layer) -> Layer:
         return tuple(grads), dy
 
     if not any(is_stateful(layer) for layer in layers):
-        return make_layer("serial", init, apply, forward, backward, children=layers, doc=serial.__doc__)
+        return make_layer("serial", init, apply, forward, backward, children=layers, doc=serial.__doc__,
+                          spec=spec("serial"))
 
     # With a stateful child (Dropout, BatchNorm): state is a tuple with one entry per layer,
     # and layer i gets the key fold_in(key, i).
@@ -123,7 +124,7 @@ def serial(*layers: Layer) -> Layer:
 
     return make_layer("serial", init, apply, forward, backward, children=layers, doc=serial.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
-                      stateful_forward=stateful_forward)
+                      stateful_forward=stateful_forward, spec=spec("serial"))
 
 
 def _stateful_names(layers) -> str:
@@ -170,7 +171,7 @@ def FanOut(n: int) -> Layer:
         return (), dx
 
     return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward,
-                      doc=FanOut.__doc__)
+                      doc=FanOut.__doc__, spec=spec("FanOut", n=n))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -211,7 +212,8 @@ def parallel(*layers: Layer) -> Layer:
         return tuple(g for g, _ in outs), tuple(dx for _, dx in outs)
 
     if not any(is_stateful(layer) for layer in layers):
-        return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__)
+        return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__,
+                          spec=spec("parallel"))
 
     def branch_keys(key):
         return [None if key is None else jax.random.fold_in(key, i) for i in range(n)]
@@ -230,7 +232,7 @@ def parallel(*layers: Layer) -> Layer:
 
     return make_layer("parallel", init, apply, forward, backward, children=layers, doc=parallel.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
-                      stateful_forward=stateful_forward)
+                      stateful_forward=stateful_forward, spec=spec("parallel"))
 
 
 def _fan_in_init(name, join_shapes, params_of=lambda shapes: ()):
@@ -261,7 +263,7 @@ def _fan_in_sum_apply(params, xs):
 FanInSum: Layer = make_layer(
     "FanInSum", _fan_in_init("FanInSum", _sum_shapes), _fan_in_sum_apply,
     lambda params, xs: (_fan_in_sum_apply(params, xs), (None,) * len(xs)),
-    lambda params, branches, dy: ((), (dy,) * len(branches)),
+    lambda params, branches, dy: ((), (dy,) * len(branches)), spec=spec("FanInSum"),
     doc="""FanInSum: adds its inputs, ``y = Σ_i x_i`` (any number of branches of one shape).
 
 Backward: ``dx_i = dy`` for every branch (the sum's Jacobian is the identity for each input).
@@ -330,7 +332,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         return params, tuple(jnp.split(dy, cuts, axis=where))
 
     return make_layer(name, _fan_in_init(name, join, lambda shapes: ExampleShape(shapes[0])), apply, forward,
-                      backward, doc=FanInConcat.__doc__)
+                      backward, doc=FanInConcat.__doc__, spec=spec("FanInConcat", axis=axis))
 
 
 def Residual(block: Layer) -> Layer:
@@ -350,4 +352,4 @@ def Residual(block: Layer) -> Layer:
     return make_layer(f"Residual({' → '.join(layer_name(part) for part in parts)})", inner.init, inner.apply,
                       inner.forward, inner.backward, inner.children, stateful_init=inner.stateful_init,
                       stateful_apply=inner.stateful_apply, stateful_forward=inner.stateful_forward,
-                      doc=Residual.__doc__)
+                      doc=Residual.__doc__, spec=spec("Residual"))

@@ -120,6 +120,32 @@ class Layer(NamedTuple):
     """``(params, state, x, *, key, train) -> (y, state)``: the reference autodiff differentiates."""
     stateful_forward: Callable | None = None
     """``(params, state, x, *, key, train) -> (y, residuals, state)``: feeds ``backward``."""
+    spec: "Spec | None" = None
+    """What the layer is, as data: its kind and the arguments it was built with (``None`` for a
+    layer built without one). Tools that rebuild a model elsewhere (:mod:`fnnet.interop`) read it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A layer's kind and the arguments it was built with: ``Spec("Conv", (("out_channels", 32),
+    ("kernel_size", (3, 3)), ...))``. Hashable (a layer stays a valid static argument), and one
+    pytree leaf, like the layer's functions. ``spec["strides"]`` reads an argument.
+    """
+
+    kind: str
+    args: tuple = ()
+
+    def __getitem__(self, name: str):
+        return dict(self.args)[name]
+
+    def get(self, name: str, default=None):
+        return dict(self.args).get(name, default)
+
+
+def spec(kind: str, **args) -> Spec:
+    """``Spec(kind, args)`` with the arguments in the order given (lists become tuples)."""
+    frozen = tuple((name, tuple(value) if isinstance(value, list) else value) for name, value in args.items())
+    return Spec(kind, frozen)
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,16 +156,18 @@ def _documented_class(kind: str, doc: str) -> type:
 
 
 def make_layer(name: str, init, apply, forward, backward, children: Sequence[Layer] = (), *,
-               stateful_init=None, stateful_apply=None, stateful_forward=None, doc: str | None = None) -> Layer:
+               stateful_init=None, stateful_apply=None, stateful_forward=None, doc: str | None = None,
+               spec: Spec | None = None) -> Layer:
     """Builds a :class:`Layer` named ``name`` (with ``children`` for a combinator).
 
     ``doc`` is the layer's own docstring (its math, shapes and example): ``help(layer)`` shows
     it. The result is still a :class:`Layer` (a subclass that only carries the docstring).
+    ``spec`` says what the layer is as data (:class:`Spec`).
     """
     cls = Layer if not doc else _documented_class(name.split("(")[0] or "Layer", doc)
     return cls(init, apply, _scoped(name, "forward", forward), _scoped(name, "backward", backward), name=name,
                children=tuple(children), stateful_init=stateful_init, stateful_apply=stateful_apply,
-               stateful_forward=_scoped(name, "forward", stateful_forward))
+               stateful_forward=_scoped(name, "forward", stateful_forward), spec=spec)
 
 
 def _scoped(name: str, what: str, fn):

@@ -58,6 +58,7 @@ class LayerCase(NamedTuple):
 
 LAYER_CASES: list[LayerCase] = [
     LayerCase("Dense", Dense(4), (3,)),
+    LayerCase("Dense (no bias)", Dense(4, use_bias=False), (3,)),
     LayerCase("Dense (3-D input)", Dense(2), (2, 3)),
     LayerCase("Relu", Relu, (7,)),
     LayerCase("LeakyRelu", LeakyRelu(0.1), (7,)),
@@ -65,6 +66,7 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("Tanh", Tanh, (7,)),
     LayerCase("Softmax", Softmax, (7,)),
     LayerCase("Gelu", Gelu, (7,)),
+    LayerCase("Gelu (exact)", Gelu(approximate=False), (7,)),
     LayerCase("Identity", Identity, (7,)),
     LayerCase("Flatten", Flatten, (2, 3)),
     LayerCase("Reshape", Reshape((3, -1)), (2, 3)),

@@ -14,7 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import Layer, as_shape, make_layer, spec
 
 
 def _floating(x):
@@ -22,8 +22,9 @@ def _floating(x):
     return x if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else jnp.asarray(x, jnp.result_type(float))
 
 
-def _activation(name: str, apply, forward, backward, doc: str | None = None) -> Layer:
-    """An activation layer: shape-preserving, params ``()``; ``doc`` is what ``help`` shows."""
+def _activation(name: str, apply, forward, backward, doc: str | None = None, layer_spec=None) -> Layer:
+    """An activation layer: shape-preserving, params ``()``; ``doc`` is what ``help`` shows; its
+    spec is its name (``Spec("Relu")``) unless ``layer_spec`` says more."""
 
     def init(key, in_shape):
         del key
@@ -31,7 +32,8 @@ def _activation(name: str, apply, forward, backward, doc: str | None = None) -> 
 
     return make_layer(name, init, lambda params, x: apply(_floating(x)),
                       lambda params, x: forward(_floating(x)),
-                      lambda params, residual, dy: ((), backward(residual, dy)), doc=doc)
+                      lambda params, residual, dy: ((), backward(residual, dy)), doc=doc,
+                      spec=layer_spec or spec(name))
 
 
 def _relu_forward(z):
@@ -141,7 +143,8 @@ def LeakyRelu(alpha: float = 0.01) -> Layer:
     def backward(z, dy):
         return jnp.where(z >= 0, dy, alpha * dy)  # slope 1 at the kink, as jax.nn.leaky_relu
 
-    return _activation(f"LeakyRelu({alpha:g})", apply, lambda z: (apply(z), z), backward, doc=LeakyRelu.__doc__)
+    return _activation(f"LeakyRelu({alpha:g})", apply, lambda z: (apply(z), z), backward, doc=LeakyRelu.__doc__,
+                       layer_spec=spec("LeakyRelu", alpha=alpha))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -158,13 +161,60 @@ def _gelu_backward(z, dy):
     return dy * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * z * z))
 
 
-Gelu = _activation("Gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_forward, _gelu_backward, doc="""GELU with the tanh approximation (``jax.nn.gelu``'s default), elementwise, any shape:
-``g(z) = ½ z (1 + tanh u)``, ``u = √(2/π) (z + 0.044715 z³)``.
+def _gelu_exact_forward(z):
+    return jax.nn.gelu(z, approximate=False), z
 
-Backward: ``dx = dy * (½ (1 + tanh u) + ½ z (1 - tanh² u) √(2/π) (1 + 3·0.044715 z²))``.
+
+def _gelu_exact_backward(z, dy):
+    # g(z) = z Φ(z),  Φ(z) = ½ (1 + erf(z/√2)) the normal CDF
+    # g'(z) = Φ(z) + z φ(z),  φ(z) = e^(-z²/2) / √(2π) the normal density
+    cdf = 0.5 * (1 + jax.lax.erf(z / math.sqrt(2.0)))
+    density = jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return dy * (cdf + z * density)
+
+
+_GELU_DOC = """GELU, elementwise, any shape. ``fnnet.Gelu`` is the tanh approximation (``jax.nn.gelu``'s
+default, GPT-2's); ``fnnet.Gelu(approximate=False)`` is the exact form (PyTorch's ``nn.GELU()``
+default), each with its own hand-written backward:
+
+* tanh form: ``g(z) = ½ z (1 + tanh u)``, ``u = √(2/π) (z + 0.044715 z³)``;
+  backward ``dx = dy * (½ (1 + tanh u) + ½ z (1 - tanh² u) √(2/π) (1 + 3·0.044715 z²))``.
+* exact form: ``g(z) = z Φ(z)``, ``Φ(z) = ½ (1 + erf(z/√2))``;
+  backward ``dx = dy * (Φ(z) + z φ(z))``, ``φ(z) = e^(-z²/2)/√(2π)``.
 
 Example:
   >>> import jax.numpy as jnp, fnnet
   >>> fnnet.Gelu.apply((), jnp.array([0.0]))
   Array([0.], dtype=float32)
-""")
+  >>> exact = fnnet.Gelu(approximate=False)
+  >>> exact.name, round(float(exact.apply((), jnp.array([1.0]))[0]), 5)
+  ('Gelu(exact)', 0.84134)
+"""
+
+
+class _Gelu(Layer):
+    """``fnnet.Gelu``: the tanh-form layer, which can also be called to choose the form."""
+
+    __slots__ = ()
+    __doc__ = _GELU_DOC
+
+    def __call__(self, approximate: bool = True) -> Layer:
+        """The GELU layer of the given form: ``approximate=True`` the tanh form, ``False`` the exact."""
+        return gelu(approximate)
+
+
+def gelu(approximate: bool = True) -> Layer:
+    """GELU of either form (see :data:`Gelu`); ``fnnet.Gelu(approximate=...)`` calls this."""
+    if not isinstance(approximate, bool):
+        raise ValueError(f"Gelu: approximate must be True (the tanh form) or False (exact), got {approximate!r}")
+    if approximate:
+        layer = _activation("Gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_forward, _gelu_backward,
+                            layer_spec=spec("Gelu", approximate=True))
+    else:
+        layer = _activation("Gelu(exact)", lambda z: jax.nn.gelu(z, approximate=False), _gelu_exact_forward,
+                            _gelu_exact_backward, layer_spec=spec("Gelu", approximate=False))
+    return _Gelu(*layer)
+
+
+Gelu: Layer = gelu(approximate=True)
+

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import initializers
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import check_param_keys, param_dtype
 
 _PARAMS = {"w_qkv", "b_qkv", "w_out", "b_out"}
@@ -164,4 +164,5 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
         return {key: grads[key].astype(params[key].dtype) for key in grads}, dx.astype(x.dtype)
 
-    return make_layer(name, init, apply, forward, backward, doc=CausalSelfAttention.__doc__)
+    return make_layer(name, init, apply, forward, backward, doc=CausalSelfAttention.__doc__,
+                      spec=spec("CausalSelfAttention", num_heads=num_heads, max_length=max_length))

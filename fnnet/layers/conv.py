@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet import initializers
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import (check_param_keys, explicit_padding, padding_spec, param_dtype, positive_ints,
                                   window_geometry)
 
@@ -234,7 +234,9 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
             grads["b"] = jnp.sum(flat_dy, axis=tuple(range(rank + 1))).astype(params["b"].dtype)  # Σ dy
         return grads, restore(dx).astype(x.dtype)
 
-    return make_layer(name, init, apply, forward, backward, doc=(Conv if rank == 2 else Conv1D).__doc__)
+    return make_layer(name, init, apply, forward, backward, doc=(Conv if rank == 2 else Conv1D).__doc__,
+                      spec=spec(kind, out_channels=out_channels, kernel_size=kernel, strides=strides, padding=padding,
+                                dilation=dilation, feature_group_count=groups, use_bias=use_bias))
 
 
 def Conv(out_channels: int, kernel_size, strides=1, padding="SAME", dilation=1, feature_group_count=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import Layer, as_shape, make_layer, spec
 
 
 def Dropout(rate: float) -> Layer:
@@ -61,4 +61,4 @@ def Dropout(rate: float) -> Layer:
 
     return make_layer(name, init, lambda params, x: x, lambda params, x: (x, None), backward, doc=Dropout.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
-                      stateful_forward=stateful_forward)
+                      stateful_forward=stateful_forward, spec=spec("Dropout", rate=rate))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet import initializers
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import check_param_keys, param_dtype
 
 
@@ -97,7 +97,8 @@ def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), d
         dw = jnp.zeros(w.shape, dy.dtype).at[rows].add(dy.reshape(-1, features), mode="drop")  # scatter-add
         return {"w": dw.astype(w.dtype)}, _no_cotangent(ids)
 
-    return make_layer(name, init, apply, forward, backward, doc=Embedding.__doc__)
+    return make_layer(name, init, apply, forward, backward, doc=Embedding.__doc__,
+                      spec=spec("Embedding", vocab_size=vocab_size, features=features))
 
 
 def PositionalEmbedding(max_length: int | None = None, w_init=initializers.normal(0.02),
@@ -151,4 +152,5 @@ def PositionalEmbedding(max_length: int | None = None, w_init=initializers.norma
         dpos = jnp.zeros(pos.shape, dpos.dtype).at[: dy.shape[-2]].set(dpos)  # unused positions: 0
         return {"pos": dpos.astype(pos.dtype)}, dy
 
-    return make_layer(name, init, apply, forward, backward, doc=PositionalEmbedding.__doc__)
+    return make_layer(name, init, apply, forward, backward, doc=PositionalEmbedding.__doc__,
+                      spec=spec("PositionalEmbedding", max_length=max_length))

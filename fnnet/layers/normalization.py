@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import Layer, as_shape, make_layer
+from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import check_param_keys, param_dtype
 
 
@@ -121,7 +121,8 @@ def LayerNorm(epsilon: float = 1e-5, dtype=None) -> Layer:
         return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
                 dx.astype(x_hat.dtype))
 
-    return make_layer(name, init, apply, forward, backward, doc=LayerNorm.__doc__)
+    return make_layer(name, init, apply, forward, backward, doc=LayerNorm.__doc__,
+                      spec=spec("LayerNorm", epsilon=epsilon))
 
 
 def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer:
@@ -209,5 +210,5 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
 
     return make_layer(name, init, apply, lambda params, x: (apply(params, x), None), backward, doc=BatchNorm.__doc__,
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
-                      stateful_forward=stateful_forward)
+                      stateful_forward=stateful_forward, spec=spec("BatchNorm", momentum=momentum, epsilon=epsilon))
 

@@ -22,7 +22,7 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet.layer import ExampleShape, Layer, as_shape, example_shape, make_layer, split_batch
+from fnnet.layer import ExampleShape, Layer, as_shape, example_shape, make_layer, spec, split_batch
 from fnnet.layers._checks import padding_spec, positive_ints, window_geometry
 
 
@@ -134,7 +134,8 @@ def _make_pool(kind: str, window, strides, padding) -> Layer:
         return (), dx.reshape(x.shape).astype(x.dtype)
 
     return make_layer(name, init, apply, forward, backward,
-                      doc=(MaxPool if kind == "MaxPool" else AvgPool).__doc__)
+                      doc=(MaxPool if kind == "MaxPool" else AvgPool).__doc__,
+                      spec=spec(kind, window=window, strides=strides, padding=padding))
 
 
 def MaxPool(window, strides=None, padding="VALID") -> Layer:
@@ -191,7 +192,7 @@ def _global_avg_backward(params, x, dy):
 
 GlobalAvgPool: Layer = make_layer("GlobalAvgPool", _global_avg_init, _global_avg_apply,
                                   lambda params, x: (_global_avg_apply(params, x), x),
-                                  _global_avg_backward, doc="""Global average pooling: each channel averaged over all spatial positions.
+                                  _global_avg_backward, spec=spec("GlobalAvgPool"), doc="""Global average pooling: each channel averaged over all spatial positions.
 
 ``(..., H, W, C) -> (..., C)``: ``y_c = Σ_{h,w} x_{h,w,c} / (H·W)``; backward
 ``dx = dy / (H·W)`` at every position. ``init`` records one example's shape, so any

@@ -12,7 +12,7 @@ import math
 
 import jax.numpy as jnp
 
-from fnnet.layer import ExampleShape, Layer, as_shape, example_shape, make_layer, split_batch
+from fnnet.layer import ExampleShape, Layer, as_shape, example_shape, make_layer, spec, split_batch
 
 
 def _lead_axes(name: str, params, x) -> tuple:
@@ -47,7 +47,7 @@ def _flatten_backward(params, x, dy):
 
 
 Flatten: Layer = make_layer("Flatten", _flatten_init, _flatten_apply, _flatten_forward,
-                            _flatten_backward, doc="""Flatten: each example to one axis of features.
+                            _flatten_backward, spec=spec("Flatten"), doc="""Flatten: each example to one axis of features.
 
 ``(..., d1, d2, ...) -> (..., d1*d2*...)``; backward reshapes ``dy`` back to the input's shape
 (``dx = reshape(dy, x.shape)``: a reshape moves values, it changes none).
@@ -104,4 +104,4 @@ def Reshape(shape) -> Layer:
         return params, jnp.reshape(dy, jnp.shape(x))
 
     return make_layer(name, init, apply, lambda params, x: (apply(params, x), x), backward,
-                      doc=Reshape.__doc__)
+                      doc=Reshape.__doc__, spec=spec("Reshape", shape=target))
