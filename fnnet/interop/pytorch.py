@@ -1,0 +1,523 @@
+"""PyTorch ``nn.Sequential`` ↔ fnnet ``serial``, module by module.
+
+Supported, both ways (torch → fnnet):
+
+=====================================  ==========================================================
+``Linear(bias=...)``                    ``Dense(out, use_bias=...)``; ``w = weightᵀ``
+``Conv1d`` / ``Conv2d``                 ``Conv1D`` / ``Conv`` (stride, padding, dilation, groups,
+                                        bias); ``w = weight`` as (k..., C_in/groups, C_out)
+``BatchNorm1d`` / ``BatchNorm2d``       ``BatchNorm(momentum=1 - torch momentum, epsilon=eps)``;
+                                        running mean and variance as the model state
+``LayerNorm(features)``                 ``LayerNorm(epsilon=eps)`` (over the last axis)
+``Embedding``                           ``Embedding(vocab, features)``
+``Dropout(p)``                          ``Dropout(p)``
+``MaxPool2d`` / ``AvgPool2d``           ``MaxPool`` / ``AvgPool`` (padding counted as zeros)
+``AdaptiveAvgPool2d(1)`` [+ ``Flatten``]  ``GlobalAvgPool``
+``Flatten``                             ``Flatten``
+``ReLU`` ``Tanh`` ``Sigmoid``           ``Relu`` ``Tanh`` ``Sigmoid`` ``Identity`` ``Softmax``
+``Identity`` ``Softmax(dim=-1)``
+``LeakyReLU(slope)``                    ``LeakyRelu(slope)``
+``GELU()`` / ``GELU("tanh")``           ``Gelu(approximate=False)`` / ``Gelu``
+=====================================  ==========================================================
+
+Layout: torch images are channels-first (NCHW), fnnet's channels-last (NHWC). The converted
+model takes fnnet's layout; where a ``Flatten`` turns an image into features, the features
+come out in a different order (H, W, C against C, H, W), so the first layer that mixes them
+(a ``Linear``; a ``BatchNorm1d`` or ``LayerNorm`` on the way has its per-feature parameters
+moved too) gets its rows permuted: the outputs are identical.
+
+BatchNorm: PyTorch's ``momentum`` is the weight of the *new* batch statistic, fnnet's the
+weight of the old running value, so fnnet's is ``1 - momentum``. PyTorch's running variance
+averages the *unbiased* batch variances, fnnet's the biased ones; both normalise with the
+biased batch variance in training and with the running variance in evaluation, so the
+converted running statistics (copied as they are) give identical outputs in both modes; only
+how later training steps update the running variance differs, by a factor ``m/(m-1)`` per
+batch of ``m`` values per channel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.combinators import serial
+from fnnet.layer import Layer, init_with_state, is_stateful, layer_children, layer_name
+from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Embedding, Flatten, Gelu,
+                          GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Sigmoid, Softmax, Tanh)
+
+INSTALL = "pip install 'fnnet[interop]'"
+
+
+class ConversionError(ValueError):
+    """A model that cannot be converted: the message names the module or layer and its position."""
+
+
+def _torch():
+    try:
+        import torch  # optional dependency: the interop extra
+    except ImportError as error:
+        raise ImportError(f"fnnet.interop needs PyTorch: {INSTALL}") from error
+    return torch
+
+
+# --- layouts ----------------------------------------------------------------------------------
+
+def _flatten_order(shape: tuple) -> np.ndarray:
+    """``order[i]``: the torch (channels-first) flat index of fnnet's (channels-last) flat index
+    ``i``, for one example of fnnet shape ``(spatial..., C)``."""
+    channels_first = np.arange(math.prod(shape)).reshape((shape[-1],) + tuple(shape[:-1]))
+    return np.moveaxis(channels_first, 0, -1).reshape(-1)
+
+
+class _Walk:
+    """Where a conversion stands: fnnet's example shape, whether torch holds it channels-first
+    (``"image"``), as a pooled ``(C, 1, 1)`` (``"pooled"``) or as features last (``"features"``),
+    and the feature order a Flatten left for the next mixing layer."""
+
+    def __init__(self, shape, layout, rank=2):
+        self.shape, self.layout, self.order, self.rank = tuple(shape), layout, None, rank
+        self.module = None  # the torch module being converted, for messages
+
+
+# --- torch → fnnet ----------------------------------------------------------------------------
+
+def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
+    """``(model, params, model_state)``: the fnnet twin of a PyTorch ``nn.Sequential``.
+
+    ``in_shape`` is one example's shape in fnnet's layout: ``(H, W, C)`` for an image model
+    (the converted model takes channels-last images), ``(features,)`` for an MLP, ``(T,)`` for
+    token ids. ``model_state`` holds BatchNorm's running statistics (``()`` when there is
+    none). A module that has no fnnet twin is a :class:`ConversionError` naming it and its
+    position (``"3.1"`` inside a nested Sequential). Parameters keep their dtype (float64 needs
+    JAX's x64 mode).
+
+    Example:
+      >>> import torch, fnnet
+      >>> from fnnet.interop import from_torch
+      >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+      >>> model, params, state = from_torch(net, (3,))
+      >>> x = torch.randn(5, 3)
+      >>> y = fnnet.apply_with_state(model, params, state, x.numpy())[0]
+      >>> bool(abs(y - net(x).detach().numpy()).max() < 1e-5)
+      True
+    """
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        raise ConversionError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
+    in_shape = tuple(int(d) for d in (in_shape if isinstance(in_shape, (tuple, list)) else (in_shape,)))
+    image = len(in_shape) == 3 or (len(in_shape) == 2 and _first_is_conv(torch, module))  # (L, C) or (T, F)
+    walk = _Walk(in_shape, "image" if image else "features")
+    key = jax.random.PRNGKey(0) if key is None else key
+    modules = list(module) if isinstance(module, torch.nn.Sequential) else [module]
+    layers, params, states = _convert_sequence(torch, modules, walk, key, prefix="")
+    model = serial(*layers)
+    model_state = tuple(states) if is_stateful(model) else ()
+    return model, tuple(params), model_state
+
+
+def _first_is_conv(torch, module) -> bool:
+    for child in (module.modules() if isinstance(module, torch.nn.Sequential) else [module]):
+        if isinstance(child, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d,
+                              torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d)):
+            return True
+        if isinstance(child, (torch.nn.Linear, torch.nn.Embedding, torch.nn.Flatten)):
+            return False
+    return False
+
+
+def _convert_sequence(torch, modules, walk, key, prefix):
+    layers, params, states = [], [], []
+    index = 0
+    for position, module in enumerate(modules):
+        where = f"{prefix}{position}"
+        if isinstance(module, torch.nn.Flatten) and walk.layout == "pooled":
+            _check_flatten(module, where)
+            walk.layout = "features"      # (C, 1, 1) → (C,): GlobalAvgPool already gave fnnet's (C,)
+            continue
+        if isinstance(module, torch.nn.Sequential):
+            children, child_params, child_states = _convert_sequence(torch, list(module), walk,
+                                                                     jax.random.fold_in(key, position), f"{where}.")
+            layer = serial(*children)
+            layers.append(layer)
+            params.append(tuple(child_params))
+            states.append(tuple(child_states) if is_stateful(layer) else ())
+        else:
+            layer, layer_params, state = _convert_module(torch, module, walk, jax.random.fold_in(key, position), where)
+            layers.append(layer)
+            params.append(layer_params)
+            states.append(state)
+        index += 1
+    return layers, params, states
+
+
+def _array(tensor, where, what):
+    value = tensor.detach().cpu().numpy()
+    if value.dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ConversionError(f"module {where}: {what} is float64 but JAX's x64 mode is off: enable it "
+                              f"(jax.config.update('jax_enable_x64', True)) or convert module.float() first")
+    return jnp.asarray(value)
+
+
+def _fill(layer, walk, key, values: dict, where, state_values=None):
+    """The layer's params (and state) from ``init`` at the current shape, with the converted
+    ``values`` in place of the initial ones (each checked against the shape init gives)."""
+    what = f"module {where} ({walk.module} → {layer_name(layer)})"
+    hint = " (in_shape is one example in fnnet's layout: (H, W, C) for images)" if walk.layout == "image" else ""
+    try:
+        out_shape, params, state = init_with_state(layer, key, walk.shape)
+    except ValueError as error:
+        raise ConversionError(f"{what} on examples of shape {walk.shape}: {error}{hint}") from None
+    for name, value in values.items():
+        if params[name].shape != value.shape:
+            raise ConversionError(f"{what}: {name} has shape {value.shape}, the layer expects "
+                                  f"{params[name].shape} on examples of shape {walk.shape}{hint}")
+        params = dict(params, **{name: value})
+    if state_values:
+        state = dict(state, **state_values)
+    walk.shape = tuple(out_shape)
+    return layer, params, state
+
+
+def _mixing_order(walk, vector):
+    """A per-feature vector in fnnet's feature order after a Flatten of an image."""
+    return vector if walk.order is None else vector[walk.order]
+
+
+def _convert_module(torch, module, walk, key, where):
+    nn = torch.nn
+    kind = walk.module = type(module).__name__
+    if isinstance(module, nn.Linear):
+        if walk.layout != "features":
+            raise ConversionError(f"module {where} ({kind}) acts on the last axis of a channels-first image; "
+                                  f"only a Linear after a Flatten (or on features) converts")
+        w = _array(module.weight, where, "weight").T
+        if walk.order is not None:
+            w = w[walk.order]
+            walk.order = None
+        values = {"w": w}
+        if module.bias is not None:
+            values["b"] = _array(module.bias, where, "bias")
+        return _fill(Dense(module.out_features, use_bias=module.bias is not None), walk, key, values, where)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        rank = 2 if isinstance(module, nn.Conv2d) else 1
+        if walk.layout != "image" or len(walk.shape) != rank + 1:
+            raise ConversionError(f"module {where} ({kind}) needs channels-first inputs with {rank} spatial "
+                                  f"axes; fnnet's examples have shape {walk.shape} here (give in_shape as "
+                                  f"{'(H, W, C)' if rank == 2 else '(L, C)'})")
+        if module.padding_mode != "zeros":
+            raise ConversionError(f"module {where} ({kind}): padding_mode {module.padding_mode!r} has no fnnet "
+                                  f"twin (zeros only)")
+        padding = module.padding
+        if isinstance(padding, str):
+            padding = padding.upper()
+        elif all(p == 0 for p in padding):
+            padding = "VALID"
+        else:
+            padding = tuple((p, p) for p in padding)
+        maker = Conv if rank == 2 else Conv1D
+        layer = maker(module.out_channels, tuple(module.kernel_size), strides=tuple(module.stride),
+                      padding=padding, dilation=tuple(module.dilation), feature_group_count=module.groups,
+                      use_bias=module.bias is not None)
+        w = _array(module.weight, where, "weight")
+        values = {"w": jnp.transpose(w, tuple(range(2, 2 + rank)) + (1, 0))}
+        if module.bias is not None:
+            values["b"] = _array(module.bias, where, "bias")
+        return _fill(layer, walk, key, values, where)
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if not module.track_running_stats or module.running_mean is None:
+            raise ConversionError(f"module {where} ({kind}): track_running_stats=False (batch statistics in "
+                                  f"evaluation too) has no fnnet twin")
+        if module.momentum is None or not 0 < module.momentum <= 1:
+            raise ConversionError(f"module {where} ({kind}): momentum {module.momentum!r} (a cumulative "
+                                  f"average) has no fnnet twin; fnnet's momentum is 1 - torch's, in [0, 1)")
+        if isinstance(module, nn.BatchNorm2d) and walk.layout != "image":
+            raise ConversionError(f"module {where} ({kind}) needs images; the examples have shape {walk.shape}")
+        features = module.num_features
+        scale = _array(module.weight, where, "weight") if module.affine else jnp.ones(features)
+        offset = _array(module.bias, where, "bias") if module.affine else jnp.zeros(features)
+        mean, var = _array(module.running_mean, where, "running_mean"), _array(module.running_var, where, "running_var")
+        layer = BatchNorm(momentum=round(1.0 - module.momentum, 12), epsilon=module.eps)
+        return _fill(layer, walk, key, {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)},
+                     where, {"mean": _mixing_order(walk, mean), "var": _mixing_order(walk, var)})
+    if isinstance(module, nn.LayerNorm):
+        if len(module.normalized_shape) != 1 or walk.layout != "features":
+            raise ConversionError(f"module {where} ({kind}{tuple(module.normalized_shape)}): only a LayerNorm over "
+                                  f"the last axis of features converts (fnnet's LayerNorm normalises the last axis)")
+        features = module.normalized_shape[0]
+        scale = _array(module.weight, where, "weight") if module.weight is not None else jnp.ones(features)
+        offset = _array(module.bias, where, "bias") if module.bias is not None else jnp.zeros(features)
+        return _fill(LayerNorm(epsilon=module.eps), walk, key,
+                     {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)}, where)
+    if isinstance(module, nn.Embedding):
+        if module.padding_idx is not None or module.max_norm is not None or module.scale_grad_by_freq \
+                or module.sparse:
+            raise ConversionError(f"module {where} ({kind}): padding_idx, max_norm, scale_grad_by_freq and "
+                                  f"sparse have no fnnet twin")
+        return _fill(Embedding(module.num_embeddings, module.embedding_dim), walk, key,
+                     {"w": _array(module.weight, where, "weight")}, where)
+    if isinstance(module, nn.Dropout):
+        return _fill(Dropout(module.p), walk, key, {}, where)
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        return _convert_pool(nn, module, walk, key, where)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        size = module.output_size
+        if size not in (1, (1, 1)) or walk.layout != "image":
+            raise ConversionError(f"module {where} ({kind}({size})): only AdaptiveAvgPool2d(1) on images converts "
+                                  f"(as GlobalAvgPool)")
+        result = _fill(GlobalAvgPool, walk, key, {}, where)
+        walk.layout = "pooled"
+        return result
+    if isinstance(module, nn.Flatten):
+        _check_flatten(module, where)
+        if walk.layout == "image":
+            walk.order = _flatten_order(walk.shape)
+            walk.layout = "features"
+        return _fill(Flatten, walk, key, {}, where)
+    activation = _activation(nn, module, walk, where)
+    if activation is not None:
+        return _fill(activation, walk, key, {}, where)
+    raise ConversionError(f"module {where} ({kind}) has no fnnet twin; supported: Linear, Conv1d, Conv2d, "
+                          f"BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, Dropout, MaxPool2d, AvgPool2d, "
+                          f"AdaptiveAvgPool2d(1), Flatten, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Softmax, Identity "
+                          f"and nested Sequentials")
+
+
+def _check_flatten(module, where):
+    if module.start_dim != 1 or module.end_dim != -1:
+        raise ConversionError(f"module {where} (Flatten(start_dim={module.start_dim}, end_dim={module.end_dim})): "
+                              f"only Flatten() over every axis of an example converts")
+
+
+def _convert_pool(nn, module, walk, key, where):
+    kind = type(module).__name__
+    if walk.layout != "image" or len(walk.shape) != 3:
+        raise ConversionError(f"module {where} ({kind}) needs images; the examples have shape {walk.shape}")
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    window, padding = pair(module.kernel_size), pair(module.padding)
+    strides = window if module.stride is None else pair(module.stride)
+    if module.ceil_mode:
+        raise ConversionError(f"module {where} ({kind}): ceil_mode=True has no fnnet twin")
+    if isinstance(module, nn.MaxPool2d) and (pair(module.dilation) != (1, 1) or module.return_indices):
+        raise ConversionError(f"module {where} ({kind}): dilation and return_indices have no fnnet twin")
+    if isinstance(module, nn.AvgPool2d) and (module.divisor_override is not None or
+                                             (any(padding) and not module.count_include_pad)):
+        raise ConversionError(f"module {where} ({kind}): fnnet's AvgPool counts padding as zeros "
+                              f"(count_include_pad=True) and has no divisor_override")
+    fnnet_padding = "VALID" if not any(padding) else tuple((p, p) for p in padding)
+    layer = (MaxPool if isinstance(module, nn.MaxPool2d) else AvgPool)(window, strides, padding=fnnet_padding)
+    return _fill(layer, walk, key, {}, where)
+
+
+def _activation(nn, module, walk, where):
+    kind = type(module).__name__
+    if isinstance(module, nn.ReLU):
+        return Relu
+    if isinstance(module, nn.Tanh):
+        return Tanh
+    if isinstance(module, nn.Sigmoid):
+        return Sigmoid
+    if isinstance(module, nn.Identity):
+        return Identity
+    if isinstance(module, nn.LeakyReLU):
+        return LeakyRelu(module.negative_slope)
+    if isinstance(module, nn.GELU):
+        return Gelu(approximate=module.approximate == "tanh")
+    if isinstance(module, nn.Softmax):
+        last = module.dim in (-1, len(walk.shape)) if walk.layout == "features" else False
+        if not last:
+            raise ConversionError(f"module {where} ({kind}(dim={module.dim})): only a softmax over the last axis "
+                                  f"of features converts")
+        return Softmax
+    return None
+
+
+# --- fnnet → torch ----------------------------------------------------------------------------
+
+def to_torch(model: Layer, params, model_state=None):
+    """``nn.Sequential``: the PyTorch twin of an fnnet model built from the layers
+    :func:`from_torch` knows (``serial`` nesting becomes ``Sequential`` nesting).
+
+    The twin takes PyTorch's layout (NCHW images) and holds the same numbers; BatchNorm's
+    running statistics come from ``model_state`` (required when the model has a BatchNorm).
+    Tensors keep the params' dtype. A layer without a PyTorch twin (a ``parallel``, an attention
+    layer, ``Reshape``, "SAME" padding with strides) is a :class:`ConversionError` naming it and
+    its position.
+
+    Example:
+      >>> import jax, torch, fnnet
+      >>> from fnnet.interop import to_torch
+      >>> model = fnnet.serial(fnnet.Dense(4), fnnet.Gelu(approximate=False), fnnet.Dense(2))
+      >>> _, params = model.init(jax.random.PRNGKey(0), (3,))
+      >>> net = to_torch(model, params)
+      >>> net
+      Sequential(
+        (0): Linear(in_features=3, out_features=4, bias=True)
+        (1): GELU(approximate='none')
+        (2): Linear(in_features=4, out_features=2, bias=True)
+      )
+    """
+    torch = _torch()
+    if model.spec is None or model.spec.kind != "serial":
+        model, params, model_state = serial(model), (params,), (model_state,) if is_stateful(model) else ()
+    walk = _Walk((), "image" if _takes_images(model, params) else "features")
+    state = model_state if is_stateful(model) else None
+    if is_stateful(model) and model_state is None:
+        raise ConversionError(f"to_torch: the model has state ({_stateful_names(model)}): pass model_state "
+                              f"(BatchNorm's running statistics)")
+    with torch.no_grad():
+        return _sequential(torch, model, params, state, walk, prefix="")
+
+
+def _takes_images(model, params) -> bool:
+    """Whether the model's first layer takes images (channels-first in PyTorch): a convolution or
+    a pool, or a Flatten of (H, W, C) examples."""
+    while layer_children(model):
+        model, params = layer_children(model)[0], params[0]
+    kind = model.spec.kind if model.spec is not None else None
+    return kind in ("Conv", "Conv1D", "MaxPool", "AvgPool", "GlobalAvgPool") or \
+        (kind == "Flatten" and len(getattr(params, "shape", ())) == 3)
+
+
+def _stateful_names(model):
+    children = layer_children(model)
+    if not children:
+        return layer_name(model)
+    return ", ".join(_stateful_names(c) for c in children if is_stateful(c))
+
+
+def _tensor(torch, value):
+    return torch.from_numpy(np.array(value))
+
+
+def _sequential(torch, model, params, state, walk, prefix):
+    modules = []
+    for position, child in enumerate(layer_children(model)):
+        where = f"{prefix}{position}"
+        child_state = state[position] if state else None
+        spec = child.spec
+        if spec is not None and spec.kind == "serial":
+            modules.append(_sequential(torch, child, params[position], child_state, walk, f"{where}."))
+        else:
+            modules.extend(_to_module(torch, child, params[position], child_state, walk, where))
+    return torch.nn.Sequential(*modules)
+
+
+def _to_module(torch, layer, params, state, walk, where):
+    nn = torch.nn
+    spec = layer.spec
+    name = layer_name(layer)
+    if spec is None:
+        raise ConversionError(f"layer {where} ({name}) says nothing of what it is (no spec): no PyTorch twin")
+    kind = spec.kind
+    if kind == "Dense":
+        w = np.array(params["w"])
+        if walk.order is not None:
+            unpermuted = np.empty_like(w)
+            unpermuted[walk.order] = w
+            w, walk.order = unpermuted, None
+        linear = nn.Linear(w.shape[0], w.shape[1], bias=spec["use_bias"], dtype=_dtype(torch, w))
+        linear.weight.copy_(_tensor(torch, w.T))
+        if spec["use_bias"]:
+            linear.bias.copy_(_tensor(torch, params["b"]))
+        return [linear]
+    if kind in ("Conv", "Conv1D"):
+        rank = 2 if kind == "Conv" else 1
+        walk.layout = "image"
+        w = np.array(params["w"])
+        groups = spec["feature_group_count"]
+        padding = spec["padding"]
+        if padding == "SAME":
+            if set(spec["strides"]) != {1}:
+                raise ConversionError(f"layer {where} ({name}): 'SAME' padding with strides has no PyTorch twin "
+                                      f"(it may pad one side more); give the padding explicitly")
+            padding = "same"
+        elif padding == "VALID":
+            padding = "valid"
+        elif all(lo == hi for lo, hi in padding):
+            padding = tuple(lo for lo, _ in padding)
+        else:
+            raise ConversionError(f"layer {where} ({name}): uneven padding {padding} has no PyTorch twin")
+        conv = (nn.Conv2d if rank == 2 else nn.Conv1d)(
+            w.shape[-2] * groups, w.shape[-1], spec["kernel_size"], stride=spec["strides"], padding=padding,
+            dilation=spec["dilation"], groups=groups, bias=spec["use_bias"], dtype=_dtype(torch, w))
+        conv.weight.copy_(_tensor(torch, np.transpose(w, (rank + 1, rank) + tuple(range(rank)))))
+        if spec["use_bias"]:
+            conv.bias.copy_(_tensor(torch, params["b"]))
+        walk.rank = rank
+        return [conv]
+    if kind == "BatchNorm":
+        scale = np.array(params["scale"])
+        image2d = walk.layout == "image" and walk.rank == 2
+        norm = (nn.BatchNorm2d if image2d else nn.BatchNorm1d)(
+            scale.shape[0], eps=spec["epsilon"], momentum=round(1.0 - spec["momentum"], 12), dtype=_dtype(torch, scale))
+        inverse = _inverse(walk.order)
+        norm.weight.copy_(_tensor(torch, scale[inverse]))
+        norm.bias.copy_(_tensor(torch, np.array(params["offset"])[inverse]))
+        norm.running_mean.copy_(_tensor(torch, np.array(state["mean"])[inverse]))
+        norm.running_var.copy_(_tensor(torch, np.array(state["var"])[inverse]))
+        return [norm]
+    if kind == "LayerNorm":
+        scale = np.array(params["scale"])
+        if walk.layout == "image":
+            raise ConversionError(f"layer {where} ({name}) normalises the channels of an image; PyTorch's "
+                                  f"LayerNorm on NCHW normalises the last (width) axis: no twin")
+        norm = nn.LayerNorm(scale.shape[0], eps=spec["epsilon"], dtype=_dtype(torch, scale))
+        inverse = _inverse(walk.order)
+        norm.weight.copy_(_tensor(torch, scale[inverse]))
+        norm.bias.copy_(_tensor(torch, np.array(params["offset"])[inverse]))
+        return [norm]
+    if kind == "Embedding":
+        w = np.array(params["w"])
+        embedding = nn.Embedding(spec["vocab_size"], spec["features"], dtype=_dtype(torch, w))
+        embedding.weight.copy_(_tensor(torch, w))
+        return [embedding]
+    if kind == "Dropout":
+        return [nn.Dropout(spec["rate"])]
+    if kind in ("MaxPool", "AvgPool"):
+        padding = spec["padding"]
+        if padding == "VALID":
+            padding = 0
+        elif padding != "SAME" and all(lo == hi for lo, hi in padding):
+            padding = tuple(lo for lo, _ in padding)
+        else:
+            raise ConversionError(f"layer {where} ({name}): padding {padding!r} has no PyTorch twin")
+        if kind == "MaxPool":
+            return [nn.MaxPool2d(spec["window"], spec["strides"], padding)]
+        return [nn.AvgPool2d(spec["window"], spec["strides"], padding, count_include_pad=True)]
+    if kind == "GlobalAvgPool":
+        walk.layout = "features"
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if kind == "Flatten":
+        if walk.layout == "image":
+            walk.order = _flatten_order(tuple(params.shape))
+            walk.layout = "features"
+        return [nn.Flatten()]
+    simple = {"Relu": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "Identity": nn.Identity}
+    if kind in simple:
+        return [simple[kind]()]
+    if kind == "LeakyRelu":
+        return [nn.LeakyReLU(spec["alpha"])]
+    if kind == "Gelu":
+        return [nn.GELU(approximate="tanh" if spec["approximate"] else "none")]
+    if kind == "Softmax":
+        return [nn.Softmax(dim=-1)]
+    raise ConversionError(f"layer {where} ({name}) has no PyTorch twin in an nn.Sequential; supported: Dense, "
+                          f"Conv, Conv1D, BatchNorm, LayerNorm, Embedding, Dropout, MaxPool, AvgPool, "
+                          f"GlobalAvgPool, Flatten, the activations and nested serial")
+
+
+def _inverse(order):
+    """Index that takes fnnet's feature order back to torch's (everything, when there is no order)."""
+    if order is None:
+        return slice(None)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return inverse
+
+
+def _dtype(torch, array):
+    return {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
+            np.dtype(np.float16): torch.float16}.get(np.asarray(array).dtype, torch.float32)
