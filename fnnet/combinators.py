@@ -93,7 +93,7 @@ def serial(*layers: Layer) -> Layer:
     def run(params, state, x, key, train, with_residuals):
         check(params)
         if isinstance(state, (tuple, list)) and len(state) == 0:
-            raise ValueError(f"serial: this model has state or randomness ({_stateful_names(layers)}) but was "
+            raise ValueError(f"serial: this model has state or randomness ({stateful_names(layers)}) but was "
                              f"given no state: pass model_state= (TrainState.model_state, or the state "
                              f"fnnet.init_with_state returns) to evaluate/predict/apply_with_state, or use "
                              f"fnnet.value_and_grad(model, loss, with_state=True)")
@@ -127,14 +127,14 @@ def serial(*layers: Layer) -> Layer:
                       stateful_forward=stateful_forward, spec=spec("serial"))
 
 
-def _stateful_names(layers) -> str:
+def stateful_names(layers) -> str:
     """``"BatchNorm(momentum=0.9), Dropout(0.4)"``: the leaf layers with state or randomness."""
     names = []
     for layer in layers:
         if not is_stateful(layer):
             continue
         children = layer_children(layer)
-        names.append(_stateful_names(children) if children else layer_name(layer))
+        names.append(stateful_names(children) if children else layer_name(layer))
     return ", ".join(dict.fromkeys(names))
 
 

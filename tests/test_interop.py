@@ -177,6 +177,9 @@ def test_unsupported_modules_and_layers_are_named_with_their_position():
     _, params, _ = fnnet.init_with_state(model, jax.random.PRNGKey(0), (3,))
     with pytest.raises(ConversionError, match=r"pass model_state"):
         to_torch(model, params)
+    _, params, _ = fnnet.init_with_state(fnnet.BatchNorm(), jax.random.PRNGKey(0), (3,))
+    with pytest.raises(ConversionError, match=r"model has state \(BatchNorm\(momentum=0.9\)\): pass model_state"):
+        to_torch(fnnet.BatchNorm(), params)   # one layer, not a serial
 
 
 def test_float64_weights_without_x64_are_an_error_not_a_silent_cast():

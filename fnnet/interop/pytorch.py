@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.combinators import serial
+from fnnet.combinators import serial, stateful_names
 from fnnet.layer import Layer, init_with_state, is_stateful, layer_children, layer_name
 from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Embedding, Flatten, Gelu,
                           GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Sigmoid, Softmax, Tanh)
@@ -112,10 +112,7 @@ def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
     walk = _Walk(in_shape, "image" if image else "features")
     key = jax.random.PRNGKey(0) if key is None else key
     modules = list(module) if isinstance(module, torch.nn.Sequential) else [module]
-    layers, params, states = _convert_sequence(torch, modules, walk, key, prefix="")
-    model = serial(*layers)
-    model_state = tuple(states) if is_stateful(model) else ()
-    return model, tuple(params), model_state
+    return _convert_serial(torch, modules, walk, key, prefix="")
 
 
 def _first_is_conv(torch, module) -> bool:
@@ -128,29 +125,25 @@ def _first_is_conv(torch, module) -> bool:
     return False
 
 
-def _convert_sequence(torch, modules, walk, key, prefix):
+def _convert_serial(torch, modules, walk, key, prefix):
+    """``(serial, params, state)`` of a Sequential's modules (nested Sequentials in turn)."""
     layers, params, states = [], [], []
-    index = 0
     for position, module in enumerate(modules):
         where = f"{prefix}{position}"
         if isinstance(module, torch.nn.Flatten) and walk.layout == "pooled":
             _check_flatten(module, where)
             walk.layout = "features"      # (C, 1, 1) → (C,): GlobalAvgPool already gave fnnet's (C,)
             continue
+        child_key = jax.random.fold_in(key, position)
         if isinstance(module, torch.nn.Sequential):
-            children, child_params, child_states = _convert_sequence(torch, list(module), walk,
-                                                                     jax.random.fold_in(key, position), f"{where}.")
-            layer = serial(*children)
-            layers.append(layer)
-            params.append(tuple(child_params))
-            states.append(tuple(child_states) if is_stateful(layer) else ())
+            layer, layer_params, state = _convert_serial(torch, list(module), walk, child_key, f"{where}.")
         else:
-            layer, layer_params, state = _convert_module(torch, module, walk, jax.random.fold_in(key, position), where)
-            layers.append(layer)
-            params.append(layer_params)
-            states.append(state)
-        index += 1
-    return layers, params, states
+            layer, layer_params, state = _convert_module(torch, module, walk, child_key, where)
+        layers.append(layer)
+        params.append(layer_params)
+        states.append(state)
+    model = serial(*layers)
+    return model, tuple(params), tuple(states) if is_stateful(model) else ()
 
 
 def _array(tensor, where, what):
@@ -360,13 +353,13 @@ def to_torch(model: Layer, params, model_state=None):
       )
     """
     torch = _torch()
+    if is_stateful(model) and model_state is None:
+        raise ConversionError(f"to_torch: the model has state ({stateful_names([model])}): pass model_state "
+                              f"(BatchNorm's running statistics)")
     if model.spec is None or model.spec.kind != "serial":
         model, params, model_state = serial(model), (params,), (model_state,) if is_stateful(model) else ()
     walk = _Walk((), "image" if _takes_images(model, params) else "features")
     state = model_state if is_stateful(model) else None
-    if is_stateful(model) and model_state is None:
-        raise ConversionError(f"to_torch: the model has state ({_stateful_names(model)}): pass model_state "
-                              f"(BatchNorm's running statistics)")
     with torch.no_grad():
         return _sequential(torch, model, params, state, walk, prefix="")
 
@@ -379,13 +372,6 @@ def _takes_images(model, params) -> bool:
     kind = model.spec.kind if model.spec is not None else None
     return kind in ("Conv", "Conv1D", "MaxPool", "AvgPool", "GlobalAvgPool") or \
         (kind == "Flatten" and len(getattr(params, "shape", ())) == 3)
-
-
-def _stateful_names(model):
-    children = layer_children(model)
-    if not children:
-        return layer_name(model)
-    return ", ".join(_stateful_names(c) for c in children if is_stateful(c))
 
 
 def _tensor(torch, value):
