@@ -6,10 +6,10 @@ The public API, at a glance:
   :func:`Dense`, :data:`Relu`, :data:`Sigmoid`, :data:`Tanh`, :data:`Softmax`, :data:`Identity`,
   :func:`LeakyRelu`, :data:`Gelu`, :data:`Flatten`, :func:`Reshape`, :func:`Conv`, :func:`Conv1D`,
   :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`, :func:`Embedding`,
-  :func:`PositionalEmbedding`, :func:`CausalSelfAttention`; with a key and state
+  :func:`PositionalEmbedding`, :func:`Unembed`, :func:`CausalSelfAttention`; with a key and state
   (:func:`init_with_state`, :func:`apply_with_state`): :func:`Dropout`, :func:`BatchNorm`;
   combinators :func:`serial`, :func:`parallel`, :func:`FanOut`, :data:`FanInSum`,
-  :func:`FanInConcat`, :func:`Residual`;
+  :func:`FanInConcat`, :func:`Residual`, :func:`Tied` (weight tying);
 * :mod:`fnnet.initializers` and :mod:`fnnet.losses` (``fnnet.Loss`` = ``(value, grad)``);
 * gradients: :func:`value_and_grad` (hand-written), :func:`autodiff_value_and_grad`
   (reference), :func:`objective` (``jax.custom_vjp``), :func:`per_example_grads`;
@@ -34,13 +34,14 @@ import importlib
 
 from fnnet import checkpoint, initializers, layers, losses
 from fnnet.checkpoint import load, save
-from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
 from fnnet.layer import (Layer, Spec, apply_with_state, forward_with_state, init_with_state, is_stateful,
                          layer_name)
 from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
                           Flatten, Gelu, GlobalAvgPool,
-                          Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh)
+                          Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh,
+                          Unembed)
 from fnnet.losses import Loss
 from fnnet.summary import Summary, summary
 
@@ -75,7 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "FanInConcat", "FanInSum", "FanOut",
     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
-    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Spec", "Summary", "Tanh", "Trace",
+    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Spec", "Summary", "Tanh", "Tied", "Trace", "Unembed",
     "apply_with_state",
     "autodiff_value_and_grad", "checkpoint", "datasets", "debug_nans", "doctor", "explain", "forward_with_state", "gpt",
     "gradcheck", "init_with_state",

@@ -8,7 +8,12 @@ Dense, GELU) and the chain rule through the two residual branches of each block
     ids (B, T) ─ Embedding ─ + PositionalEmbedding ─┬─ [block] × layers ─ LayerNorm ─ Dense(vocab) ─ logits (B, T, V)
     block:  x + CausalSelfAttention(LayerNorm(x)),  then  x + Dense(C)(GELU(Dense(4C)(LayerNorm(x))))
 
-The output head is a separate ``Dense`` (not tied to the token embedding).
+By default the output head is a separate ``Dense``; ``GPTConfig(tie_embeddings=True)`` reads the
+token embedding's table backwards instead (:func:`fnnet.Unembed` inside :func:`fnnet.Tied`: the
+table's gradient is the sum of its two uses), as GPT-2 and nanoGPT do. ``bias=False`` drops the
+biases of every Dense, attention projection and LayerNorm, and ``gelu_approximate=False`` uses
+the exact (erf) GELU: with all three, the model is nanoGPT's exactly
+(:func:`fnnet.interop.from_nanogpt` loads its checkpoints).
 
 Example:
   >>> import jax, jax.numpy as jnp, fnnet
@@ -31,21 +36,29 @@ import numpy as np
 import optax
 
 from fnnet import initializers
-from fnnet.combinators import Residual, serial
+from fnnet.combinators import Residual, Tied, serial
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
-                          PositionalEmbedding)
+                          PositionalEmbedding, Unembed)
 from fnnet.layers.embedding import check_token_ids
 
 
 class GPTConfig(NamedTuple):
-    """The size of a GPT. Defaults: nanoGPT's CPU recipe for Tiny Shakespeare."""
+    """The size and form of a GPT. Defaults: nanoGPT's CPU recipe for Tiny Shakespeare, with
+    biases, the tanh GELU and a separate output head (nanoGPT itself: ``bias`` as its config
+    says, ``tie_embeddings=True``, ``gelu_approximate=False``)."""
     vocab_size: int = 65
     block_size: int = 64
     num_layers: int = 4
     num_heads: int = 4
     features: int = 128
     dropout: float = 0.0
+    bias: bool = True
+    """Biases in every Dense, attention projection and LayerNorm (``False``: none, nanoGPT's ``bias=False``)."""
+    tie_embeddings: bool = False
+    """The output head is the token embedding's table, transposed (and has no bias)."""
+    gelu_approximate: bool = True
+    """The MLP's GELU: the tanh form (``True``) or the exact erf form (``False``, PyTorch's ``nn.GELU()``)."""
 
     def check(self) -> "GPTConfig":
         """Raises ValueError naming the field that cannot make a GPT."""
@@ -58,6 +71,9 @@ class GPTConfig(NamedTuple):
                              f"{self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+        for field in ("bias", "tie_embeddings", "gelu_approximate"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"GPTConfig: {field} must be True or False, got {getattr(self, field)!r}")
         return self
 
 
@@ -70,10 +86,11 @@ def TransformerBlock(config: GPTConfig) -> Layer:
     """
     weights = initializers.normal(0.02)
     into_residual = initializers.normal(0.02 / math.sqrt(2 * config.num_layers))
-    attention = [LayerNorm(), CausalSelfAttention(config.num_heads, max_length=config.block_size,
-                                                  w_init=weights, out_init=into_residual)]
-    mlp = [LayerNorm(), Dense(4 * config.features, w_init=weights), Gelu,
-           Dense(config.features, w_init=into_residual)]
+    bias = config.bias
+    attention = [LayerNorm(use_bias=bias), CausalSelfAttention(config.num_heads, max_length=config.block_size,
+                                                               w_init=weights, out_init=into_residual, use_bias=bias)]
+    mlp = [LayerNorm(use_bias=bias), Dense(4 * config.features, w_init=weights, use_bias=bias),
+           Gelu(approximate=config.gelu_approximate), Dense(config.features, w_init=into_residual, use_bias=bias)]
     if config.dropout:
         attention.append(Dropout(config.dropout))
         mlp.append(Dropout(config.dropout))
@@ -85,15 +102,22 @@ def GPT(config: GPTConfig) -> Layer:
 
     Init with ``in_shape=(config.block_size,)``. With ``dropout > 0`` the model takes a key
     and the train/eval mode (:func:`fnnet.apply_with_state`).
+
+    The layers: ``serial(Embedding, PositionalEmbedding, [Dropout], blocks..., LayerNorm,
+    Dense(vocab))``; with ``tie_embeddings``, ``Tied(Embedding, serial(PositionalEmbedding,
+    [Dropout], blocks..., LayerNorm), Unembed)``.
     """
     config = config.check()
-    layers = [Embedding(config.vocab_size, config.features, w_init=initializers.normal(0.02)),
-              PositionalEmbedding(config.block_size)]
+    embedding = Embedding(config.vocab_size, config.features, w_init=initializers.normal(0.02))
+    body = [PositionalEmbedding(config.block_size)]
     if config.dropout:
-        layers.append(Dropout(config.dropout))
-    layers += [TransformerBlock(config) for _ in range(config.num_layers)]
-    layers += [LayerNorm(), Dense(config.vocab_size, w_init=initializers.normal(0.02))]
-    return serial(*layers)
+        body.append(Dropout(config.dropout))
+    body += [TransformerBlock(config) for _ in range(config.num_layers)]
+    body.append(LayerNorm(use_bias=config.bias))
+    if config.tie_embeddings:
+        return Tied(embedding, serial(*body), Unembed(config.vocab_size, config.features))
+    head = Dense(config.vocab_size, w_init=initializers.normal(0.02), use_bias=config.bias)
+    return serial(embedding, *body, head)
 
 
 def decay_mask(params):

@@ -37,8 +37,9 @@ class Summary:
 
 
 def summary(model: Layer, in_shape) -> Summary:
-    """Lists each layer of ``model`` (nested ``serial`` flattened, indices like ``1.0``; other
-    combinators such as :func:`fnnet.Residual` as one row) with its output shape, parameter
+    """Lists each layer of ``model`` (nested ``serial`` and :func:`fnnet.Tied` flattened, indices like
+    ``1.0``, a tied layer's shared params counted once; other combinators such as
+    :func:`fnnet.Residual` as one row) with its output shape, parameter
     count and, for layers with state, the number of state values; and the totals. Nothing is
     computed: shapes come from ``jax.eval_shape`` of ``init``.
 
@@ -59,6 +60,12 @@ def summary(model: Layer, in_shape) -> Summary:
 
     def walk(layer, shape, prefix):
         children = layer_children(layer)
+        number = (lambda index: f"{prefix}.{index}" if prefix else str(index))
+        if layer.spec is not None and layer.spec.kind == "Tied" and len(children) == 3:
+            shape = walk(children[1], walk(children[0], shape, number(0)), number(1))
+            out_shape = tuple(abstract_init(children[2], shape)[0])
+            rows.append((number(2), f"{layer_name(children[2])} (tied to {number(0)})", out_shape, 0, 0))
+            return out_shape
         if not (layer.name == "serial" and children):
             out_shape, params, state = abstract_init(layer, shape)
             count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
@@ -66,7 +73,7 @@ def summary(model: Layer, in_shape) -> Summary:
             rows.append((prefix or "0", layer_name(layer), tuple(out_shape), count, state_count))
             return tuple(out_shape)
         for index, child in enumerate(children):
-            shape = walk(child, shape, f"{prefix}.{index}" if prefix else str(index))
+            shape = walk(child, shape, number(index))
         return shape
 
     walk(model, in_shape, "")

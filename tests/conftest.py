@@ -44,6 +44,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
+@pytest.fixture(scope="session")
+def shakespeare_data():
+    """The folder holding tinyshakespeare/input.txt (FNNET_DATA or ../shared/data); skips if absent."""
+    for candidate in (os.environ.get("FNNET_DATA"), REPO.parent / "shared" / "data"):
+        if candidate and (pathlib.Path(candidate) / "tinyshakespeare" / "input.txt").is_file():
+            return pathlib.Path(candidate)
+    pytest.skip("Tiny Shakespeare not found: set FNNET_DATA to a folder holding tinyshakespeare/input.txt")
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _RUN_CACHE is not None and "PYTEST_XDIST_WORKER" not in os.environ:
         shutil.rmtree(_RUN_CACHE, ignore_errors=True)

@@ -21,15 +21,6 @@ from test_see_inside import trace_rows
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def shakespeare_data():
-    """The folder holding tinyshakespeare/input.txt (FNNET_DATA or ../shared/data); skips if absent."""
-    for candidate in (os.environ.get("FNNET_DATA"), REPO.parent / "shared" / "data"):
-        if candidate and (pathlib.Path(candidate) / "tinyshakespeare" / "input.txt").is_file():
-            return pathlib.Path(candidate)
-    pytest.skip("Tiny Shakespeare not found: set FNNET_DATA to a folder holding tinyshakespeare/input.txt")
-
-
 # --- the layers (their gradient checks: the catalogue, test_catalogue.py) ----------------------------
 
 def test_embedding_backward_is_a_scatter_add(x64):

@@ -124,7 +124,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_which(capsys, tmp_pa
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace_then_fail)
-    assert cli.main(["train", "xor", "--epochs", "5", "--out", str(out), "--quiet"]) == 4
+    assert cli.main(["train", "xor", "--epochs", "5", "--checkpoint-every", "0", "--out", str(out), "--quiet"]) == 4
     _one_line_error(capsys, f"could not write {out / 'checkpoint.safetensors'}: File too large; "
                             f"the previous checkpoint (epoch 2) is kept")
     assert checkpoint.read_metadata(out / "checkpoint.safetensors")["epoch"] == 2

@@ -1,4 +1,5 @@
-"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor and the demo.
+"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor, convert
+and the demo.
 
 Examples::
 
@@ -12,6 +13,7 @@ Examples::
     fnnet trace xor                                                # one step, every layer, as tables
     fnnet trace runs/mnist --layer 2                               # a trained run from inside
     fnnet doctor mnist                                             # the checks to run before training
+    fnnet convert nanogpt out-shakespeare-char/ckpt.pt --out runs/nanogpt   # nanoGPT's model as a run
     fnnet demo
 """
 
@@ -34,6 +36,7 @@ from fnnet.app.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, Dat
 from fnnet.app.runs import load_run
 from fnnet.checkpoint import CheckpointError, CheckpointWriteError
 from fnnet.datasets import DataError
+from fnnet.interop import ConversionError
 from fnnet.layer import init_with_state, is_stateful
 from fnnet.summary import summary
 from fnnet.train import TrainingDiverged, language
@@ -45,6 +48,10 @@ __all__ = [  # the recipes are re-exported: ``from fnnet.app.cli import build_mo
 
 # keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
 _DERIVED = ("in_shape", "out_dim")
+
+CHECKPOINT_EVERY = 10.0
+"""``fnnet train``'s seconds between checkpoints (``--checkpoint-every``): an MNIST epoch takes
+about that long, so most are saved, while XOR's 1,000 tiny epochs write one checkpoint, not 1,000."""
 
 
 class UsageError(Exception):
@@ -153,11 +160,13 @@ def _setup(config: dict):
 
 
 def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = True,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, checkpoint_every: float = CHECKPOINT_EVERY) -> dict:
     """Trains as ``fnnet train`` does and writes config.json (the settings, with the input
     shape and output width :func:`fnnet.load_run` needs), the checkpoint, metrics.json and
     curves.png. The output folder is checked before the data is loaded: one that holds a run
-    already needs ``resume`` (continue it, same settings but ``epochs``) or ``overwrite``."""
+    already needs ``resume`` (continue it, same settings but ``epochs``) or ``overwrite``.
+    The checkpoint is written at most every ``checkpoint_every`` seconds, and after the last
+    epoch (:func:`fnnet.train.fit`)."""
 
     out_dir = _check_output_path(out_dir, "--out", folder=True)
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
@@ -181,7 +190,8 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
                                batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
                                eval_data=test_data, grad=config["grad"], verbose=verbose,
-                               checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"))
+                               checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"),
+                               checkpoint_every=checkpoint_every)
     fit_seconds = time.perf_counter() - fit_started
     result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
     train_seconds = float(sum(history.seconds))
@@ -231,6 +241,8 @@ def _text_config_from_args(args) -> dict:
         raise UsageError(f"{flag} is not used by {_TEXT} (a GPT: --layers, --heads, --features, "
                          f"--block-size, --steps, --batch-size, --lr, --dropout)")
     config = dict(shakespeare.DEFAULTS)
+    if getattr(args, "resume", False):  # the run's own settings where no flag is given (a converted model's form)
+        config.update(shakespeare.saved_settings(_train_out(args)))
     for name in _GPT_FLAGS + ("batch_size", "lr", "weight_decay"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
@@ -250,7 +262,7 @@ def _cmd_train(args) -> int:
         return 0
     config = _config_from_args(args)
     run_train(config, _train_out(args), resume=args.resume, verbose=not args.quiet,
-              overwrite=args.overwrite)
+              overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
     return 0
 
 
@@ -474,6 +486,13 @@ def _cmd_doctor(args) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_convert(args) -> int:
+    out = _check_output_path(args.out, "--out", folder=True)
+    shakespeare.convert_nanogpt(args.checkpoint, out, meta=args.meta, overwrite=args.overwrite,
+                                verbose=not args.quiet)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     """XOR, then MNIST (or breast cancer when MNIST cannot be found): accuracies and plots."""
 
@@ -553,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.add_argument("--out", help="output folder (default runs/DATASET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY, metavar="SECONDS",
+                   help=f"seconds between checkpoints ({CHECKPOINT_EVERY:g}; 0: after every epoch); one is always "
+                        f"written after the last epoch and on Ctrl-C")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoint, config, metrics and plots)")
     p.add_argument("--quiet", action="store_true")
@@ -630,6 +652,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.set_defaults(run=_cmd_doctor)
 
+    p = commands.add_parser(
+        "convert", help="bring a model trained elsewhere in as a run folder (nanoGPT's ckpt.pt)",
+        description="Converts nanoGPT's ckpt.pt (as its train.py writes it) into a run folder that 'fnnet sample', "
+                    "'eval', 'trace' and 'train shakespeare --resume --steps N' (fine-tuning) accept; the "
+                    "conversion is exact (fnnet.interop.from_nanogpt: the same logits and gradients).")
+    p.add_argument("source", choices=("nanogpt",), help="where the model comes from")
+    p.add_argument("checkpoint", help="nanoGPT's ckpt.pt (keys with torch.compile's _orig_mod. prefix are fine)")
+    p.add_argument("--meta", help="nanoGPT's meta.pkl (data/shakespeare_char/meta.pkl): the character vocabulary; "
+                                  "without it the model's vocabulary must be Tiny Shakespeare's 65 characters")
+    p.add_argument("--out", required=True, help="the run folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_cmd_convert)
+
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--mnist-epochs", type=int, default=12)
@@ -669,7 +705,7 @@ def main(argv=None) -> int:
     except CheckpointWriteError as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 4
-    except (UsageError, RecipeError, DataError, CheckpointError) as error:
+    except (UsageError, RecipeError, DataError, CheckpointError, ConversionError) as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -234,10 +234,14 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule
 
 
 def gpt_config(config: dict) -> GPTConfig:
-    """The :class:`fnnet.gpt.GPTConfig` of a GPT run's ``config.json`` (``fnnet train shakespeare``)."""
+    """The :class:`fnnet.gpt.GPTConfig` of a GPT run's ``config.json`` (``fnnet train shakespeare``;
+    a run ``fnnet convert nanogpt`` wrote also records ``bias``, ``tie_embeddings`` and
+    ``gelu_approximate``, which default to fnnet's own GPT)."""
     return GPTConfig(vocab_size=len(config["vocab"]), block_size=int(config["block_size"]),
                      num_layers=int(config["layers"]), num_heads=int(config["heads"]),
-                     features=int(config["features"]), dropout=float(config["dropout"])).check()
+                     features=int(config["features"]), dropout=float(config["dropout"]),
+                     bias=config.get("bias", True), tie_embeddings=config.get("tie_embeddings", False),
+                     gelu_approximate=config.get("gelu_approximate", True)).check()
 
 
 def model_from_config(config: dict):

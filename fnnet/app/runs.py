@@ -82,6 +82,16 @@ class Run:
         return shakespeare.sample(self.model, self.params, self.config, prompt, num_tokens,
                                   temperature=temperature, top_k=top_k, seed=seed, model_state=self.model_state)
 
+    def _text(self):
+        """Tiny Shakespeare as character ids, when they are this language model's ids (a model
+        converted with another vocabulary reads other ids: an error, not a silently wrong loss)."""
+        text = datasets.tiny_shakespeare()
+        if text.vocab != self.config.get("vocab"):
+            raise RecipeError(f"{self.dir}: its vocabulary ({len(self.config.get('vocab') or '')} characters) is "
+                              f"not Tiny Shakespeare's ({text.vocab_size}), so its ids are not the data set's; "
+                              f"give it tokens of its own (Run.evaluate(ids))")
+        return text
+
     def as_batch(self, x) -> np.ndarray:
         """``x`` as a float batch of shape ``(N, *in_shape)``: any shape whose examples have
         ``prod(in_shape)`` values is reshaped (MNIST: ``(N, 784)`` or ``(N, 28, 28)``).
@@ -150,7 +160,7 @@ class Run:
             raise ValueError(f"examples: split must be 'train' or 'test', got {split!r}")
         if self.is_language_model:
             block = int(self.config["block_size"])
-            text = datasets.tiny_shakespeare()
+            text = self._text()
             return language.consecutive_windows(text.val if split == "test" else text.train, block, count)
         if self.spec is None:
             raise ValueError(f"{self.dir}: a fit() checkpoint records no data set; trace it with "
@@ -171,7 +181,7 @@ class Run:
 
         if self.is_language_model:
 
-            tokens = datasets.tiny_shakespeare().val if data is None else data
+            tokens = self._text().val if data is None else data
             return language.evaluate_language_model(self.model, self.params, tokens,
                                                     block_size=int(self.config["block_size"]),
                                                     model_state=self.model_state)

@@ -9,13 +9,17 @@ clipped at norm 1), with a peak learning rate of 2e-3 instead of nanoGPT's 1e-3:
 A run folder holds ``config.json`` (these settings and the vocabulary),
 ``checkpoint.safetensors`` (the whole :class:`fnnet.train.TrainState`), ``metrics.json``
 (the exact validation loss over the whole split, the curve, the times), ``loss.png`` and
-``sample.txt``.
+``sample.txt``. :func:`convert_nanogpt` (``fnnet convert nanogpt``) writes the same kind of
+folder from a nanoGPT checkpoint: ``fnnet sample``, ``eval``, ``trace`` and ``train shakespeare
+--resume`` (fine-tuning) take it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import pathlib
+import pickle
 import time
 
 import jax
@@ -24,8 +28,11 @@ from fnnet import datasets, gpt
 from fnnet.app import jobs
 from fnnet.app.recipes import RecipeError, gpt_config
 from fnnet.datasets import CharText
+from fnnet.interop import nanogpt
 from fnnet.summary import summary
-from fnnet.train import language
+from fnnet.train import CHECKPOINT_NAME, language
+from fnnet.train.fitting import save_checkpoint
+from fnnet.train.state import init_state
 
 DEFAULTS = {
     "dataset": "shakespeare", "model": "gpt", "loss": "softmax_cross_entropy",
@@ -34,6 +41,10 @@ DEFAULTS = {
     "eval_interval": 250, "eval_batches": 20, "grad": "manual", "seed": 0,
 }
 """``fnnet train shakespeare``'s settings (each has a flag: ``--layers``, ``--block-size``...)."""
+
+MODEL_SETTINGS = ("dataset", "model", "layers", "heads", "features", "block_size", "dropout")
+"""The settings that make the model (with ``bias``, ``tie_embeddings`` and ``gelu_approximate``, which
+only converted runs record): a resumed run must keep them."""
 
 TARGET_VAL_LOSS = 1.88
 """nanoGPT's validation loss for its CPU recipe (2,000 iterations, about 3 minutes on a laptop)."""
@@ -60,12 +71,17 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
               sample_tokens: int = 500, overwrite: bool = False) -> dict:
     """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes) and writes the run folder.
 
-    A folder that holds a run already needs ``resume`` (same settings but ``steps``) or
-    ``overwrite`` (:func:`fnnet.app.jobs.prepare_run_dir`)."""
+    A folder that holds a run already needs ``resume`` (same settings but ``steps`` and the
+    validation estimates' ``eval_interval`` and ``eval_batches``) or ``overwrite``
+    (:func:`fnnet.app.jobs.prepare_run_dir`). A run that has trained no step yet (one
+    :func:`convert_nanogpt` wrote) takes any training settings: only the model must stay."""
 
     out_dir = pathlib.Path(out_dir)
-    replaced = jobs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=("steps", "vocab"))
     done_steps = jobs.trained_so_far(out_dir, config, resume=resume, unit="steps")
+    ignore = ("steps", "vocab", "eval_interval", "eval_batches")
+    if resume and done_steps == 0:  # nothing trained yet (a converted model): the recipe may change
+        ignore += tuple(key for key in DEFAULTS if key not in MODEL_SETTINGS)
+    replaced = jobs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=ignore)
     started = time.perf_counter()
     text = datasets.tiny_shakespeare()
     data_seconds = time.perf_counter() - started
@@ -137,3 +153,84 @@ def sample(model, params, config: dict, prompt: str, num_tokens: int, *, tempera
     out = gpt.generate(model, params, ids, num_tokens, block_size=int(config["block_size"]),
                        key=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k, state=model_state)
     return vocab.decode(out)
+
+
+def saved_settings(out_dir) -> dict:
+    """The settings of the run in ``out_dir`` (its config.json without the vocabulary), or ``{}``:
+    ``fnnet train shakespeare --resume`` keeps those that no flag changes (the size of a converted
+    nanoGPT model, its biases and tied head)."""
+    path = pathlib.Path(out_dir) / jobs.CONFIG_NAME
+    try:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, OSError):
+        return {}  # prepare_run_dir reports an unreadable config
+    return {key: value for key, value in saved.items() if key != "vocab"} if isinstance(saved, dict) else {}
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numbers only: a ``meta.pkl`` cannot run code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it holds an object of class {module}.{name}, not only plain data")
+
+
+def read_meta(path) -> str:
+    """The character vocabulary of nanoGPT's ``meta.pkl`` (``{"vocab_size", "itos", "stoi"}``, as
+    its ``data/shakespeare_char/prepare.py`` writes it): ``itos[0] + itos[1] + ...``."""
+    path = pathlib.Path(path)
+    try:
+        meta = _PlainData(io.BytesIO(path.read_bytes())).load()
+    except OSError as error:
+        raise RecipeError(f"--meta {path}: cannot read it ({error.strerror or error})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+        raise RecipeError(f"--meta {path}: not a nanoGPT meta.pkl ({error})") from None
+    itos = meta.get("itos") if isinstance(meta, dict) else None
+    if not isinstance(itos, dict) or sorted(itos) != list(range(len(itos))) or \
+            not all(isinstance(c, str) and len(c) == 1 for c in itos.values()):
+        raise RecipeError(f"--meta {path}: expected a dict with 'itos' mapping 0..V-1 to single characters "
+                          f"(nanoGPT's character-level meta.pkl)")
+    return "".join(itos[i] for i in range(len(itos)))
+
+
+def convert_nanogpt(checkpoint_path, out_dir, *, meta=None, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Writes a run folder from nanoGPT's ``ckpt.pt`` (:func:`fnnet.interop.from_nanogpt`):
+    config.json (the model's size and form, the vocabulary, where it came from) and a checkpoint
+    with its params and a fresh optimizer state at step 0, so that ``fnnet train shakespeare
+    --resume --steps N`` fine-tunes it. Returns the config.
+
+    The vocabulary is ``meta``'s (nanoGPT's ``meta.pkl``), or without it Tiny Shakespeare's 65
+    characters, which the checkpoint's vocabulary size must then equal.
+    """
+    out_dir = pathlib.Path(out_dir)
+    replaced = jobs.prepare_run_dir(out_dir, {}, resume=False, overwrite=overwrite)
+    checkpoint = nanogpt.read_checkpoint(checkpoint_path)
+    model, params, config = nanogpt.from_nanogpt(checkpoint)
+    if meta is not None:
+        vocab = read_meta(meta)
+    else:
+        vocab = datasets.tiny_shakespeare().vocab
+        if config.vocab_size != len(vocab):
+            raise RecipeError(f"{checkpoint_path}: a vocabulary of {config.vocab_size} tokens, not Tiny Shakespeare's "
+                              f"{len(vocab)} characters; pass --meta with the meta.pkl of the data it was trained on")
+    if len(vocab) != config.vocab_size:
+        raise RecipeError(f"--meta {meta}: {len(vocab)} characters, but {checkpoint_path} has a vocabulary "
+                          f"of {config.vocab_size}")
+    run_config = dict(DEFAULTS, layers=config.num_layers, heads=config.num_heads, features=config.features,
+                      block_size=config.block_size, dropout=config.dropout, bias=config.bias,
+                      tie_embeddings=config.tie_embeddings, gelu_approximate=config.gelu_approximate,
+                      vocab=vocab, converted_from={"nanogpt": str(checkpoint_path),
+                                                   "iter_num": int(checkpoint.get("iter_num", 0))})
+    optimizer = gpt.optimizer(run_config["steps"], lr=run_config["lr"], min_lr=run_config["min_lr"],
+                              warmup=run_config["warmup"], weight_decay=run_config["weight_decay"])
+    state = init_state(model, optimizer, jax.random.PRNGKey(run_config["seed"]), (config.block_size,), params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs.clear_run_files(replaced)
+    (out_dir / jobs.CONFIG_NAME).write_text(json.dumps(run_config, indent=2))
+    save_checkpoint(out_dir / CHECKPOINT_NAME, state,
+                            {"history": language.LanguageHistory().to_dict()})
+    if verbose:
+        print(summary(model, (config.block_size,)))
+        print(f"wrote {out_dir / jobs.CONFIG_NAME} and {out_dir / CHECKPOINT_NAME}: nanoGPT's model "
+              f"(iteration {run_config['converted_from']['iter_num']}) as an fnnet run; try "
+              f"'fnnet sample {out_dir}'")
+    return run_config

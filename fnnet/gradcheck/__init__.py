@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -520,9 +521,10 @@ def builtin_cases():
         return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
                            raise_on_failure=False)
 
-    def gpt_case():
+    def gpt_case(**options):
         with jax.enable_x64(True):
-            model = gpt.GPT(gpt.GPTConfig(vocab_size=7, block_size=6, num_layers=1, num_heads=2, features=8))
+            model = gpt.GPT(gpt.GPTConfig(vocab_size=7, block_size=6, num_layers=1, num_heads=2, features=8,
+                                          **options))
             _, params = model.init(k1, (6,))
             ids = jax.random.randint(k2, (3, 6), 0, 7)
             targets = jax.random.randint(k3, (3, 6), 0, 7)
@@ -561,6 +563,8 @@ def builtin_cases():
         ("CNN (conv, BatchNorm, pool, residual, dropout) + softmax_cross_entropy", cnn_case),
         ("softmax_cross_entropy on (B, T, V) logits", loss_case(losses.softmax_cross_entropy, seq_logits, seq_labels)),
         ("GPT (1 block) + softmax_cross_entropy over (B, T)", gpt_case),
+        ("GPT (nanoGPT's form: tied head, no biases, exact GELU) + softmax_cross_entropy",
+         functools.partial(gpt_case, tie_embeddings=True, bias=False, gelu_approximate=False)),
     ]
 
 

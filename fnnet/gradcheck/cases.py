@@ -22,12 +22,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
 from fnnet.gpt import GPTConfig, TransformerBlock
 from fnnet.layer import Layer, init_with_state
 from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
                           Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
-                          PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh)
+                          PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh, Unembed)
 
 
 class LayerCase(NamedTuple):
@@ -85,15 +85,22 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("GlobalAvgPool (T, C)", GlobalAvgPool, (6, 3)),
     LayerCase("LayerNorm", LayerNorm(), (7,)),
     LayerCase("LayerNorm (3-D input)", LayerNorm(), (3, 5)),
+    LayerCase("LayerNorm (no bias)", LayerNorm(use_bias=False), (3, 5)),
     LayerCase("BatchNorm (train)", BatchNorm(), (4, 4, 3)),
     LayerCase("BatchNorm (eval)", BatchNorm(), (4, 4, 3), train=False),
     LayerCase("Dropout (train)", Dropout(0.5), (7,)),
     LayerCase("Embedding", Embedding(9, 4), (5,), vocab=9),
     LayerCase("PositionalEmbedding (T < max_length)", PositionalEmbedding(8), (5, 3)),
+    LayerCase("Unembed", Unembed(9, 4), (5, 4)),
+    LayerCase("Tied (Embedding, Dense, Unembed)", Tied(Embedding(9, 4), serial(Dense(4), Tanh), Unembed(9, 4)),
+              (5,), vocab=9),
+    LayerCase("Tied (with Dropout in the body) (train)", Tied(Embedding(9, 4), serial(Dense(4), Dropout(0.3)),
+                                                           Unembed(9, 4)), (5,), vocab=9),
     LayerCase("CausalSelfAttention (2 heads)", CausalSelfAttention(2), (6, 4)),
     LayerCase("CausalSelfAttention (1 head, T < max_length)", CausalSelfAttention(1, 9), (5, 3)),
     LayerCase("CausalSelfAttention (4 heads, T = 1)", CausalSelfAttention(4), (1, 8)),
     LayerCase("CausalSelfAttention (4 heads, T < max_length)", CausalSelfAttention(4, max_length=10), (7, 8)),
+    LayerCase("CausalSelfAttention (2 heads, no bias)", CausalSelfAttention(2, use_bias=False), (6, 4)),
     LayerCase("TransformerBlock (GPT, 2 heads)", TransformerBlock(GPTConfig(block_size=6, num_layers=1, num_heads=2,
                                                                             features=4)), (6, 4)),
     LayerCase("serial (Dense, Tanh, Dense, Softmax)", serial(Dense(5), Tanh, Dense(3), Softmax), (4,)),

@@ -8,7 +8,7 @@ Supported, both ways (torch → fnnet):
                                         bias); ``w = weight`` as (k..., C_in/groups, C_out)
 ``BatchNorm1d`` / ``BatchNorm2d``       ``BatchNorm(momentum=1 - torch momentum, epsilon=eps)``;
                                         running mean and variance as the model state
-``LayerNorm(features)``                 ``LayerNorm(epsilon=eps)`` (over the last axis)
+``LayerNorm(features, bias=...)``       ``LayerNorm(epsilon=eps, use_bias=...)`` (the last axis)
 ``Embedding``                           ``Embedding(vocab, features)``
 ``Dropout(p)``                          ``Dropout(p)``
 ``MaxPool2d`` / ``AvgPool2d``           ``MaxPool`` / ``AvgPool`` (padding counted as zeros)
@@ -55,7 +55,7 @@ class ConversionError(ValueError):
     """A model that cannot be converted: the message names the module or layer and its position."""
 
 
-def _torch():
+def import_torch():
     try:
         import torch  # optional dependency: the interop extra
     except ImportError as error:
@@ -104,7 +104,7 @@ def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
       >>> bool(abs(y - net(x).detach().numpy()).max() < 1e-5)
       True
     """
-    torch = _torch()
+    torch = import_torch()
     if not isinstance(module, torch.nn.Module):
         raise ConversionError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
     in_shape = tuple(int(d) for d in (in_shape if isinstance(in_shape, (tuple, list)) else (in_shape,)))
@@ -146,10 +146,12 @@ def _convert_serial(torch, modules, walk, key, prefix):
     return model, tuple(params), tuple(states) if is_stateful(model) else ()
 
 
-def _array(tensor, where, what):
+def jax_array(tensor, what: str):
+    """A torch tensor's values as a JAX array of the same dtype; ``what`` (``"module 0: weight"``)
+    names it in the error for float64 while JAX's x64 mode is off (never a silent cast)."""
     value = tensor.detach().cpu().numpy()
     if value.dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise ConversionError(f"module {where}: {what} is float64 but JAX's x64 mode is off: enable it "
+        raise ConversionError(f"{what} is float64 but JAX's x64 mode is off: enable it "
                               f"(jax.config.update('jax_enable_x64', True)) or convert module.float() first")
     return jnp.asarray(value)
 
@@ -186,13 +188,13 @@ def _convert_module(torch, module, walk, key, where):
         if walk.layout != "features":
             raise ConversionError(f"module {where} ({kind}) acts on the last axis of a channels-first image; "
                                   f"only a Linear after a Flatten (or on features) converts")
-        w = _array(module.weight, where, "weight").T
+        w = jax_array(module.weight, f"module {where}: weight").T
         if walk.order is not None:
             w = w[walk.order]
             walk.order = None
         values = {"w": w}
         if module.bias is not None:
-            values["b"] = _array(module.bias, where, "bias")
+            values["b"] = jax_array(module.bias, f"module {where}: bias")
         return _fill(Dense(module.out_features, use_bias=module.bias is not None), walk, key, values, where)
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         rank = 2 if isinstance(module, nn.Conv2d) else 1
@@ -214,10 +216,10 @@ def _convert_module(torch, module, walk, key, where):
         layer = maker(module.out_channels, tuple(module.kernel_size), strides=tuple(module.stride),
                       padding=padding, dilation=tuple(module.dilation), feature_group_count=module.groups,
                       use_bias=module.bias is not None)
-        w = _array(module.weight, where, "weight")
+        w = jax_array(module.weight, f"module {where}: weight")
         values = {"w": jnp.transpose(w, tuple(range(2, 2 + rank)) + (1, 0))}
         if module.bias is not None:
-            values["b"] = _array(module.bias, where, "bias")
+            values["b"] = jax_array(module.bias, f"module {where}: bias")
         return _fill(layer, walk, key, values, where)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if not module.track_running_stats or module.running_mean is None:
@@ -229,9 +231,9 @@ def _convert_module(torch, module, walk, key, where):
         if isinstance(module, nn.BatchNorm2d) and walk.layout != "image":
             raise ConversionError(f"module {where} ({kind}) needs images; the examples have shape {walk.shape}")
         features = module.num_features
-        scale = _array(module.weight, where, "weight") if module.affine else jnp.ones(features)
-        offset = _array(module.bias, where, "bias") if module.affine else jnp.zeros(features)
-        mean, var = _array(module.running_mean, where, "running_mean"), _array(module.running_var, where, "running_var")
+        scale = jax_array(module.weight, f"module {where}: weight") if module.affine else jnp.ones(features)
+        offset = jax_array(module.bias, f"module {where}: bias") if module.affine else jnp.zeros(features)
+        mean, var = jax_array(module.running_mean, f"module {where}: running_mean"), jax_array(module.running_var, f"module {where}: running_var")
         layer = BatchNorm(momentum=round(1.0 - module.momentum, 12), epsilon=module.eps)
         return _fill(layer, walk, key, {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)},
                      where, {"mean": _mixing_order(walk, mean), "var": _mixing_order(walk, var)})
@@ -240,17 +242,21 @@ def _convert_module(torch, module, walk, key, where):
             raise ConversionError(f"module {where} ({kind}{tuple(module.normalized_shape)}): only a LayerNorm over "
                                   f"the last axis of features converts (fnnet's LayerNorm normalises the last axis)")
         features = module.normalized_shape[0]
-        scale = _array(module.weight, where, "weight") if module.weight is not None else jnp.ones(features)
-        offset = _array(module.bias, where, "bias") if module.bias is not None else jnp.zeros(features)
-        return _fill(LayerNorm(epsilon=module.eps), walk, key,
-                     {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)}, where)
+        scale = jax_array(module.weight, f"module {where}: weight") if module.weight is not None else jnp.ones(features)
+        values = {"scale": _mixing_order(walk, scale)}
+        use_bias = module.bias is not None or module.weight is None  # LayerNorm(bias=False): no offset
+        if module.bias is not None:
+            values["offset"] = _mixing_order(walk, jax_array(module.bias, f"module {where}: bias"))
+        elif use_bias:
+            values["offset"] = jnp.zeros(features, scale.dtype)
+        return _fill(LayerNorm(epsilon=module.eps, use_bias=use_bias), walk, key, values, where)
     if isinstance(module, nn.Embedding):
         if module.padding_idx is not None or module.max_norm is not None or module.scale_grad_by_freq \
                 or module.sparse:
             raise ConversionError(f"module {where} ({kind}): padding_idx, max_norm, scale_grad_by_freq and "
                                   f"sparse have no fnnet twin")
         return _fill(Embedding(module.num_embeddings, module.embedding_dim), walk, key,
-                     {"w": _array(module.weight, where, "weight")}, where)
+                     {"w": jax_array(module.weight, f"module {where}: weight")}, where)
     if isinstance(module, nn.Dropout):
         return _fill(Dropout(module.p), walk, key, {}, where)
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
@@ -352,7 +358,7 @@ def to_torch(model: Layer, params, model_state=None):
         (2): Linear(in_features=4, out_features=2, bias=True)
       )
     """
-    torch = _torch()
+    torch = import_torch()
     if is_stateful(model) and model_state is None:
         raise ConversionError(f"to_torch: the model has state ({stateful_names([model])}): pass model_state "
                               f"(BatchNorm's running statistics)")
@@ -450,10 +456,12 @@ def _to_module(torch, layer, params, state, walk, where):
         if walk.layout == "image":
             raise ConversionError(f"layer {where} ({name}) normalises the channels of an image; PyTorch's "
                                   f"LayerNorm on NCHW normalises the last (width) axis: no twin")
-        norm = nn.LayerNorm(scale.shape[0], eps=spec["epsilon"], dtype=_dtype(torch, scale))
+        use_bias = spec.get("use_bias", True)
+        norm = nn.LayerNorm(scale.shape[0], eps=spec["epsilon"], bias=use_bias, dtype=_dtype(torch, scale))
         inverse = _inverse(walk.order)
         norm.weight.copy_(_tensor(torch, scale[inverse]))
-        norm.bias.copy_(_tensor(torch, np.array(params["offset"])[inverse]))
+        if use_bias:
+            norm.bias.copy_(_tensor(torch, np.array(params["offset"])[inverse]))
         return [norm]
     if kind == "Embedding":
         w = np.array(params["w"])

@@ -8,11 +8,12 @@
 * :mod:`~fnnet.layers.normalization`: ``BatchNorm`` (state: running statistics), ``LayerNorm``;
 * :mod:`~fnnet.layers.dropout`: ``Dropout`` (a key and the train/eval mode);
 * :mod:`~fnnet.layers.reshape`: ``Flatten``, ``Reshape``;
-* :mod:`~fnnet.layers.embedding`: ``Embedding`` (integer ids), ``PositionalEmbedding``;
+* :mod:`~fnnet.layers.embedding`: ``Embedding`` (integer ids), ``PositionalEmbedding``, ``Unembed``
+  (the table read backwards: a tied output head);
 * :mod:`~fnnet.layers.attention`: ``CausalSelfAttention``.
 
 Combinators (``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``FanInConcat``,
-``Residual``) are in :mod:`fnnet.combinators`.
+``Residual``, ``Tied``) are in :mod:`fnnet.combinators`.
 """
 
 from fnnet.layers.attention import CausalSelfAttention
@@ -20,10 +21,11 @@ from fnnet.layers.activations import Gelu, Identity, LeakyRelu, Relu, Sigmoid, S
 from fnnet.layers.conv import Conv, Conv1D
 from fnnet.layers.dense import Dense
 from fnnet.layers.dropout import Dropout
-from fnnet.layers.embedding import Embedding, PositionalEmbedding
+from fnnet.layers.embedding import Embedding, PositionalEmbedding, Unembed
 from fnnet.layers.normalization import BatchNorm, LayerNorm
 from fnnet.layers.pooling import AvgPool, GlobalAvgPool, MaxPool
 from fnnet.layers.reshape import Flatten, Reshape
 
 __all__ = ["AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "Flatten", "Gelu", "GlobalAvgPool",
-           "Identity", "LayerNorm", "LeakyRelu", "MaxPool", "PositionalEmbedding", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh"]
+           "Identity", "LayerNorm", "LeakyRelu", "MaxPool", "PositionalEmbedding", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh",
+           "Unembed"]

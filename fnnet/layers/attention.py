@@ -42,12 +42,14 @@ def causal_mask(length: int):
 
 
 def CausalSelfAttention(num_heads: int, max_length: int | None = None,
-                        w_init=initializers.normal(0.02), out_init=None, dtype=None) -> Layer:
+                        w_init=initializers.normal(0.02), out_init=None, dtype=None, *,
+                        use_bias: bool = True) -> Layer:
     """Multi-head self-attention with a causal mask, on ``(..., T, C)`` input.
 
     Params ``{"w_qkv": (C, 3C), "b_qkv": (3C,), "w_out": (C, C), "b_out": (C,)}``: the fused
     query/key/value projection (columns ``[q | k | v]``, each split into ``num_heads`` heads
-    of ``C / num_heads`` features) and the output projection. Weights are ``N(0, 0.02²)``
+    of ``C / num_heads`` features) and the output projection; ``use_bias=False`` leaves both
+    biases out (params ``{"w_qkv", "w_out"}``, nanoGPT's ``bias=False``). Weights are ``N(0, 0.02²)``
     (GPT-2's; ``out_init`` overrides the output projection's, e.g. ``0.02 / √(2·layers)``),
     biases zero. The forward and the hand-written backward are in the module docstring.
 
@@ -65,7 +67,8 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         raise ValueError(f"CausalSelfAttention: num_heads must be a positive int, got {num_heads!r}")
     if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
         raise ValueError(f"CausalSelfAttention: max_length must be a positive int, got {max_length!r}")
-    name = f"CausalSelfAttention({num_heads} heads)"
+    name = f"CausalSelfAttention({num_heads} heads{'' if use_bias else ', no bias'})"
+    keys = _PARAMS if use_bias else {"w_qkv", "w_out"}
     out_init = w_init if out_init is None else out_init
 
     def init(key, in_shape):
@@ -83,16 +86,21 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
                   "b_qkv": jnp.zeros((3 * features,), dtype_),
                   "w_out": out_init(out_key, (features, features), dtype_),
                   "b_out": jnp.zeros((features,), dtype_)}
-        return in_shape, params
+        return in_shape, {k: params[k] for k in keys}
+
+    def plus_bias(t, params, k):
+        """``t + b`` over the last axis, or ``t`` for a layer built without biases."""
+        return t + params[k][(None,) * (t.ndim - 1)] if use_bias else t
 
     def check(params, x):
-        check_param_keys(name, params, _PARAMS)
+        check_param_keys(name, params, keys)
         features = jnp.shape(params["w_out"])[0] if jnp.ndim(params["w_out"]) == 2 else None
-        if (features is None or jnp.shape(params["w_qkv"]) != (features, 3 * features)
-                or jnp.shape(params["b_qkv"]) != (3 * features,) or jnp.shape(params["b_out"]) != (features,)):
-            raise ValueError(f"{name}: params of shapes w_qkv {jnp.shape(params['w_qkv'])}, b_qkv "
-                             f"{jnp.shape(params['b_qkv'])}, w_out {jnp.shape(params['w_out'])}, b_out "
-                             f"{jnp.shape(params['b_out'])} do not fit (C, 3C), (3C,), (C, C), (C,)")
+        expected = {"w_qkv": (features, 3 * features), "b_qkv": (3 * features,), "w_out": (features, features),
+                    "b_out": (features,)}
+        if features is None or any(jnp.shape(params[k]) != expected[k] for k in keys):
+            shapes = ", ".join(f"{k} {jnp.shape(params[k])}" for k in sorted(keys))
+            raise ValueError(f"{name}: params of shapes {shapes} do not fit w_qkv (C, 3C), w_out (C, C)"
+                             f"{', b_qkv (3C,), b_out (C,)' if use_bias else ''}")
         if features % num_heads:
             raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
         if jnp.ndim(x) < 2 or x.shape[-1] != features:
@@ -114,9 +122,8 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
 
     def attend(params, x):
         features = check(params, x)
-        lead = (None,) * (x.ndim - 1)
         # stage 1: [Q K V] = x·W_qkv + b_qkv, split into heads
-        qkv = (_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)) + params["b_qkv"][lead]
+        qkv = plus_bias((_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)), params, "b_qkv")
         q, k, v = (heads(part, features) for part in jnp.split(qkv, 3, axis=-1))
         # stage 2: S = Q·Kᵀ/√D, causally masked
         scale = 1.0 / math.sqrt(features // num_heads)
@@ -128,7 +135,7 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         # stage 4: O = A·V, the heads merged
         merged = merge(jnp.einsum("...qk,...kd->...qd", weights, v))
         # stage 5: y = O·W_out + b_out
-        y = (_rows(merged) @ params["w_out"]).reshape(x.shape) + params["b_out"][lead]
+        y = plus_bias((_rows(merged) @ params["w_out"]).reshape(x.shape), params, "b_out")
         return y, (x, q, k, v, weights, merged)
 
     def apply(params, x):
@@ -162,7 +169,8 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         db_qkv = jnp.sum(d_qkv, axis=batch_axes)
         dx = (_rows(d_qkv) @ params["w_qkv"].T).reshape(x.shape)
         grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
-        return {key: grads[key].astype(params[key].dtype) for key in grads}, dx.astype(x.dtype)
+        return {key: grads[key].astype(params[key].dtype) for key in keys}, dx.astype(x.dtype)
 
     return make_layer(name, init, apply, forward, backward, doc=CausalSelfAttention.__doc__,
-                      spec=spec("CausalSelfAttention", num_heads=num_heads, max_length=max_length))
+                      spec=spec("CausalSelfAttention", num_heads=num_heads, max_length=max_length,
+                                use_bias=use_bias))

@@ -154,3 +154,55 @@ def PositionalEmbedding(max_length: int | None = None, w_init=initializers.norma
 
     return make_layer(name, init, apply, forward, backward, doc=PositionalEmbedding.__doc__,
                       spec=spec("PositionalEmbedding", max_length=max_length))
+
+
+def Unembed(vocab_size: int, features: int, dtype=None) -> Layer:
+    """The embedding table read backwards: vectors ``(..., F)`` to logits ``(..., vocab_size)``,
+    ``y = x · Wᵀ`` with ``W`` of shape ``(vocab_size, features)``, an :func:`Embedding`'s params.
+
+    With :func:`fnnet.Tied` it shares the token embedding's table (the GPT-2 / nanoGPT output
+    head, ``GPTConfig(tie_embeddings=True)``); alone it is a ``Dense`` without bias whose weight
+    is stored transposed. Backward, as ``Dense`` with ``Wᵀ``::
+
+        dW = dyᵀ · x        (summed over every leading axis)        dx = dy · W
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> head = fnnet.Unembed(10, 4)
+      >>> out_shape, params = head.init(jax.random.PRNGKey(0), (3, 4))
+      >>> out_shape, params["w"].shape, head.apply(params, jnp.ones((2, 3, 4))).shape
+      ((3, 10), (10, 4), (2, 3, 10))
+    """
+    for what, value in (("vocab_size", vocab_size), ("features", features)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"Unembed: {what} must be a positive int, got {value!r}")
+    vocab_size, features = int(vocab_size), int(features)
+    name = f"Unembed({vocab_size}, {features})"
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape, name)
+        if not in_shape or in_shape[-1] != features:
+            raise ValueError(f"{name}: expected examples of shape (..., {features}), got in_shape {in_shape}")
+        return in_shape[:-1] + (vocab_size,), {"w": initializers.normal(1.0)(key, (vocab_size, features),
+                                                                             param_dtype(dtype))}
+
+    def apply(params, x):
+        check_param_keys(name, params, ("w",))
+        if jnp.shape(params["w"]) != (vocab_size, features):
+            raise ValueError(f"{name}: expected params w of shape ({vocab_size}, {features}), "
+                             f"got {jnp.shape(params['w'])}")
+        if jnp.ndim(x) == 0 or x.shape[-1] != features:
+            raise ValueError(f"{name}: expected input of shape (..., {features}), got {jnp.shape(x)}")
+        return (x.reshape(-1, features) @ params["w"].T).reshape(x.shape[:-1] + (vocab_size,))
+
+    def forward(params, x):
+        return apply(params, x), x
+
+    def backward(params, x, dy):
+        w = params["w"]
+        dw = dy.reshape(-1, vocab_size).T @ x.reshape(-1, features)        # dW = dyᵀ · x
+        dx = (dy.reshape(-1, vocab_size) @ w).reshape(x.shape)             # dx = dy · W
+        return {"w": dw.astype(w.dtype)}, dx.astype(x.dtype)
+
+    return make_layer(name, init, apply, forward, backward, doc=Unembed.__doc__,
+                      spec=spec("Unembed", vocab_size=vocab_size, features=features))

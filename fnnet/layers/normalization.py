@@ -41,8 +41,8 @@ class RunningStatistics(NamedTuple):
     inv_std: Any
 
 
-def _check_scale_offset(name, params, x):
-    check_param_keys(name, params, ("scale", "offset"))
+def _check_scale_offset(name, params, x, keys=("scale", "offset")):
+    check_param_keys(name, params, keys)
     features = params["scale"].shape[-1]
     if jnp.ndim(x) == 0 or x.shape[-1] != features:
         raise ValueError(f"{name}: expected input of shape (..., {features}), got {jnp.shape(x)}")
@@ -77,11 +77,12 @@ def _normalized_backward(x_hat, inv_std, scale, dy, axes):
     return dscale, doffset, dx
 
 
-def LayerNorm(epsilon: float = 1e-5, dtype=None) -> Layer:
+def LayerNorm(epsilon: float = 1e-5, dtype=None, *, use_bias: bool = True) -> Layer:
     """Normalises each example over its last axis, then ``y = scale · x̂ + offset``.
 
-    Params ``{"scale": (F,), "offset": (F,)}`` (ones and zeros). Backward: the full formula
-    of the module docstring with ``m = F``, row by row.
+    Params ``{"scale": (F,), "offset": (F,)}`` (ones and zeros); ``use_bias=False`` leaves the
+    offset out (``y = scale · x̂``, params ``{"scale"}``: nanoGPT's ``LayerNorm(bias=False)``).
+    Backward: the full formula of the module docstring with ``m = F``, row by row.
 
     Example:
       >>> import jax, jax.numpy as jnp, fnnet
@@ -91,10 +92,17 @@ def LayerNorm(epsilon: float = 1e-5, dtype=None) -> Layer:
       >>> round(float(y.mean()), 6), round(float(y.std()), 3)
       (0.0, 1.0)
     """
-    name = "LayerNorm"
+    name = "LayerNorm" if use_bias else "LayerNorm(no bias)"
+    keys = ("scale", "offset") if use_bias else ("scale",)
 
     def init(key, in_shape):
-        return _init_scale_offset(name, in_shape, dtype)
+        out_shape, params = _init_scale_offset(name, in_shape, dtype)
+        return out_shape, {k: params[k] for k in keys}
+
+    def affine(params, x_hat):
+        lead = (None,) * (x_hat.ndim - 1)
+        y = x_hat * params["scale"][lead]
+        return y + params["offset"][lead] if use_bias else y
 
     def normalize(x):
         mean = jnp.mean(x, axis=-1, keepdims=True)
@@ -103,26 +111,23 @@ def LayerNorm(epsilon: float = 1e-5, dtype=None) -> Layer:
         return (x - mean) * inv_std, inv_std
 
     def apply(params, x):
-        _check_scale_offset(name, params, x)
-        x_hat, _ = normalize(x)
-        lead = (None,) * (x.ndim - 1)
-        return x_hat * params["scale"][lead] + params["offset"][lead]
+        _check_scale_offset(name, params, x, keys)
+        return affine(params, normalize(x)[0])
 
     def forward(params, x):
-        _check_scale_offset(name, params, x)
+        _check_scale_offset(name, params, x, keys)
         x_hat, inv_std = normalize(x)
-        lead = (None,) * (x.ndim - 1)
-        return x_hat * params["scale"][lead] + params["offset"][lead], (x_hat, inv_std)
+        return affine(params, x_hat), (x_hat, inv_std)
 
     def backward(params, residuals, dy):
         x_hat, inv_std = residuals
         scale = params["scale"][(None,) * (dy.ndim - 1)]
         dscale, doffset, dx = _normalized_backward(x_hat, inv_std, scale, dy, axes=(dy.ndim - 1,))
-        return ({"scale": dscale.astype(params["scale"].dtype), "offset": doffset.astype(params["offset"].dtype)},
-                dx.astype(x_hat.dtype))
+        grads = {"scale": dscale, "offset": doffset}  # without the offset, its gradient is not asked for
+        return {k: grads[k].astype(params[k].dtype) for k in keys}, dx.astype(x_hat.dtype)
 
     return make_layer(name, init, apply, forward, backward, doc=LayerNorm.__doc__,
-                      spec=spec("LayerNorm", epsilon=epsilon))
+                      spec=spec("LayerNorm", epsilon=epsilon, use_bias=use_bias))
 
 
 def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer:

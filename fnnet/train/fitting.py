@@ -137,7 +137,7 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         params=None, task: str | None = None, eval_batch_size: int = 1024, verbose: bool = True,
         checkpoint_dir=None, resume: bool = False, on_epoch_end: Callable | None = None,
         mesh=None, compute_dtype=None, overwrite: bool = False,
-        monitor: int | None = None) -> tuple[TrainState, History]:
+        monitor: int | None = None, checkpoint_every: float = 0.0) -> tuple[TrainState, History]:
     """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
 
     Each epoch shuffles on the device and runs all its batches in one jitted
@@ -165,13 +165,20 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
       verbose: a tqdm progress bar on a terminal; one plain line per epoch when stdout or
         stderr is not a terminal (logs, CI, pipes).
       checkpoint_dir: save the full :class:`TrainState` and history there after
-        every epoch (``checkpoint.safetensors``, written atomically).
+        every epoch (``checkpoint.safetensors``, written atomically; see ``checkpoint_every``).
+      checkpoint_every: with ``checkpoint_dir``, the seconds that must pass between two
+        checkpoints (``0``, the default: after every epoch). A checkpoint is always written
+        after the last epoch and at an early stop, and, when the last finished epoch has not
+        been saved yet, on Ctrl-C (``KeyboardInterrupt``) and when the loss diverges (the last
+        good state). Many tiny epochs (XOR: 1,000 of 4 examples) then cost a few writes, not
+        one per epoch; a killed process loses at most this many seconds of training.
       resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
       overwrite: replace a checkpoint already in ``checkpoint_dir`` (without ``resume``).
         By default a ``checkpoint_dir`` that holds one is refused (:class:`RunExists`): a
         finished run is never silently replaced.
-      on_epoch_end: called as ``on_epoch_end(epoch, state, history)`` after each epoch's
-        checkpoint is written; the state is a copy the callback may keep (best model).
+      on_epoch_end: called as ``on_epoch_end(epoch, state, history)`` after each epoch (and
+        after its checkpoint, when one is written); the state is a copy the callback may keep
+        (best model).
         Returning ``True`` stops training there (early stopping): ``fit`` returns the
         state and history so far.
       mesh: a ``jax.sharding.Mesh`` for data-parallel training (see
@@ -197,6 +204,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     check_compute_dtype(compute_dtype)
     check_monitor(monitor, grad, "fit")
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit")
+    if not isinstance(checkpoint_every, (int, float)) or not checkpoint_every >= 0:
+        raise ValueError(f"fit: checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -238,11 +247,21 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     # not donated: the state before an epoch stays valid, to replay the epoch if it diverges (a
     # sharded state is donated, and copied first)
     run_epoch = jax.jit(counted) if placement is None else placement.jit_epoch(counted)
+    saved = {"epoch": len(history), "at": time.perf_counter()}  # the checkpoint on disk
 
+    def checkpoint_now(state, finished: int):
+        """The checkpoint of ``state`` after ``finished`` epochs (``history`` holds exactly those)."""
+        if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
+            save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": finished,
+                                               "in_shape": list(x.shape[1:]), "loss": loss_name(loss)})
+        saved.update(epoch=finished, at=time.perf_counter())
+
+    finished = (len(history), state)  # the last epoch whose state and history are complete
     try:
         for epoch in range(len(history), epochs):
             start_step = int(state.step)
             before = state if placement is None else owned_copy(state)  # replayed if the epoch diverges
+            finished = (epoch, before)  # a sharded `state` is donated to the epoch: its copy stays valid
             started = time.perf_counter()
             state, metrics = run_epoch(state, x, y)
             metrics = jax.device_get(metrics)
@@ -250,6 +269,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
             losses = np.asarray(metrics["loss"])
             if not np.all(np.isfinite(losses)):
                 bad = int(np.argmax(~np.isfinite(losses)))
+                if ckpt_path is not None and saved["epoch"] < epoch:
+                    checkpoint_now(before, epoch)  # the last good state, not yet on disk
                 kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
                 message = (f"fit: loss became {losses[bad]} at epoch {epoch + 1}, step {start_step + bad + 1} "
                            f"(batch {bad + 1} of the epoch){kept}")
@@ -276,11 +297,18 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
                 for message in layer_monitor.health_warnings(history):
                     if verbose:
                         print(f"fit: warning: {message}", file=sys.stderr, flush=True)
-            if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
-                save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": epoch + 1,
-                                                   "in_shape": list(x.shape[1:]), "loss": loss_name(loss)})
+            finished = (epoch + 1, state)
+            last = epoch + 1 == epochs
+            if ckpt_path is not None and (last or time.perf_counter() - saved["at"] >= checkpoint_every):
+                checkpoint_now(state, epoch + 1)
             if on_epoch_end is not None and on_epoch_end(epoch + 1, owned_copy(state), history) is True:
+                if ckpt_path is not None and saved["epoch"] < epoch + 1:
+                    checkpoint_now(state, epoch + 1)
                 break  # early stopping: the callback asked for it
+    except KeyboardInterrupt:
+        if ckpt_path is not None and saved["epoch"] < finished[0] == len(history) == len(history.seconds):
+            checkpoint_now(finished[1], finished[0])  # Ctrl-C: keep the epochs already trained
+        raise
     finally:
         progress.close()
     history.traces = traces[0]
