@@ -374,7 +374,8 @@ def Tied(first: Layer, body: Layer, last: Layer) -> Layer:
       >>> model = fnnet.Tied(fnnet.Embedding(10, 4), fnnet.serial(fnnet.Dense(4), fnnet.Tanh),
       ...                    fnnet.Unembed(10, 4))
       >>> out_shape, params = model.init(jax.random.PRNGKey(0), (3,))
-      >>> out_shape, params[0]["w"].shape, params[2], model.apply(params, jnp.array([[1, 2, 3]])).shape
+      >>> shared, body, head = params
+      >>> out_shape, shared["w"].shape, head, model.apply(params, jnp.array([[1, 2, 3]])).shape
       ((3, 10), (10, 4), (), (1, 3, 10))
     """
     for index, layer in enumerate((first, body, last)):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from fnnet.app import cli, recipes
+from onnx_checks import assert_run_exports
 
 
 def _fnnet(*args, env=None, timeout=300):
@@ -44,6 +45,11 @@ def mnist_run(tmp_path_factory, shared_data):
         patch.setenv("FNNET_DATA", str(shared_data))
         assert cli.main(["train", "mnist", "--limit", "10000", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     return out
+
+
+def test_export_of_the_mlp_run_gives_predict_in_onnxruntime(mnist_run, capsys, shared_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    assert_run_exports(mnist_run, tmp_path / "mlp.onnx", capsys)
 
 
 @pytest.mark.parametrize("args,message", [

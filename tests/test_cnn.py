@@ -15,6 +15,7 @@ import pytest
 import fnnet
 from fnnet import datasets
 from fnnet.app import cli
+from onnx_checks import assert_run_exports
 from test_examples import run_optimised
 from test_see_inside import trace_rows
 
@@ -83,6 +84,11 @@ def test_full_cnn_runs_reach_their_bars(repo_root, shared_data, tmp_path, name, 
     metrics = run_optimised(repo_root, shared_data, "cnn_classifier", name, epochs=epochs, kind=kind,
                             out=str(tmp_path), verbose=False)
     assert metrics["test_accuracy"] >= bar, metrics
+
+
+def test_cli_export_of_the_cnn_gives_predict_in_onnxruntime(cnn_run, capsys, shared_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    assert_run_exports(cnn_run, tmp_path / "cnn.onnx", capsys)   # BatchNorm on its running statistics
 
 
 def test_cli_trace_of_a_trained_cnn(cnn_run, capsys, shared_data, monkeypatch):

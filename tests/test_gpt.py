@@ -16,6 +16,7 @@ import fnnet
 from fnnet import datasets, gpt, gradcheck, losses
 from fnnet.app import cli
 from fnnet.train import language
+from onnx_checks import assert_run_exports
 from test_see_inside import trace_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -280,6 +281,11 @@ def text_run(tmp_path_factory, shakespeare_data):
             os.environ["FNNET_DATA"] = old
     assert code == 0
     return out
+
+
+def test_cli_export_of_the_gpt_gives_its_logits_in_onnxruntime(text_run, capsys, monkeypatch, shakespeare_data, tmp_path):
+    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
+    assert_run_exports(text_run, tmp_path / "gpt.onnx", capsys)   # int64 ids in, (batch, T, 65) logits out
 
 
 def test_cli_train_eval_and_sample(text_run, capsys, monkeypatch, shakespeare_data):

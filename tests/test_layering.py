@@ -14,7 +14,7 @@ import fnnet
 
 PACKAGE = pathlib.Path(fnnet.__file__).resolve().parent
 APP = PACKAGE / "app"
-OPTIONAL = {"tqdm", "matplotlib", "sklearn", "torch", "onnx"}
+OPTIONAL = {"tqdm", "matplotlib", "sklearn", "torch", "onnx", "onnxruntime"}
 """Optional dependencies: imported inside the function that needs them, with a one-line reason."""
 
 

@@ -19,6 +19,7 @@ import fnnet
 from fnnet import gpt, gradcheck, train
 from fnnet.app import cli, recipes
 from fnnet.train import language
+from onnx_checks import assert_run_exports
 
 
 def _mnist_subset(train_examples, test_examples):
@@ -41,6 +42,7 @@ def test_resnet_trains_from_the_cli_on_a_subset(tmp_path, shared_data, monkeypat
     assert metrics["test_accuracy"] > 0.25, metrics    # 512 images, 8 steps: 38% measured (chance: 10%)
     run = fnnet.load_run(out)
     assert any("Residual" in (layer.name or "") for layer in run.model.children)
+    assert_run_exports(out, tmp_path / "resnet.onnx", capsys)   # ONNX out: onnxruntime gives run.predict
 
 
 @pytest.mark.parametrize("flags,at_least", [

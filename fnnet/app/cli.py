@@ -1,5 +1,5 @@
-"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor, convert
-and the demo.
+"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor, convert,
+export and the demo.
 
 Examples::
 
@@ -14,6 +14,7 @@ Examples::
     fnnet trace runs/mnist --layer 2                               # a trained run from inside
     fnnet doctor mnist                                             # the checks to run before training
     fnnet convert nanogpt out-shakespeare-char/ckpt.pt --out runs/nanogpt   # nanoGPT's model as a run
+    fnnet export runs/mnist mnist.onnx                             # ONNX, checked with onnxruntime
     fnnet demo
 """
 
@@ -36,7 +37,7 @@ from fnnet.app.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, Dat
 from fnnet.app.runs import load_run
 from fnnet.checkpoint import CheckpointError, CheckpointWriteError
 from fnnet.datasets import DataError
-from fnnet.interop import ConversionError
+from fnnet.interop import ConversionError, check_onnx, to_onnx
 from fnnet.layer import init_with_state, is_stateful
 from fnnet.summary import summary
 from fnnet.train import TrainingDiverged, language
@@ -493,6 +494,32 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    out = _check_output_path(args.out, "output", folder=False)
+    run = load_run(args.run_dir)
+    path = to_onnx(run.model, run.params, run.in_shape, out, model_state=run.model_state, opset=args.opset)
+    kind = "int64 token ids" if run.is_language_model else "float32"
+    print(f"wrote {path}: input 'input' ({kind}) of shape (batch, {', '.join(map(str, run.in_shape))}), output "
+          f"'output'; evaluation mode ({run.config.get('dataset', 'run')} run {args.run_dir})")
+    try:
+        x = run.examples(4)[0]
+        where = "test examples" if not run.is_language_model else "validation windows"
+    except (DataError, RecipeError, ValueError):  # no data here: random inputs of the right kind
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, len(run.config.get("vocab") or "x"), (4,) + run.in_shape) if run.is_language_model \
+            else rng.uniform(0, 1, (4,) + run.in_shape).astype(np.float32)
+        where = "random inputs"
+    try:
+        difference = check_onnx(path, run.model, run.params, x, model_state=run.model_state)
+    except ImportError:
+        print("onnxruntime is not installed: not checked (pip install 'fnnet[interop]')")
+        return 0
+    same = difference <= 1e-5
+    print(f"onnxruntime {'agrees with' if same else 'DIFFERS from'} fnnet on {len(x)} {where}: largest "
+          f"difference {difference:.1e} of the largest output")
+    return 0 if same else 1
+
+
 def _cmd_demo(args) -> int:
     """XOR, then MNIST (or breast cancer when MNIST cannot be found): accuracies and plots."""
 
@@ -665,6 +692,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_convert)
+
+    p = commands.add_parser(
+        "export", help="write a trained run as an ONNX model (checked with onnxruntime)",
+        description="Writes RUN_DIR's model in evaluation mode as an ONNX graph with a dynamic batch axis "
+                    "(fnnet.interop.to_onnx), then runs it with onnxruntime on a few test examples and compares "
+                    "with fnnet (exit status 1 if they differ by more than 1e-5 of the largest output).")
+    p.add_argument("run_dir", help="a run folder (the --out of 'fnnet train', or of 'fnnet convert')")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18; 17 and up)")
+    p.set_defaults(run=_cmd_export)
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
     p.add_argument("--out", default="runs/demo")

@@ -5,17 +5,21 @@ exact layer by layer.
   (nested ones too) of the modules listed in :mod:`fnnet.interop.pytorch` as an fnnet model;
 * :func:`to_torch` ``(model, params, model_state=None) -> nn.Sequential``: the inverse;
 * :func:`from_nanogpt` ``(checkpoint) -> (model, params, config)``: nanoGPT's ``ckpt.pt`` as an
-  fnnet GPT (:mod:`fnnet.interop.nanogpt`; ``fnnet convert nanogpt`` makes it a run folder).
+  fnnet GPT (:mod:`fnnet.interop.nanogpt`; ``fnnet convert nanogpt`` makes it a run folder);
+* :func:`to_onnx` ``(model, params, in_shape, path, *, model_state=None, opset=None)``: the model in
+  evaluation mode as an ONNX graph (:mod:`fnnet.interop.onnx`; ``fnnet export RUN_DIR model.onnx``),
+  and :func:`check_onnx`, onnxruntime's outputs against fnnet's.
 
 Each layer knows its kind and its arguments (:attr:`fnnet.Layer.spec`) and its parameters'
 layout, so a conversion is a rearrangement of the same numbers: outputs agree to rounding,
-and so do the gradients (fnnet's hand-written backward against torch's autograd). PyTorch is
-an optional dependency: ``pip install 'fnnet[interop]'``. The conventions (NCHW against NHWC,
+and so do the gradients (fnnet's hand-written backward against torch's autograd). PyTorch, onnx
+and onnxruntime are optional dependencies: ``pip install 'fnnet[interop]'``. The conventions (NCHW against NHWC,
 BatchNorm's running variance and momentum, the two GELU forms, tied embeddings) are in
 ``docs/interop.md``.
 """
 
 from fnnet.interop.nanogpt import from_nanogpt
+from fnnet.interop.onnx import check_onnx, to_onnx
 from fnnet.interop.pytorch import ConversionError, from_torch, to_torch
 
-__all__ = ["ConversionError", "from_nanogpt", "from_torch", "to_torch"]
+__all__ = ["ConversionError", "check_onnx", "from_nanogpt", "from_torch", "to_onnx", "to_torch"]
