@@ -5,11 +5,17 @@ XLA's CPU backend for quick compiles (LLVM at -O0, no expensive passes), unless 
 already set; subprocess tests inherit it. The arithmetic is the same IEEE float math; only
 how fast the compiled code runs changes (benchmarks never run with these flags).
 
-The same programs (a CLI training run, an example's model) compile in several tests, in
-both xdist workers and in the subprocesses they start, so the run shares one persistent
-XLA compilation cache: a temporary folder made by the first pytest process, inherited by
-the workers and subprocesses through the environment, removed when the run ends. Nothing
-outside the test run uses it.
+The same programs (a CLI training run, an example's model, a layer built again by another
+test) compile in several tests, in both xdist workers and in the subprocesses they start, so
+the suite shares one persistent XLA compilation cache (JAX's own, keyed by the program, the
+compiler flags and the jax/jaxlib versions), inherited through the environment: every
+compiled program is kept, so a program compiled twice in one run compiles once (about a
+tenth of a cold run), and a second run of the suite in the same checkout reuses the first's
+(about half the time). It lives in ``.pytest_cache/d/fnnet-xla-cache`` (``pytest
+--cache-clear`` or removing the folder empties it; past 2 GB it is emptied at the start of
+a run), and nothing outside the tests uses it. (JAX's own size limit is not used: it records
+every read in a file of its own, which made a run slower than no cache at all.) ``FNNET_TEST_XLA_CACHE=off``
+runs without it (a fresh temporary cache per run).
 """
 
 import os
@@ -22,12 +28,18 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
 # data sets are found where a test puts them, never in a system folder a machine may happen to have
 # (/usr/share/datasets/fashion-mnist from Debian's package would satisfy a "missing data" test)
 os.environ.setdefault("FNNET_SYSTEM_DATA", os.path.join(tempfile.gettempdir(), "fnnet-tests-no-system-data"))
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controlling pytest process: make the run's cache
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE = tempfile.mkdtemp(prefix="fnnet-test-xla-cache-")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+_RUN_CACHE = None  # a temporary cache this process made and removes at the end
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controlling pytest process: choose the suite's cache
+    if os.environ.get("FNNET_TEST_XLA_CACHE") == "off":
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE = tempfile.mkdtemp(prefix="fnnet-test-xla-cache-")
+    else:
+        _KEPT = pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "d" / "fnnet-xla-cache"
+        if _KEPT.is_dir() and sum(entry.stat().st_size for entry in os.scandir(_KEPT)) > 2 * 1024**3:
+            shutil.rmtree(_KEPT, ignore_errors=True)  # past 2 GB (programs of old code): start again
+        _KEPT.mkdir(parents=True, exist_ok=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_KEPT)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-else:
-    _RUN_CACHE = None
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

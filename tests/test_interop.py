@@ -187,12 +187,17 @@ def test_float64_weights_without_x64_are_an_error_not_a_silent_cast():
         from_torch(nn.Sequential(nn.Linear(3, 2)).double(), (3,))
 
 
-def test_without_torch_the_error_says_what_to_install():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from fnnet.interop import from_torch\n"
-            "try:\n    from_torch(None, (3,))\nexcept ImportError as e:\n    print(e)\n")
+def test_without_the_extra_each_door_says_what_to_install():
+    code = ("import sys; sys.modules['torch'] = sys.modules['onnx'] = sys.modules['onnxruntime'] = None\n"
+            "import jax, fnnet\n"
+            "from fnnet.interop import check_onnx, from_nanogpt, from_torch, to_onnx\n"
+            "model = fnnet.serial(fnnet.Dense(2))\n"
+            "for call in (lambda: from_torch(None, (3,)), lambda: from_nanogpt('ckpt.pt'),\n"
+            "             lambda: to_onnx(model, model.init(jax.random.PRNGKey(0), (3,))[1], (3,), 'm.onnx'),\n"
+            "             lambda: check_onnx('m.onnx', model, (), None)):\n"
+            "    try:\n        call()\n    except ImportError as e:\n        print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "pip install 'fnnet[interop]'" in out
+    assert out.count("pip install 'fnnet[interop]'") == 4, out
 
 
 def test_batchnorm_momentum_and_running_variance_conventions(x64):

@@ -132,14 +132,15 @@ def test_converted_checkpoint_gives_nanogpts_logits_and_gradients(tmp_path, bias
     ids = torch.randint(0, 13, (3, 6), generator=torch.Generator().manual_seed(1))
     targets = torch.randint(0, 13, (3, 6), generator=torch.Generator().manual_seed(2))
     logits = torch_model(ids)
-    ours = np.asarray(model.apply(params, ids.numpy().astype(np.int32)))
+    apply = jax.jit(model.apply)
+    ours = np.asarray(apply(params, ids.numpy().astype(np.int32)))
     assert _relative(ours, logits.detach().numpy()) <= 1e-5
-    shorter = np.asarray(model.apply(params, ids[:, :4].numpy().astype(np.int32)))   # T < block_size
+    shorter = np.asarray(apply(params, ids[:, :4].numpy().astype(np.int32)))   # T < block_size
     assert _relative(shorter, torch_model(ids[:, :4]).detach().numpy()) <= 1e-5
 
     # the loss gradients: fnnet's hand-written backward (the tied table's two uses summed) vs autograd
     F.cross_entropy(logits.reshape(-1, 13), targets.reshape(-1)).backward()
-    loss, grads = fnnet.value_and_grad(model, fnnet.losses.softmax_cross_entropy)(
+    loss, grads = jax.jit(fnnet.value_and_grad(model, fnnet.losses.softmax_cross_entropy))(
         params, ids.numpy().astype(np.int32), targets.numpy().astype(np.int32))
     torch_grads = {key: param.grad for key, param in torch_model.named_parameters()}
     checkpoint = {"model": {key: torch_grads.get(key, param) for key, param in torch_model.state_dict().items()},
@@ -200,7 +201,7 @@ def test_fnnet_convert_nanogpt_then_sample_eval_trace_and_fine_tune(tmp_path, ca
 
     run = fnnet.load_run(out)   # the run's model is nanoGPT's: the same logits
     ids = np.array([[vocab.index(c) for c in "ROMEO:\nWhat say"]], np.int32)
-    assert _relative(np.asarray(run.model.apply(run.params, ids)),
+    assert _relative(np.asarray(jax.jit(run.model.apply)(run.params, ids)),
                      torch_model(torch.from_numpy(ids).long()).detach().numpy()) <= 1e-5
     capsys.readouterr()
     assert cli.main(["sample", str(out), "--prompt", "ROMEO:", "--tokens", "20"]) == 0
@@ -210,6 +211,7 @@ def test_fnnet_convert_nanogpt_then_sample_eval_trace_and_fine_tune(tmp_path, ca
     assert "every backward agrees with jax.vjp" in traced and "Unembed(65, 8)" in traced and "Gelu(exact)" in traced
     loss = run.evaluate(fnnet.datasets.tiny_shakespeare().val[:2000])["loss"]
     assert math.isfinite(loss)
+    assert cli.main(["eval", str(out)]) == 0 and "validation loss" in capsys.readouterr().out
 
     # fine-tuning: --resume keeps the converted model's size and form; the loss goes down
     assert cli.main(["train", "shakespeare", "--resume", "--out", str(out), "--steps", "30", "--eval-interval", "30",

@@ -1,16 +1,18 @@
 """README.md and docs/*.md cannot rot: their Python snippets run as written, and the commands
 they name exist.
 
-* Every ```python block runs on its own, in a fresh interpreter (a reader may copy any one
-  block alone), inside a temporary working directory, with ``FNNET_DATA`` set as the
-  ``shared_data`` fixture finds it and downloads off. Tracebacks point at the page's own
-  line numbers.
+* Every ```python block runs on its own, in a fresh process (a reader may copy any one block
+  alone): a child forked from a process that has only imported the libraries
+  (tests/scripts/block_runner.py), inside a temporary working directory, with ``FNNET_DATA``
+  set as the ``shared_data`` fixture finds it and downloads off. Tracebacks point at the
+  page's own line numbers.
 * Every ``make TARGET`` is a rule in the Makefile, and every ``fnnet ...`` command line
   parses with :func:`fnnet.app.cli.build_parser` (parsed only, nothing runs), in the ```bash
   blocks, their comments, and the prose's inline code.
 """
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -94,18 +96,42 @@ def readme_dir(tmp_path_factory, request):
     return folder, env, True
 
 
+@pytest.fixture(scope="module")
+def block_runner():
+    """A process that runs each block alone in a fresh child forked from it (tests/scripts/block_runner.py:
+    the libraries imported once, no JAX backend started before the fork); ``None`` where there is no fork."""
+    if not hasattr(os, "fork"):
+        yield None
+        return
+    runner = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).parent / "scripts" / "block_runner.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    yield runner
+    runner.stdin.close()
+    runner.wait(timeout=60)
+
+
+def _run_alone(runner, code: str, filename: str, cwd, env: dict):
+    """``(returncode, stderr)`` of ``code`` run as ``__main__`` in a process of its own."""
+    if runner is None:
+        script = f"exec(compile({code!r}, {filename!r}, 'exec'))"
+        result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=dict(os.environ, **env),
+                                capture_output=True, text=True, timeout=600)
+        return result.returncode, result.stderr
+    runner.stdin.write(json.dumps({"code": code, "filename": filename, "cwd": str(cwd), "env": env}) + "\n")
+    runner.stdin.flush()
+    reply = json.loads(runner.stdout.readline())
+    return reply["returncode"], reply["stderr"]
+
+
 @pytest.mark.parametrize("path,line,code", _python_blocks(),
                          ids=[f"{path.name}:{line}" for path, line, _ in _python_blocks()])
-def test_python_block_runs_alone_in_a_fresh_interpreter(readme_dir, path, line, code):
+def test_python_block_runs_alone_in_a_fresh_interpreter(readme_dir, block_runner, path, line, code):
     folder, env, have_mnist = readme_dir
     if "runs/mnist" in code and not have_mnist:
         pytest.skip("MNIST not found")
     # padded with blank lines so that a traceback names the page's own line numbers
-    source = "\n" * (line - 1) + code
-    script = f"exec(compile({source!r}, {str(path)!r}, 'exec'))"
-    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=dict(os.environ, **env),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{path.name}:{line}: the block fails on its own:\n{result.stderr[-3000:]}"
+    returncode, stderr = _run_alone(block_runner, "\n" * (line - 1) + code, str(path), folder, env)
+    assert returncode == 0, f"{path.name}:{line}: the block fails on its own:\n{stderr[-3000:]}"
 
 
 def test_every_python_block_is_run(repo_root):
