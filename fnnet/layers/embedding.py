@@ -46,6 +46,22 @@ def check_token_ids(ids, vocab_size: int, where: str) -> None:
                              f"the vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids)")
 
 
+def _table_sizes(kind: str, vocab_size, features) -> tuple[int, int]:
+    """``(vocab_size, features)`` of a table layer as ints, or a ValueError naming the layer kind."""
+    for what, value in (("vocab_size", vocab_size), ("features", features)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{kind}: {what} must be a positive int, got {value!r}")
+    return int(vocab_size), int(features)
+
+
+def _check_table(name: str, params, vocab_size: int, features: int) -> None:
+    """Raises ValueError naming the layer unless ``params`` is ``{"w": (vocab_size, features)}``."""
+    check_param_keys(name, params, ("w",))
+    if jnp.shape(params["w"]) != (vocab_size, features):
+        raise ValueError(f"{name}: expected params w of shape ({vocab_size}, {features}), "
+                         f"got {jnp.shape(params['w'])}")
+
+
 def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), dtype=None) -> Layer:
     """A lookup table: integer ids of shape ``(..., T)`` to vectors ``(..., T, features)``.
 
@@ -67,10 +83,7 @@ def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), d
       >>> out_shape, embed.apply(params, jnp.array([[1, 2, 3]])).shape
       ((3, 4), (1, 3, 4))
     """
-    for what, value in (("vocab_size", vocab_size), ("features", features)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"Embedding: {what} must be a positive int, got {value!r}")
-    vocab_size, features = int(vocab_size), int(features)
+    vocab_size, features = _table_sizes("Embedding", vocab_size, features)
     name = f"Embedding({vocab_size}, {features})"
 
     def init(key, in_shape):
@@ -78,10 +91,7 @@ def Embedding(vocab_size: int, features: int, w_init=initializers.normal(1.0), d
         return in_shape + (features,), {"w": w_init(key, (vocab_size, features), param_dtype(dtype))}
 
     def check(params, ids):
-        check_param_keys(name, params, ("w",))
-        if jnp.shape(params["w"]) != (vocab_size, features):
-            raise ValueError(f"{name}: expected params w of shape ({vocab_size}, {features}), "
-                             f"got {jnp.shape(params['w'])}")
+        _check_table(name, params, vocab_size, features)
         check_token_ids(ids, vocab_size, name)
 
     def apply(params, ids):
@@ -173,10 +183,7 @@ def Unembed(vocab_size: int, features: int, dtype=None) -> Layer:
       >>> out_shape, params["w"].shape, head.apply(params, jnp.ones((2, 3, 4))).shape
       ((3, 10), (10, 4), (2, 3, 10))
     """
-    for what, value in (("vocab_size", vocab_size), ("features", features)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"Unembed: {what} must be a positive int, got {value!r}")
-    vocab_size, features = int(vocab_size), int(features)
+    vocab_size, features = _table_sizes("Unembed", vocab_size, features)
     name = f"Unembed({vocab_size}, {features})"
 
     def init(key, in_shape):
@@ -187,10 +194,7 @@ def Unembed(vocab_size: int, features: int, dtype=None) -> Layer:
                                                                              param_dtype(dtype))}
 
     def apply(params, x):
-        check_param_keys(name, params, ("w",))
-        if jnp.shape(params["w"]) != (vocab_size, features):
-            raise ValueError(f"{name}: expected params w of shape ({vocab_size}, {features}), "
-                             f"got {jnp.shape(params['w'])}")
+        _check_table(name, params, vocab_size, features)
         if jnp.ndim(x) == 0 or x.shape[-1] != features:
             raise ValueError(f"{name}: expected input of shape (..., {features}), got {jnp.shape(x)}")
         return (x.reshape(-1, features) @ params["w"].T).reshape(x.shape[:-1] + (vocab_size,))
