@@ -14,7 +14,7 @@ import pytest
 
 import fnnet
 from fnnet import datasets, gpt, gradcheck, losses
-from fnnet.app import cli
+from fnnet.app import cli, shakespeare
 from fnnet.train import language
 from onnx_checks import assert_run_exports
 from test_see_inside import trace_rows
@@ -288,10 +288,19 @@ def test_cli_export_of_the_gpt_gives_its_logits_in_onnxruntime(text_run, capsys,
     assert_run_exports(text_run, tmp_path / "gpt.onnx", capsys)   # int64 ids in, (batch, T, 65) logits out
 
 
+def test_seconds_to_target_is_the_first_interval_at_or_below_it():
+    history = language.LanguageHistory(step=[250, 500, 750], train_loss=[2.5, 2.0, 1.8], val_loss=[2.6, 1.88, 1.7],
+                                       seconds=[5.0, 4.0, 4.0], elapsed=[7.0, 11.5, 16.0])
+    assert shakespeare.seconds_to_target(history, 1.88, before_fit=0.5) == 12.0     # the end of the second interval
+    assert shakespeare.seconds_to_target(history, 1.5, before_fit=0.5) is None      # never reached
+    assert shakespeare.seconds_to_target(history, 1.88, before_fit=0.5, resumed_at=250) is None
+
+
 def test_cli_train_eval_and_sample(text_run, capsys, monkeypatch, shakespeare_data):
     monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
     metrics = json.loads((text_run / "metrics.json").read_text())
     assert metrics["steps"] == 40 and metrics["val_loss"] < 3.70   # 3.63 measured (a uniform guess: ln 65 = 4.17)
+    assert metrics["seconds_to_target"] is None and len(metrics["history"]["elapsed"]) == 2   # 1.88 not reached
     assert (text_run / "loss.png").stat().st_size > 0 and (text_run / "sample.txt").read_text().startswith("ROMEO:")
     assert cli.main(["eval", str(text_run)]) == 0
     assert "matches metrics.json" in capsys.readouterr().out

@@ -121,6 +121,7 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         "data_seconds": data_seconds,
         "fit_seconds": fit_seconds,
         "seconds_to_val_loss": total_seconds,
+        "seconds_to_target": seconds_to_target(history, TARGET_VAL_LOSS, fit_started - started, done_steps),
         "grad": config["grad"],
         "history": history.to_dict(),
     }
@@ -142,6 +143,18 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
               f"{out_dir / 'loss.png'}, {out_dir / 'sample.txt'}")
     return metrics
+
+
+def seconds_to_target(history, target: float, before_fit: float, resumed_at: int = 0) -> float | None:
+    """Wall seconds from the start of the job (data loading and compilation counted) to the end of
+    the first evaluation interval whose validation estimate is at most ``target``; ``None`` when
+    none is (or for a resumed run: its first session's clock is not kept)."""
+    if resumed_at:
+        return None
+    for val_loss, elapsed in zip(history.val_loss, history.elapsed):
+        if val_loss <= target:
+            return before_fit + elapsed
+    return None
 
 
 def sample(model, params, config: dict, prompt: str, num_tokens: int, *, temperature: float = 0.8,

@@ -45,6 +45,9 @@ class LanguageHistory(Record):
     train_loss: list = dataclasses.field(default_factory=list)   # mean batch loss over the interval
     val_loss: list = dataclasses.field(default_factory=list)     # estimate on eval_batches batches
     seconds: list = dataclasses.field(default_factory=list)      # training time of the interval
+    elapsed: list = dataclasses.field(default_factory=list)
+    """Wall seconds from the start of this :func:`fit_language_model` call to the end of each
+    interval's validation estimate (compilation included; a resumed run counts from its resume)."""
 
     def __len__(self):
         return len(self.step)
@@ -243,6 +246,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                              batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
 
     lines = verbose
+    fit_started = time.perf_counter()
     done = int(state.step)
     while done < steps:
         length = min(eval_interval, steps - done)
@@ -263,6 +267,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         history.train_loss.append(float(np.mean(losses)))
         history.val_loss.append(float(val_estimate(state, val_device)))
         history.seconds.append(seconds)
+        history.elapsed.append(time.perf_counter() - fit_started)
         if lines:
             print(history.line(-1, steps), flush=True, file=sys.stdout)
         if ckpt_path is not None:
