@@ -26,36 +26,55 @@ The public API, at a glance:
 * the application (:mod:`fnnet.app`): :func:`load_run` / ``Run`` (a trained run folder),
   ``recipes``, the ``fnnet`` command line.
 
-``train``, ``gpt``, ``gradcheck``, ``datasets``, ``distributed``, the see-inside tools and the
-application's names are imported on first use, so ``import fnnet.layers`` stays light (no optax, no application).
+Every name is imported on first use (``import fnnet`` alone loads nothing, so ``fnnet --help``
+answers without JAX), and ``import fnnet.layers`` stays light (no optax, no application).
 """
 
 import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
-from fnnet import checkpoint, initializers, layers, losses
-from fnnet.checkpoint import load, save
-from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
-from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
-from fnnet.layer import (Layer, Spec, apply_with_state, forward_with_state, init_with_state, is_stateful,
-                         layer_name)
-from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
-                          Flatten, Gelu, GlobalAvgPool,
-                          Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh,
-                          Unembed)
-from fnnet.losses import Loss
-from fnnet.summary import Summary, summary
-
-# Reached on first use (PEP 562): the modules that load optax (training, the GPT, gradient checking),
-# the data sets, and the application (run folders, recipes, the command line), so that importing
-# fnnet.layers or fnnet.gradients loads neither optax nor fnnet.app.
-_LAZY_MODULES = {"train": "fnnet.train", "gpt": "fnnet.gpt", "gradcheck": "fnnet.gradcheck",
+# Every public name is reached on first use (PEP 562): ``import fnnet`` loads nothing else, so that
+# ``fnnet --help`` answers without JAX; ``fnnet.Dense`` loads the layers (and JAX) then, and the
+# modules that load optax (training, the GPT, gradient checking), the data sets and the application
+# (run folders, recipes, the command line) only when they are used: importing fnnet.layers or
+# fnnet.gradients loads neither optax nor fnnet.app.
+_LAZY_MODULES = {"checkpoint": "fnnet.checkpoint", "initializers": "fnnet.initializers", "layers": "fnnet.layers",
+                 "losses": "fnnet.losses", "train": "fnnet.train", "gpt": "fnnet.gpt", "gradcheck": "fnnet.gradcheck",
                  "datasets": "fnnet.datasets", "distributed": "fnnet.distributed", "app": "fnnet.app",
                  "recipes": "fnnet.app.recipes", "runs": "fnnet.app.runs", "cli": "fnnet.app.cli",
-                 "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs", "tracing": "fnnet.tracing"}
-_LAZY_NAMES = {"Run": ("fnnet.app.runs", "Run"), "load_run": ("fnnet.app.runs", "load_run"),
-               "trace": ("fnnet.tracing", "trace"), "Trace": ("fnnet.tracing", "Trace"),
-               "LayerTrace": ("fnnet.tracing", "LayerTrace"), "explain": ("fnnet.tracing", "explain"),
-               "debug_nans": ("fnnet.tracing", "debug_nans"), "doctor": ("fnnet.diagnosis", "doctor"), "Diagnosis": ("fnnet.diagnosis", "Diagnosis")}
+                 "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs", "tracing": "fnnet.tracing",
+                 "interop": "fnnet.interop"}
+_FROM = {
+    "fnnet.checkpoint": ("load", "save"),
+    "fnnet.combinators": ("FanInConcat", "FanInSum", "FanOut", "Residual", "Tied", "parallel", "serial"),
+    "fnnet.gradients": ("autodiff_value_and_grad", "objective", "per_example_grads", "value_and_grad"),
+    "fnnet.layer": ("Layer", "Spec", "apply_with_state", "forward_with_state", "init_with_state", "is_stateful",
+                    "layer_name"),
+    "fnnet.layers": ("AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding",
+                     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "LayerNorm", "LeakyRelu", "MaxPool",
+                     "PositionalEmbedding", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh", "Unembed"),
+    "fnnet.losses": ("Loss",),
+    "fnnet.summary": ("Summary", "summary"),
+    "fnnet.app.runs": ("Run", "load_run"),
+    "fnnet.tracing": ("trace", "Trace", "LayerTrace", "explain", "debug_nans"),
+    "fnnet.diagnosis": ("doctor", "Diagnosis"),
+}
+_LAZY_NAMES = {name: (module, name) for module, names in _FROM.items() for name in names}
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from fnnet import checkpoint, initializers, layers, losses  # noqa: F401
+    from fnnet.checkpoint import load, save  # noqa: F401
+    from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial  # noqa: F401
+    from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad  # noqa: F401
+    from fnnet.layer import (Layer, Spec, apply_with_state, forward_with_state, init_with_state,  # noqa: F401
+                             is_stateful, layer_name)
+    from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout,  # noqa: F401
+                              Embedding, Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
+                              PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh, Unembed)
+    from fnnet.losses import Loss  # noqa: F401
+    from fnnet.summary import Summary, summary  # noqa: F401
 
 
 def __getattr__(name):
@@ -63,8 +82,24 @@ def __getattr__(name):
         return importlib.import_module(_LAZY_MODULES[name])
     if name in _LAZY_NAMES:
         module, attribute = _LAZY_NAMES[name]
-        return getattr(importlib.import_module(module), attribute)
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value  # the next use is a plain attribute
+        return value
     raise AttributeError(f"module 'fnnet' has no attribute {name!r}")
+
+
+class _Facade(types.ModuleType):
+    """The package module's class: ``fnnet.summary`` stays the function :func:`fnnet.summary.summary`
+    even after the submodule of the same name is imported (Python would set the package attribute
+    to the submodule; it stays in ``sys.modules["fnnet.summary"]``)."""
+
+    def __setattr__(self, name, value):
+        if name == "summary" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Facade
 
 
 def __dir__():

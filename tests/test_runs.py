@@ -126,9 +126,10 @@ def test_missing_pieces_are_errors_naming_the_folder(digits_run, tmp_path):
 
 
 def test_recipes_are_shared_with_the_cli():
-    for name in ("ACTIVATIONS", "DATASETS", "DatasetSpec", "OPTIMIZERS", "RecipeError", "build_model",
+    for name in ("ACTIVATIONS", "DatasetSpec", "OPTIMIZERS", "SCHEDULES", "RecipeError", "build_model",
                  "build_optimizer", "parse_hidden"):
         assert getattr(cli, name) is getattr(recipes, name), name
+    assert cli.DATASETS == tuple(recipes.DATASETS)   # the parser's names (fnnet.app.choices), without loading JAX
     assert not issubclass(recipes.RecipeError, cli.UsageError)
     with pytest.raises(recipes.RecipeError, match="hidden must be comma-separated"):
         recipes.parse_hidden("4,a")

@@ -21,38 +21,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import pathlib
+import importlib
 import sys
-import time
 
-import jax
-import numpy as np
+from fnnet.app.choices import ACTIVATIONS, CHECKPOINT_EVERY, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TEXT
 
-from fnnet import datasets, diagnosis, gradcheck, losses, tracing, train
-from fnnet.app import jobs, recipes, shakespeare
-from fnnet.app.recipes import (ACTIVATIONS, DATASETS, OPTIMIZERS, SCHEDULES, DatasetSpec, RecipeError,
-                               build_model, build_optimizer, parse_hidden)
-from fnnet.app.runs import load_run
-from fnnet.checkpoint import CheckpointError, CheckpointWriteError
-from fnnet.datasets import DataError
-from fnnet.interop import ConversionError, check_onnx, to_onnx
-from fnnet.layer import init_with_state, is_stateful
-from fnnet.summary import summary
-from fnnet.train import TrainingDiverged, language
-
-__all__ = [  # the recipes are re-exported: ``from fnnet.app.cli import build_model`` works
-    "ACTIVATIONS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "DatasetSpec", "RecipeError", "UsageError",
-    "build_model", "build_optimizer", "build_parser", "main", "parse_hidden", "run_eval", "run_train",
-]
-
-# keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
-_DERIVED = ("in_shape", "out_dim")
-
-CHECKPOINT_EVERY = 10.0
-"""``fnnet train``'s seconds between checkpoints (``--checkpoint-every``): an MNIST epoch takes
-about that long, so most are saved, while XOR's 1,000 tiny epochs write one checkpoint, not 1,000."""
+__all__ = ["ACTIVATIONS", "DATASETS", "EXIT_CODES", "OPTIMIZERS", "SCHEDULES", "UsageError", "build_parser", "main"]
+# (run_train, run_eval and the recipes' build_model... are reached through this module too: PEP 562, below)
 
 
 class UsageError(Exception):
@@ -72,484 +47,6 @@ EXIT_CODES = {
 """What ``fnnet``'s exit status means (``fnnet --help`` lists it too)."""
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def _check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
-    """Refuses, before any work, an output ``path`` that cannot be written: an existing file
-    where a folder is wanted (or the reverse), a path under a file, or a read-only folder."""
-    path = pathlib.Path(path)
-    if os.path.exists(path):
-        if folder and not os.path.isdir(path):
-            raise UsageError(f"{option} {path}: is a file, not a folder")
-        if not folder and os.path.isdir(path):
-            raise UsageError(f"{option} {path}: is a folder; give a file name such as {path / 'predictions.npy'}")
-        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
-            raise UsageError(f"{option} {path}: is not writable")
-        return path
-    parent = next(p for p in path.absolute().parents if os.path.exists(p))
-    if not os.path.isdir(parent):
-        raise UsageError(f"{option} {path}: cannot create it, {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: cannot create it, {parent} is not writable")
-    return path
-
-
-def _config_from_args(args) -> dict:
-    given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
-    if given:
-        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {args.dataset}")
-    if args.model != "mlp":
-        given = [name for name in ("hidden", "activation") if getattr(args, name) is not None]
-        if given:
-            raise UsageError(f"--{given[0]} is for --model mlp; --model {args.model} is a fixed "
-                             f"convolutional network (fnnet.app.recipes.build_cnn): drop --{given[0]}")
-    spec = DATASETS[args.dataset]
-    pick = lambda value, default: default if value is None else value  # noqa: E731
-    config = {
-        "dataset": args.dataset,
-        "hidden": list(parse_hidden(pick(args.hidden, spec.hidden))),
-        "activation": pick(args.activation, spec.activation),
-        "epochs": pick(args.epochs, spec.epochs),
-        "batch_size": pick(args.batch_size, spec.batch_size),
-        "lr": pick(args.lr, spec.lr),
-        "optimizer": pick(args.optimizer, spec.optimizer),
-        "schedule": pick(args.schedule, spec.schedule),
-        "weight_decay": pick(args.weight_decay, 0.0),
-        "grad": args.grad,
-        "seed": args.seed,
-        "limit": args.limit,
-        "monitor": args.monitor,
-        "loss": spec.loss,
-        "model": args.model,
-    }
-    if args.model != "mlp":
-        if spec.image_shape is None:
-            raise UsageError(f"--model {args.model} needs an image data set (mnist, fashion-mnist), "
-                             f"not {args.dataset}")
-        if args.epochs is None:
-            config["epochs"] = spec.cnn_epochs
-        if args.lr is None:
-            config["lr"] = spec.cnn_lr
-    if config["epochs"] < 1:
-        raise UsageError(f"--epochs must be >= 1, got {config['epochs']}")
-    if config["batch_size"] < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {config['batch_size']}")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
-    if args.monitor is not None and (args.monitor < 1 or args.grad != "manual"):
-        raise UsageError(f"--monitor must be >= 1, got {args.monitor}" if args.monitor < 1 else
-                         "--monitor reads the hand-written backward's values: drop --grad autodiff")
-    return config
-
-
-def _setup(config: dict):
-    """(model, loss, optimizer, train, test, spec) for a saved or new configuration."""
-
-    spec = DATASETS[config["dataset"]]
-    train_data, test_data = spec.load(config["seed"])
-    if config.get("limit"):
-        train_data = tuple(a[:config["limit"]] for a in train_data)
-    model, _ = recipes.model_from_config(dict(config, in_shape=list(train_data[0].shape[1:]),
-                                              out_dim=spec.out_dim))
-    steps_per_epoch = -(-len(train_data[0]) // min(config["batch_size"], len(train_data[0])))
-    optimizer = build_optimizer(config["optimizer"], config["lr"], config["weight_decay"],
-                                schedule=config.get("schedule", "constant"),
-                                total_steps=config["epochs"] * steps_per_epoch)
-    return model, losses.ALL[config["loss"]], optimizer, train_data, test_data, spec
-
-
-def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = True,
-              overwrite: bool = False, checkpoint_every: float = CHECKPOINT_EVERY) -> dict:
-    """Trains as ``fnnet train`` does and writes config.json (the settings, with the input
-    shape and output width :func:`fnnet.load_run` needs), the checkpoint, metrics.json and
-    curves.png. The output folder is checked before the data is loaded: one that holds a run
-    already needs ``resume`` (continue it, same settings but ``epochs``) or ``overwrite``.
-    The checkpoint is written at most every ``checkpoint_every`` seconds, and after the last
-    epoch (:func:`fnnet.train.fit`)."""
-
-    out_dir = _check_output_path(out_dir, "--out", folder=True)
-    replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
-                                    ignore=("epochs", "monitor") + _DERIVED)
-    done_epochs = jobs.trained_so_far(out_dir, config, resume=resume, unit="epochs")
-    started = time.perf_counter()
-    model, loss, optimizer, train_data, test_data, spec = _setup(config)
-    data_seconds = time.perf_counter() - started
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror or error})") from None
-    jobs.clear_run_files(replaced)
-    config_path = out_dir / "config.json"
-    config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
-    config_path.write_text(json.dumps(config, indent=2))
-    if verbose:
-
-        print(summary(model, train_data[0].shape[1:]))
-    fit_started = time.perf_counter()
-    state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
-                               batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
-                               eval_data=test_data, grad=config["grad"], verbose=verbose,
-                               checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"),
-                               checkpoint_every=checkpoint_every)
-    fit_seconds = time.perf_counter() - fit_started
-    result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
-    train_seconds = float(sum(history.seconds))
-    n_train = int(train_data[0].shape[0])
-    steady = history.seconds[1:]
-    metrics = {
-        "dataset": config["dataset"],
-        "test_accuracy": result["accuracy"],
-        "test_loss": result["loss"],
-        "epochs": len(history),
-        "train_seconds": train_seconds,
-        "examples_per_second": n_train * len(history) / train_seconds if train_seconds else None,
-        "steady_examples_per_second": n_train * len(steady) / sum(steady) if steady else None,
-        "first_epoch_seconds": history.seconds[0] if history.seconds else None,
-        "data_seconds": data_seconds,
-        "total_seconds": data_seconds + fit_seconds,
-        "train_examples": n_train,
-        "grad": config["grad"],
-        "history": history.to_dict(),
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    history.plot(out_dir / "curves.png")
-    figures = [out_dir / "curves.png"]
-    if history.health_steps:
-        figures.append(history.plot_health(out_dir / "health.png"))
-    if verbose:
-        acc = result["accuracy"]
-        resumed = f", {len(history) - done_epochs} in this session" if done_epochs else ""
-        print(f"{config['dataset']}: test loss {result['loss']:.4f}"
-              + (f", test accuracy {acc:.2%}" if acc is not None else "")
-              + f" ({_plural(len(history), 'epoch')}{resumed}, {train_seconds:.1f} s training, "
-              f"{metrics['examples_per_second']:.0f} examples/s)")
-        print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
-              + ", ".join(map(str, figures)))
-    return metrics
-
-
-_TEXT = "shakespeare"  # the text data set: a GPT, trained by fnnet.app.shakespeare
-_GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
-_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit", "monitor")
-
-
-def _text_config_from_args(args) -> dict:
-    given = [name for name in _IMAGE_FLAGS if getattr(args, name) is not None]
-    if given or args.model != "mlp":
-        flag = f"--{given[0]}" if given else "--model"
-        raise UsageError(f"{flag} is not used by {_TEXT} (a GPT: --layers, --heads, --features, "
-                         f"--block-size, --steps, --batch-size, --lr, --dropout)")
-    config = dict(shakespeare.DEFAULTS)
-    if getattr(args, "resume", False):  # the run's own settings where no flag is given (a converted model's form)
-        config.update(shakespeare.saved_settings(_train_out(args)))
-    for name in _GPT_FLAGS + ("batch_size", "lr", "weight_decay"):
-        if getattr(args, name) is not None:
-            config[name] = getattr(args, name)
-    config["grad"], config["seed"] = args.grad, args.seed
-    problem = shakespeare.settings_error(config)
-    if problem:
-        raise UsageError(problem)
-    return config
-
-
-def _cmd_train(args) -> int:
-    if args.dataset == _TEXT:
-
-        config = _text_config_from_args(args)
-        out = _check_output_path(_train_out(args), "--out", folder=True)
-        shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
-        return 0
-    config = _config_from_args(args)
-    run_train(config, _train_out(args), resume=args.resume, verbose=not args.quiet,
-              overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
-    return 0
-
-
-def run_eval(out_dir) -> dict:
-    """Reloads the run in ``out_dir`` (:func:`fnnet.load_run`) and evaluates it on the test split."""
-
-    return load_run(out_dir).evaluate()
-
-
-def _cmd_eval(args) -> int:
-    run = load_run(args.dir)
-    result = run.evaluate()
-    if run.is_language_model:
-        print(f"validation loss {result['loss']:.6f} over {result['tokens']:,} tokens")
-        saved = (run.metrics or {}).get("val_loss")
-        if saved is None:
-            return 0
-        same = abs(saved - result["loss"]) <= 1e-5 * max(1.0, abs(result["loss"]))
-        print("matches metrics.json" if same else f"DIFFERS from metrics.json (val_loss {saved})")
-        return 0 if same else 1
-    line = f"test loss {result['loss']:.6f}"
-    if result["accuracy"] is not None:
-        line += f", test accuracy {result['accuracy']:.4%}"
-    print(line)
-    saved = run.metrics
-    if saved is not None:
-        same = abs(saved["test_loss"] - result["loss"]) <= 1e-6 * max(1.0, abs(result["loss"])) and \
-            saved["test_accuracy"] == result["accuracy"]
-        print("matches metrics.json" if same else
-              f"DIFFERS from metrics.json (test_loss {saved['test_loss']}, accuracy {saved['test_accuracy']})")
-        return 0 if same else 1
-    return 0
-
-
-def _read_npy(path: pathlib.Path):
-    """The array in a ``.npy`` file; a UsageError naming the file when it is not one."""
-
-    if not path.is_file():
-        raise UsageError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; expected a .npy "
-                         f"array written by numpy.save")
-    with open(path, "rb") as file:
-        magic = file.read(6)
-        if magic[:2] == b"PK":
-            raise UsageError(f"{path}: is an .npz archive; save the one input array with numpy.save "
-                             f"(a .npy file)")
-        if magic != b"\x93NUMPY":
-            raise UsageError(f"{path}: not a .npy file (it does not start with NumPy's header); "
-                             f"write the inputs with numpy.save")
-        file.seek(0)
-        try:
-            return np.load(file, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise UsageError(f"{path}: not a readable .npy array ({error})") from None
-
-
-def _cmd_predict(args) -> int:
-    out = _check_output_path(args.out, "--out", folder=False)
-    input_path = pathlib.Path(args.input)
-    x = _read_npy(input_path)
-    run = load_run(args.run_dir)
-    try:
-        x = run.as_batch(x)
-    except ValueError as error:
-        raise UsageError(f"{input_path}: {error}") from None
-    if args.proba:
-        if run.task == "regression":
-            raise UsageError(f"--proba: {args.run_dir} is a regression run ({run.config['dataset']}); "
-                             f"its predictions are values, not probabilities")
-        result, what = np.asarray(run.predict_proba(x)), "probabilities"
-        if run.task == "binary" and result.shape[-1] == 1:
-            result, what = result[..., 0], "probabilities of class 1"
-    elif run.task == "regression":
-        result, what = np.asarray(run.predict(x)), "predicted values"
-    else:
-        result, what = run.predict_labels(x), "class labels"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "wb") as file:
-            np.save(file, result)
-    except OSError as error:
-        raise UsageError(f"--out {out}: cannot write it ({error.strerror or error})") from None
-    print(f"wrote {out}: {what} for {x.shape[0]} examples of {input_path}, {result.dtype} of shape "
-          f"{result.shape} ({run.config['dataset']} run {args.run_dir})")
-    return 0
-
-
-def _cmd_sample(args) -> int:
-    if args.tokens < 0:
-        raise UsageError(f"--tokens must be >= 0, got {args.tokens}")
-    if not args.temperature > 0:
-        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    if not args.prompt:
-        raise UsageError("--prompt must not be empty (nanoGPT starts from a newline: --prompt $'\\n')")
-    run = load_run(args.run_dir)
-    if not run.is_language_model:
-        raise UsageError(f"{args.run_dir}: a {run.config.get('dataset')} classifier run, not a language "
-                         f"model; sample needs the --out folder of 'fnnet train {_TEXT}'")
-    if args.top_k is not None and args.top_k > len(run.config["vocab"]):
-        raise UsageError(f"--top-k {args.top_k} is larger than the vocabulary ({len(run.config['vocab'])})")
-    started = time.perf_counter()
-    try:
-        text = run.sample(args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
-                          seed=args.seed)
-    except ValueError as error:
-        raise UsageError(f"--prompt: {error}") from None
-    print(text)
-    if args.timing:
-        seconds = time.perf_counter() - started
-        print(f"[{args.tokens} tokens in {seconds:.2f} s, compile included]", file=sys.stderr)
-    return 0
-
-
-def _model_for(args):
-    """``(name, model, loss, x, y)`` for ``gradcheck``/``summary``: the model ``fnnet train`` would build
-    from the same flags, and (for gradcheck) 16 real training examples, or 4 windows of text."""
-
-    if args.dataset == _TEXT:
-        config = _text_config_from_args(args)
-        text = datasets.tiny_shakespeare()
-        model, in_shape = recipes.model_from_config(dict(config, vocab=text.vocab))
-        ids = np.asarray(text.train[:4 * (config["block_size"] + 1)]).reshape(4, -1)
-        return f"{_TEXT} GPT", model, in_shape, losses.softmax_cross_entropy, ids[:, :-1], ids[:, 1:]
-    config = _config_from_args(args)
-    spec = DATASETS[args.dataset]
-    model, in_shape = recipes.model_from_config(dict(config, in_shape=list(spec.in_shape), out_dim=spec.out_dim))
-    return args.dataset, model, in_shape, losses.ALL[spec.loss], None, None
-
-
-def _cmd_gradcheck(args) -> int:
-    ok = True
-    if args.dataset is None or args.all:
-        ok &= all(report.passed for _, report in gradcheck.run_builtin(verbose=True))
-    if args.all:
-        names = list(DATASETS)
-    else:
-        names = [args.dataset] if args.dataset else []
-    for name in names:
-        if args.all:
-            args.dataset = name
-        label, model, in_shape, loss, x, y = _model_for(args)
-        if x is None:
-            try:
-                (x, y), _ = DATASETS[name].load(0)
-            except OSError as error:
-                print(f"\n{name}: skipped ({str(error).splitlines()[0]})")
-                continue
-            x, y = np.asarray(x[:16]), np.asarray(y[:16])
-        _, params, state = init_with_state(model, jax.random.PRNGKey(0), in_shape)  # as trained: zero biases, kinks
-        report = gradcheck.check_model(model, loss, params, x, y, raise_on_failure=False,
-                                       state=state if is_stateful(model) else None)
-        print(f"\n{label}: {report.subject} on {len(x)} real examples (float64)")
-        print(report)
-        ok &= report.passed
-    return 0 if ok else 1
-
-
-def _cmd_summary(args) -> int:
-    _, model, in_shape, *_ = _model_for(args)
-    print(summary(model, in_shape))
-    return 0
-
-
-def _cmd_trace(args) -> int:
-    """``fnnet trace xor``: the tutorials' XOR network, every table; ``fnnet trace RUN_DIR``: a trained
-    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables)."""
-    if args.target == "xor":
-        with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
-            model, params, loss, x, y = recipes.tutorial_xor()
-            result = tracing.trace(model, loss, params, x, y)
-        print("The tutorials' 2-3-1 XOR network (Dense(3) → ReLU → Dense(1) → sigmoid, binary cross-entropy), "
-              "from their published weights, on its 4 examples:\n")
-        print(result)
-        print()
-        print(result.tables(max_units=args.max_units, layer=args.layer))
-    else:
-        run = load_run(args.target)
-        result = run.trace(args.examples)
-        print(f"{run.dir}: {run.config.get('dataset', 'run')} on {len(result.x)} "
-              f"{'validation windows' if run.is_language_model else 'test examples'}\n")
-        print(result)
-        if args.layer is not None:
-            print()
-            print(result.tables(max_units=args.max_units, layer=args.layer))
-    if args.explain is not None:
-        print()
-        print(tracing.explain(result, args.layer if args.layer is not None else 0, args.explain))
-    if args.json:
-        path = _check_output_path(args.json, "--json", folder=False)
-        path.write_text(json.dumps(result.to_dict(arrays=args.arrays), indent=1))
-        print(f"\nwrote {path}")
-    return 0 if result.passed else 1
-
-
-def _cmd_doctor(args) -> int:
-    """``fnnet doctor DATASET [model flags]`` (a fresh model) or ``fnnet doctor RUN_DIR`` (a trained run):
-    the checklist of :func:`fnnet.doctor`; exit status 1 when a check fails."""
-    if args.target in DATASETS or args.target == _TEXT:
-        args.dataset = args.target
-        label, model, in_shape, loss, x, y = _model_for(args)
-        if x is None:
-            (x, y), _ = DATASETS[args.dataset].load(args.seed)
-        else:
-            x, y = language.consecutive_windows(datasets.tiny_shakespeare().train, in_shape[0], 64)
-        _, params, state = init_with_state(model, jax.random.PRNGKey(args.seed), in_shape)
-        print(f"{label}: a fresh model, as 'fnnet train {args.dataset}' with these flags would start")
-    else:
-        given = [flag for flag in ("hidden", "activation", "lr", "optimizer", "layers", "features") if
-                 getattr(args, flag, None) is not None]
-        if given:
-            raise UsageError(f"--{given[0]}: a run folder's model is fixed by its config.json; model flags "
-                             f"are for 'fnnet doctor DATASET'")
-        run = load_run(args.target)
-        model, loss, params, state = run.model, run.loss, run.params, run.model_state
-        x, y = run.examples(256 if not run.is_language_model else 64, split="train")
-        print(f"{run.dir}: the trained run ({run.config.get('dataset', 'fit')}) at its saved parameters")
-    report = diagnosis.doctor(model, loss, params, (np.asarray(x), np.asarray(y)), model_state=state or None,
-                              key=jax.random.PRNGKey(args.seed))
-    print(report)
-    return 0 if report.passed else 1
-
-
-def _cmd_convert(args) -> int:
-    out = _check_output_path(args.out, "--out", folder=True)
-    shakespeare.convert_nanogpt(args.checkpoint, out, meta=args.meta, overwrite=args.overwrite,
-                                verbose=not args.quiet)
-    return 0
-
-
-def _cmd_export(args) -> int:
-    out = _check_output_path(args.out, "output", folder=False)
-    run = load_run(args.run_dir)
-    path = to_onnx(run.model, run.params, run.in_shape, out, model_state=run.model_state, opset=args.opset)
-    kind = "int64 token ids" if run.is_language_model else "float32"
-    print(f"wrote {path}: input 'input' ({kind}) of shape (batch, {', '.join(map(str, run.in_shape))}), output "
-          f"'output'; evaluation mode ({run.config.get('dataset', 'run')} run {args.run_dir})")
-    try:
-        x = run.examples(4)[0]
-        where = "test examples" if not run.is_language_model else "validation windows"
-    except (DataError, RecipeError, ValueError):  # no data here: random inputs of the right kind
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, len(run.config.get("vocab") or "x"), (4,) + run.in_shape) if run.is_language_model \
-            else rng.uniform(0, 1, (4,) + run.in_shape).astype(np.float32)
-        where = "random inputs"
-    try:
-        difference = check_onnx(path, run.model, run.params, x, model_state=run.model_state)
-    except ImportError:
-        print("onnxruntime is not installed: not checked (pip install 'fnnet[interop]')")
-        return 0
-    same = difference <= 1e-5
-    print(f"onnxruntime {'agrees with' if same else 'DIFFERS from'} fnnet on {len(x)} {where}: largest "
-          f"difference {difference:.1e} of the largest output")
-    return 0 if same else 1
-
-
-def _cmd_demo(args) -> int:
-    """XOR, then MNIST (or breast cancer when MNIST cannot be found): accuracies and plots."""
-
-    out = pathlib.Path(args.out)
-    base = dict(weight_decay=0.0, grad="manual", seed=0, limit=None)
-    results = {}
-    xor_config = dict(base, dataset="xor", hidden=[4], activation="tanh", epochs=1000, batch_size=4,
-                      lr=1.0, optimizer="sgd", loss=DATASETS["xor"].loss)
-    print("== XOR: 2-4-1 tanh network, hand-written backward, SGD ==")
-    results["xor"] = run_train(xor_config, out / "xor", verbose=False, overwrite=True)  # the demo's own folders
-    print(f"XOR test accuracy: {results['xor']['test_accuracy']:.0%}")
-    try:
-        datasets.find_file("mnist", "train-images-idx3-ubyte.gz", download=not args.offline)
-        name, epochs = "mnist", args.mnist_epochs
-    except datasets.DataError as error:
-        print(f"MNIST not found, training on breast cancer instead:\n{error}")
-        name, epochs = "breast-cancer", DATASETS["breast-cancer"].epochs
-    spec = DATASETS[name]
-    config = dict(base, dataset=name, hidden=list(parse_hidden(spec.hidden)), activation=spec.activation,
-                  epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
-                  schedule=spec.schedule, loss=spec.loss)
-    print(f"\n== {name}: hidden {spec.hidden}, {spec.activation}, {spec.optimizer}, {epochs} epochs ==")
-    results[name] = run_train(config, out / name, verbose=True, overwrite=True)
-    print("\nSummary")
-    for key, metrics in results.items():
-        print(f"  {key:<14} test accuracy {metrics['test_accuracy']:.2%}  "
-              f"({metrics['train_seconds']:.1f} s training)  curves: {out / key / 'curves.png'}")
-    return 0
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2, no usage dump
         raise UsageError(message)
@@ -558,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_flags(p) -> None:
     """The flags that choose and train a model: ``fnnet train``, ``gradcheck`` and ``summary`` share them,
     so every model the CLI trains can be summarised and gradient-checked with the same arguments."""
-    p.add_argument("--model", choices=recipes.MODELS, default="mlp",
+    p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.app.recipes.build_cnn)")
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
     p.add_argument("--activation", choices=ACTIVATIONS)
@@ -575,7 +72,7 @@ def _add_model_flags(p) -> None:
     p.add_argument("--monitor", type=int, metavar="N",
                    help="every N steps record each layer's health (activations, dead/saturated units, gradient "
                         "norm, update/weight ratio) inside the compiled step: warnings, metrics.json, health.png")
-    gpt_flags = p.add_argument_group(f"GPT ({_TEXT}; defaults: nanoGPT's CPU recipe, fnnet.app.shakespeare.DEFAULTS)")
+    gpt_flags = p.add_argument_group(f"GPT ({TEXT}; defaults: nanoGPT's CPU recipe, fnnet.app.shakespeare.DEFAULTS)")
     gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4)")
     gpt_flags.add_argument("--heads", type=int, help="attention heads (4)")
     gpt_flags.add_argument("--features", type=int, help="embedding width (128)")
@@ -594,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
-    p.add_argument("dataset", choices=list(DATASETS) + [_TEXT],
-                   help=f"a data set; {_TEXT} trains a character-level GPT (fnnet.app.shakespeare)")
+    p.add_argument("dataset", choices=list(DATASETS) + [TEXT],
+                   help=f"a data set; {TEXT} trains a character-level GPT (fnnet.app.shakespeare)")
     _add_model_flags(p)
     p.add_argument("--out", help="output folder (default runs/DATASET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -605,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoint, config, metrics and plots)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_cmd_train)
+    p.set_defaults(command="train")
 
     p = commands.add_parser("sample", help="generate text with a trained GPT run",
                             description="Loads RUN_DIR (the --out folder of 'fnnet train shakespeare') and "
@@ -617,11 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="sample only among the k likeliest characters")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timing", action="store_true", help="print the time taken to stderr")
-    p.set_defaults(run=_cmd_sample)
+    p.set_defaults(command="sample")
 
     p = commands.add_parser("eval", help="reload a checkpoint and report the test metrics")
     p.add_argument("dir")
-    p.set_defaults(run=_cmd_eval)
+    p.set_defaults(command="eval")
 
     p = commands.add_parser(
         "predict", help="predict with a trained run on the examples in a .npy file",
@@ -637,20 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.npy", help="where to write the predictions "
                                                             "(default predictions.npy)")
     p.add_argument("--proba", action="store_true", help="write probabilities instead of class labels")
-    p.set_defaults(run=_cmd_predict)
+    p.set_defaults(command="predict")
 
     p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad",
                             description="Without a data set: every built-in layer, loss and model. With one: "
                                         "the model 'fnnet train' builds from the same flags, on real examples.")
-    p.add_argument("dataset", nargs="?", choices=list(DATASETS) + [_TEXT])
+    p.add_argument("dataset", nargs="?", choices=list(DATASETS) + [TEXT])
     p.add_argument("--all", action="store_true", help="built-in layers and losses, and every data set's model")
     _add_model_flags(p)
-    p.set_defaults(run=_cmd_gradcheck)
+    p.set_defaults(command="gradcheck")
 
     p = commands.add_parser("summary", help="print the model table for a data set (the flags of fnnet train)")
-    p.add_argument("dataset", choices=list(DATASETS) + [_TEXT])
+    p.add_argument("dataset", choices=list(DATASETS) + [TEXT])
     _add_model_flags(p)
-    p.set_defaults(run=_cmd_summary)
+    p.set_defaults(command="summary")
 
     p = commands.add_parser(
         "trace", help="one step seen from inside: every layer's values, gradients and a check against jax.vjp",
@@ -666,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-units", type=int, default=16, help="rows and columns shown per table (16)")
     p.add_argument("--json", help="also write the trace as JSON to this file")
     p.add_argument("--arrays", action="store_true", help="with --json: include every array")
-    p.set_defaults(run=_cmd_trace)
+    p.set_defaults(command="trace")
 
     p = commands.add_parser(
         "doctor", help="the checks to run before trusting training: loss at init, overfit a batch, ...",
@@ -675,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "gradcheck at the current parameters, dead or saturated units at initialisation. TARGET "
                     "is a data set (the model 'fnnet train' builds from the same flags, freshly initialised) "
                     "or a run folder (its trained parameters). Exit status 1 when a check fails.")
-    p.add_argument("target", help="a data set (" + ", ".join(list(DATASETS) + [_TEXT]) + ") or a run folder")
+    p.add_argument("target", help="a data set (" + ", ".join(list(DATASETS) + [TEXT]) + ") or a run folder")
     _add_model_flags(p)
-    p.set_defaults(run=_cmd_doctor)
+    p.set_defaults(command="doctor")
 
     p = commands.add_parser(
         "convert", help="bring a model trained elsewhere in as a run folder (nanoGPT's ckpt.pt)",
@@ -691,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the run folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_cmd_convert)
+    p.set_defaults(command="convert")
 
     p = commands.add_parser(
         "export", help="write a trained run as an ONNX model (checked with onnxruntime)",
@@ -701,56 +198,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder (the --out of 'fnnet train', or of 'fnnet convert')")
     p.add_argument("out", help="the .onnx file to write")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18; 17 and up)")
-    p.set_defaults(run=_cmd_export)
+    p.set_defaults(command="export")
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--mnist-epochs", type=int, default=12)
     p.add_argument("--offline", action="store_true", help="do not try to download MNIST")
-    p.set_defaults(run=_cmd_demo)
+    p.set_defaults(command="demo")
     return parser
 
 
-def _train_out(args) -> str:
-    """The run folder of ``fnnet train``: ``--out``, by default ``runs/DATASET``."""
-    return args.out or f"runs/{args.dataset}"
-
-
-def _interrupted_message(args) -> str:
-    """What Ctrl-C leaves behind: the checkpoint kept and how to continue."""
-    if getattr(args, "command", None) != "train":
-        return "fnnet: interrupted"
-    out = _train_out(args)
-    kept = train.checkpoint_progress(pathlib.Path(out) / train.CHECKPOINT_NAME)
-    if kept is None:
-        return f"fnnet: interrupted before the first checkpoint; nothing was kept in {out}"
-    return (f"fnnet: interrupted; the checkpoint of {kept[0]} {kept[1]} in {out} is kept: run the same command "
-            f"with --resume to continue")
-
-
 def main(argv=None) -> int:
-    args = None
+    """``fnnet ARGS``: parses the command line, then runs the command (:func:`fnnet.app.commands.run`);
+    returns the exit status (:data:`EXIT_CODES`)."""
     try:
         args = build_parser().parse_args(argv)
-        code = args.run(args)
-        sys.stdout.flush()  # a closed pipe shows here, inside main, not at the interpreter's exit
-        return code
-    except TrainingDiverged as error:
-        print(f"fnnet: error: training diverged: {error}. Try a smaller --lr, or --optimizer adam",
-              file=sys.stderr)
-        return 3
-    except CheckpointWriteError as error:
-        print(f"fnnet: error: {error}", file=sys.stderr)
-        return 4
-    except (UsageError, RecipeError, DataError, CheckpointError, ConversionError) as error:
+    except UsageError as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(_interrupted_message(args), file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `fnnet trace xor | head`: the reader has gone; stop quietly, as head expects
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-        return 141
+    from fnnet.app import commands  # only now: `fnnet --help` and a mistyped flag answer without loading JAX
+    return commands.run(args)
+
+
+_ELSEWHERE = {"run_train": "fnnet.app.commands", "run_eval": "fnnet.app.commands",
+              "build_model": "fnnet.app.recipes", "build_optimizer": "fnnet.app.recipes",
+              "parse_hidden": "fnnet.app.recipes", "DatasetSpec": "fnnet.app.recipes",
+              "RecipeError": "fnnet.app.recipes"}
+
+
+def __getattr__(name):  # PEP 562: ``cli.run_train``, ``from fnnet.app.cli import build_model`` keep working
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'fnnet.app.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -32,17 +32,13 @@ import jax.numpy as jnp
 import optax
 
 from fnnet import datasets, losses, train
+from fnnet.app import choices
+from fnnet.app.choices import ACTIVATIONS, MODELS, OPTIMIZERS, SCHEDULES
 from fnnet.combinators import Residual, serial
 from fnnet.gpt import GPT, GPTConfig
 from fnnet.initializers import glorot_uniform, he_uniform
 from fnnet.layers import (BatchNorm, Conv, Dense, Dropout, Flatten, Gelu, Identity, LeakyRelu, MaxPool, Relu,
                           Reshape, Sigmoid, Tanh)
-
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
-OPTIMIZERS = ("adam", "sgd", "momentum")
-SCHEDULES = ("constant", "cosine")
-MODELS = ("mlp", "cnn", "resnet")
-"""What ``fnnet train --model`` builds: an MLP (:func:`build_model`) or a CNN (:func:`build_cnn`)."""
 
 
 class RecipeError(ValueError):
@@ -122,6 +118,8 @@ DATASETS = {
                                  x_range=(0.0, 1.0), preprocessing=_PIXELS.format("fashion_mnist"),
                                  image_shape=(28, 28, 1), cnn_epochs=16),  # 92.74% (12 epochs: 92.36%)
 }
+if tuple(DATASETS) != choices.DATASETS:
+    raise RuntimeError(f"fnnet.app.choices.DATASETS {choices.DATASETS} must name the recipes, in order: {tuple(DATASETS)}")
 
 
 def dataset(name: str) -> DatasetSpec:

@@ -1,0 +1,20 @@
+"""The command line's choices, in a module that imports nothing: ``fnnet --help`` and argument
+errors are answered from these without loading JAX. :mod:`fnnet.app.recipes` builds on them
+(its ``DATASETS`` has exactly these names, in this order)."""
+
+DATASETS = ("xor", "regression", "breast-cancer", "digits", "mnist", "fashion-mnist")
+"""The data sets ``fnnet train`` trains on (each a :class:`fnnet.app.recipes.DatasetSpec`)."""
+
+TEXT = "shakespeare"
+"""The text data set: a character-level GPT (:mod:`fnnet.app.shakespeare`)."""
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
+OPTIMIZERS = ("adam", "sgd", "momentum")
+SCHEDULES = ("constant", "cosine")
+MODELS = ("mlp", "cnn", "resnet")
+"""What ``fnnet train --model`` builds: an MLP (:func:`fnnet.app.recipes.build_model`) or a CNN
+(:func:`fnnet.app.recipes.build_cnn`)."""
+
+CHECKPOINT_EVERY = 10.0
+"""``fnnet train``'s seconds between checkpoints (``--checkpoint-every``): an MNIST epoch takes
+about that long, so most are saved, while XOR's 1,000 tiny epochs write one checkpoint, not 1,000."""
