@@ -387,11 +387,12 @@ def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTO
                                       layer_rng, train)
             y, residuals = forward(layer_params, layer_x)
             y_apply = apply(layer_params, layer_x)
-            if jnp.shape(y) != jnp.shape(y_apply) or _errors(y, y_apply)[1] > rtol:
-                return (f"{label}: forward's output differs from apply's (max rel error "
-                        f"{_errors(y, y_apply)[1]:.1e})" if jnp.shape(y) == jnp.shape(y_apply) else
-                        f"{label}: forward's output shape {jnp.shape(y)} differs from apply's "
-                        f"{jnp.shape(y_apply)}")
+            shapes, apply_shapes = jax.tree.map(jnp.shape, y), jax.tree.map(jnp.shape, y_apply)  # y: branches too
+            if shapes != apply_shapes:
+                return f"{label}: forward's output shape {shapes} differs from apply's {apply_shapes}"
+            worst = max((_errors(a, b)[1] for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))), default=0.0)
+            if worst > rtol:
+                return f"{label}: forward's output differs from apply's (max rel error {worst:.1e})"
             cotangent = _random_like(jax.random.fold_in(key, index), y)
             manual = layer.backward(layer_params, residuals, cotangent)
             reference = jax.vjp(apply, layer_params, layer_x)[1](cotangent)
