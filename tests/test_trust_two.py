@@ -178,7 +178,7 @@ def test_ctrl_c_says_which_checkpoint_is_kept(capsys, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "evaluate", interrupt)  # after the last epoch's checkpoint
+    monkeypatch.setattr(train.History, "plot", interrupt)  # after the last epoch's checkpoint
     assert cli.main(["train", "xor", "--epochs", "2", "--out", str(out), "--quiet"]) == 130
     _one_line_error(capsys, f"interrupted; the checkpoint of epoch 2 in {out} is kept", "--resume")
 

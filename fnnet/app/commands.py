@@ -151,7 +151,10 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
                                checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"),
                                checkpoint_every=checkpoint_every)
     fit_seconds = time.perf_counter() - fit_started
-    result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
+    if len(history) and history.eval_loss[-1] is not None:  # fit evaluated these very params after the last epoch
+        result = {"loss": history.eval_loss[-1], "accuracy": history.eval_accuracy[-1]}
+    else:
+        result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
     train_seconds = float(sum(history.seconds))
     n_train = int(train_data[0].shape[0])
     steady = history.seconds[1:]
