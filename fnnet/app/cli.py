@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--mnist-epochs", type=int, default=12)
+    p.add_argument("--mnist-epochs", type=int, default=5,
+                   help="MNIST epochs (5: about 98.4%% in 13 s on 2 cores; fnnet train mnist's 12 reach 98.5%%)")
     p.add_argument("--offline", action="store_true", help="do not try to download MNIST")
     p.set_defaults(command="demo")
     return parser
