@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 
-from fnnet import datasets, diagnosis, gradcheck, losses, tracing, train
+from fnnet import datasets, diagnosis, gradcheck, losses, plots, tracing, train
 from fnnet.app import jobs, recipes, shakespeare
 from fnnet.app.choices import CHECKPOINT_EVERY, TEXT as _TEXT
 from fnnet.app.cli import UsageError
@@ -130,6 +130,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
                                     ignore=("epochs", "monitor") + _DERIVED)
     done_epochs = jobs.trained_so_far(out_dir, config, resume=resume, unit="epochs")
+    plots.preload()  # curves.png's matplotlib loads while XLA compiles
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
     data_seconds = time.perf_counter() - started
