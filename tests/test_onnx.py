@@ -40,6 +40,17 @@ def test_every_layer_of_the_catalogue_exports_and_runs_the_same(tmp_path):
     assert len(SINGLE_INPUT) >= 50
 
 
+@pytest.mark.parametrize("opset", [17, 18, onnx.defs.onnx_opset_version()])
+def test_every_supported_opset_gives_a_valid_graph(tmp_path, opset):
+    model = fnnet.serial(fnnet.Conv(4, 3), fnnet.BatchNorm(), fnnet.Gelu, fnnet.MaxPool(2), fnnet.GlobalAvgPool,
+                         fnnet.LayerNorm(), fnnet.Dense(3))
+    _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (6, 6, 2))
+    path = to_onnx(model, params, (6, 6, 2), tmp_path / "m.onnx", model_state=state, opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
+    assert check_onnx(path, model, params, x, model_state=state) <= TOLERANCE
+
+
 def test_a_tied_table_is_stored_once_and_the_graph_has_a_dynamic_batch(tmp_path):
     config = fnnet.gpt.GPTConfig(vocab_size=11, block_size=6, num_layers=1, num_heads=2, features=8,
                                  tie_embeddings=True, bias=False, gelu_approximate=False)

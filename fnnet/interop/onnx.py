@@ -316,7 +316,10 @@ class _Graph:
         return self._pool("AveragePool", spec, x, shape, count_include_pad=1)  # pads count as zeros, as fnnet's
 
     def _emit_GlobalAvgPool(self, layer, spec, params, state, x, shape, label, where):
-        return self.op("ReduceMean", [x, self.ints("axes", range(1, len(shape)))], keepdims=0)
+        axes = list(range(1, len(shape)))  # the spatial axes (axis 0 is the batch)
+        if self.opset < 18:                # before opset 18, ReduceMean took its axes as an attribute
+            return self.op("ReduceMean", [x], axes=axes, keepdims=0)
+        return self.op("ReduceMean", [x, self.ints("axes", axes)], keepdims=0)
 
     def _emit_BatchNorm(self, layer, spec, params, state, x, shape, label, where):
         if not state or "mean" not in state:
