@@ -156,6 +156,18 @@ def test_converted_checkpoint_gives_nanogpts_logits_and_gradients(tmp_path, bias
                                         rel=1e-5)
 
 
+def test_a_checkpoint_with_dropout_converts_to_a_stateful_model_that_evaluates_the_same():
+    args = dict(_model_args(), dropout=0.2)               # shakespeare_char's setting
+    torch_model = NanoGPT(**args).eval()
+    model, params, config = from_nanogpt({"model": torch_model.state_dict(), "model_args": args})
+    assert config.dropout == 0.2 and fnnet.is_stateful(model)
+    _, _, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (6,))
+    ids = torch.randint(0, 13, (2, 6), generator=torch.Generator().manual_seed(3))
+    logits = jax.jit(lambda p, s, x: fnnet.apply_with_state(model, p, s, x, train=False)[0])(
+        params, state, ids.numpy().astype(np.int32))
+    assert _relative(np.asarray(logits), torch_model(ids).detach().numpy()) <= 1e-5
+
+
 def test_checkpoints_that_are_not_nanogpts_are_named(tmp_path):
     args = _model_args()
     torch_model = NanoGPT(**args)
