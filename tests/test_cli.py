@@ -255,3 +255,19 @@ def test_summary_for_every_data_set(capsys):
         assert re.search(rf"input\s+{re.escape(str(spec.in_shape))}\n", out), out  # the recipe's in_shape
     assert cli.main(["summary", "mnist"]) == 0
     assert "total parameters: 669,706" in capsys.readouterr().out
+
+
+def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
+    """`fnnet train` keeps XLA's programs in $FNNET_CACHE/xla (a second run skips compilation); not with
+    FNNET_XLA_CACHE=off, and never over a JAX cache folder already configured (the test suite's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT") and k != "JAX_COMPILATION_CACHE_DIR"}
+    command = [sys.executable, "-m", "fnnet", "train", "xor", "--epochs", "3", "--quiet", "--overwrite"]
+    for cache, extra, kept in (("on", {}, True), ("off", {"FNNET_XLA_CACHE": "off"}, False),
+                               ("theirs", {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs"),
+                                          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}, False)):
+        result = subprocess.run(command + ["--out", str(tmp_path / cache / "run")], capture_output=True, text=True,
+                                timeout=300, env=dict(env, FNNET_CACHE=str(tmp_path / cache), **extra))
+        assert result.returncode == 0, result.stderr[-2000:]
+        programs = list((tmp_path / cache / "xla").glob("*")) if (tmp_path / cache / "xla").exists() else []
+        assert bool(programs) == kept, (cache, programs[:3])
+    assert list((tmp_path / "theirs").glob("*"))   # JAX's own setting was used, not replaced

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -543,9 +544,35 @@ COMMANDS = {
 """Each command of :func:`fnnet.app.cli.build_parser`, by name."""
 
 
+XLA_CACHE_LIMIT = 2 * 1024**3
+"""Bytes of compiled programs :func:`use_compilation_cache` keeps before it starts the folder again."""
+
+
+def use_compilation_cache() -> pathlib.Path | None:
+    """Keeps XLA's compiled programs in ``xla/`` of fnnet's user cache (``$FNNET_CACHE`` or
+    ``~/.cache/fnnet``; JAX's own persistent cache), so that a command run again skips compilation:
+    the second ``fnnet train xor`` or ``fnnet sample`` starts at once. The key of a program is
+    the program itself, the compiler flags and the jax/jaxlib versions, so a cached one is the one
+    XLA would compile. Not used when JAX already has a cache folder (``JAX_COMPILATION_CACHE_DIR``)
+    or ``FNNET_XLA_CACHE=off``; past 2 GB the folder is emptied. Returns the folder, or ``None``."""
+    if os.environ.get("FNNET_XLA_CACHE") == "off" or jax.config.jax_compilation_cache_dir:
+        return None
+    folder = datasets.cache_dir() / "xla"
+    try:
+        if folder.is_dir() and sum(entry.stat().st_size for entry in os.scandir(folder)) > XLA_CACHE_LIMIT:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: compile every time, as without the cache
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small programs are most of a small job
+    return folder
+
+
 def run(args) -> int:
     """Runs the parsed command ``args.command``; returns the exit status (:data:`fnnet.app.cli.EXIT_CODES`),
     each error printed as one line."""
+    use_compilation_cache()
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside main, not at the interpreter's exit
