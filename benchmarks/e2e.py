@@ -4,6 +4,7 @@ its PyTorch equivalent, each in a fresh process, timed from interpreter start to
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -25,8 +26,13 @@ def fnnet_and_pytorch(train_args: list[str], fields: tuple[str, ...], pytorch_sc
     metrics.json and the wall seconds) and ``benchmarks/PYTORCH_SCRIPT`` (its last JSON line, or
     the error that stopped it, e.g. torch not installed)."""
     results = {}
+    # a first run's time: compilation counted, as for PyTorch's (fnnet's commands would reuse XLA's
+    # programs from an earlier run otherwise: fnnet.app.commands.use_compilation_cache)
+    first_run = dict(os.environ, FNNET_XLA_CACHE="off")
+    first_run.pop("JAX_COMPILATION_CACHE_DIR", None)
     with tempfile.TemporaryDirectory() as tmp:
-        out, seconds = timed([sys.executable, "-m", "fnnet", "train", *train_args, "--out", tmp, "--quiet"])
+        out, seconds = timed([sys.executable, "-m", "fnnet", "train", *train_args, "--out", tmp, "--quiet"],
+                             env=first_run)
         if out.returncode != 0:
             sys.exit(out.stderr)
         metrics = json.loads((pathlib.Path(tmp) / "metrics.json").read_text())
