@@ -33,7 +33,6 @@ answers without JAX), and ``import fnnet.layers`` stays light (no optax, no appl
 import importlib
 import sys
 import types
-from typing import TYPE_CHECKING
 
 # Every public name is reached on first use (PEP 562): ``import fnnet`` loads nothing else, so that
 # ``fnnet --help`` answers without JAX; ``fnnet.Dense`` loads the layers (and JAX) then, and the
@@ -62,19 +61,7 @@ _FROM = {
     "fnnet.diagnosis": ("doctor", "Diagnosis"),
 }
 _LAZY_NAMES = {name: (module, name) for module, names in _FROM.items() for name in names}
-
-if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from fnnet import checkpoint, initializers, layers, losses  # noqa: F401
-    from fnnet.checkpoint import load, save  # noqa: F401
-    from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial  # noqa: F401
-    from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad  # noqa: F401
-    from fnnet.layer import (Layer, Spec, apply_with_state, forward_with_state, init_with_state,  # noqa: F401
-                             is_stateful, layer_name)
-    from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout,  # noqa: F401
-                              Embedding, Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
-                              PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh, Unembed)
-    from fnnet.losses import Loss  # noqa: F401
-    from fnnet.summary import Summary, summary  # noqa: F401
+# (fnnet/__init__.pyi declares the same names for type checkers and editors)
 
 
 def __getattr__(name):

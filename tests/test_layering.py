@@ -105,3 +105,10 @@ def test_help_and_a_bad_flag_answer_without_loading_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("[]"), out.stdout[-500:] + out.stderr
     assert "0\n" in out.stderr and "invalid int value: 'zero'\n2" in out.stderr, out.stderr
+
+
+def test_the_facades_stub_declares_exactly_its_lazy_names():
+    stub = ast.parse((PACKAGE / "__init__.pyi").read_text())
+    declared = {alias.asname or alias.name for node in stub.body if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("fnnet") for alias in node.names}
+    assert declared == set(fnnet._LAZY_MODULES) | set(fnnet._LAZY_NAMES)

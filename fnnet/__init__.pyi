@@ -1,0 +1,24 @@
+# The facade's names for type checkers and editors: fnnet/__init__.py imports each on first use
+# (PEP 562), so that `import fnnet` loads nothing. tests/test_layering.py keeps the two lists equal.
+from typing import Any
+
+from fnnet import (app, checkpoint, datasets, distributed, gpt, gradcheck, initializers, interop, layers, losses,
+                   tracing, train)
+from fnnet.app import cli, jobs, recipes, runs, shakespeare
+from fnnet.app.runs import Run, load_run
+from fnnet.checkpoint import load, save
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
+from fnnet.diagnosis import Diagnosis, doctor
+from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
+from fnnet.layer import Layer, Spec, apply_with_state, forward_with_state, init_with_state, is_stateful, layer_name
+from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding, Flatten,
+                          Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu,
+                          Reshape, Sigmoid, Softmax, Tanh, Unembed)
+from fnnet.losses import Loss
+from fnnet.summary import Summary, summary
+from fnnet.tracing import LayerTrace, Trace, debug_nans, explain, trace
+
+__version__: str
+__all__: list[str]
+
+def __getattr__(name: str) -> Any: ...
