@@ -85,7 +85,7 @@ def to_onnx(model: Layer, params, in_shape, path, *, model_state=None, opset: in
         raise ConversionError(f"to_onnx: opset {opset} is not supported: fnnet writes opsets 17 (LayerNormalization) "
                               f"to {onnx.defs.onnx_opset_version()} (this onnx package's newest)")
     in_shape = tuple(int(d) for d in in_shape)
-    _, like_params, like_state = abstract_init(model, in_shape)
+    out_shape, like_params, like_state = abstract_init(model, in_shape)
     if jax.tree.leaves(like_state) and not jax.tree.leaves(model_state):
         raise ConversionError(f"to_onnx: {layer_name(model)} has state (BatchNorm's running statistics): pass "
                               f"model_state= (TrainState.model_state, run.model_state)")
@@ -101,10 +101,11 @@ def to_onnx(model: Layer, params, in_shape, path, *, model_state=None, opset: in
         raise ConversionError(f"to_onnx: params must all be float32 (or all float64), got {sorted(map(str, dtypes))}")
     dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
     graph = _Graph(onnx, dtype, opset)
-    takes_ids = _first_leaf(model).spec is not None and _first_leaf(model).spec.kind == "Embedding"
+    first = _first_leaf(model)
+    takes_ids = first.spec is not None and first.spec.kind == "Embedding"
     state = model_state if jax.tree.leaves(like_state) else like_state
     out = graph.emit(model, params, state, INPUT, in_shape, "")
-    out_shape = tuple(abstract_init(model, in_shape)[0])
+    out_shape = tuple(out_shape)
     graph.nodes.append(onnx.helper.make_node("Identity", [out], [OUTPUT]))
     element = onnx.TensorProto.INT64 if takes_ids else graph.elem
     proto = onnx.helper.make_model(
@@ -205,11 +206,11 @@ class _Graph:
 
     def _children(self, layer, params, state, x, shape, where, param_index=None):
         children = layer_children(layer)
-        states = state if isinstance(state, (tuple, list)) and len(state) == len(children) else (None,) * len(children)
+        states = _child_states(state, children)
         for index, child in enumerate(children):
             child_params = params[index] if param_index is None else params[param_index(index)]
             x = self.emit(child, child_params, states[index], x, shape, f"{where}.{index}" if where else str(index))
-            shape = _out_shape(child, child_params, states[index], shape)
+            shape = _out_shape(child, shape)
         return x
 
     def _emit_serial(self, layer, spec, params, state, x, shape, label, where):
@@ -225,7 +226,7 @@ class _Graph:
 
     def _emit_parallel(self, layer, spec, params, state, xs, shapes, label, where):
         children = layer_children(layer)
-        states = state if isinstance(state, (tuple, list)) and len(state) == len(children) else (None,) * len(children)
+        states = _child_states(state, children)
         shapes = shapes if isinstance(shapes[0], tuple) else (shapes,) * len(children)
         return tuple(self.emit(child, params[i], states[i], xs[i], shapes[i], f"{where}.{i}" if where else str(i))
                      for i, child in enumerate(children))
@@ -340,7 +341,7 @@ class _Graph:
         return self.op("Reshape", [x, self.ints("shape", (-1, math.prod(shape)))])
 
     def _emit_Reshape(self, layer, spec, params, state, x, shape, label, where):
-        out_shape = _out_shape(layer, params, None, shape)
+        out_shape = _out_shape(layer, shape)
         return self.op("Reshape", [x, self.ints("shape", (-1,) + tuple(out_shape))])
 
     def _emit_Embedding(self, layer, spec, params, state, x, shape, label, where):
@@ -370,7 +371,12 @@ class _Graph:
         return self.op("Add", [y, self.constant("b_out", params["b_out"])]) if spec.get("use_bias", True) else y
 
 
-def _out_shape(layer: Layer, params, state, shape):
+def _child_states(state, children) -> tuple:
+    """A combinator's state split per child (``None`` each for a combinator without state)."""
+    return tuple(state) if isinstance(state, (tuple, list)) and len(state) == len(children) else (None,) * len(children)
+
+
+def _out_shape(layer: Layer, shape):
     """The example shape ``layer`` gives for examples of ``shape`` (tuples of shapes for branches)."""
     def plain(value):
         return tuple(plain(v) for v in value) if isinstance(value, (tuple, list)) else int(value)
