@@ -242,6 +242,11 @@ def test_fnnet_convert_says_why_a_vocabulary_does_not_fit(tmp_path, capsys, monk
     assert cli.main(["convert", "nanogpt", str(ckpt), "--meta", str(_meta(tmp_path / "m.pkl", "abc")),
                      "--out", str(tmp_path / "b")]) == 2
     assert "3 characters, but" in capsys.readouterr().err
+    untied = torch.load(ckpt, weights_only=True)
+    untied["model"]["lm_head.weight"] = untied["model"]["lm_head.weight"] + 1
+    torch.save(untied, tmp_path / "untied.pt")
+    assert cli.main(["convert", "nanogpt", str(tmp_path / "untied.pt"), "--out", str(tmp_path / "u")]) == 2
+    assert f"{tmp_path / 'untied.pt'}: lm_head.weight differs from transformer.wte.weight" in capsys.readouterr().err
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"itos": {0: "a"}, "x": pathlib.PurePosixPath("x")}))
     assert cli.main(["convert", "nanogpt", str(ckpt), "--meta", str(tmp_path / "evil.pkl"),
                      "--out", str(tmp_path / "c")]) == 2

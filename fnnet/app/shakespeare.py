@@ -217,7 +217,7 @@ def convert_nanogpt(checkpoint_path, out_dir, *, meta=None, overwrite: bool = Fa
     out_dir = pathlib.Path(out_dir)
     replaced = jobs.prepare_run_dir(out_dir, {}, resume=False, overwrite=overwrite)
     checkpoint = nanogpt.read_checkpoint(checkpoint_path)
-    model, params, config = nanogpt.from_nanogpt(checkpoint)
+    model, params, config = nanogpt.from_nanogpt(checkpoint, name=str(checkpoint_path))  # errors name the file
     if meta is not None:
         vocab = read_meta(meta)
     else:

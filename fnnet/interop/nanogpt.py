@@ -79,7 +79,7 @@ def config_from_model_args(model_args: dict) -> GPTConfig:
         raise ConversionError(f"model_args {model_args}: {error}") from None
 
 
-def from_nanogpt(checkpoint) -> tuple[Layer, object, GPTConfig]:
+def from_nanogpt(checkpoint, *, name: str | None = None) -> tuple[Layer, object, GPTConfig]:
     """``(model, params, config)``: a nanoGPT checkpoint as an fnnet GPT.
 
     ``checkpoint`` is the path of a ``ckpt.pt`` (read with :func:`read_checkpoint`) or the dict
@@ -88,7 +88,8 @@ def from_nanogpt(checkpoint) -> tuple[Layer, object, GPTConfig]:
     params keep the checkpoint's dtype (float32 as nanoGPT saves; bfloat16/float16 are
     widened to float32). ``model.apply(params, ids)`` gives nanoGPT's logits for every
     position (its ``forward(idx, targets)``); with ``config.dropout > 0`` the model is
-    stateful (:func:`fnnet.apply_with_state`, state ``()`` per layer).
+    stateful (:func:`fnnet.apply_with_state`, state ``()`` per layer). ``name`` is what errors
+    call the checkpoint (by default its path, or ``checkpoint`` for a dict).
 
     Raises:
       ConversionError: not a nanoGPT checkpoint, a key missing or left over, a tensor of
@@ -100,9 +101,8 @@ def from_nanogpt(checkpoint) -> tuple[Layer, object, GPTConfig]:
         model, params, config = fnnet.interop.from_nanogpt("out-shakespeare-char/ckpt.pt")
         logits = model.apply(params, ids)            # (B, T, vocab), as nanoGPT's
     """
-    where = "checkpoint"
+    where = name or (str(checkpoint) if isinstance(checkpoint, (str, pathlib.Path)) else "checkpoint")
     if isinstance(checkpoint, (str, pathlib.Path)):
-        where = str(checkpoint)
         checkpoint = read_checkpoint(checkpoint)
     else:
         import_torch()
