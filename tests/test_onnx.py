@@ -8,12 +8,12 @@ import pytest
 
 import fnnet
 from fnnet.gradcheck.cases import LAYER_CASES
+from onnx_checks import TOLERANCE
 
 onnx = pytest.importorskip("onnx", reason="the interop extra: pip install 'fnnet[interop]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the interop extra: pip install 'fnnet[interop]'")
 from fnnet.interop import ConversionError, check_onnx, to_onnx  # noqa: E402
 
-TOLERANCE = 1e-5
 
 # one graph input: the catalogue's cases that take several branches as input are checked inside models
 SINGLE_INPUT = [case for case in LAYER_CASES if not (case.in_shape and isinstance(case.in_shape[0], tuple))]
