@@ -25,9 +25,15 @@ def fnnet_and_pytorch(train_args: list[str], fields: tuple[str, ...], pytorch_sc
     """``{"fnnet": {...}, "pytorch": {...}}``: ``fnnet train TRAIN_ARGS`` (the ``fields`` of its
     metrics.json and the wall seconds) and ``benchmarks/PYTORCH_SCRIPT`` (its last JSON line, or
     the error that stopped it, e.g. torch not installed)."""
-    results = {}
-    # a first run's time: compilation counted, as for PyTorch's (fnnet's commands would reuse XLA's
-    # programs from an earlier run otherwise: fnnet.app.commands.use_compilation_cache)
+    results = {"fnnet": fnnet_train(train_args, fields), "pytorch": pytorch(pytorch_script)}
+    return results
+
+
+def fnnet_train(train_args: list[str], fields: tuple[str, ...]) -> dict:
+    """``fnnet train TRAIN_ARGS`` in a fresh process: the ``fields`` of its metrics.json and the wall
+    seconds from launching it to its end (metrics.json written). A first run's time: compilation
+    counted, as for PyTorch's (fnnet's commands would reuse XLA's programs from an earlier run
+    otherwise: fnnet.app.commands.use_compilation_cache)."""
     first_run = dict(os.environ, FNNET_XLA_CACHE="off")
     first_run.pop("JAX_COMPILATION_CACHE_DIR", None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,13 +42,16 @@ def fnnet_and_pytorch(train_args: list[str], fields: tuple[str, ...], pytorch_sc
         if out.returncode != 0:
             sys.exit(out.stderr)
         metrics = json.loads((pathlib.Path(tmp) / "metrics.json").read_text())
-        results["fnnet"] = {**{field: metrics[field] for field in fields}, "wall_seconds": seconds}
-    out, seconds = timed([sys.executable, str(HERE / pytorch_script)])
+    return {**{field: metrics[field] for field in fields}, "wall_seconds": seconds}
+
+
+def pytorch(script: str, *args: str) -> dict:
+    """``benchmarks/SCRIPT ARGS``: its last JSON line and wall seconds, or the error that stopped it
+    (e.g. torch not installed)."""
+    out, seconds = timed([sys.executable, str(HERE / script), *args])
     if out.returncode == 0:
-        results["pytorch"] = {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_seconds": seconds}
-    else:
-        results["pytorch"] = {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
-    return results
+        return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_seconds": seconds}
+    return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
 
 
 def write(results: dict, name: str) -> None:

@@ -1,4 +1,11 @@
-"""End to end: time to 99% MNIST test accuracy with the CNN, fnnet against PyTorch eager.
+"""End to end: the CNN on MNIST, fnnet against PyTorch eager, two ways.
+
+1. The record (issue 20): ``fnnet train mnist --model cnn`` with its defaults (the fast recipe, 7
+   epochs), seeds 0, 1 and 2, each a first run in a fresh process (compilation counted): the wall
+   seconds from launching the command to metrics.json, and the test accuracy (target: mean >= 99.4%,
+   none below 99.3%, in <= 60 s); beside it ``benchmarks/pytorch_mnist_cnn.py --recipe fast``, the
+   same network and recipe in PyTorch eager, once.
+2. Time to 99%, the classic recipe:
 
 ``python examples/mnist_cnn.py`` and ``benchmarks/pytorch_mnist_cnn.py`` (the same network and
 recipe) each run in a fresh process; both print a line per epoch with the test accuracy,
@@ -17,9 +24,32 @@ import sys
 import tempfile
 import time
 
-from e2e import HERE, write
+from e2e import HERE, fnnet_train, pytorch, write
 
 TARGET = 0.99
+SEEDS = (0, 1, 2)
+
+
+def record() -> dict:
+    """The fast recipe from the command line, three seeds, and PyTorch eager's twin of it, one run."""
+    runs = [dict(fnnet_train(["mnist", "--model", "cnn", "--seed", str(seed)], ("test_accuracy", "train_seconds")),
+                 seed=seed) for seed in SEEDS]
+    accuracies = [r["test_accuracy"] for r in runs]
+    result = {"fnnet": runs, "mean_accuracy": sum(accuracies) / len(accuracies), "min_accuracy": min(accuracies),
+              "max_wall_seconds": max(r["wall_seconds"] for r in runs),
+              "pytorch": pytorch("pytorch_mnist_cnn.py", "--recipe", "fast")}
+    for r in runs:
+        print(f"fnnet train mnist --model cnn --seed {r['seed']}: test accuracy {r['test_accuracy']:.2%} "
+              f"in {r['wall_seconds']:.1f} s wall")
+    print(f"  mean {result['mean_accuracy']:.2%} (target >= 99.4%), lowest {result['min_accuracy']:.2%} "
+          f"(>= 99.3%), slowest {result['max_wall_seconds']:.1f} s (<= 60 s)")
+    torch_run = result["pytorch"]
+    if "error" in torch_run:
+        print(f"  pytorch  {torch_run['error']}")
+    else:
+        print(f"  PyTorch eager, the same recipe: {torch_run['test_accuracy']:.2%} in {torch_run['wall_seconds']:.1f} s "
+              f"wall: fnnet is {torch_run['wall_seconds'] / result['max_wall_seconds']:.2f}x faster")
+    return result
 
 
 def time_to_target(command, cwd=None):
@@ -46,12 +76,14 @@ def time_to_target(command, cwd=None):
 
 
 def main():
-    results = {}
+    results = {"record": record()}
     with tempfile.TemporaryDirectory() as tmp:
         results["fnnet"] = time_to_target([sys.executable, str(HERE.parent / "examples" / "mnist_cnn.py"),
                                            "--out", tmp], cwd=HERE.parent / "examples")
     results["pytorch"] = time_to_target([sys.executable, str(HERE / "pytorch_mnist_cnn.py")])
     for name, r in results.items():
+        if name == "record":
+            continue
         if "error" in r:
             print(f"{name:<8} {r['error']}")
         elif r["seconds_to_99"] is None:
@@ -59,7 +91,7 @@ def main():
         else:
             print(f"{name:<8} 99% test accuracy after {r['epochs_to_99']} epochs, {r['seconds_to_99']:.1f} s "
                   f"from process start")
-    if all(r.get("seconds_to_99") for r in results.values()):
+    if results["fnnet"].get("seconds_to_99") and results["pytorch"].get("seconds_to_99"):
         print(f"fnnet is {results['pytorch']['seconds_to_99'] / results['fnnet']['seconds_to_99']:.2f}x faster to 99%")
     write(results, "e2e_cnn.json")
 

@@ -18,11 +18,14 @@ import torch
 from fnnet import datasets
 
 
-def arguments(description: str) -> argparse.Namespace:
-    """``--epochs`` (12) and ``--threads`` (2); sets torch's threads and seed 0."""
+def arguments(description: str, epochs: int | None = 12, **options) -> argparse.Namespace:
+    """``--epochs`` (``epochs``) and ``--threads`` (2), and ``options`` (``name=(default, help)``, e.g. a
+    recipe's choice); sets torch's threads and seed 0."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--threads", type=int, default=2)
+    for name, (default, text) in options.items():
+        parser.add_argument(f"--{name}", default=default, help=text)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -39,9 +42,22 @@ def mnist(*, images: bool):
             torch.from_numpy(x_test), torch.from_numpy(y_test.astype(np.int64)))
 
 
-def train(model, optimizer, data, *, epochs: int, batch_size: int = 128, schedule=None) -> list[float]:
+def random_translation(images, max_shift: int):
+    """Each N×C×H×W image shifted by its own random (dy, dx) in [-max_shift, max_shift], zeros coming in
+    (``fnnet.train.random_translation``'s rule)."""
+    n, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    corner = torch.randint(0, 2 * max_shift + 1, (n, 2))
+    rows = (corner[:, 0, None] + torch.arange(height))[:, :, None]          # N, H, 1
+    cols = (corner[:, 1, None] + torch.arange(width))[:, None, :]           # N, 1, W
+    return padded[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+def train(model, optimizer, data, *, epochs: int, batch_size: int = 128, schedule=None,
+          augment: int = 0) -> list[float]:
     """Softmax cross-entropy, ``epochs`` epochs of shuffled batches (``schedule.step()`` after each
-    step when given), the test accuracy after each epoch (in batches of 1,000): that list."""
+    step when given; each batch's images shifted by up to ``augment`` pixels), the test accuracy after
+    each epoch (in batches of 1,000): that list."""
     x_train, y_train, x_test, y_test = data
     loss_fn = torch.nn.CrossEntropyLoss()
     history = []
@@ -52,7 +68,8 @@ def train(model, optimizer, data, *, epochs: int, batch_size: int = 128, schedul
         for start in range(0, len(x_train), batch_size):
             index = order[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(x_train[index]), y_train[index]).backward()
+            images = x_train[index] if not augment else random_translation(x_train[index], augment)
+            loss_fn(model(images), y_train[index]).backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()

@@ -14,7 +14,7 @@ import pytest
 
 import fnnet
 from fnnet import datasets
-from fnnet.app import cli
+from fnnet.app import cli, commands
 from onnx_checks import assert_run_exports
 from test_examples import run_optimised
 from test_see_inside import trace_rows
@@ -28,20 +28,28 @@ def _optimised(*args, shared_data, cwd=None):
 
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory, shared_data):
+    """``fnnet train mnist --model cnn`` with its default recipe (fast) on a subset. (The classic recipe's
+    network learns in test_cnn_example_subset_learns; BatchNorm's running statistics in a run are checked
+    on the ResNet's, test_paths_and_claims.)"""
     out = tmp_path_factory.mktemp("runs") / "mnist-cnn"
-    result = _optimised("-m", "fnnet", "train", "mnist", "--model", "cnn", "--limit", "3000", "--epochs", "1",
+    result = _optimised("-m", "fnnet", "train", "mnist", "--model", "cnn", "--limit", "3000", "--epochs", "2",
                         "--out", str(out), "--quiet", shared_data=shared_data)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
-def test_cli_cnn_learns_and_reloads_with_its_state(cnn_run, capsys):
+def test_cli_cnn_learns_from_shifted_images_and_reloads(cnn_run, capsys):
+    """MNIST's default CNN recipe: the small network, one-cycle Adam (b1 0.7, b2 0.9), images shifted by up to a
+    pixel; on 3,000 images for 2 epochs it must pass a real bar; the run reloads and predicts."""
     metrics = json.loads((cnn_run / "metrics.json").read_text())
-    assert metrics["test_accuracy"] > 0.80, metrics          # 3,000 images, one epoch: 81.9% measured
+    assert metrics["test_accuracy"] > 0.93, metrics          # 3,000 images, 2 epochs: 95.7% measured
     config = json.loads((cnn_run / "config.json").read_text())
-    assert config["model"] == "cnn" and config["epochs"] == 1 and config["lr"] == 2e-3
+    assert {k: config[k] for k in ("recipe", "epochs", "batch_size", "lr", "schedule", "betas", "augment")} == \
+        {"recipe": "fast", "epochs": 2, "batch_size": 128, "lr": 0.005, "schedule": "onecycle", "betas": [0.7, 0.9],
+         "augment": 1}
     run = fnnet.load_run(cnn_run)
-    assert run.model_state[2]["mean"].shape == (32,)           # layer 2: BatchNorm's running mean
+    assert [layer.name for layer in run.model.children][:4] == ["Reshape((28, 28, 1))", "Conv(24, 5x5)", "Relu",
+                                                                 "MaxPool(2x2)"]
     x, y = datasets.mnist("test")
     labels = run.predict_labels(x[:2000])                    # `fnnet eval` below checks all 10,000 exactly
     assert (labels == y[:2000]).mean() == pytest.approx(run.evaluate((x[:2000], y[:2000]))["accuracy"], abs=1e-9)
@@ -55,8 +63,37 @@ def test_cli_cnn_learns_and_reloads_with_its_state(cnn_run, capsys):
     assert np.load(cnn_run / "e.npy").shape == (0,)
 
 
+def _train_config(*flags):
+    return commands._config_from_args(cli.build_parser().parse_args(["train", *flags]))
+
+
+def test_cnn_recipes_give_their_settings_and_flags_override_them():
+    fast = _train_config("mnist", "--model", "cnn")
+    assert (fast["recipe"], fast["epochs"], fast["lr"], fast["batch_size"], fast["schedule"], fast["betas"],
+            fast["augment"]) == ("fast", 7, 0.005, 128, "onecycle", [0.7, 0.9], 1)
+    classic = _train_config("mnist", "--model", "cnn", "--recipe", "classic")
+    assert (classic["epochs"], classic["lr"], classic["batch_size"], classic["schedule"]) == (12, 2e-3, 128, "cosine")
+    assert "augment" not in classic and "betas" not in classic
+    fashion = _train_config("fashion-mnist", "--model", "cnn")
+    assert (fashion["recipe"], fashion["epochs"]) == ("classic", 16)
+    mine = _train_config("mnist", "--model", "cnn", "--epochs", "3", "--lr", "0.02", "--augment", "0",
+                         "--optimizer", "momentum")
+    assert (mine["epochs"], mine["lr"], mine["optimizer"]) == (3, 0.02, "momentum")
+    assert "augment" not in mine and "betas" not in mine
+    assert _train_config("mnist", "--augment", "2")["augment"] == 2     # an MLP on shifted images
+    for flags, message in [(["mnist", "--recipe", "fast"], "--recipe is for --model cnn"),
+                           (["mnist", "--model", "resnet", "--recipe", "classic"], "--recipe is for --model cnn"),
+                           (["breast-cancer", "--augment", "1"], "--augment shifts images: breast-cancer has none"),
+                           (["mnist", "--augment", "-1"], "--augment must be >= 0")]:
+        with pytest.raises(cli.UsageError, match=message):
+            _train_config(*flags)
+
+
 def test_cnn_summary_and_bad_model_choice(capsys):
     assert cli.main(["summary", "mnist", "--model", "cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "Conv(24, 5x5)" in out and "BatchNorm" not in out and "Dense(256)" in out
+    assert cli.main(["summary", "mnist", "--model", "cnn", "--recipe", "classic"]) == 0
     out = capsys.readouterr().out
     assert "Conv(32, 3x3, no bias)" in out and "BatchNorm" in out and "total state: 192" in out
     assert cli.main(["train", "breast-cancer", "--model", "cnn"]) == 2
@@ -76,7 +113,7 @@ def test_cnn_example_subset_learns(repo_root, shared_data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,epochs,kind,bar", [
-    ("mnist", 12, "cnn", 0.993),                 # README: 99.32%
+    ("mnist", 12, "cnn", 0.993),                 # the classic recipe; README: 99.32%
     ("fashion-mnist", 16, "cnn", 0.925),         # README: 92.75%
     ("mnist", 2, "resnet", 0.99),                # 2 of the example's 6 epochs: 99.10% measured
 ], ids=["mnist-cnn", "fashion-mnist-cnn", "mnist-resnet-2-epochs"])
@@ -86,15 +123,30 @@ def test_full_cnn_runs_reach_their_bars(repo_root, shared_data, tmp_path, name, 
     assert metrics["test_accuracy"] >= bar, metrics
 
 
+@pytest.mark.slow
+def test_fnnet_train_mnist_cnn_defaults_reach_99_4_percent_over_three_seeds(repo_root, shared_data, tmp_path):
+    """Issue 20's record, as a user runs it: ``fnnet train mnist --model cnn`` (the fast recipe, 7 epochs), seeds
+    0, 1 and 2: mean test accuracy >= 99.4%, none below 99.3%. (Its time, under a minute on 2 cores, is reported
+    by ``make bench-e2e``, never asserted.)"""
+    accuracies = []
+    for seed in (0, 1, 2):
+        out = tmp_path / f"seed{seed}"
+        result = _optimised("-m", "fnnet", "train", "mnist", "--model", "cnn", "--seed", str(seed), "--out", str(out),
+                            "--quiet", shared_data=shared_data)
+        assert result.returncode == 0, result.stderr[-3000:]
+        accuracies.append(json.loads((out / "metrics.json").read_text())["test_accuracy"])
+    assert np.mean(accuracies) >= 0.994 and min(accuracies) >= 0.993, accuracies
+
+
 def test_cli_export_of_the_cnn_gives_predict_in_onnxruntime(cnn_run, capsys, shared_data, monkeypatch, tmp_path):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
-    assert_run_exports(cnn_run, tmp_path / "cnn.onnx", capsys)   # BatchNorm on its running statistics
+    assert_run_exports(cnn_run, tmp_path / "cnn.onnx", capsys)
 
 
 def test_cli_trace_of_a_trained_cnn(cnn_run, capsys, shared_data, monkeypatch):
-    """fnnet trace RUN_DIR on the CNN: one row per layer (BatchNorm in evaluation mode with its running
-    statistics), every hand-written backward OK against jax.vjp at the traced point."""
+    """fnnet trace RUN_DIR on the CNN: one row per layer, every hand-written backward OK against jax.vjp at the
+    traced point."""
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
-    rows, out = trace_rows(capsys, cnn_run, "--layer", "2")
-    assert len(rows) == 14 and "Reshape" in rows[0] and any("BatchNorm" in row for row in rows)
-    assert "== layer 2: BatchNorm" in out
+    rows, out = trace_rows(capsys, cnn_run, "--layer", "1")
+    assert len(rows) == 11 and "Reshape" in rows[0] and "Conv(24, 5x5)" in rows[1]
+    assert "== layer 1: Conv(24, 5x5)" in out

@@ -20,6 +20,7 @@ from fnnet import gpt, gradcheck, train
 from fnnet.app import cli, recipes
 from fnnet.train import language
 from onnx_checks import assert_run_exports
+from test_see_inside import trace_rows
 
 
 def _mnist_subset(train_examples, test_examples):
@@ -42,7 +43,11 @@ def test_resnet_trains_from_the_cli_on_a_subset(tmp_path, shared_data, monkeypat
     assert metrics["test_accuracy"] > 0.25, metrics    # 512 images, 8 steps: 38% measured (chance: 10%)
     run = fnnet.load_run(out)
     assert any("Residual" in (layer.name or "") for layer in run.model.children)
-    assert_run_exports(out, tmp_path / "resnet.onnx", capsys)   # ONNX out: onnxruntime gives run.predict
+    assert run.model_state[2]["mean"].shape == (32,)           # layer 2: BatchNorm's running mean
+    assert_run_exports(out, tmp_path / "resnet.onnx", capsys)   # ONNX out (BatchNorm on its running statistics)
+    # fnnet trace: BatchNorm in evaluation mode with its running statistics, its backward checked there
+    rows, text = trace_rows(capsys, out, "--layer", "2")
+    assert "Reshape" in rows[0] and any("BatchNorm" in row for row in rows) and "== layer 2: BatchNorm" in text
 
 
 @pytest.mark.parametrize("flags,at_least", [

@@ -10,8 +10,10 @@ TEXT = "shakespeare"
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
 OPTIMIZERS = ("adam", "sgd", "momentum")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "onecycle")
 MODELS = ("mlp", "cnn", "resnet")
+CNN_RECIPE_NAMES = ("fast", "classic")
+"""How ``--model cnn`` trains (``--recipe``; :data:`fnnet.app.recipes.CNN_RECIPES`)."""
 """What ``fnnet train --model`` builds: an MLP (:func:`fnnet.app.recipes.build_model`) or a CNN
 (:func:`fnnet.app.recipes.build_cnn`)."""
 

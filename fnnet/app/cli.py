@@ -24,7 +24,8 @@ import argparse
 import importlib
 import sys
 
-from fnnet.app.choices import ACTIVATIONS, CHECKPOINT_EVERY, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TEXT
+from fnnet.app.choices import (ACTIVATIONS, CHECKPOINT_EVERY, CNN_RECIPE_NAMES, DATASETS, MODELS, OPTIMIZERS,
+                               SCHEDULES, TEXT)
 
 __all__ = ["ACTIVATIONS", "DATASETS", "EXIT_CODES", "OPTIMIZERS", "SCHEDULES", "UsageError", "build_parser", "main"]
 # (run_train, run_eval and the recipes' build_model... are reached through this module too: PEP 562, below)
@@ -57,6 +58,13 @@ def _add_model_flags(p) -> None:
     so every model the CLI trains can be summarised and gradient-checked with the same arguments."""
     p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.app.recipes.build_cnn)")
+    p.add_argument("--recipe", choices=CNN_RECIPE_NAMES,
+                   help="how --model cnn trains (fnnet.app.recipes.CNN_RECIPES): fast (a small network, one-cycle "
+                        "Adam, shifted images, 7 epochs; MNIST's default) or classic (BatchNorm network, cosine "
+                        "decay; Fashion-MNIST's default)")
+    p.add_argument("--augment", type=int, metavar="PIXELS",
+                   help="shift each training image by up to PIXELS pixels, on the device (default: the recipe's; "
+                        "0 for none)"),
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
     p.add_argument("--activation", choices=ACTIVATIONS)
     p.add_argument("--epochs", type=int)
@@ -64,7 +72,8 @@ def _add_model_flags(p) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning-rate schedule (default: cosine for the MNIST sets, else constant)")
+                   help="learning-rate schedule (default: cosine for the MNIST sets, onecycle for the fast CNN "
+                        "recipe, else constant)")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 0; 0.1 for the GPT)")
     p.add_argument("--grad", choices=("manual", "autodiff"), default="manual")
     p.add_argument("--seed", type=int, default=0)

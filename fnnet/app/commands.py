@@ -17,7 +17,7 @@ from fnnet import datasets, diagnosis, gradcheck, losses, plots, tracing, train
 from fnnet.app import jobs, recipes, shakespeare
 from fnnet.app.choices import CHECKPOINT_EVERY, TEXT as _TEXT
 from fnnet.app.cli import UsageError
-from fnnet.app.recipes import DATASETS, RecipeError, build_optimizer, parse_hidden
+from fnnet.app.recipes import CNN_RECIPES, DATASETS, RecipeError, build_optimizer, parse_hidden
 from fnnet.app.runs import load_run
 from fnnet.checkpoint import CheckpointError, CheckpointWriteError
 from fnnet.datasets import DataError
@@ -63,8 +63,11 @@ def _config_from_args(args) -> dict:
         if given:
             raise UsageError(f"--{given[0]} is for --model mlp; --model {args.model} is a fixed "
                              f"convolutional network (fnnet.app.recipes.build_cnn): drop --{given[0]}")
+    if args.recipe is not None and args.model != "cnn":
+        raise UsageError(f"--recipe is for --model cnn ({', '.join(CNN_RECIPES)}), not --model {args.model}")
     spec = DATASETS[args.dataset]
     pick = lambda value, default: default if value is None else value  # noqa: E731
+    default_augment = 0  # pixels: the fast CNN recipe's shifted images
     config = {
         "dataset": args.dataset,
         "hidden": list(parse_hidden(pick(args.hidden, spec.hidden))),
@@ -86,10 +89,27 @@ def _config_from_args(args) -> dict:
         if spec.image_shape is None:
             raise UsageError(f"--model {args.model} needs an image data set (mnist, fashion-mnist), "
                              f"not {args.dataset}")
-        if args.epochs is None:
-            config["epochs"] = spec.cnn_epochs
-        if args.lr is None:
-            config["lr"] = spec.cnn_lr
+        if args.model == "cnn":  # the recipe's settings where no flag is given
+            name = args.recipe or spec.cnn_recipe
+            recipe = CNN_RECIPES[name]
+            config["recipe"] = name
+            config["epochs"] = pick(args.epochs, recipe.epochs or spec.cnn_epochs)
+            config["lr"] = pick(args.lr, recipe.lr or spec.cnn_lr)
+            config["batch_size"] = pick(args.batch_size, recipe.batch_size)
+            config["schedule"] = pick(args.schedule, recipe.schedule)
+            if config["optimizer"] == "adam" and recipe.betas != (0.9, 0.999):
+                config["betas"] = list(recipe.betas)
+            default_augment = recipe.augment
+        else:
+            config["epochs"] = pick(args.epochs, spec.cnn_epochs)
+            config["lr"] = pick(args.lr, spec.cnn_lr)
+    augment = pick(args.augment, default_augment)
+    if augment < 0:
+        raise UsageError(f"--augment must be >= 0 (pixels), got {augment}")
+    if augment:
+        if spec.image_shape is None:
+            raise UsageError(f"--augment shifts images: {args.dataset} has none (mnist, fashion-mnist)")
+        config["augment"] = augment  # recorded only when used: earlier runs resume unchanged
     if config["epochs"] < 1:
         raise UsageError(f"--epochs must be >= 1, got {config['epochs']}")
     if config["batch_size"] < 1:
@@ -114,8 +134,15 @@ def _setup(config: dict):
     steps_per_epoch = -(-len(train_data[0]) // min(config["batch_size"], len(train_data[0])))
     optimizer = build_optimizer(config["optimizer"], config["lr"], config["weight_decay"],
                                 schedule=config.get("schedule", "constant"),
-                                total_steps=config["epochs"] * steps_per_epoch)
+                                total_steps=config["epochs"] * steps_per_epoch, betas=config.get("betas"))
     return model, losses.ALL[config["loss"]], optimizer, train_data, test_data, spec
+
+
+def _augmentation(config: dict, spec):
+    """The training images' random translation of a run (``augment`` pixels), or ``None``."""
+    if not config.get("augment"):
+        return None
+    return train.random_translation(int(config["augment"]), image_shape=spec.image_shape)
 
 
 def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = True,
@@ -129,6 +156,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
 
     out_dir = _check_output_path(out_dir, "--out", folder=True)
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
+                                    saved_defaults={"recipe": "classic"} if config.get("model") == "cnn" else None,
                                     ignore=("epochs", "monitor") + _DERIVED)
     done_epochs = jobs.trained_so_far(out_dir, config, resume=resume, unit="epochs")
     plots.preload()  # curves.png's matplotlib loads while XLA compiles
@@ -151,7 +179,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
                                batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
                                eval_data=test_data, grad=config["grad"], verbose=verbose,
                                checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"),
-                               checkpoint_every=checkpoint_every)
+                               checkpoint_every=checkpoint_every, augment=_augmentation(config, spec))
     fit_seconds = time.perf_counter() - fit_started
     if len(history) and history.eval_loss[-1] is not None:  # fit evaluated these very params after the last epoch
         result = {"loss": history.eval_loss[-1], "accuracy": history.eval_accuracy[-1]}
@@ -193,7 +221,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
 
 
 _GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
-_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit", "monitor")
+_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit", "monitor", "recipe", "augment")
 
 
 def _text_config_from_args(args) -> dict:

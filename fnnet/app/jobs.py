@@ -29,13 +29,15 @@ def settings_changes(saved: dict, config: dict, ignore=()) -> list[str]:
             if saved.get(key, missing) != config.get(key, missing)]
 
 
-def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ignore=(), option="--out"):
+def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ignore=(), option="--out",
+                    saved_defaults=None):
     """Makes ``out_dir`` ready for a training run of ``config`` before any work is done.
 
     A folder that already holds a run is refused unless ``resume`` (continue it: its saved
     settings must equal ``config``'s, but for the keys in ``ignore`` such as ``epochs``) or
     ``overwrite`` (replace it). Raises :class:`RecipeError` with one line naming the folder and
-    the way on. Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
+    the way on. ``saved_defaults``: the values of settings a run saved before they were
+    recorded (a CNN run without ``recipe`` was trained the ``classic`` way). Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
     the caller removes them once the new run is ready to start (:func:`clear_run_files`).
     """
     out_dir = pathlib.Path(out_dir)
@@ -56,7 +58,7 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
             saved = json.loads(config_path.read_text())
         except (ValueError, OSError) as error:
             raise RecipeError(f"{config_path}: not a readable config ({error})") from None
-        changes = settings_changes(saved, config, ignore)
+        changes = settings_changes(dict(saved_defaults or {}, **saved), config, ignore)
         if changes:
             raise RecipeError(f"--resume: {config_path} was written with different settings ({'; '.join(changes)}); "
                               f"use the same arguments, or another {option}")

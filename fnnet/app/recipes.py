@@ -6,8 +6,10 @@ a trained model from its ``config.json``) and the examples:
 * :data:`DATASETS`: per data set, a :class:`DatasetSpec` (loader, input shape, output
   width, loss and the default hyper-parameters);
 * :func:`build_model`: ``Dense`` + activation per hidden width, then ``Dense(out_dim)``;
-* :func:`build_cnn`: the convolutional networks for images (``"cnn"`` and ``"resnet"``);
-* :func:`build_optimizer`: Adam, SGD or momentum, weight decay, constant or cosine schedule.
+* :func:`build_cnn`: the convolutional networks for images (``"small"``, ``"cnn"`` and ``"resnet"``);
+* :data:`CNN_RECIPES`: how ``--model cnn`` trains (``"fast"``: the small network, one-cycle Adam and
+  shifted images, MNIST's default; ``"classic"``: the BatchNorm network with a cosine decay);
+* :func:`build_optimizer`: Adam, SGD or momentum, weight decay, constant, cosine or one-cycle schedule.
 
 Bad settings raise :class:`RecipeError` (a ``ValueError``) naming the setting; the command
 line prints it as one line and exits with code 2.
@@ -33,7 +35,7 @@ import optax
 
 from fnnet import datasets, losses, train
 from fnnet.app import choices
-from fnnet.app.choices import ACTIVATIONS, MODELS, OPTIMIZERS, SCHEDULES
+from fnnet.app.choices import ACTIVATIONS, CNN_RECIPE_NAMES, MODELS, OPTIMIZERS, SCHEDULES
 from fnnet.combinators import Residual, serial
 from fnnet.gpt import GPT, GPTConfig
 from fnnet.initializers import glorot_uniform, he_uniform
@@ -65,8 +67,9 @@ class DatasetSpec:
     x_range: tuple | None = None          # (low, high) of the loader's inputs, when it scales them
     preprocessing: str = ""               # what the loader does to raw inputs (for prediction errors)
     image_shape: tuple | None = None      # (H, W, C) of an image data set: CNNs need it
-    cnn_epochs: int = 0                   # default epochs for --model cnn / resnet
-    cnn_lr: float = 2e-3                  # default Adam learning rate for --model cnn / resnet
+    cnn_epochs: int = 0                   # default epochs for --model resnet and the classic cnn recipe
+    cnn_lr: float = 2e-3                  # default Adam learning rate for --model resnet and the classic cnn recipe
+    cnn_recipe: str = "classic"           # the CNN_RECIPES entry --model cnn uses by default
 
 
 def _load_xor(seed):
@@ -112,7 +115,7 @@ DATASETS = {
     "mnist": DatasetSpec(_load_mnist, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam", 1e-3,
                          12, 128, class_names=tuple(str(d) for d in range(10)), schedule="cosine",
                          x_range=(0.0, 1.0), preprocessing=_PIXELS.format("mnist"), image_shape=(28, 28, 1),
-                         cnn_epochs=12),
+                         cnn_epochs=12, cnn_recipe="fast"),
     "fashion-mnist": DatasetSpec(_load_fashion, (784,), 10, "softmax_cross_entropy", "512,512", "relu", "adam",
                                  1e-3, 15, 128, class_names=_FASHION_CLASSES, schedule="cosine",
                                  x_range=(0.0, 1.0), preprocessing=_PIXELS.format("fashion_mnist"),
@@ -120,6 +123,45 @@ DATASETS = {
 }
 if tuple(DATASETS) != choices.DATASETS:
     raise RuntimeError(f"fnnet.app.choices.DATASETS {choices.DATASETS} must name the recipes, in order: {tuple(DATASETS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNRecipe:
+    """How ``fnnet train --model cnn`` trains: the network and its settings (a flag given on the
+    command line overrides the setting). ``None``: the data set's ``cnn_epochs`` / ``cnn_lr``."""
+
+    net: str                              # build_cnn's kind
+    epochs: int | None
+    batch_size: int
+    lr: float | None
+    schedule: str
+    betas: tuple[float, float]            # Adam's (b1, b2)
+    augment: int                          # random translation of the training images, in pixels (0: none)
+
+
+CNN_RECIPES = {
+    # MNIST to 99.4% in under a minute on 2 CPU cores: a network shaped for CPU throughput (no
+    # BatchNorm passes over the 24x24 maps), a large one-cycle learning rate with Adam's short
+    # memory (b1 0.7, b2 0.9, as in tuomaso/train_mnist_fast), images shifted by up to one pixel
+    "fast": CNNRecipe(net="small", epochs=7, batch_size=128, lr=0.005, schedule="onecycle", betas=(0.7, 0.9),
+                      augment=1),
+    # the earlier default (MNIST 99.32% in 12 epochs, Fashion-MNIST 92.7% in 16)
+    "classic": CNNRecipe(net="cnn", epochs=None, batch_size=128, lr=None, schedule="cosine", betas=(0.9, 0.999),
+                         augment=0),
+}
+if tuple(CNN_RECIPES) != CNN_RECIPE_NAMES:
+    raise RuntimeError(f"fnnet.app.choices.CNN_RECIPE_NAMES must name CNN_RECIPES, in order: {tuple(CNN_RECIPES)}")
+
+
+def cnn_net(config: dict) -> str:
+    """The :func:`build_cnn` kind of a run's ``config.json``: ``resnet``, or the network of its
+    ``--model cnn`` recipe (``classic`` for runs saved before recipes were recorded)."""
+    if config.get("model") == "resnet":
+        return "resnet"
+    name = config.get("recipe") or "classic"
+    if name not in CNN_RECIPES:
+        raise RecipeError(f"recipe must be one of {', '.join(CNN_RECIPES)}, got {name!r}")
+    return CNN_RECIPES[name].net
 
 
 def dataset(name: str) -> DatasetSpec:
@@ -174,6 +216,10 @@ def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", wi
               dropout: float = 0.4):
     """A small convolutional network for ``(H, W, C)`` images, ending in ``Dense(out_dim)`` logits.
 
+    ``kind="small"`` (the ``fast`` recipe's): ``Conv 5x5 (24, valid) → Relu → MaxPool 2x2 →
+    Conv 3x3 (32, valid) → Relu → MaxPool 2x2 → Flatten → Dense(256) → Relu → Dense``, the
+    network of tuomaso/train_mnist_fast: a fifth of the classic network's arithmetic, no
+    BatchNorm (``width`` and ``dropout`` do not apply).
     ``kind="cnn"``: two blocks of ``Conv 3x3 (no bias) → BatchNorm → Relu → MaxPool 2x2``
     (``width`` then ``2·width`` channels), ``Flatten → Dropout → Dense(128) → Relu → Dense``.
     ``kind="resnet"``: the same, each block followed by a residual ``x + Conv(Relu(Conv(x)))``.
@@ -188,12 +234,17 @@ def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", wi
       421738
     """
 
-    if kind not in ("cnn", "resnet"):
-        raise RecipeError(f"a CNN kind must be 'cnn' or 'resnet', got {kind!r}")
+    if kind not in ("small", "cnn", "resnet"):
+        raise RecipeError(f"a CNN kind must be 'small', 'cnn' or 'resnet', got {kind!r}")
     image_shape = tuple(image_shape)
     if len(image_shape) != 3:
         raise RecipeError(f"a CNN needs images of shape (H, W, C), got {image_shape}")
     layers = [] if in_shape is None or tuple(in_shape) == image_shape else [Reshape(image_shape)]
+    if kind == "small":
+        if min(image_shape[:2]) < 14:
+            raise RecipeError(f"the small CNN needs images of at least 14x14 pixels, got {image_shape}")
+        return serial(*layers, Conv(24, 5, padding="VALID"), Relu, MaxPool(2), Conv(32, 3, padding="VALID"), Relu,
+                      MaxPool(2), Flatten, Dense(256, w_init=he_uniform), Relu, Dense(out_dim))
     for channels in (width, 2 * width):
         layers += [Conv(channels, 3, use_bias=False), BatchNorm(), Relu]
         if kind == "resnet":
@@ -204,24 +255,34 @@ def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", wi
 
 
 def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule: str = "constant",
-                    total_steps: int | None = None):
+                    total_steps: int | None = None, betas=None):
     """An optax optimizer; ``weight_decay`` adds ``λ·w`` to the gradient of each weight matrix
     (``J = L + λ/2 Σ w²``), biases excluded. ``schedule="cosine"`` decays the learning rate
-    from ``lr`` to ``lr/20`` over ``total_steps``."""
+    from ``lr`` to ``lr/20`` over ``total_steps``; ``schedule="onecycle"`` warms it up from
+    ``lr/25`` to ``lr`` over the first quarter of ``total_steps``, then anneals it to ``lr/10⁴``
+    (cosine both ways, ``optax.cosine_onecycle_schedule``). ``betas``: Adam's ``(b1, b2)``
+    (default ``(0.9, 0.999)``)."""
 
     if lr <= 0:
         raise RecipeError(f"lr must be positive, got {lr}")
     if weight_decay < 0:
         raise RecipeError(f"weight_decay must be >= 0, got {weight_decay}")
+    if schedule in ("cosine", "onecycle") and not total_steps:
+        raise RecipeError(f"schedule {schedule} needs the number of training steps")
     if schedule == "cosine":
-        if not total_steps:
-            raise RecipeError("schedule cosine needs the number of training steps")
         rate = optax.cosine_decay_schedule(lr, decay_steps=total_steps, alpha=0.05)
+    elif schedule == "onecycle":
+        rate = optax.cosine_onecycle_schedule(total_steps, lr, pct_start=0.25)
     elif schedule == "constant":
         rate = lr
     else:
         raise RecipeError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    base = {"adam": lambda: optax.adam(rate), "sgd": lambda: optax.sgd(rate),
+    b1, b2 = (0.9, 0.999) if betas is None else betas
+    if betas is not None and name != "adam":
+        raise RecipeError(f"betas are Adam's; optimizer {name!r} takes none")
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise RecipeError(f"Adam's betas must be in [0, 1), got {tuple(betas)}")
+    base = {"adam": lambda: optax.adam(rate, b1=b1, b2=b2), "sgd": lambda: optax.sgd(rate),
             "momentum": lambda: optax.sgd(rate, momentum=0.9)}
     if name not in base:
         raise RecipeError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
@@ -271,7 +332,7 @@ def model_from_config(config: dict):
         if spec.image_shape is None:
             raise RecipeError(f"--model {kind} needs an image data set (mnist, fashion-mnist), "
                               f"not {config['dataset']!r}")
-        return build_cnn(out_dim, spec.image_shape, in_shape, kind=kind), in_shape
+        return build_cnn(out_dim, spec.image_shape, in_shape, kind=cnn_net(config)), in_shape
     return build_model(tuple(config["hidden"]), config["activation"], out_dim, in_shape), in_shape
 
 

@@ -20,12 +20,14 @@ Regularisation ``J = L + λ Ω(θ)`` and every optimizer come from optax, e.g.
 The package, one idea per file: :mod:`~fnnet.train.state` (``TrainState``),
 :mod:`~fnnet.train.steps` (one step), :mod:`~fnnet.train.epochs` (one scanned epoch),
 :mod:`~fnnet.train.fitting` (``fit``), :mod:`~fnnet.train.evaluation`,
-:mod:`~fnnet.train.history`, :mod:`~fnnet.train.compiled` (``fit_compiled``,
+:mod:`~fnnet.train.history`, :mod:`~fnnet.train.augment` (data augmentation inside the
+compiled epoch, ``random_translation``), :mod:`~fnnet.train.compiled` (``fit_compiled``,
 ``fit_ensemble``), :mod:`~fnnet.train.language` (``fit_language_model``: next-token training on
 random windows of one long text, drawn on the device), :mod:`~fnnet.train.inputs` (the host-side data checks) and
 :mod:`~fnnet.train.tasks` (what a prediction means).
 """
 
+from fnnet.train.augment import augment_key, random_translation
 from fnnet.train.compiled import fit_compiled, fit_ensemble
 from fnnet.train.epochs import make_epoch
 from fnnet.train.evaluation import evaluate, predict, predict_proba
@@ -40,6 +42,7 @@ from fnnet.train.tasks import resolve_task
 __all__ = [
     "CHECKPOINT_NAME", "History", "LanguageHistory", "RunExists", "TrainState", "TrainingDiverged", "checkpoint_progress", "evaluate",
     "evaluate_language_model", "fit", "fit_compiled", "fit_ensemble", "fit_language_model", "init_state",
-    "make_epoch", "make_train_step", "predict", "predict_proba", "random_windows", "resolve_task",
+    "make_epoch", "make_train_step", "predict", "predict_proba", "random_translation", "random_windows",
+    "resolve_task", "augment_key",
     "weight_decay_mask",
 ]

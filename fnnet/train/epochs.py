@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
 from fnnet.shuffle import permutation
+from fnnet.train.augment import augment_key
 from fnnet.train.state import TrainState
 from fnnet.train.steps import make_train_step
 
@@ -68,12 +69,14 @@ def gather(data, indices):
 def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
                grad: str = "manual", task: str | None = None, shuffle: bool = True,
                constrain: Callable | None = None, compute_dtype=None, on_steps: Callable | None = None,
-               report_every: int | None = None, monitor: int | None = None):
+               report_every: int | None = None, monitor: int | None = None, augment: Callable | None = None):
     """Returns ``epoch(state, x, y) -> (state, metrics)``: one shuffled pass in a ``lax.scan``.
 
     Not jitted: :func:`fit` jits it and :func:`fit_ensemble`
     vmaps it. ``metrics`` has one entry per batch, plus ``count`` (valid examples per batch).
     ``constrain`` (e.g. a sharding constraint) is applied to each gathered batch.
+    ``augment(key, x) -> x`` (:mod:`fnnet.train.augment`), when given, makes each training batch anew
+    on the device with the step's :func:`~fnnet.train.augment.augment_key`.
 
     When ``batch_size`` does not divide ``n``, the last batch of the epoch is partial. For a
     stateless model it is padded to full size and the padding masked out of the loss (each
@@ -114,6 +117,8 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
         """One step on rows ``indices`` (``weights``: 0/1 per row, masking padding); ``count``
         is the number of real examples."""
         xb, yb = gather(x, indices), gather(y, indices)
+        if augment is not None:
+            xb = augment(augment_key(state), xb)
         if shard and constrain is not None:
             xb, yb = constrain(xb), constrain(yb)
             weights = None if weights is None else constrain(weights)
@@ -123,7 +128,8 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
 
     def epoch(state: TrainState, x, y):
         if n <= batch_size:  # full batch: order does not matter, no gather, no mask
-            xb, yb = (constrain(x), constrain(y)) if constrain is not None else (x, y)
+            xb = x if augment is None else augment(augment_key(state), x)
+            xb, yb = (constrain(xb), constrain(y)) if constrain is not None else (xb, y)
             state, metrics = branched(state, xb, yb)
             metrics["count"] = jnp.asarray(n, jnp.float32)
             metrics = jax.tree.map(lambda m: m[None], metrics)

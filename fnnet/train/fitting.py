@@ -16,6 +16,7 @@ from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
+from fnnet.train.augment import augment_key
 from fnnet.train.diverged import located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, validate
@@ -74,16 +75,19 @@ class _Progress:
             self.bar.close()
 
 
-def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, **step_options) -> TrainingDiverged:
+def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, augment=None,
+             **step_options) -> TrainingDiverged:
     """The :class:`TrainingDiverged` for an epoch whose batch ``bad`` had a non-finite loss: the
-    epoch replayed from ``before`` with the same batches, the failing layer named."""
+    epoch replayed from ``before`` with the same batches (augmented as they were), the failing
+    layer named."""
     batches = epoch_batches(model, before.key, before.step, x.shape[0], batch_size)
 
     def batch_of(state, b):
         indices, weights = batches[b]
-        if indices is None:
-            return x, y, None
-        return gather(x, indices), gather(y, indices), weights
+        xb, yb = (x, y) if indices is None else (gather(x, indices), gather(y, indices))
+        if augment is not None:
+            xb = augment(augment_key(state), xb)
+        return xb, yb, weights
 
     return located_divergence(message, model, loss, optimizer, before, batch_of, bad, **step_options)
 
@@ -137,7 +141,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         params=None, task: str | None = None, eval_batch_size: int = 1024, verbose: bool = True,
         checkpoint_dir=None, resume: bool = False, on_epoch_end: Callable | None = None,
         mesh=None, compute_dtype=None, overwrite: bool = False,
-        monitor: int | None = None, checkpoint_every: float = 0.0) -> tuple[TrainState, History]:
+        monitor: int | None = None, checkpoint_every: float = 0.0,
+        augment: Callable | None = None) -> tuple[TrainState, History]:
     """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
 
     Each epoch shuffles on the device and runs all its batches in one jitted
@@ -190,6 +195,10 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         outputs, ``‖dθ‖``, the update/weight ratio) into ``history.layers``, and warn once per
         layer (stderr when ``verbose``; kept in ``history.warnings``), e.g. ``layer 3 (Relu): 64%
         dead units since step 400``. ``history.plot_health(path)`` draws them. Off by default.
+      augment: data augmentation on the device, ``augment(key, x_batch) -> x_batch`` (e.g.
+        :func:`fnnet.train.random_translation`): each training batch is made anew inside the
+        compiled epoch, with a key of the run's seed and the step (:mod:`fnnet.train.augment`),
+        so a resumed run sees the same examples. ``eval_data`` is never augmented.
 
     Raises:
       TrainingDiverged: the loss became NaN/inf (the message names epoch and step);
@@ -206,6 +215,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit")
     if not isinstance(checkpoint_every, (int, float)) or not checkpoint_every >= 0:
         raise ValueError(f"fit: checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
+    if augment is not None and not callable(augment):
+        raise ValueError(f"fit: augment must be a function augment(key, x_batch) -> x_batch, got {augment!r}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -238,7 +249,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     progress = _Progress(len(history), epochs, verbose, steps_per_epoch=-(-n // batch_size))
     epoch_body = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task,
                             constrain=placement.constrain_batch if placement else None,
-                            compute_dtype=compute_dtype, on_steps=progress.on_steps, monitor=monitor)
+                            compute_dtype=compute_dtype, on_steps=progress.on_steps, monitor=monitor,
+                            augment=augment)
 
     def counted(state, x, y):
         traces[0] += 1  # runs only while tracing: counts compilations
@@ -274,8 +286,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
                 kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
                 message = (f"fit: loss became {losses[bad]} at epoch {epoch + 1}, step {start_step + bad + 1} "
                            f"(batch {bad + 1} of the epoch){kept}")
-                raise _located(message, model, loss, optimizer, before, x, y, batch_size, bad, grad=grad,
-                               task=task, compute_dtype=compute_dtype)
+                raise _located(message, model, loss, optimizer, before, x, y, batch_size, bad, augment=augment,
+                               grad=grad, task=task, compute_dtype=compute_dtype)
             counts = np.asarray(metrics["count"])
             history.epoch.append(epoch + 1)
             history.train_loss.append(float(np.sum(losses * counts) / np.sum(counts)))
