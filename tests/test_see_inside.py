@@ -197,7 +197,9 @@ def test_monitor_flags_a_dead_relu_layer_and_changes_nothing_else(tmp_path):
     watched, watched_history = _fit(healthy, optax.adam(1e-3), monitor=2)
     plain, plain_history = _fit(healthy, optax.adam(1e-3), monitor=None)
     assert watched_history.train_loss == plain_history.train_loss  # the monitor only reads
-    chex.assert_trees_all_equal(watched.params, plain.params)
+    # the same arithmetic in two differently fused programs: at most a last-bit rounding apart (one value
+    # of 16 by 1 ulp under the suite's quick-compile flags; equal bit for bit under XLA's defaults)
+    chex.assert_trees_all_close(watched.params, plain.params, rtol=1e-6, atol=0)
     assert watched_history.warnings == [] and set(watched_history.layers["layer 0 (Dense(16))"]) == \
         {"grad_norm", "param_norm", "update_ratio"}
     json.dumps(watched_history.to_dict())
