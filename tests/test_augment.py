@@ -47,6 +47,18 @@ def test_random_translation_names_bad_arguments_and_shapes():
         train.random_translation(2, image_shape=(28, 28, 1))(jax.random.PRNGKey(0), jnp.zeros((3, 100)))
     with pytest.raises(ValueError, match=r"expected a batch of images \(N, H, W, C\), got \(3, 100\)"):
         train.random_translation(2)(jax.random.PRNGKey(0), jnp.zeros((3, 100)))
+    with pytest.raises(ValueError, match=r"a shift of up to 5 pixels can move a 5x6 image out of the frame"):
+        train.random_translation(5)(jax.random.PRNGKey(0), jnp.zeros((3, 5, 6, 1)))
+    data = (jnp.zeros((8, 4, 4, 1)), jnp.zeros(8, jnp.int32))
+    model = fnnet.serial(fnnet.Flatten, fnnet.Dense(2))
+    options = dict(epochs=1, batch_size=4, key=jax.random.PRNGKey(0), verbose=False)
+    with pytest.raises(ValueError, match=r"makes the augmentation, e\.g\. fit\(\.\.\., augment=train\.random_translation\(1\)\)"):
+        train.fit(model, losses.softmax_cross_entropy, optax.sgd(0.1), data, augment=train.random_translation,
+                  **options)
+    with pytest.raises(ValueError, match=r"augment must return a batch of the shape and dtype it was given, "
+                                         r"\(4, 4, 4, 1\) float32; got \(4, 2, 4, 1\) float32"):
+        train.fit(model, losses.softmax_cross_entropy, optax.sgd(0.1), data, augment=lambda key, x: x[:, :2],
+                  **options)
     with pytest.raises(ValueError, match="augment must be a function"):
         train.fit(fnnet.Dense(1), losses.mse, optax.sgd(0.1), (jnp.zeros((4, 2)), jnp.zeros((4, 1))), epochs=1,
                   batch_size=2, key=jax.random.PRNGKey(0), verbose=False, augment="shift")

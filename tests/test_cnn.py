@@ -73,17 +73,22 @@ def test_cnn_recipes_give_their_settings_and_flags_override_them():
             fast["augment"]) == ("fast", 7, 0.005, 128, "onecycle", [0.7, 0.9], 1)
     classic = _train_config("mnist", "--model", "cnn", "--recipe", "classic")
     assert (classic["epochs"], classic["lr"], classic["batch_size"], classic["schedule"]) == (12, 2e-3, 128, "cosine")
-    assert "augment" not in classic and "betas" not in classic
+    assert classic["augment"] == 0 and "betas" not in classic
     fashion = _train_config("fashion-mnist", "--model", "cnn")
     assert (fashion["recipe"], fashion["epochs"]) == ("classic", 16)
     mine = _train_config("mnist", "--model", "cnn", "--epochs", "3", "--lr", "0.02", "--augment", "0",
                          "--optimizer", "momentum")
     assert (mine["epochs"], mine["lr"], mine["optimizer"]) == (3, 0.02, "momentum")
-    assert "augment" not in mine and "betas" not in mine
+    assert mine["augment"] == 0 and "betas" not in mine
     assert _train_config("mnist", "--augment", "2")["augment"] == 2     # an MLP on shifted images
+    assert _train_config("mnist")["augment"] == 0 and "augment" not in _train_config("xor")
     for flags, message in [(["mnist", "--recipe", "fast"], "--recipe is for --model cnn"),
                            (["mnist", "--model", "resnet", "--recipe", "classic"], "--recipe is for --model cnn"),
                            (["breast-cancer", "--augment", "1"], "--augment shifts images: breast-cancer has none"),
+                           (["xor", "--recipe", "fast"], "--recipe is for --model cnn, which needs an image data "
+                                                         "set"),
+                           (["mnist", "--augment", "28"], "--augment 28 would shift mnist's 28x28 images out of "
+                                                          "the frame"),
                            (["mnist", "--augment", "-1"], "--augment must be >= 0")]:
         with pytest.raises(cli.UsageError, match=message):
             _train_config(*flags)

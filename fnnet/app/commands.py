@@ -28,6 +28,7 @@ from fnnet.train import TrainingDiverged, language
 
 # keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
 _DERIVED = ("in_shape", "out_dim")
+_SAVED_DEFAULTS = {"augment": 0, "recipe": "classic"}  # how runs saved before these were recorded trained
 
 
 def _plural(count: int, noun: str) -> str:
@@ -63,9 +64,12 @@ def _config_from_args(args) -> dict:
         if given:
             raise UsageError(f"--{given[0]} is for --model mlp; --model {args.model} is a fixed "
                              f"convolutional network (fnnet.app.recipes.build_cnn): drop --{given[0]}")
-    if args.recipe is not None and args.model != "cnn":
-        raise UsageError(f"--recipe is for --model cnn ({', '.join(CNN_RECIPES)}), not --model {args.model}")
     spec = DATASETS[args.dataset]
+    if args.recipe is not None and args.model != "cnn":
+        raise UsageError(f"--recipe is for --model cnn ({', '.join(CNN_RECIPES)}), not --model {args.model}"
+                         if spec.image_shape is not None else
+                         f"--recipe is for --model cnn, which needs an image data set (mnist, fashion-mnist), "
+                         f"not {args.dataset}")
     pick = lambda value, default: default if value is None else value  # noqa: E731
     default_augment = 0  # pixels: the fast CNN recipe's shifted images
     config = {
@@ -106,10 +110,14 @@ def _config_from_args(args) -> dict:
     augment = pick(args.augment, default_augment)
     if augment < 0:
         raise UsageError(f"--augment must be >= 0 (pixels), got {augment}")
-    if augment:
-        if spec.image_shape is None:
-            raise UsageError(f"--augment shifts images: {args.dataset} has none (mnist, fashion-mnist)")
-        config["augment"] = augment  # recorded only when used: earlier runs resume unchanged
+    if spec.image_shape is not None:
+        if augment >= min(spec.image_shape[:2]):
+            raise UsageError(f"--augment {augment} would shift {args.dataset}'s {spec.image_shape[0]}x"
+                             f"{spec.image_shape[1]} images out of the frame; give fewer pixels (the fast "
+                             f"recipe shifts by 1)")
+        config["augment"] = augment  # runs saved before it was recorded resume as 0 (_SAVED_DEFAULTS)
+    elif augment:
+        raise UsageError(f"--augment shifts images: {args.dataset} has none (mnist, fashion-mnist)")
     if config["epochs"] < 1:
         raise UsageError(f"--epochs must be >= 1, got {config['epochs']}")
     if config["batch_size"] < 1:
@@ -156,7 +164,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
 
     out_dir = _check_output_path(out_dir, "--out", folder=True)
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
-                                    saved_defaults={"recipe": "classic"} if config.get("model") == "cnn" else None,
+                                    saved_defaults=_SAVED_DEFAULTS,
                                     ignore=("epochs", "monitor") + _DERIVED)
     done_epochs = jobs.trained_so_far(out_dir, config, resume=resume, unit="epochs")
     plots.preload()  # curves.png's matplotlib loads while XLA compiles

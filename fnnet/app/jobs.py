@@ -37,7 +37,8 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
     settings must equal ``config``'s, but for the keys in ``ignore`` such as ``epochs``) or
     ``overwrite`` (replace it). Raises :class:`RecipeError` with one line naming the folder and
     the way on. ``saved_defaults``: the values of settings a run saved before they were
-    recorded (a CNN run without ``recipe`` was trained the ``classic`` way). Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
+    recorded (a CNN run without ``recipe`` was trained the ``classic`` way), for the settings
+    ``config`` has. Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
     the caller removes them once the new run is ready to start (:func:`clear_run_files`).
     """
     out_dir = pathlib.Path(out_dir)
@@ -58,7 +59,8 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
             saved = json.loads(config_path.read_text())
         except (ValueError, OSError) as error:
             raise RecipeError(f"{config_path}: not a readable config ({error})") from None
-        changes = settings_changes(dict(saved_defaults or {}, **saved), config, ignore)
+        known = {key: value for key, value in (saved_defaults or {}).items() if key in config}
+        changes = settings_changes(dict(known, **saved), config, ignore)
         if changes:
             raise RecipeError(f"--resume: {config_path} was written with different settings ({'; '.join(changes)}); "
                               f"use the same arguments, or another {option}")

@@ -10,7 +10,7 @@ same examples). Evaluation data is never augmented.
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from fnnet import train
-  >>> shift = train.random_translation(2, image_shape=(4, 4, 1))
+  >>> shift = train.random_translation(1, image_shape=(4, 4, 1))
   >>> x = jnp.arange(2 * 16, dtype=jnp.float32).reshape(2, 16)      # two flat 4x4 images
   >>> shifted = shift(jax.random.PRNGKey(0), x)
   >>> shifted.shape, shifted.dtype
@@ -35,14 +35,15 @@ def augment_key(state):
     return jax.random.fold_in(jax.random.fold_in(state.key, _AUGMENT_STREAM), state.step)
 
 
-def random_translation(max_shift: int = 2, image_shape=None):
+def random_translation(max_shift: int = 1, image_shape=None):
     """Shifts each image by its own random ``(dy, dx)``, each uniform in ``[-max_shift, max_shift]``
     pixels, filling the uncovered border with zeros (the background of MNIST-like images).
 
     ``x' [n, i, j, c] = x[n, i - dy_n, j - dx_n, c]`` (0 outside the image).
 
     Args:
-      max_shift: the largest shift in pixels, in each direction (an int >= 0; 0 changes nothing).
+      max_shift: the largest shift in pixels, in each direction (an int >= 0, smaller than the
+        images' height and width; 0 changes nothing).
       image_shape: ``(H, W, C)`` of one image when batches hold flat examples (``(N, H·W·C)``,
         as ``fnnet train mnist`` feeds its CNN); ``None`` when they are already ``(N, H, W, C)``.
 
@@ -50,7 +51,9 @@ def random_translation(max_shift: int = 2, image_shape=None):
       ``augment(key, x) -> x'`` for :func:`fnnet.train.fit`'s ``augment``.
     """
     if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
-        raise ValueError(f"random_translation: max_shift must be an int >= 0 (pixels), got {max_shift!r}")
+        raise ValueError(f"random_translation: max_shift must be an int >= 0 (pixels), got {max_shift!r}; "
+                         f"random_translation(max_shift) makes the augmentation, e.g. "
+                         f"fit(..., augment=train.random_translation(1))")
     if image_shape is not None:
         image_shape = tuple(image_shape)
         if len(image_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in image_shape):
@@ -66,9 +69,12 @@ def random_translation(max_shift: int = 2, image_shape=None):
         elif x.ndim != 4:
             raise ValueError(f"random_translation: expected a batch of images (N, H, W, C), got {x.shape}; "
                              f"for flat images give image_shape=(H, W, C)")
+        n, height, width, _ = images.shape
+        if max_shift >= min(height, width):
+            raise ValueError(f"random_translation: a shift of up to {max_shift} pixels can move a {height}x{width} "
+                             f"image out of the frame; give max_shift < {min(height, width)}")
         if max_shift == 0:
             return x
-        n, height, width, _ = images.shape
         s = max_shift
         padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
         # corner of the window to read: s - shift, in [0, 2s]

@@ -113,12 +113,20 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
             jax.lax.cond((index + 1) % every == 0, lambda: jax.debug.callback(on_steps, index + 1),
                          lambda: None)
 
+    def augmented(state, xb):
+        """``augment`` of one training batch, checked to keep its shape and dtype (at trace time)."""
+        out = augment(augment_key(state), xb)
+        if jnp.shape(out) != xb.shape or jnp.result_type(out) != xb.dtype:
+            raise ValueError(f"augment must return a batch of the shape and dtype it was given, "
+                             f"{xb.shape} {xb.dtype}; got {jnp.shape(out)} {jnp.result_type(out)}")
+        return out
+
     def batch_step(state, x, y, indices, weights=None, shard=True, step=plain):
         """One step on rows ``indices`` (``weights``: 0/1 per row, masking padding); ``count``
         is the number of real examples."""
         xb, yb = gather(x, indices), gather(y, indices)
         if augment is not None:
-            xb = augment(augment_key(state), xb)
+            xb = augmented(state, xb)
         if shard and constrain is not None:
             xb, yb = constrain(xb), constrain(yb)
             weights = None if weights is None else constrain(weights)
@@ -128,7 +136,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
 
     def epoch(state: TrainState, x, y):
         if n <= batch_size:  # full batch: order does not matter, no gather, no mask
-            xb = x if augment is None else augment(augment_key(state), x)
+            xb = x if augment is None else augmented(state, x)
             xb, yb = (constrain(xb), constrain(y)) if constrain is not None else (xb, y)
             state, metrics = branched(state, xb, yb)
             metrics["count"] = jnp.asarray(n, jnp.float32)
