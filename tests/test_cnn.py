@@ -94,6 +94,14 @@ def test_cnn_recipes_give_their_settings_and_flags_override_them():
             _train_config(*flags)
 
 
+def test_train_prints_how_the_run_trains():
+    assert commands._training_line(_train_config("mnist", "--model", "cnn")) == (
+        "training: recipe fast, adam (b1 0.7, b2 0.9), lr 0.005 onecycle, batch 128, 7 epochs, images shifted by "
+        "up to 1 pixel")
+    assert commands._training_line(_train_config("breast-cancer", "--weight-decay", "1e-4")) == (
+        "training: adam, lr 0.001 constant, batch 32, 100 epochs, weight decay 0.0001")
+
+
 def test_cnn_summary_and_bad_model_choice(capsys):
     assert cli.main(["summary", "mnist", "--model", "cnn"]) == 0
     out = capsys.readouterr().out

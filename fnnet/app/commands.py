@@ -146,6 +146,20 @@ def _setup(config: dict):
     return model, losses.ALL[config["loss"]], optimizer, train_data, test_data, spec
 
 
+def _training_line(config: dict) -> str:
+    """``training: recipe fast, adam (b1 0.7, b2 0.9), lr 0.005 onecycle, batch 128, 7 epochs, images shifted
+    by up to 1 pixel``: how the run trains, in one line."""
+    optimizer = config["optimizer"] + (" (b1 {}, b2 {})".format(*config["betas"]) if config.get("betas") else "")
+    parts = ([f"recipe {config['recipe']}"] if config.get("recipe") else []) + [
+        optimizer, f"lr {config['lr']:g} {config.get('schedule', 'constant')}", f"batch {config['batch_size']}",
+        _plural(config["epochs"], "epoch")]
+    if config.get("weight_decay"):
+        parts.append(f"weight decay {config['weight_decay']:g}")
+    if config.get("augment"):
+        parts.append(f"images shifted by up to {_plural(config['augment'], 'pixel')}")
+    return "training: " + ", ".join(parts)
+
+
 def _augmentation(config: dict, spec):
     """The training images' random translation of a run (``augment`` pixels), or ``None``."""
     if not config.get("augment"):
@@ -180,8 +194,8 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
     config_path.write_text(json.dumps(config, indent=2))
     if verbose:
-
         print(summary(model, train_data[0].shape[1:]))
+        print(_training_line(config))
     fit_started = time.perf_counter()
     state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
                                batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
