@@ -14,7 +14,8 @@ import pytest
 
 import fnnet
 from fnnet import datasets
-from fnnet.app import cli, commands
+from fnnet.app import cli, commands, jobs
+from fnnet.app.recipes import RecipeError
 from onnx_checks import assert_run_exports
 from test_examples import run_optimised
 from test_see_inside import trace_rows
@@ -92,6 +93,19 @@ def test_cnn_recipes_give_their_settings_and_flags_override_them():
                            (["mnist", "--augment", "-1"], "--augment must be >= 0")]:
         with pytest.raises(cli.UsageError, match=message):
             _train_config(*flags)
+
+
+def test_a_cnn_run_saved_before_recipes_resumes_as_the_classic_recipe(tmp_path):
+    """A config.json written before ``recipe`` and ``augment`` were recorded: resumed with ``--recipe classic``
+    it has the same settings; with the fast default the change is named, old and new."""
+    old = _train_config("mnist", "--model", "cnn", "--recipe", "classic")
+    del old["recipe"], old["augment"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    options = dict(resume=True, overwrite=False, saved_defaults=commands._SAVED_DEFAULTS)
+    assert jobs.prepare_run_dir(tmp_path, _train_config("mnist", "--model", "cnn", "--recipe", "classic"),
+                                **options) == []
+    with pytest.raises(RecipeError, match=r"different settings \(.*recipe: 'classic' -> 'fast'"):
+        jobs.prepare_run_dir(tmp_path, _train_config("mnist", "--model", "cnn"), **options)
 
 
 def test_train_prints_how_the_run_trains():
