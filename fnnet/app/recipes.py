@@ -218,8 +218,9 @@ def build_cnn(out_dim: int, image_shape, in_shape=None, *, kind: str = "cnn", wi
 
     ``kind="small"`` (the ``fast`` recipe's): ``Conv 5x5 (24, valid) → Relu → MaxPool 2x2 →
     Conv 3x3 (32, valid) → Relu → MaxPool 2x2 → Flatten → Dense(256) → Relu → Dense``, the
-    network of tuomaso/train_mnist_fast: a fifth of the classic network's arithmetic, no
-    BatchNorm (``width`` and ``dropout`` do not apply).
+    network of tuomaso/train_mnist_fast: under a third of the classic network's arithmetic
+    (1.24M against 4.24M multiply-adds per 28x28 image), no BatchNorm (``width`` and ``dropout``
+    do not apply).
     ``kind="cnn"``: two blocks of ``Conv 3x3 (no bias) → BatchNorm → Relu → MaxPool 2x2``
     (``width`` then ``2·width`` channels), ``Flatten → Dropout → Dense(128) → Relu → Dense``.
     ``kind="resnet"``: the same, each block followed by a residual ``x + Conv(Relu(Conv(x)))``.
