@@ -1,6 +1,5 @@
 # Two commands do all set-up on a fresh clone: `make demo` and `make test`.
-# Each creates .venv (if missing) and installs fnnet into it first (--no-compile: Python compiles
-# each module when it is first imported, instead of pip compiling all of torch's ahead: ~25 s saved).
+# Each creates .venv (if missing) and installs fnnet into it first.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +18,7 @@ endif
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -e '.[dev,interop]'
+	$(PY) -m pip install --quiet -e '.[dev,interop]'
 	touch $@
 
 demo: $(STAMP)
