@@ -1,13 +1,15 @@
 """Where the CNN's training step spends its time, layer by layer, and the compiled step's HLO.
 
-For each layer of ``fnnet.app.recipes.build_cnn`` (the example's CNN, batch 128): its forward and
+For each layer of ``fnnet.app.recipes.build_cnn`` (``--net cnn``: the example's CNN, the classic
+recipe's; ``--net small``: the fast recipe's, ``fnnet train mnist --model cnn``; batch 128): its forward and
 hand-written backward at its own input shape, 10 times inside one jitted ``lax.scan``
 (training mode: batch statistics, dropout), the median of 5 timings; then the whole training
 step (forward, backward, Adam) the same way, and PyTorch eager's step on the same network for
 comparison when torch is installed. Writes ``benchmarks/results/cnn_profile.json`` and the
-optimised HLO of the scanned step to ``benchmarks/results/cnn_step.hlo.txt``.
+optimised HLO of the scanned step to ``benchmarks/results/cnn_step.hlo.txt`` (``cnn_small_*`` for
+``--net small``).
 
-Run: ``python benchmarks/profile_cnn.py``
+Run: ``python benchmarks/profile_cnn.py [--net cnn|small]``
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def timed(fn, *args, rounds=5):
     return statistics.median(times) / REPEAT * 1e3  # ms per step
 
 
-def layer_costs():
-    model = recipes.build_cnn(10, (28, 28, 1))
+def layer_costs(net):
+    model = recipes.build_cnn(10, (28, 28, 1), kind=net)
     shape, rows = (28, 28, 1), []
     for index, layer in enumerate(model.children):
         out_shape, params, state = init_with_state(layer, jax.random.PRNGKey(index), shape)
@@ -64,24 +66,25 @@ def layer_costs():
     return rows
 
 
-def whole_step():
-    model = recipes.build_cnn(10, (28, 28, 1))
+def whole_step(net, hlo_path):
+    model = recipes.build_cnn(10, (28, 28, 1), kind=net)
     optimizer = optax.adam(1e-3)
     step = train.make_train_step(model, fnnet.losses.softmax_cross_entropy, optimizer)
     state = train.init_state(model, optimizer, jax.random.PRNGKey(0), (28, 28, 1))
     x = jax.random.uniform(jax.random.PRNGKey(1), (REPEAT, BATCH, 28, 28, 1))
     y = jax.random.randint(jax.random.PRNGKey(2), (REPEAT, BATCH), 0, 10)
     run = jax.jit(lambda s, x, y: jax.lax.scan(lambda s, b: step(s, *b), s, (x, y))[0])
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "cnn_step.hlo.txt").write_text(run.lower(state, x, y).compile().as_text())
+    hlo_path.write_text(run.lower(state, x, y).compile().as_text())
     return timed(run, state, x, y)
 
 
-def torch_step():
+def torch_step(net):
     try:
         import torch
     except ImportError:
         return None
+    if net == "small":
+        return torch_small_step(torch)
     from contenders.cnn import TorchCNN
     from workloads import WORKLOADS
 
@@ -95,19 +98,52 @@ def torch_step():
     return statistics.median(times) * 1e3
 
 
+def torch_small_step(torch):
+    """PyTorch eager's step (forward, backward, Adam) on the fast recipe's network, 2 threads: ms."""
+    from pytorch_mnist_cnn import small_network
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = small_network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.7, 0.9))
+    x, y = torch.rand(REPEAT, BATCH, 1, 28, 28), torch.randint(0, 10, (REPEAT, BATCH))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def steps():
+        for xb, yb in zip(x, y):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(xb), yb).backward()
+            optimizer.step()
+
+    steps()
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        steps()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) / REPEAT * 1e3
+
+
 def main():
+    import argparse
     import sys
 
     sys.path.insert(0, str(HERE))
-    rows = layer_costs()
-    step = whole_step()
-    torch_ms = torch_step()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--net", choices=("cnn", "small"), default="cnn")
+    net = parser.parse_args().net
+    name = "cnn" if net == "cnn" else "cnn_small"
+    (HERE / "results").mkdir(exist_ok=True)
+    rows = layer_costs(net)
+    step = whole_step(net, HERE / "results" / f"{name}_step.hlo.txt")
+    torch_ms = torch_step(net)
     total = sum(r["ms"] for r in rows)
     print(f"\nsum of the layers {total:.1f} ms; the whole step (with the loss and Adam) {step:.1f} ms"
           + (f"; PyTorch eager's step {torch_ms:.1f} ms" if torch_ms else ""))
-    (HERE / "results" / "cnn_profile.json").write_text(json.dumps(
-        {"layers": rows, "sum_ms": total, "step_ms": step, "torch_step_ms": torch_ms, "batch": BATCH}, indent=2))
-    print(f"wrote {HERE / 'results' / 'cnn_profile.json'} and {HERE / 'results' / 'cnn_step.hlo.txt'}")
+    (HERE / "results" / f"{name}_profile.json").write_text(json.dumps(
+        {"net": net, "layers": rows, "sum_ms": total, "step_ms": step, "torch_step_ms": torch_ms, "batch": BATCH},
+        indent=2))
+    print(f"wrote {HERE / 'results' / f'{name}_profile.json'} and {HERE / 'results' / f'{name}_step.hlo.txt'}")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,18 @@ from torch import nn  # noqa: E402
 import torch_common  # noqa: E402
 
 
-def fast(args, data):
-    """The fast recipe: the small network, one-cycle Adam, shifted images."""
+def small_network():
+    """The fast recipe's network (``fnnet.app.recipes.build_cnn(kind="small")``), NCHW."""
     model = nn.Sequential(nn.Conv2d(1, 24, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(24, 32, 3), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 256), nn.ReLU(), nn.Linear(256, 10))
     nn.init.kaiming_uniform_(model[7].weight, nonlinearity="relu")
     nn.init.zeros_(model[7].bias)
+    return model
+
+
+def fast(args, data):
+    """The fast recipe: the small network, one-cycle Adam, shifted images."""
+    model = small_network()
     epochs = args.epochs or 7
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005, betas=(0.7, 0.9))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.005,
