@@ -25,8 +25,7 @@ def fnnet_and_pytorch(train_args: list[str], fields: tuple[str, ...], pytorch_sc
     """``{"fnnet": {...}, "pytorch": {...}}``: ``fnnet train TRAIN_ARGS`` (the ``fields`` of its
     metrics.json and the wall seconds) and ``benchmarks/PYTORCH_SCRIPT`` (its last JSON line, or
     the error that stopped it, e.g. torch not installed)."""
-    results = {"fnnet": fnnet_train(train_args, fields), "pytorch": pytorch(pytorch_script)}
-    return results
+    return {"fnnet": fnnet_train(train_args, fields), "pytorch": pytorch(pytorch_script)}
 
 
 def fnnet_train(train_args: list[str], fields: tuple[str, ...]) -> dict:

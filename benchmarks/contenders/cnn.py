@@ -134,21 +134,23 @@ class JaxCNN:
 
 
 class TorchCNN:
-    """PyTorch eager: the same layers in ``nn.Sequential`` (NCHW), Adam, 2 threads."""
+    """PyTorch eager: the same layers in ``nn.Sequential`` (NCHW), Adam, 2 threads. ``network``: a
+    function building another ``nn.Sequential`` for MNIST-shaped images (``benchmarks/profile_cnn.py
+    --net small``), with Adam's ``betas``."""
 
-    def __init__(self, workload):
+    def __init__(self, workload, network=None, betas=(0.9, 0.999)):
         import torch
         from torch import nn
 
         torch.set_num_threads(2)
         torch.manual_seed(0)
         self.torch, self.w = torch, workload
-        self.model = nn.Sequential(
+        self.model = network() if network is not None else nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Dropout(0.3), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
         self.model.train()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=workload.lr)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=workload.lr, betas=betas)
         x, y = random_images(workload)
         self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         self.y = torch.from_numpy(y.astype(np.int64))

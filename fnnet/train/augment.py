@@ -35,6 +35,16 @@ def augment_key(state):
     return jax.random.fold_in(jax.random.fold_in(state.key, _AUGMENT_STREAM), state.step)
 
 
+def augment_batch(augment, state, x):
+    """``augment(augment_key(state), x)``: the training batch ``x`` of ``state``'s next step as
+    augmented, checked to keep its shape and dtype (a ValueError naming ``augment`` otherwise)."""
+    out = augment(augment_key(state), x)
+    if jnp.shape(out) != x.shape or jnp.result_type(out) != x.dtype:
+        raise ValueError(f"augment must return a batch of the shape and dtype it was given, "
+                         f"{x.shape} {x.dtype}; got {jnp.shape(out)} {jnp.result_type(out)}")
+    return out
+
+
 def random_translation(max_shift: int = 1, image_shape=None):
     """Shifts each image by its own random ``(dy, dx)``, each uniform in ``[-max_shift, max_shift]``
     pixels, filling the uncovered border with zeros (the background of MNIST-like images).

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
 from fnnet.shuffle import permutation
-from fnnet.train.augment import augment_key
+from fnnet.train.augment import augment_batch
 from fnnet.train.state import TrainState
 from fnnet.train.steps import make_train_step
 
@@ -76,7 +76,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     vmaps it. ``metrics`` has one entry per batch, plus ``count`` (valid examples per batch).
     ``constrain`` (e.g. a sharding constraint) is applied to each gathered batch.
     ``augment(key, x) -> x`` (:mod:`fnnet.train.augment`), when given, makes each training batch anew
-    on the device with the step's :func:`~fnnet.train.augment.augment_key`.
+    on the device with the step's key (:func:`~fnnet.train.augment.augment_batch`).
 
     When ``batch_size`` does not divide ``n``, the last batch of the epoch is partial. For a
     stateless model it is padded to full size and the padding masked out of the loss (each
@@ -113,20 +113,12 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
             jax.lax.cond((index + 1) % every == 0, lambda: jax.debug.callback(on_steps, index + 1),
                          lambda: None)
 
-    def augmented(state, xb):
-        """``augment`` of one training batch, checked to keep its shape and dtype (at trace time)."""
-        out = augment(augment_key(state), xb)
-        if jnp.shape(out) != xb.shape or jnp.result_type(out) != xb.dtype:
-            raise ValueError(f"augment must return a batch of the shape and dtype it was given, "
-                             f"{xb.shape} {xb.dtype}; got {jnp.shape(out)} {jnp.result_type(out)}")
-        return out
-
     def batch_step(state, x, y, indices, weights=None, shard=True, step=plain):
         """One step on rows ``indices`` (``weights``: 0/1 per row, masking padding); ``count``
         is the number of real examples."""
         xb, yb = gather(x, indices), gather(y, indices)
         if augment is not None:
-            xb = augmented(state, xb)
+            xb = augment_batch(augment, state, xb)
         if shard and constrain is not None:
             xb, yb = constrain(xb), constrain(yb)
             weights = None if weights is None else constrain(weights)
@@ -136,7 +128,7 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
 
     def epoch(state: TrainState, x, y):
         if n <= batch_size:  # full batch: order does not matter, no gather, no mask
-            xb = x if augment is None else augmented(state, x)
+            xb = x if augment is None else augment_batch(augment, state, x)
             xb, yb = (constrain(xb), constrain(y)) if constrain is not None else (xb, y)
             state, metrics = branched(state, xb, yb)
             metrics["count"] = jnp.asarray(n, jnp.float32)

@@ -16,7 +16,7 @@ from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
-from fnnet.train.augment import augment_key
+from fnnet.train.augment import augment_batch
 from fnnet.train.diverged import located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, validate
@@ -86,7 +86,7 @@ def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, aug
         indices, weights = batches[b]
         xb, yb = (x, y) if indices is None else (gather(x, indices), gather(y, indices))
         if augment is not None:
-            xb = augment(augment_key(state), xb)
+            xb = augment_batch(augment, state, xb)
         return xb, yb, weights
 
     return located_divergence(message, model, loss, optimizer, before, batch_of, bad, **step_options)
