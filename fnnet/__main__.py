@@ -1,6 +1,6 @@
 """``python -m fnnet``: the same command line as the ``fnnet`` script."""
 
-from fnnet.app.cli import main
+from fnnet.app.cli import entry_point
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point()

@@ -107,6 +107,24 @@ def test_missing_mnist_is_a_clear_error(tmp_path):
     assert "train-images-idx3-ubyte.gz not found" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_script_flushes_its_output_and_runs_atexit_before_it_ends_the_process(capsys):
+    """``entry_point`` (the ``fnnet`` script, ``python -m fnnet``) ends the process with ``os._exit``
+    to skip the interpreter's teardown: into a pipe, which buffers, every line must still arrive,
+    ``atexit`` functions must still run, and the command's exit status must be the process's."""
+    assert cli.main(["trace", "xor"]) == 0
+    expected = capsys.readouterr().out
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+              "sys.argv = ['fnnet'] + sys.argv[1:]\n"
+              "from fnnet.app.cli import entry_point\n"
+              "entry_point()\n")
+    out = subprocess.run([sys.executable, "-c", script, "trace", "xor"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout == expected and out.stderr == "atexit ran\n", out.stderr
+    out = subprocess.run([sys.executable, "-c", script, "eval", "no-such-run"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2 and out.stderr.startswith("fnnet: error: ") and out.stderr.endswith("atexit ran\n")
+
+
 def test_bad_out_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):
     def no_loading(seed):
         raise AssertionError("the data was loaded before --out was checked")

@@ -79,7 +79,7 @@ def test_importing_the_layers_loads_neither_optax_nor_the_application():
 
 def test_the_entry_points_run_the_application_cli(repo_root):
     scripts = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"fnnet": "fnnet.app.cli:main"}
+    assert scripts == {"fnnet": "fnnet.app.cli:entry_point"}
     out = subprocess.run([sys.executable, "-m", "fnnet", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "exit status" in out.stdout, out.stderr
     # every public name of the README keeps working through the facade

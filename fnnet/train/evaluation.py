@@ -79,6 +79,14 @@ def evaluate_arrays(model: Layer, params, loss: Loss, x, y, *, batch_size: int =
     return {"loss": float(mean_loss), "accuracy": float(correct) / x.shape[0] if task else None}
 
 
+def evaluation_program(model: Layer, loss: Loss, x, *, batch_size: int = 1024, task: str | None = None):
+    """The jitted ``(params, model_state, x, y) -> (mean loss, correct count)`` that
+    :func:`evaluate_arrays` runs on one device for data like ``x`` (the same cached function, so
+    compiling it ahead, as ``fit`` does, is compiling what the evaluation will run)."""
+    batch_size = max(1, min(batch_size, x.shape[0]))
+    return _evaluator(model, loss, batch_size, x.shape[0], resolve_task(loss, task), None)
+
+
 def validate(model: Layer, loss: Loss, params, x, y, where: str, model_state=()) -> None:
     """The host-side checks of :mod:`fnnet.train.inputs` for ``params`` on ``(x, y)``."""
     out = jax.eval_shape(lambda p, s, x: apply_with_state(model, p, s, x)[0], params, model_state,

@@ -19,9 +19,9 @@ from fnnet.train import inputs
 from fnnet.train.augment import augment_batch
 from fnnet.train.diverged import located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
-from fnnet.train.evaluation import evaluate_arrays, validate
+from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate
 from fnnet.train.history import History
-from fnnet.train.state import TrainingDiverged, TrainState, init_state, owned_copy
+from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy
 from fnnet.train import monitor as layer_monitor
 from fnnet.train.steps import check_monitor
 
@@ -146,7 +146,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
 
     Each epoch shuffles on the device and runs all its batches in one jitted
-    ``lax.scan`` (compiled once; no array you hold is ever donated: ``params`` are copied
+    ``lax.scan`` (compiled once, on a background thread while the model initialises,
+    :func:`fnnet.train.state.compile_ahead`; no array you hold is ever donated: ``params`` are copied
     first, ``on_epoch_end`` gets a state of its own that stays valid, and the state before
     each epoch is kept until the epoch ends, to replay it if the loss diverges). The last partial batch is padded and
     masked: no example is dropped, nothing recompiles. A model with state (BatchNorm) gets
@@ -233,17 +234,11 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         placement = distributed.DataParallel(mesh, batch_size)
         x, y = placement.put_data(x), placement.put_data(y)
 
-    state = init_state(model, optimizer, key, x.shape[1:], params)
-    validate(model, loss, state.params, x, y, "fit", state.model_state)
-    if eval_data is not None:
-        validate(model, loss, state.params, *eval_data, "fit (eval_data)", state.model_state)
     history = History()
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path, like=state)
+    resuming = resume and ckpt_path is not None and ckpt_path.exists()
+    if resuming:
         history = History.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
         history.traces = 0
-    if placement is not None:
-        state = placement.put_state(state)
 
     traces = [0]
     progress = _Progress(len(history), epochs, verbose, steps_per_epoch=-(-n // batch_size))
@@ -259,6 +254,29 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     # not donated: the state before an epoch stays valid, to replay the epoch if it diverges (a
     # sharded state is donated, and copied first)
     run_epoch = jax.jit(counted) if placement is None else placement.jit_epoch(counted)
+    try:
+        ahead = None
+        if placement is None:  # the epoch (and evaluation) compile while the model initialises
+            def programs(state):
+                yield run_epoch, (state, x, y)
+                if eval_data is not None:
+                    yield (evaluation_program(model, loss, eval_data[0], batch_size=eval_batch_size, task=task),
+                           (state.params, state.model_state, *eval_data))
+
+            ahead = compile_ahead(lambda: init_state(model, optimizer, key, x.shape[1:], params), programs)
+        state = init_state(model, optimizer, key, x.shape[1:], params)
+        validate(model, loss, state.params, x, y, "fit", state.model_state)
+        if eval_data is not None:
+            validate(model, loss, state.params, *eval_data, "fit (eval_data)", state.model_state)
+        if resuming:
+            state = checkpoint.load(ckpt_path, like=state)
+        if placement is not None:
+            state = placement.put_state(state)
+        if ahead is not None:
+            ahead.join()
+    except BaseException:
+        progress.close()
+        raise
     saved = {"epoch": len(history), "at": time.perf_counter()}  # the checkpoint on disk
 
     def checkpoint_now(state, finished: int):

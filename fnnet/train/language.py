@@ -31,7 +31,7 @@ from fnnet.plots import pyplot, save_figure
 from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
 from fnnet.train.history import Record
 from fnnet.train.diverged import located_divergence
-from fnnet.train.state import TrainState, init_state
+from fnnet.train.state import TrainState, compile_ahead, init_state
 from fnnet.train.steps import make_train_step
 
 _DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fold_in(key, step)
@@ -229,13 +229,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                                 min_length=block_size + 1)
     val_tokens = check_tokens(val_tokens, vocab_size, "fit_language_model (val_tokens)",
                               min_length=block_size + 1)
-    state = init_state(model, optimizer, key, (block_size,), params)
-    history = LanguageHistory()
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path, like=state)
-        history = LanguageHistory.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
     train_device, val_device = jnp.asarray(train_tokens), jnp.asarray(val_tokens)
-
     run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
                                          grad=grad, compute_dtype=compute_dtype),
                            static_argnums=2)  # not donated: the state before an interval replays a divergence
@@ -244,6 +238,17 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
         return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
                              batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
+
+    ahead = compile_ahead(lambda: init_state(model, optimizer, key, (block_size,), params),
+                          lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
+                                         (val_estimate, (state, val_device))])
+    state = init_state(model, optimizer, key, (block_size,), params)
+    history = LanguageHistory()
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = checkpoint.load(ckpt_path, like=state)
+        history = LanguageHistory.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
+    if ahead is not None:
+        ahead.join()
 
     lines = verbose
     fit_started = time.perf_counter()

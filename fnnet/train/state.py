@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import threading
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,40 @@ def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_sh
         model_state = owned_copy(model_state) if model_state is not None else \
             init_with_state(model, init_key, in_shape)[2]
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key, model_state)
+
+
+def compile_ahead(make_state: Callable[[], TrainState],
+                  programs: Callable[[TrainState], Iterable[tuple[Any, tuple]]]) -> threading.Thread | None:
+    """Starts compiling a training loop's programs while its state is still being made, and returns
+    the background thread (``join`` it before the first call), or ``None`` when ``make_state``
+    fails abstractly (the real call then raises its own error).
+
+    ``make_state()`` is run only abstractly (``jax.eval_shape``: no arrays, nothing compiled); each
+    ``(jitted, args)`` of ``programs(state)``, ``state`` being those shapes, is then lowered and
+    compiled on the thread. Making a state runs small programs that each compile on first use (every
+    random draw of a new shape: ~0.1 s apiece in a fresh process) and XLA compiles without holding
+    Python's lock, so on two cores the loop's compilation overlaps them. jit's caches are shared, so
+    the first real call runs what was compiled here instead of compiling again. A program that fails
+    to compile here is left for its real call, which raises the error with its own message.
+
+    Used by :func:`fnnet.train.fit` and :func:`fnnet.train.fit_language_model`.
+    """
+    try:
+        state = jax.eval_shape(make_state)
+    except Exception:  # a bad model or params: making the state for real says what is wrong
+        return None
+    jobs = list(programs(state))
+
+    def compile_all():
+        for jitted, args in jobs:
+            try:
+                jitted.lower(*args).compile()
+            except Exception:  # raised again, with its message, where the program is called
+                pass
+
+    thread = threading.Thread(target=compile_all, name="fnnet-compile-ahead", daemon=True)
+    thread.start()
+    return thread
 
 
 def weight_decay_mask(params):
