@@ -104,5 +104,5 @@ class DataParallel:
         """Splits a batch's example axis over the devices (inside jit)."""
         return jax.lax.with_sharding_constraint(array, self.batch)
 
-    def jit_epoch(self, epoch):
-        return jax.jit(epoch, donate_argnums=0, out_shardings=self.replicated)
+    def jit_epoch(self, epoch, compiler_options=None):
+        return jax.jit(epoch, donate_argnums=0, out_shardings=self.replicated, compiler_options=compiler_options)

@@ -24,6 +24,7 @@ from fnnet.train.history import History
 from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy
 from fnnet.train import monitor as layer_monitor
 from fnnet.train.steps import check_monitor
+from fnnet.xla_options import compiler_options
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -253,7 +254,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
 
     # not donated: the state before an epoch stays valid, to replay the epoch if it diverges (a
     # sharded state is donated, and copied first)
-    run_epoch = jax.jit(counted) if placement is None else placement.jit_epoch(counted)
+    options = compiler_options(model)  # fnnet's XLA choices for this model's programs (fnnet.xla_options)
+    run_epoch = jax.jit(counted, compiler_options=options) if placement is None else \
+        placement.jit_epoch(counted, compiler_options=options)
     try:
         ahead = None
         if placement is None:  # the epoch (and evaluation) compile while the model initialises

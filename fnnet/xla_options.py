@@ -1,0 +1,75 @@
+"""The XLA options fnnet compiles its own training and evaluation programs with, where one was
+measured faster than XLA's default on the same program.
+
+One today: **convolutions on the CPU go to XLA's own (Eigen) convolution, not YNNPACK's.** jax
+0.10's CPU backend hands each convolution to a YNNPACK fusion by default
+(``xla_cpu_experimental_ynn_fusion_type``: reductions, single dots, single convolutions). Timed
+alone, the two run a convolution layer equally fast; inside a whole training step they do not:
+``jax.profiler``'s per-thunk times of the classic CNN's step put YNNPACK's forward and ``dx``
+convolutions of the 32→64 layer at 10.8 and 10.7 ms (~85 GFLOP/s), about twice what they take
+alone. With XLA's own convolutions (YNNPACK's reductions and dots kept) the classic CNN's step took
+40-44 ms against 49-56 ms, an epoch of the classic recipe 18.7-19.6 s against 21.4-22.7 s, and an
+epoch of ``fnnet train mnist --model cnn`` 6.4-6.5 s against 6.9-7.3 s (each pair side by side
+on this 2-core machine; ``benchmarks/profile_cnn.py``, ``docs/performance.md``).
+
+The option is passed per program (``jax.jit(..., compiler_options=...)``), never through
+``XLA_FLAGS``, so nothing else in the process changes; it is not passed when the program has no
+convolution layer, off the CPU, when ``XLA_FLAGS`` already sets the option (the user's choice
+wins), or when this jaxlib does not accept it (checked once by compiling a tiny convolution).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.layer import Layer, layer_children
+
+YNN_FUSION_TYPES = "xla_cpu_experimental_ynn_fusion_type"
+"""The XLA option that lists which kinds of operation the CPU backend hands to YNNPACK."""
+
+WITHOUT_YNN_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+"""jax 0.10's default list (reductions, single dots, single convolutions: the compiled HLO of the
+classic CNN's step is identical under the three) without the convolutions."""
+
+CONVOLUTION_KINDS = ("Conv", "Conv1D")
+
+
+def has_convolution(model: Layer) -> bool:
+    """Whether ``model`` (walked through its combinators) holds a built-in convolution layer."""
+    spec = getattr(model, "spec", None)
+    if spec is not None and getattr(spec, "kind", None) in CONVOLUTION_KINDS:
+        return True
+    return any(has_convolution(child) for child in layer_children(model))
+
+
+def compiler_options(model: Layer) -> dict | None:
+    """The ``compiler_options`` for a jitted program that runs ``model`` (``None``: XLA's defaults).
+
+    Example:
+      >>> import fnnet
+      >>> from fnnet.xla_options import compiler_options
+      >>> compiler_options(fnnet.serial(fnnet.Dense(4), fnnet.Relu)) is None   # no convolution
+      True
+    """
+    if not has_convolution(model) or YNN_FUSION_TYPES in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if jax.default_backend() != "cpu" or not _accepted():
+        return None
+    return {YNN_FUSION_TYPES: WITHOUT_YNN_CONVOLUTIONS}
+
+
+@functools.cache
+def _accepted() -> bool:
+    """Whether this jaxlib compiles a program with the option (a later one may rename its values)."""
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    try:
+        jax.jit(conv, compiler_options={YNN_FUSION_TYPES: WITHOUT_YNN_CONVOLUTIONS}).lower(
+            jax.ShapeDtypeStruct((1, 3, 3, 1), jnp.float32), jax.ShapeDtypeStruct((1, 1, 1, 1), jnp.float32)).compile()
+    except Exception:  # an unknown option or enum value: XLA's defaults, as before
+        return False
+    return True
