@@ -55,6 +55,7 @@ bench-e2e: $(STAMP)
 	$(PY) benchmarks/e2e_mnist.py
 	$(PY) benchmarks/e2e_shakespeare.py
 	$(PY) benchmarks/e2e_cnn.py
+	$(PY) benchmarks/e2e_small.py
 
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/scaling.py

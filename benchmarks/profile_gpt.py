@@ -23,6 +23,7 @@ Run: ``python benchmarks/profile_gpt.py`` (about a minute on 2 cores)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -107,11 +108,9 @@ def matmuls_alone():
     return timed(jax.jit(scanned), weights, x, q), flops
 
 
-def whole_step(hlo_path):
-    """ms per step of ``fnnet train shakespeare``'s loop, ``REPEAT`` steps per call."""
-    workload = WORKLOADS["gpt"]
-    runner = FnnetGPT(workload.__class__(**{**workload.__dict__, "n": REPEAT * BATCH}), "manual")
-    hlo_path.write_text(runner.interval.lower(runner.state, runner.tokens, runner.steps).compile().as_text())
+def ms_per_step(runner) -> float:
+    """Milliseconds per step of a contender (``run_epoch`` runs ``runner.steps`` of them): the
+    median of 5 epochs after a warm-up one."""
     runner.run_epoch()
     times = []
     for _ in range(5):
@@ -119,21 +118,20 @@ def whole_step(hlo_path):
         runner.run_epoch()
         times.append(time.perf_counter() - started)
     return statistics.median(times) / runner.steps * 1e3
+
+
+def whole_step(hlo_path):
+    """ms per step of ``fnnet train shakespeare``'s loop, ``REPEAT`` steps per call."""
+    runner = FnnetGPT(dataclasses.replace(WORKLOADS["gpt"], n=REPEAT * BATCH), "manual")
+    hlo_path.write_text(runner.interval.lower(runner.state, runner.tokens, runner.steps).compile().as_text())
+    return ms_per_step(runner)
 
 
 def torch_step():
     """PyTorch eager's nanoGPT step (ms), or None without torch."""
     if importlib.util.find_spec("torch") is None:
         return None
-    workload = WORKLOADS["gpt"]
-    runner = TorchGPT(workload.__class__(**{**workload.__dict__, "n": REPEAT * BATCH}))
-    runner.run_epoch()
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        runner.run_epoch()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) / runner.steps * 1e3
+    return ms_per_step(TorchGPT(dataclasses.replace(WORKLOADS["gpt"], n=REPEAT * BATCH)))
 
 
 def main():

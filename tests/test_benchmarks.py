@@ -34,6 +34,18 @@ def test_benchmark_suite_smoke(repo_root, tmp_path):
     assert "tokens/s" in out.stdout and "Targets" in out.stdout
 
 
+@pytest.mark.slow  # ~10 fresh processes, ~20 s
+def test_small_jobs_benchmark_runs_each_command_and_writes_its_times(repo_root, tmp_path):
+    out_file = tmp_path / "small.json"
+    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "e2e_small.py"), "--repeats", "1",
+                          "--no-demo", "--out", str(out_file)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out_file.read_text())
+    assert set(results) == {"help", "xor_first_run", "xor_again", "numpy_xor"}
+    assert all(seconds > 0 for seconds in results.values())
+    assert "fnnet train xor, first run" in out.stdout and "target <= 2 s" in out.stdout
+
+
 def test_worker_reports_a_skip_for_missing_peers(repo_root):
     out = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
                           f"sys.argv = ['worker', 'torch-eager', 'xor', '--smoke']; "

@@ -5,6 +5,7 @@ fixtures); a single test runs ``python -m fnnet`` in a subprocess to check the e
 """
 
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -110,19 +111,25 @@ def test_missing_mnist_is_a_clear_error(tmp_path):
 def test_the_script_flushes_its_output_and_runs_atexit_before_it_ends_the_process(capsys):
     """``entry_point`` (the ``fnnet`` script, ``python -m fnnet``) ends the process with ``os._exit``
     to skip the interpreter's teardown: into a pipe, which buffers, every line must still arrive,
-    ``atexit`` functions must still run, and the command's exit status must be the process's."""
+    ``atexit`` functions must still run, and the command's exit status must be the process's. It
+    also freezes what the imports built out of Python's collections; ``main``, which tests and
+    notebooks call in a shared process, does not."""
+    frozen = gc.get_freeze_count()
     assert cli.main(["trace", "xor"]) == 0
     expected = capsys.readouterr().out
-    script = ("import atexit, sys\n"
-              "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+    assert gc.isenabled() and gc.get_freeze_count() == frozen  # main() in a process shared with others: no gc.freeze
+    script = ("import atexit, gc, sys\n"
+              "atexit.register(lambda: print(f'atexit ran, gc enabled {gc.isenabled()}, '\n"
+              "                              f'imports frozen {gc.get_freeze_count() > 10_000}', file=sys.stderr))\n"
               "sys.argv = ['fnnet'] + sys.argv[1:]\n"
               "from fnnet.app.cli import entry_point\n"
               "entry_point()\n")
+    ran = "atexit ran, gc enabled True, imports frozen True\n"
     out = subprocess.run([sys.executable, "-c", script, "trace", "xor"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout == expected and out.stderr == "atexit ran\n", out.stderr
+    assert out.returncode == 0 and out.stdout == expected and out.stderr == ran, out.stderr
     out = subprocess.run([sys.executable, "-c", script, "eval", "no-such-run"], capture_output=True, text=True,
                          timeout=300)
-    assert out.returncode == 2 and out.stderr.startswith("fnnet: error: ") and out.stderr.endswith("atexit ran\n")
+    assert out.returncode == 2 and out.stderr.startswith("fnnet: error: ") and out.stderr.endswith(ran)
 
 
 def test_bad_out_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):

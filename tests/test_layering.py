@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(fnnet.__file__).resolve().parent
 APP = PACKAGE / "app"
 OPTIONAL = {"tqdm", "matplotlib", "sklearn", "torch", "onnx", "onnxruntime"}
 """Optional dependencies: imported inside the function that needs them, with a one-line reason."""
-DEFERRED = {("fnnet/app/cli.py", "main", "fnnet.app"): "the commands load JAX: `fnnet --help` and a bad flag do not"}
+DEFERRED = {("fnnet/app/cli.py", "_main", "fnnet.app"): "the commands load JAX: `fnnet --help` and a bad flag do not"}
 """The other imports allowed inside a function, each with its reason."""
 
 

@@ -1,5 +1,6 @@
 """The training engine: manual == autodiff, masking, compile-once, determinism, NaN stop, resume."""
 
+import contextlib
 import logging
 import os
 import signal
@@ -53,11 +54,9 @@ def test_manual_and_autodiff_steps_agree_after_100_steps(optimizer):
     chex.assert_trees_all_close(finals["manual"].params, finals["autodiff"].params, rtol=1e-4, atol=1e-5)
 
 
-def test_fit_compiles_its_epoch_and_evaluation_once_while_the_model_initialises():
-    """The epoch and evaluation programs compile on fit's background thread, for the shapes
-    ``init_state`` is about to give; the first epoch then runs them without compiling again."""
-    model = fnnet.serial(fnnet.Dense(7), fnnet.Tanh, fnnet.Dense(3))  # a model of its own: nothing cached
-    x, y = _blobs(50)
+@contextlib.contextmanager
+def _compiles():
+    """The ``(program, thread)`` of every compilation inside the block, from JAX's compile log."""
     compiles = []
 
     class Record(logging.Handler):
@@ -70,15 +69,29 @@ def test_fit_compiles_its_epoch_and_evaluation_once_while_the_model_initialises(
     logging.getLogger("jax").addHandler(handler)
     jax.config.update("jax_log_compiles", True)  # globally: the flag's context manager holds for one thread
     try:
-        _, history = train.fit(model, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=2,
-                               batch_size=16, key=jax.random.PRNGKey(0), eval_data=(x[:20], y[:20]),
-                               verbose=False)
+        yield compiles
     finally:
         jax.config.update("jax_log_compiles", False)
         logging.getLogger("jax").removeHandler(handler)
+
+
+def test_fit_compiles_its_epoch_and_evaluation_once_while_the_model_initialises():
+    """The epoch and evaluation programs compile on fit's background thread, for the shapes
+    ``init_state`` is about to give; the first epoch then runs them without compiling again."""
+    model = fnnet.serial(fnnet.Dense(7), fnnet.Tanh, fnnet.Dense(3))  # a model of its own: nothing cached
+    x, y = _blobs(50)
+    with _compiles() as compiles:
+        _, history = train.fit(model, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=2,
+                               batch_size=16, key=jax.random.PRNGKey(0), eval_data=(x[:20], y[:20]),
+                               verbose=False)
     assert history.traces == 1 and len(history) == 2
     assert [c for c in compiles if c[0] in ("counted", "run")] == \
         [("counted", "fnnet-compile-ahead"), ("run", "fnnet-compile-ahead")], compiles
+    # inside a thread-local setting, which a new thread would not see, fit compiles on its own thread
+    with _compiles() as compiles, jax.default_matmul_precision("highest"):
+        _, history = train.fit(model, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=1,
+                               batch_size=16, key=jax.random.PRNGKey(0), verbose=False)
+    assert history.traces == 1 and [c for c in compiles if c[0] == "counted"] == [("counted", "MainThread")]
 
 
 def test_padded_batch_equals_batch_of_valid_examples():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import importlib
 import os
 import sys
@@ -224,24 +225,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """``fnnet ARGS``: parses the command line, then runs the command (:func:`fnnet.app.commands.run`);
     returns the exit status (:data:`EXIT_CODES`)."""
+    return _main(argv, whole_process=False)
+
+
+def _main(argv, *, whole_process: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 2
-    from fnnet.app import commands  # only now: `fnnet --help` and a mistyped flag answer without loading JAX
+    if whole_process:  # the imports build ~10^6 objects that live as long as the process: Python's
+        gc.disable()   # collector would scan them again and again, while they are built and after
+    try:
+        from fnnet.app import commands  # only now: `fnnet --help` and a mistyped flag answer without loading JAX
+    finally:
+        if whole_process:
+            gc.freeze()  # what the imports made: never scanned again (a process of its own only)
+            gc.enable()
     return commands.run(args)
 
 
 def entry_point() -> None:
     """The ``fnnet`` script and ``python -m fnnet``: :func:`main`, then the process ends at once.
 
-    A process that has used JAX spends ~0.3 s at exit tearing down its modules, compiled programs
-    and the XLA client, longer than a small job's training (``fnnet train xor``). Once the command
-    has returned, nothing is left to do but flush the output and run the ``atexit`` functions, so
-    those run and the process ends without the teardown (``os._exit``). Errors that escape
-    :func:`main` take Python's usual way out, traceback and all."""
-    code = main()
+    Two things only a process of its own may do, each worth ~0.15-0.35 s of a small job such as
+    ``fnnet train xor`` (about 2 s in all): Python's garbage collector is paused while JAX and fnnet
+    import and what they built is then frozen out of later collections (``gc.freeze``); and once
+    the command has returned, the output is flushed, the ``atexit`` functions run and the process
+    ends (``os._exit``) without tearing down its modules, compiled programs and the XLA client.
+    Errors that escape :func:`main` take Python's usual way out, traceback and all."""
+    code = _main(None, whole_process=True)
     try:
         sys.stdout.flush()
         sys.stderr.flush()

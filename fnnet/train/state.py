@@ -9,6 +9,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+try:  # what keys jit's caches, as one thread sees it (JAX keeps no public name for it)
+    from jax._src.config import trace_context as _jax_trace_context
+except ImportError:
+    _jax_trace_context = None
+
 from fnnet.layer import Layer, init_with_state
 
 
@@ -75,7 +80,10 @@ def compile_ahead(make_state: Callable[[], TrainState],
     random draw of a new shape: ~0.1 s apiece in a fresh process) and XLA compiles without holding
     Python's lock, so on two cores the loop's compilation overlaps them. jit's caches are shared, so
     the first real call runs what was compiled here instead of compiling again. A program that fails
-    to compile here is left for its real call, which raises the error with its own message.
+    to compile here is left for its real call, which raises the error with its own message. Inside a
+    thread-local JAX setting (``with jax.enable_x64():``, ``jax.default_matmul_precision(...)``),
+    which the new thread would not see, nothing is compiled ahead: the first call compiles, as it
+    would without this.
 
     Used by :func:`fnnet.train.fit` and :func:`fnnet.train.fit_language_model`.
     """
@@ -84,8 +92,11 @@ def compile_ahead(make_state: Callable[[], TrainState],
     except Exception:  # a bad model or params: making the state for real says what is wrong
         return None
     jobs = list(programs(state))
+    context = _trace_context()
 
     def compile_all():
+        if context != _trace_context():  # the caller is inside a thread-local setting (jax.enable_x64(),
+            return                       # default_matmul_precision...) a new thread would not see
         for jitted, args in jobs:
             try:
                 jitted.lower(*args).compile()
@@ -95,6 +106,12 @@ def compile_ahead(make_state: Callable[[], TrainState],
     thread = threading.Thread(target=compile_all, name="fnnet-compile-ahead", daemon=True)
     thread.start()
     return thread
+
+
+def _trace_context():
+    """The JAX settings that key jit's caches, as this thread sees them (``None`` if this jax
+    version does not say: then compiling ahead is tried, and at worst wasted)."""
+    return _jax_trace_context() if _jax_trace_context is not None else None
 
 
 def weight_decay_mask(params):
