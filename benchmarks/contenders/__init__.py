@@ -2,7 +2,9 @@
 
 Every contender builds a runner for a workload: ``run_epoch()`` trains one epoch (blocking until
 done) and returns the number of examples (or net-steps) processed; the first call includes
-compilation. Runners with ``measure_fit(epochs)`` return fit's own per-epoch seconds instead. All
+compilation. Runners with ``measure_fit(epochs)`` return fit's per-epoch seconds instead, the first
+timed from fit's call, so that it holds the compilation fit does while the model initialises
+(``_shared.fit_seconds``). All
 use float32 and the same shapes, batch size, optimizer and learning rate.
 
 One module per contender for the MLP and XOR workloads (``fnnet_fit``, ``jax_scan``,

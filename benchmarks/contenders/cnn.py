@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from contenders._shared import fit_seconds
+
 
 def random_images(workload, seed=0):
     rng = np.random.default_rng(seed)
@@ -41,14 +43,8 @@ class FnnetCNN:
         self.optimizer = optax.adam(workload.lr)
 
     def measure_fit(self, epochs):
-        import jax
-
-        from fnnet import train
-
-        _, history = train.fit(self.model, self.loss, self.optimizer, self.data, epochs=epochs,
-                               batch_size=self.w.batch, key=jax.random.PRNGKey(0), grad=self.grad,
-                               verbose=False, monitor=self.monitor)
-        return history.seconds
+        return fit_seconds(self.model, self.loss, self.optimizer, self.data, epochs=epochs, batch_size=self.w.batch,
+                           grad=self.grad, verbose=False, monitor=self.monitor)
 
 
 def _plain_jax_cnn():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from contenders._shared import optax_for
+from contenders._shared import fit_seconds, optax_for
 from workloads import random_data
 
 
@@ -36,16 +36,10 @@ class FnnetFit:
         """Per-epoch seconds of one ``fit`` run (the first includes compilation). With ``progress``,
         as on a terminal: the tqdm bar (on stderr) moved from inside each compiled epoch. With
         ``monitor``: fit's per-layer health recorded every ``monitor`` steps."""
-        import jax
-
-        from fnnet import train
-
         if self.progress:  # fit draws its bar only on a terminal: say the worker's streams are one
             sys.stdout.isatty = sys.stderr.isatty = lambda: True
-        _, history = train.fit(self.model, self.loss, self.optimizer, self.data, epochs=epochs,
-                               batch_size=self.w.batch, key=jax.random.PRNGKey(0), grad=self.grad,
-                               verbose=self.progress, monitor=self.monitor)
-        return history.seconds
+        return fit_seconds(self.model, self.loss, self.optimizer, self.data, epochs=epochs,
+                           batch_size=self.w.batch, grad=self.grad, verbose=self.progress, monitor=self.monitor)
 
     def run_epoch(self):
         import jax
