@@ -4,6 +4,7 @@ No timing is asserted here (the machines are shared and noisy); `make bench` mea
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -44,6 +45,15 @@ def test_small_jobs_benchmark_runs_each_command_and_writes_its_times(repo_root, 
     assert set(results) == {"help", "xor_first_run", "xor_again", "numpy_xor"}
     assert all(seconds > 0 for seconds in results.values())
     assert "fnnet train xor, first run" in out.stdout and "target <= 2 s" in out.stdout
+
+
+@pytest.mark.slow  # one traced CNN step, ~15 s
+def test_thunk_profile_names_the_layer_of_each_operation(repo_root):
+    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "profile_thunks.py"), "--net", "small",
+                          "--top", "5"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = out.stdout.splitlines()[2:]
+    assert len(rows) == 5 and all(re.search(r"serial/(forward|backward)/\w", row) for row in rows), out.stdout
 
 
 def test_worker_reports_a_skip_for_missing_peers(repo_root):
