@@ -97,7 +97,8 @@ def op_names(compiled_text: str) -> dict:
     """Each HLO instruction's ``op_name`` (the layer and pass it comes from), by instruction name."""
     names = {}
     for match in re.finditer(r"%?([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", compiled_text):
-        names[match.group(1)] = match.group(2)
+        octal = re.sub(r"\\([0-7]{3})", lambda byte: chr(int(byte.group(1), 8)), match.group(2))
+        names[match.group(1)] = octal.encode("latin-1", "replace").decode("utf-8", "replace")  # HLO escapes UTF-8 bytes
     return names
 
 
@@ -115,6 +116,7 @@ def main():
     print(f"{'span ms':>8} {'to end':>7}  {'thunk':34s} layer/pass")
     for name in sorted(spans, key=lambda name: -max(spans[name], to_end[name]))[:args.top]:
         where = re.sub(r"^jit\([^)]*\)/(while/body/)?(closed_call/)?", "", names.get(name, ""))
+        where = re.sub(r"\b(serial|parallel)/(forward|backward)/", "", where)  # the combinators' own scopes
         after = f"{to_end[name]:7.2f}" if name in to_end else ""
         print(f"{spans[name]:8.2f} {after:>7}  {name:34s} {where[-80:]}")
 

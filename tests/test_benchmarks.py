@@ -53,7 +53,7 @@ def test_thunk_profile_names_the_layer_of_each_operation(repo_root):
                           "--top", "5"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = out.stdout.splitlines()[2:]
-    assert len(rows) == 5 and all(re.search(r"serial/(forward|backward)/\w", row) for row in rows), out.stdout
+    assert len(rows) == 5 and all(re.search(r"\w\)?/(forward|backward)/\w", row) for row in rows), out.stdout
 
 
 def test_worker_reports_a_skip_for_missing_peers(repo_root):
