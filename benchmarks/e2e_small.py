@@ -9,7 +9,7 @@
 * ``python -m fnnet demo`` (target <= 15 s; what ``make demo`` runs once installed).
 
 Each time is the wall time from launching the process to its end, the median of ``--repeats``
-runs. Writes ``benchmarks/results/e2e_small.json`` (``--out``).
+runs (the demo, ~12 s, runs once). Writes ``benchmarks/results/e2e_small.json`` (``--out``).
 
 Run: ``python benchmarks/e2e_small.py`` (about a minute on 2 cores; the demo needs MNIST or scikit-learn)
 """
@@ -58,7 +58,9 @@ def main(argv=None) -> int:
         xor = fnnet + ["train", "xor", "--out", os.path.join(tmp, "xor"), "--overwrite"]  # as typed: its output too
         results["help"] = median_wall(fnnet + ["--help"], args.repeats, first_run)
         results["xor_first_run"] = median_wall(xor, args.repeats, first_run)
-        timed(xor, env=again)  # fills the cache folder of the runs below
+        filled, _ = timed(xor, env=again)  # fills the cache folder of the runs below
+        if filled.returncode != 0:
+            sys.exit(f"{' '.join(xor)} failed:\n{filled.stderr}")
         results["xor_again"] = median_wall(xor, args.repeats, again)
         results["numpy_xor"] = median_wall([sys.executable, "-c", NUMPY_XOR], args.repeats)
         if not args.no_demo:

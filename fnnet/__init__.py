@@ -44,7 +44,7 @@ _LAZY_MODULES = {"checkpoint": "fnnet.checkpoint", "initializers": "fnnet.initia
                  "datasets": "fnnet.datasets", "distributed": "fnnet.distributed", "app": "fnnet.app",
                  "recipes": "fnnet.app.recipes", "runs": "fnnet.app.runs", "cli": "fnnet.app.cli",
                  "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs", "tracing": "fnnet.tracing",
-                 "interop": "fnnet.interop"}
+                 "interop": "fnnet.interop", "xla_options": "fnnet.xla_options"}
 _FROM = {
     "fnnet.checkpoint": ("load", "save"),
     "fnnet.combinators": ("FanInConcat", "FanInSum", "FanOut", "Residual", "Tied", "parallel", "serial"),

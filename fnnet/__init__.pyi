@@ -3,7 +3,7 @@
 from typing import Any
 
 from fnnet import (app, checkpoint, datasets, distributed, gpt, gradcheck, initializers, interop, layers, losses,
-                   tracing, train)
+                   tracing, train, xla_options)
 from fnnet.app import cli, jobs, recipes, runs, shakespeare
 from fnnet.app.runs import Run, load_run
 from fnnet.checkpoint import load, save

@@ -8,9 +8,15 @@ alone, the two run a convolution layer equally fast; inside a whole training ste
 ``jax.profiler``'s per-thunk times of the classic CNN's step put YNNPACK's forward and ``dx``
 convolutions of the 32→64 layer at 10.8 and 10.7 ms (~85 GFLOP/s), about twice what they take
 alone. With XLA's own convolutions (YNNPACK's reductions and dots kept) the classic CNN's step took
-40-44 ms against 49-56 ms, an epoch of the classic recipe 18.7-19.6 s against 21.4-22.7 s, and an
-epoch of ``fnnet train mnist --model cnn`` 6.4-6.5 s against 6.9-7.3 s (each pair side by side
-on this 2-core machine; ``benchmarks/profile_cnn.py``, ``docs/performance.md``).
+45.8 ms against 54.7 ms (medians of 8, in turns in one process) and an epoch of the classic recipe
+18.7-19.6 s against 21.4-22.7 s; on the smaller network of ``fnnet train mnist --model cnn`` the
+difference is within this 2-core machine's noise (``benchmarks/profile_cnn.py``,
+``benchmarks/profile_thunks.py``, ``docs/performance.md``).
+
+A step you jit yourself gets XLA's defaults; to compile it as ``fit`` does::
+
+    step = jax.jit(fnnet.train.make_train_step(model, loss, optimizer),
+                   compiler_options=fnnet.xla_options.compiler_options(model))
 
 The option is passed per program (``jax.jit(..., compiler_options=...)``), never through
 ``XLA_FLAGS``, so nothing else in the process changes; it is not passed when the program has no

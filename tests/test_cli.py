@@ -111,25 +111,48 @@ def test_missing_mnist_is_a_clear_error(tmp_path):
 def test_the_script_flushes_its_output_and_runs_atexit_before_it_ends_the_process(capsys):
     """``entry_point`` (the ``fnnet`` script, ``python -m fnnet``) ends the process with ``os._exit``
     to skip the interpreter's teardown: into a pipe, which buffers, every line must still arrive,
-    ``atexit`` functions must still run, and the command's exit status must be the process's. It
-    also freezes what the imports built out of Python's collections; ``main``, which tests and
-    notebooks call in a shared process, does not."""
+    ``atexit`` functions must still run (and what they write arrive too), and the command's exit
+    status must be the process's. It also freezes what the imports built out of Python's
+    collections; ``main``, which tests and notebooks call in a shared process, does not."""
     frozen = gc.get_freeze_count()
     assert cli.main(["trace", "xor"]) == 0
     expected = capsys.readouterr().out
     assert gc.isenabled() and gc.get_freeze_count() == frozen  # main() in a process shared with others: no gc.freeze
     script = ("import atexit, gc, sys\n"
               "atexit.register(lambda: print(f'atexit ran, gc enabled {gc.isenabled()}, '\n"
-              "                              f'imports frozen {gc.get_freeze_count() > 10_000}', file=sys.stderr))\n"
+              "                              f'imports frozen {gc.get_freeze_count() > 10_000}', end=''))\n"
               "sys.argv = ['fnnet'] + sys.argv[1:]\n"
               "from fnnet.app.cli import entry_point\n"
               "entry_point()\n")
-    ran = "atexit ran, gc enabled True, imports frozen True\n"
-    out = subprocess.run([sys.executable, "-c", script, "trace", "xor"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout == expected and out.stderr == ran, out.stderr
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
+    ran = "atexit ran, gc enabled True, imports frozen True"  # no newline: only a last flush sends it
+    out = subprocess.run([sys.executable, "-c", script, "trace", "xor"], capture_output=True, text=True,
+                         timeout=300, env=buffered)
+    assert out.returncode == 0 and out.stdout == expected + ran, out.stderr
     out = subprocess.run([sys.executable, "-c", script, "eval", "no-such-run"], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 2 and out.stderr.startswith("fnnet: error: ") and out.stderr.endswith(ran)
+                         timeout=300, env=buffered)
+    assert out.returncode == 2 and out.stderr.startswith("fnnet: error: ") and out.stdout == ran
+
+
+def test_a_lost_output_keeps_the_finished_epochs_and_says_so(tmp_path):
+    """``fnnet train ... | head`` and ``> /dev/full``: the epochs finished before the output was lost
+    are kept in the run folder (fit checkpoints on an ``OSError`` as on Ctrl-C); a full disk is exit 4
+    and one line, a reader gone is exit 141 and silence."""
+    out = tmp_path / "piped"
+    process = subprocess.Popen([sys.executable, "-m", "fnnet", "train", "xor", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while b"epoch 2/" not in process.stdout.readline():  # two epochs finished, then the reader goes
+        pass
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141 and stderr == ""
+    assert cli.main(["eval", str(out)]) == 0  # the checkpoint of the finished epochs
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "fnnet", "train", "xor", "--out", str(tmp_path / "full")],
+                                    stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+        assert result.returncode == 4 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("fnnet: error: no space left on the device"), result.stderr
 
 
 def test_bad_out_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):

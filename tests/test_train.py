@@ -94,6 +94,21 @@ def test_fit_compiles_its_epoch_and_evaluation_once_while_the_model_initialises(
     assert history.traces == 1 and [c for c in compiles if c[0] == "counted"] == [("counted", "MainThread")]
 
 
+def test_fit_checks_the_data_before_anything_compiles_and_names_eval_data():
+    model = fnnet.serial(fnnet.Dense(5), fnnet.Relu, fnnet.Dense(3))
+    x, y = _blobs(40)
+    with _compiles() as compiles, pytest.raises(ValueError, match=r"fit: .*label"):
+        train.fit(model, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y.at[3].set(7)), epochs=1, batch_size=8,
+                  key=jax.random.PRNGKey(0), verbose=False)
+    assert [c for c in compiles if c[0] in ("counted", "run")] == []  # refused before the epoch compiled
+    with pytest.raises(ValueError, match=r"fit \(eval_data\): .*Dense\(5\).*\(10, 4\)"):  # the user's shape
+        train.fit(model, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=8,
+                  key=jax.random.PRNGKey(0), eval_data=(x[:10, :4], y[:10]), verbose=False)
+    with pytest.raises(ValueError, match="eval_batch_size must be a positive int, got 0"):
+        train.fit(model, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=8,
+                  key=jax.random.PRNGKey(0), eval_data=(x, y), eval_batch_size=0, verbose=False)
+
+
 def test_padded_batch_equals_batch_of_valid_examples():
     x, y = _blobs(40)
     optimizer = optax.sgd(0.1)

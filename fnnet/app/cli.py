@@ -255,15 +255,19 @@ def entry_point() -> None:
     ends (``os._exit``) without tearing down its modules, compiled programs and the XLA client.
     Errors that escape :func:`main` take Python's usual way out, traceback and all."""
     code = _main(None, whole_process=True)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:  # the reader has gone (`fnnet trace xor | head`): nothing more to say
-        code = code or 141
     for thread in threading.enumerate():  # non-daemon threads would be joined at a normal exit
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):  # last: what the threads and atexit functions wrote too
+        try:
+            if stream is not None:  # `fnnet ... >&-`: no stdout at all
+                stream.flush()
+        except BrokenPipeError:  # the reader has gone (`fnnet trace xor | head`): nothing more to say
+            code = code or 141
+        except OSError as error:  # `> /dev/full`
+            code = code or 4
+            os.write(2, f"fnnet: error: the output could not be written ({error.strerror or error})\n".encode())
     os._exit(code)
 
 

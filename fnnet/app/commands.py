@@ -3,6 +3,7 @@ loading JAX, so ``fnnet --help`` and a mistyped flag answer at once), then :func
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -566,6 +567,16 @@ def _train_out(args) -> str:
     return args.out or f"runs/{args.dataset}"
 
 
+def _kept(args) -> str:
+    """For a ``train`` stopped by an error: ``"; "`` and which checkpoint its run folder keeps."""
+    if getattr(args, "command", None) != "train":
+        return ""
+    out = _train_out(args)
+    kept = train.checkpoint_progress(pathlib.Path(out) / train.CHECKPOINT_NAME)
+    return f"; nothing was kept in {out}" if kept is None else \
+        f"; the checkpoint of {kept[0]} {kept[1]} in {out} is kept (--resume continues it)"
+
+
 def _interrupted_message(args) -> str:
     """What Ctrl-C leaves behind: the checkpoint kept and how to continue."""
     if getattr(args, "command", None) != "train":
@@ -625,7 +636,8 @@ def run(args) -> int:
     use_compilation_cache()
     try:
         code = COMMANDS[args.command](args)
-        sys.stdout.flush()  # a closed pipe shows here, inside main, not at the interpreter's exit
+        if sys.stdout is not None:  # `fnnet ... >&-` leaves none
+            sys.stdout.flush()  # a closed pipe or a full disk shows here, inside main, not at the exit
         return code
     except TrainingDiverged as error:
         print(f"fnnet: error: training diverged: {error}. Try a smaller --lr, or --optimizer adam",
@@ -643,3 +655,11 @@ def run(args) -> int:
     except BrokenPipeError:  # `fnnet trace xor | head`: the reader has gone; stop quietly, as head expects
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        if sys.stdout is not None:  # `> /dev/full`: what is still buffered goes nowhere, not to a second error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"fnnet: error: no space left on the device: {error.filename or 'the output'} could not be written"
+              + _kept(args), file=sys.stderr)
+        return 4

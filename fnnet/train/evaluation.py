@@ -90,10 +90,20 @@ def evaluation_program(model: Layer, loss: Loss, x, *, batch_size: int = 1024, t
 
 def validate(model: Layer, loss: Loss, params, x, y, where: str, model_state=()) -> None:
     """The host-side checks of :mod:`fnnet.train.inputs` for ``params`` on ``(x, y)``."""
-    out = jax.eval_shape(lambda p, s, x: apply_with_state(model, p, s, x)[0], params, model_state,
-                         jax.ShapeDtypeStruct((2,) + x.shape[1:], x.dtype))
-    inputs.check_targets(loss, y, out.shape[1:], where)
+    validate_targets(model, loss, params, x, y, where, model_state)
     inputs.check_outputs(loss, model, params, x, where, model_state=model_state)
+
+
+def validate_targets(model: Layer, loss: Loss, params, x, y, where: str, model_state=()) -> None:
+    """The checks of :func:`validate` that need only the shapes of ``params`` (``jax.eval_shape``'s
+    will do, so ``fit`` runs them before anything compiles): that the model takes ``x`` and that
+    the targets ``y`` fit its outputs (labels within its classes...). Errors start with ``where``."""
+    try:
+        out = jax.eval_shape(lambda p, s, x: apply_with_state(model, p, s, x)[0], params, model_state,
+                             jax.ShapeDtypeStruct(x.shape, x.dtype))
+    except ValueError as error:  # the layer that cannot take these inputs, named by the model
+        raise ValueError(f"{where}: {error}") from error
+    inputs.check_targets(loss, y, out.shape[1:], where)
 
 
 def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):

@@ -19,7 +19,7 @@ from fnnet.train import inputs
 from fnnet.train.augment import augment_batch
 from fnnet.train.diverged import located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
-from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate
+from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate, validate_targets
 from fnnet.train.history import History
 from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy
 from fnnet.train import monitor as layer_monitor
@@ -147,8 +147,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     """Trains ``model`` on ``train_data = (x, y)``; returns ``(state, history)``.
 
     Each epoch shuffles on the device and runs all its batches in one jitted
-    ``lax.scan`` (compiled once, on a background thread while the model initialises,
-    :func:`fnnet.train.state.compile_ahead`; no array you hold is ever donated: ``params`` are copied
+    ``lax.scan`` (compiled once; without ``mesh`` and outside thread-local JAX settings, on a
+    background thread while the model initialises, :func:`fnnet.train.state.compile_ahead`; a
+    model with convolutions with :mod:`fnnet.xla_options`; no array you hold is ever donated: ``params`` are copied
     first, ``on_epoch_end`` gets a state of its own that stays valid, and the state before
     each epoch is kept until the epoch ends, to replay it if the loss diverges). The last partial batch is padded and
     masked: no example is dropped, nothing recompiles. A model with state (BatchNorm) gets
@@ -156,9 +157,11 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     (:func:`fnnet.train.make_epoch`).
 
     Before anything compiles, the data are checked on the host (:mod:`fnnet.train.inputs`):
-    NaN/inf in ``x``, ``y`` or ``eval_data``, labels outside the model's classes, targets
-    or outputs outside [0, 1] for the binary losses, and ``params`` that do not fit the
-    model for examples of shape ``x.shape[1:]`` raise a ``ValueError`` naming what is wrong.
+    NaN/inf in ``x``, ``y`` or ``eval_data``, inputs the model cannot take, labels outside the
+    model's classes, targets outside [0, 1] for the binary losses, and ``params`` that do not fit
+    the model for examples of shape ``x.shape[1:]`` raise a ``ValueError`` naming what is wrong;
+    so do outputs outside [0, 1] for a probability loss, found by running the initialised model
+    on the first examples.
 
     Args:
       epochs: number of passes over the data (in total, when resuming).
@@ -176,7 +179,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
       checkpoint_every: with ``checkpoint_dir``, the seconds that must pass between two
         checkpoints (``0``, the default: after every epoch). A checkpoint is always written
         after the last epoch and at an early stop, and, when the last finished epoch has not
-        been saved yet, on Ctrl-C (``KeyboardInterrupt``) and when the loss diverges (the last
+        been saved yet, on Ctrl-C (``KeyboardInterrupt``), when the output is lost (``OSError``: a
+        pipe's reader gone, a full disk) and when the loss diverges (the last
         good state). Many tiny epochs (XOR: 1,000 of 4 examples) then cost a few writes, not
         one per epoch; a killed process loses at most this many seconds of training.
       resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
@@ -223,6 +227,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
+        raise ValueError(f"fit: eval_batch_size must be a positive int, got {eval_batch_size!r}")
     x, y = inputs.as_arrays(train_data, "fit")
     if eval_data is not None:
         eval_data = inputs.as_arrays(eval_data, "fit (eval_data)")
@@ -259,14 +265,22 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         placement.jit_epoch(counted, compiler_options=options)
     try:
         ahead = None
-        if placement is None:  # the epoch (and evaluation) compile while the model initialises
+        try:  # the state's shapes: nothing is computed or compiled
+            shapes = jax.eval_shape(lambda: init_state(model, optimizer, key, x.shape[1:], params))
+        except Exception:  # a bad model or params: making the state below says what is wrong
+            shapes = None
+        if shapes is not None:  # the data checks that need only shapes come before anything compiles
+            validate_targets(model, loss, shapes.params, x, y, "fit", shapes.model_state)
+            if eval_data is not None:
+                validate_targets(model, loss, shapes.params, *eval_data, "fit (eval_data)", shapes.model_state)
+        if placement is None and shapes is not None:  # the epoch (and evaluation) compile while the model initialises
             def programs(state):
                 yield run_epoch, (state, x, y)
                 if eval_data is not None:
                     yield (evaluation_program(model, loss, eval_data[0], batch_size=eval_batch_size, task=task),
                            (state.params, state.model_state, *eval_data))
 
-            ahead = compile_ahead(lambda: init_state(model, optimizer, key, x.shape[1:], params), programs)
+            ahead = compile_ahead(shapes, programs)
         state = init_state(model, optimizer, key, x.shape[1:], params)
         validate(model, loss, state.params, x, y, "fit", state.model_state)
         if eval_data is not None:
@@ -324,13 +338,14 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
                 history.eval_accuracy.append(None)
             history.seconds.append(seconds)
             history.traces = traces[0]
-            progress.update(history)
+            warnings = []
             if monitor is not None:
                 layer_monitor.record(history, metrics["health"], start_step + 1 + np.asarray(metrics["health_at"]))
-                for message in layer_monitor.health_warnings(history):
-                    if verbose:
-                        print(f"fit: warning: {message}", file=sys.stderr, flush=True)
-            finished = (epoch + 1, state)
+                warnings = layer_monitor.health_warnings(history)
+            finished = (epoch + 1, state)  # complete: from here a Ctrl-C or a lost output keeps this epoch
+            progress.update(history)
+            for message in warnings if verbose else ():
+                print(f"fit: warning: {message}", file=sys.stderr, flush=True)
             last = epoch + 1 == epochs
             if ckpt_path is not None and (last or time.perf_counter() - saved["at"] >= checkpoint_every):
                 checkpoint_now(state, epoch + 1)
@@ -338,9 +353,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
                 if ckpt_path is not None and saved["epoch"] < epoch + 1:
                     checkpoint_now(state, epoch + 1)
                 break  # early stopping: the callback asked for it
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OSError):  # Ctrl-C, or the output gone (`fnnet train ... | head`, a full disk)
         if ckpt_path is not None and saved["epoch"] < finished[0] == len(history) == len(history.seconds):
-            checkpoint_now(finished[1], finished[0])  # Ctrl-C: keep the epochs already trained
+            checkpoint_now(finished[1], finished[0])  # keep the epochs already trained
         raise
     finally:
         progress.close()

@@ -239,9 +239,13 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
                              batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
 
-    ahead = compile_ahead(lambda: init_state(model, optimizer, key, (block_size,), params),
-                          lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
-                                         (val_estimate, (state, val_device))])
+    try:  # the state's shapes, to compile the interval while the model initialises
+        shapes = jax.eval_shape(lambda: init_state(model, optimizer, key, (block_size,), params))
+    except Exception:  # a bad model or params: making the state below says what is wrong
+        shapes = None
+    ahead = None if shapes is None else compile_ahead(
+        shapes, lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
+                               (val_estimate, (state, val_device))])
     state = init_state(model, optimizer, key, (block_size,), params)
     history = LanguageHistory()
     if resume and ckpt_path is not None and ckpt_path.exists():

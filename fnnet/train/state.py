@@ -68,14 +68,13 @@ def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_sh
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key, model_state)
 
 
-def compile_ahead(make_state: Callable[[], TrainState],
-                  programs: Callable[[TrainState], Iterable[tuple[Any, tuple]]]) -> threading.Thread | None:
+def compile_ahead(state: TrainState, programs: Callable[[TrainState], Iterable[tuple[Any, tuple]]]
+                  ) -> threading.Thread:
     """Starts compiling a training loop's programs while its state is still being made, and returns
-    the background thread (``join`` it before the first call), or ``None`` when ``make_state``
-    fails abstractly (the real call then raises its own error).
+    the background thread (``join`` it before the first call).
 
-    ``make_state()`` is run only abstractly (``jax.eval_shape``: no arrays, nothing compiled); each
-    ``(jitted, args)`` of ``programs(state)``, ``state`` being those shapes, is then lowered and
+    ``state`` holds the shapes the state will have (``jax.eval_shape`` of the function that makes it:
+    no arrays, nothing compiled); each ``(jitted, args)`` of ``programs(state)`` is lowered and
     compiled on the thread. Making a state runs small programs that each compile on first use (every
     random draw of a new shape: ~0.1 s apiece in a fresh process) and XLA compiles without holding
     Python's lock, so on two cores the loop's compilation overlaps them. jit's caches are shared, so
@@ -87,10 +86,6 @@ def compile_ahead(make_state: Callable[[], TrainState],
 
     Used by :func:`fnnet.train.fit` and :func:`fnnet.train.fit_language_model`.
     """
-    try:
-        state = jax.eval_shape(make_state)
-    except Exception:  # a bad model or params: making the state for real says what is wrong
-        return None
     jobs = list(programs(state))
     context = _trace_context()
 
