@@ -27,10 +27,9 @@ import jax
 import optax
 
 import fnnet
-from fnnet import train
+from fnnet import train, xla_options
 from fnnet.app import recipes
 from fnnet.layer import abstract_init
-from fnnet.xla_options import compiler_options
 from profiling import REPEAT, layer_ms, timed
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -69,7 +68,7 @@ def whole_step(net, hlo_path):
     def steps(s, x, y):
         return jax.lax.scan(lambda s, b: step(s, *b), s, (x, y))[0]
 
-    runs = [jax.jit(steps, compiler_options=compiler_options(model)), jax.jit(steps)]
+    runs = [xla_options.jit(steps, model), jax.jit(steps)]
     hlo_path.write_text(runs[0].lower(state, x, y).compile().as_text())
     times = [[], []]
     for _ in range(8):

@@ -25,10 +25,9 @@ import optax
 
 import fnnet
 from contenders.gpt import BLOCK, FEATURES, HEADS, LAYERS, VOCAB, _optimizer, random_tokens
-from fnnet import gpt, train
+from fnnet import gpt, train, xla_options
 from fnnet.app import recipes
 from fnnet.train import language
-from fnnet.xla_options import compiler_options
 from workloads import WORKLOADS
 
 STEPS = 10
@@ -41,9 +40,9 @@ def step_program(net: str, xla_defaults: bool):
         model, optimizer = gpt.GPT(gpt.GPTConfig(VOCAB, BLOCK, LAYERS, HEADS, FEATURES)), _optimizer()
         state = train.init_state(model, optimizer, jax.random.PRNGKey(0), (BLOCK,))
         interval = language.make_interval(model, optimizer, block_size=BLOCK, batch_size=WORKLOADS["gpt"].batch)
-        options = None if xla_defaults else compiler_options(model)
-        return jax.jit(interval, static_argnums=2, compiler_options=options), \
-            (state, jax.device_put(random_tokens()), STEPS)
+        jitted = jax.jit(interval, static_argnums=2) if xla_defaults else \
+            xla_options.jit(interval, model, static_argnums=2)
+        return jitted, (state, jax.device_put(random_tokens()), STEPS)
     model, optimizer = recipes.build_cnn(10, (28, 28, 1), kind=net), optax.adam(1e-3)
     step = train.make_train_step(model, fnnet.losses.softmax_cross_entropy, optimizer)
     state = train.init_state(model, optimizer, jax.random.PRNGKey(0), (28, 28, 1))
@@ -53,7 +52,7 @@ def step_program(net: str, xla_defaults: bool):
     def steps(state, x, y):
         return jax.lax.scan(lambda state, batch: step(state, *batch), state, (x, y))[0]
 
-    return jax.jit(steps, compiler_options=None if xla_defaults else compiler_options(model)), (state, x, y)
+    return (jax.jit(steps) if xla_defaults else xla_options.jit(steps, model)), (state, x, y)
 
 
 def thunk_times(jitted, args, calls: int = 3) -> tuple[collections.Counter, collections.Counter]:

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnet import xla_options
+
 DATA_AXIS = "data"
 
 
@@ -104,5 +106,8 @@ class DataParallel:
         """Splits a batch's example axis over the devices (inside jit)."""
         return jax.lax.with_sharding_constraint(array, self.batch)
 
-    def jit_epoch(self, epoch, compiler_options=None):
-        return jax.jit(epoch, donate_argnums=0, out_shardings=self.replicated, compiler_options=compiler_options)
+    def jit_epoch(self, epoch, model=None):
+        """``epoch`` jitted to run on the mesh (the state donated), with fnnet's XLA options for
+        ``model`` (:func:`fnnet.xla_options.jit`)."""
+        return xla_options.jit(epoch, model, donate_argnums=0, out_shardings=self.replicated) if model is not None \
+            else jax.jit(epoch, donate_argnums=0, out_shardings=self.replicated)

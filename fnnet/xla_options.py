@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,36 @@ WITHOUT_YNN_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIV
 classic CNN's step is identical under the three) without the convolutions."""
 
 CONVOLUTION_KINDS = ("Conv", "Conv1D")
+
+
+_tracing = threading.local()  # the options of the program whose trace is running in this thread
+
+
+def jit(fn, model: Layer, **jit_options):
+    """``jax.jit(fn, **jit_options)`` compiled with :func:`compiler_options` for ``model``, and
+    traced knowing them: while ``fn`` is traced, :func:`xla_convolutions` tells ``model``'s layers
+    whether its convolutions will be XLA's own (``Conv``'s backward then computes ``dW`` as a
+    convolution instead of one im2col product: each form is the faster one on its backend)."""
+    options = compiler_options(model)
+    if options is None:
+        return jax.jit(fn, **jit_options)
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        outer = getattr(_tracing, "options", None)
+        _tracing.options = options
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _tracing.options = outer
+
+    return jax.jit(traced, compiler_options=options, **jit_options)
+
+
+def xla_convolutions() -> bool:
+    """Whether the program being traced in this thread compiles its convolutions with XLA's own
+    (:func:`jit` with fnnet's options) rather than YNNPACK's (XLA's default on the CPU)."""
+    return getattr(_tracing, "options", None) == {YNN_FUSION_TYPES: WITHOUT_YNN_CONVOLUTIONS}
 
 
 def has_convolution(model: Layer) -> bool:

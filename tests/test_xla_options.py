@@ -11,7 +11,6 @@ import pytest
 
 import fnnet
 from fnnet import losses, train, xla_options
-from fnnet.train import fitting
 from fnnet.train.evaluation import evaluation_program
 
 CNN = fnnet.serial(fnnet.Conv(32, 3), fnnet.BatchNorm(), fnnet.Relu, fnnet.MaxPool(2), fnnet.Flatten, fnnet.Dense(3))
@@ -53,18 +52,40 @@ def test_the_options_move_convolutions_off_ynnpack_and_compute_the_same_step():
 
 
 def test_fit_and_evaluation_compile_with_the_options(monkeypatch):
-    asked = []
+    asked, chosen = [], xla_options.compiler_options
 
     def recorded(model):
         asked.append(model)
-        return xla_options.compiler_options(model)
+        return chosen(model)
 
-    monkeypatch.setattr(fitting, "compiler_options", recorded)
+    monkeypatch.setattr(xla_options, "compiler_options", recorded)
     x = jax.random.normal(jax.random.PRNGKey(0), (40,) + SHAPE)
     y = jax.random.randint(jax.random.PRNGKey(1), (40,), 0, 3)
     _, history = train.fit(CNN, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=2, batch_size=32,
                            key=jax.random.PRNGKey(0), eval_data=(x, y), verbose=False)
-    assert asked == [CNN] and history.traces == 1 and jnp.isfinite(history.eval_loss[-1])
+    assert asked[:2] == [CNN, CNN] and history.traces == 1 and jnp.isfinite(history.eval_loss[-1])  # epoch, eval
     _, params, model_state = fnnet.init_with_state(CNN, jax.random.PRNGKey(0), SHAPE)
     program = evaluation_program(CNN, losses.softmax_cross_entropy, x[:32])
     assert _ynn_convolutions(program.lower(params, model_state, x[:32], y[:32]).compile().as_text()) == []
+
+
+def test_the_trace_knows_its_options_and_conv_dw_in_either_form_matches_jax_vjp():
+    """Under :func:`xla_options.jit` (fit's programs) ``Conv``'s backward computes ``dW`` as a
+    convolution, elsewhere on the CPU as one im2col product: both must be ``jax.vjp`` of the forward."""
+    seen = []
+    model = fnnet.serial(fnnet.Conv(6, 3, strides=2, padding="VALID"), fnnet.Relu, fnnet.Conv(4, 3, dilation=2))
+    jax.jit(lambda x: seen.append(xla_options.xla_convolutions()) or x)(1.0)
+    xla_options.jit(lambda x: seen.append(xla_options.xla_convolutions()) or x, model)(1.0)
+    assert seen == [False, True] and not xla_options.xla_convolutions()  # set only while tracing
+    _, params = model.init(jax.random.PRNGKey(0), (13, 13, 3))
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 13, 13, 3))
+    y, vjp = jax.vjp(model.apply, params, x)
+    dy = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+    expected = vjp(dy)
+
+    def hand_written(params, x, dy):
+        _, residuals = model.forward(params, x)
+        return model.backward(params, residuals, dy)
+
+    for jitted in (jax.jit(hand_written), xla_options.jit(hand_written, model)):
+        chex.assert_trees_all_close(jitted(params, x, dy), expected, rtol=2e-5, atol=2e-5)

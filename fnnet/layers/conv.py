@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet import initializers
+from fnnet import initializers, xla_options
 from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import (check_param_keys, explicit_padding, padding_spec, param_dtype, positive_ints,
                                   window_geometry)
@@ -88,13 +88,18 @@ def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
 
     On the CPU, without feature groups and while the input's patches fit in 32 MiB, it is
     one matrix product (:func:`_kernel_grad_im2col`), ~1.5-3x faster there than the
-    convolution below at the example CNN's shapes (``benchmarks/profile_cnn.py``).
-    Otherwise it is a canonical convolution in which the input channels play the batch,
-    the examples the features, and ``dy`` is the kernel (``batch_group_count`` for groups).
+    convolution below at the example CNN's shapes (``benchmarks/profile_cnn.py``) when XLA
+    hands convolutions to YNNPACK, its default. Otherwise, and in the programs ``fit`` compiles
+    with XLA's own convolutions (:mod:`fnnet.xla_options`), where the convolution form is the
+    faster one (the fast recipe's whole step 12.2 against 14.9 ms, the classic CNN's 37.5 against
+    39.2 ms, medians of 8 in turns), it is a canonical convolution in which the input channels
+    play the batch, the examples the features, and ``dy`` is the kernel (``batch_group_count``
+    for groups).
     """
     taps = math.prod(kernel)
     patch_bytes = math.prod(dy.shape[:-1]) * taps * x.shape[-1] * x.dtype.itemsize
-    if groups == 1 and patch_bytes <= _IM2COL_MAX_BYTES and jax.default_backend() == "cpu":
+    if groups == 1 and patch_bytes <= _IM2COL_MAX_BYTES and jax.default_backend() == "cpu" \
+            and not xla_options.xla_convolutions():
         # optimisation, CPU only: the same sum as one matrix product over im2col columns
         return _kernel_grad_im2col(x, dy, kernel, strides, pads, dilation, rank)
     return _kernel_grad_convolution(x, dy, kernel, strides, pads, dilation, groups, rank)

@@ -15,7 +15,7 @@ from fnnet.train import inputs
 from fnnet.train.epochs import make_epoch
 from fnnet.train.state import init_state
 from fnnet.train.tasks import correct, resolve_task
-from fnnet.xla_options import compiler_options
+from fnnet import xla_options
 
 @functools.lru_cache(maxsize=32)
 def _compiled_trainer(model, loss, optimizer, n, in_shape, *, epochs, batch_size, grad, task,
@@ -41,7 +41,7 @@ def _compiled_trainer(model, loss, optimizer, n, in_shape, *, epochs, batch_size
         return state, losses, accuracy
 
     run = jax.vmap(train_one, in_axes=(0, None, None)) if ensemble else train_one
-    return jax.jit(run, compiler_options=compiler_options(model)), task_resolved
+    return xla_options.jit(run, model), task_resolved
 
 
 def fit_compiled(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train_data, *,

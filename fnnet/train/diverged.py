@@ -19,7 +19,7 @@ from fnnet.losses import Loss
 from fnnet.tracing import NonFinite, debug_nans
 from fnnet.train.state import TrainingDiverged, TrainState
 from fnnet.train.steps import make_train_step
-from fnnet.xla_options import compiler_options
+from fnnet import xla_options
 
 
 def located_divergence(message: str, model: Layer, loss: Loss, optimizer, before: TrainState, batch_of: Callable,
@@ -27,8 +27,7 @@ def located_divergence(message: str, model: Layer, loss: Loss, optimizer, before
     """The :class:`TrainingDiverged` to raise for a compiled run whose step ``last`` (counted from
     ``before``) had a non-finite loss: ``message``, and where the replay found it. The replay is a
     diagnosis only: when it fails itself, the error says so and the divergence is still raised."""
-    step_fn = jax.jit(make_train_step(model, loss, optimizer, **step_options),
-                      compiler_options=compiler_options(model))  # as the epoch was compiled
+    step_fn = xla_options.jit(make_train_step(model, loss, optimizer, **step_options), model)  # as the epoch
     try:
         located = locate_divergence(model, loss, step_fn, before, batch_of, last)
     except Exception as error:

@@ -14,7 +14,7 @@ from fnnet.losses import Loss, loss_kind
 from fnnet.train import inputs
 from fnnet.train.epochs import batch_plan, gather
 from fnnet.train.tasks import correct, resolve_task
-from fnnet.xla_options import compiler_options
+from fnnet import xla_options
 
 
 @functools.lru_cache(maxsize=64)
@@ -42,7 +42,7 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
         (loss_sum, correct_sum), _ = jax.lax.scan(body, (zero, zero), (order, weights))
         return loss_sum / n, correct_sum  # the count of correct examples: exact, divided on the host
 
-    return jax.jit(run, compiler_options=compiler_options(model))
+    return xla_options.jit(run, model)
 
 
 def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
@@ -110,8 +110,7 @@ def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):
     """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses), in
     evaluation mode with ``model_state``."""
     x = inputs.on_device(x)
-    apply = jax.jit(lambda p, s, x: apply_with_state(model, p, s, x, train=False)[0],
-                    compiler_options=compiler_options(model))
+    apply = xla_options.jit(lambda p, s, x: apply_with_state(model, p, s, x, train=False)[0], model)
     return jnp.concatenate([apply(params, model_state, x[i:i + batch_size])
                             for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else \
         apply(params, model_state, x)

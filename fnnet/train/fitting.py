@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import optax
 
-from fnnet import checkpoint, distributed
+from fnnet import checkpoint, distributed, xla_options
 from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
@@ -24,7 +24,6 @@ from fnnet.train.history import History
 from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy
 from fnnet.train import monitor as layer_monitor
 from fnnet.train.steps import check_monitor
-from fnnet.xla_options import compiler_options
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -260,9 +259,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
 
     # not donated: the state before an epoch stays valid, to replay the epoch if it diverges (a
     # sharded state is donated, and copied first)
-    options = compiler_options(model)  # fnnet's XLA choices for this model's programs (fnnet.xla_options)
-    run_epoch = jax.jit(counted, compiler_options=options) if placement is None else \
-        placement.jit_epoch(counted, compiler_options=options)
+    # compiled with fnnet's XLA choices for this model's programs (fnnet.xla_options)
+    run_epoch = xla_options.jit(counted, model) if placement is None else placement.jit_epoch(counted, model)
     try:
         ahead = None
         try:  # the state's shapes: nothing is computed or compiled
