@@ -1,6 +1,6 @@
 """End to end: the CNN on MNIST, fnnet against PyTorch eager, two ways.
 
-1. The record (issue 20): ``fnnet train mnist --model cnn`` with its defaults (the fast recipe, 7
+1. The record (issue 20): ``fnnet train mnist --model cnn`` with its defaults (the fast recipe, 8
    epochs), seeds 0, 1 and 2, each a first run in a fresh process (compilation counted): the wall
    seconds from launching the command to metrics.json, and the test accuracy (target: mean >= 99.4%,
    none below 99.3%, in <= 60 s); beside it ``benchmarks/pytorch_mnist_cnn.py --recipe fast``, the

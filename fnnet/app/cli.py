@@ -64,7 +64,7 @@ def _add_model_flags(p) -> None:
                    help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.app.recipes.build_cnn)")
     p.add_argument("--recipe", choices=CNN_RECIPE_NAMES,
                    help="how --model cnn trains (fnnet.app.recipes.CNN_RECIPES): fast (a small network, one-cycle "
-                        "Adam, shifted images, 7 epochs; MNIST's default) or classic (BatchNorm network, cosine "
+                        "Adam, shifted images, 8 epochs; MNIST's default) or classic (BatchNorm network, cosine "
                         "decay; Fashion-MNIST's default)")
     p.add_argument("--augment", type=int, metavar="PIXELS",
                    help="shift each training image by up to PIXELS pixels, on the device (default: the recipe's; "

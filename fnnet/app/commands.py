@@ -148,7 +148,7 @@ def _setup(config: dict):
 
 
 def _training_line(config: dict) -> str:
-    """``training: recipe fast, adam (b1 0.7, b2 0.9), lr 0.005 onecycle, batch 128, 7 epochs, images shifted
+    """``training: recipe fast, adam (b1 0.7, b2 0.9), lr 0.005 onecycle, batch 128, 8 epochs, images shifted
     by up to 1 pixel``: how the run trains, in one line."""
     optimizer = config["optimizer"] + (" (b1 {}, b2 {})".format(*config["betas"]) if config.get("betas") else "")
     parts = ([f"recipe {config['recipe']}"] if config.get("recipe") else []) + [
