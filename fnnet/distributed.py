@@ -106,8 +106,7 @@ class DataParallel:
         """Splits a batch's example axis over the devices (inside jit)."""
         return jax.lax.with_sharding_constraint(array, self.batch)
 
-    def jit_epoch(self, epoch, model=None):
+    def jit_epoch(self, epoch, model):
         """``epoch`` jitted to run on the mesh (the state donated), with fnnet's XLA options for
         ``model`` (:func:`fnnet.xla_options.jit`)."""
-        return xla_options.jit(epoch, model, donate_argnums=0, out_shardings=self.replicated) if model is not None \
-            else jax.jit(epoch, donate_argnums=0, out_shardings=self.replicated)
+        return xla_options.jit(epoch, model, donate_argnums=0, out_shardings=self.replicated)

@@ -567,6 +567,11 @@ def _train_out(args) -> str:
     return args.out or f"runs/{args.dataset}"
 
 
+def _discard_stdout() -> None:
+    """Points stdout at /dev/null: what is still buffered goes nowhere at exit's flush, not to a second error."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _kept(args) -> str:
     """For a ``train`` stopped by an error: ``"; "`` and which checkpoint its run folder keeps."""
     if getattr(args, "command", None) != "train":
@@ -653,13 +658,13 @@ def run(args) -> int:
         print(_interrupted_message(args), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `fnnet trace xor | head`: the reader has gone; stop quietly, as head expects
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        _discard_stdout()
         return 141
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        if sys.stdout is not None:  # `> /dev/full`: what is still buffered goes nowhere, not to a second error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if sys.stdout is not None:  # `> /dev/full`
+            _discard_stdout()
         print(f"fnnet: error: no space left on the device: {error.filename or 'the output'} could not be written"
               + _kept(args), file=sys.stderr)
         return 4

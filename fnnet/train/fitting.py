@@ -19,9 +19,9 @@ from fnnet.train import inputs
 from fnnet.train.augment import augment_batch
 from fnnet.train.diverged import located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
-from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate, validate_targets
+from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate_targets
 from fnnet.train.history import History
-from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy
+from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy, state_shapes
 from fnnet.train import monitor as layer_monitor
 from fnnet.train.steps import check_monitor
 
@@ -263,14 +263,10 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     run_epoch = xla_options.jit(counted, model) if placement is None else placement.jit_epoch(counted, model)
     try:
         ahead = None
-        try:  # the state's shapes: nothing is computed or compiled
-            shapes = jax.eval_shape(lambda: init_state(model, optimizer, key, x.shape[1:], params))
-        except Exception:  # a bad model or params: making the state below says what is wrong
-            shapes = None
-        if shapes is not None:  # the data checks that need only shapes come before anything compiles
-            validate_targets(model, loss, shapes.params, x, y, "fit", shapes.model_state)
-            if eval_data is not None:
-                validate_targets(model, loss, shapes.params, *eval_data, "fit (eval_data)", shapes.model_state)
+        checked = [((x, y), "fit")] + ([(eval_data, "fit (eval_data)")] if eval_data is not None else [])
+        shapes = state_shapes(model, optimizer, key, x.shape[1:], params)
+        for data, where in checked if shapes is not None else ():  # the checks that need only shapes:
+            validate_targets(model, loss, shapes.params, *data, where, shapes.model_state)  # before any compile
         if placement is None and shapes is not None:  # the epoch (and evaluation) compile while the model initialises
             def programs(state):
                 yield run_epoch, (state, x, y)
@@ -280,9 +276,10 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
 
             ahead = compile_ahead(shapes, programs)
         state = init_state(model, optimizer, key, x.shape[1:], params)
-        validate(model, loss, state.params, x, y, "fit", state.model_state)
-        if eval_data is not None:
-            validate(model, loss, state.params, *eval_data, "fit (eval_data)", state.model_state)
+        for data, where in checked:  # the rest of validate(): outputs the initialised model gives
+            if shapes is None:
+                validate_targets(model, loss, state.params, *data, where, state.model_state)
+            inputs.check_outputs(loss, model, state.params, data[0], where, model_state=state.model_state)
         if resuming:
             state = checkpoint.load(ckpt_path, like=state)
         if placement is not None:

@@ -31,7 +31,7 @@ from fnnet.plots import pyplot, save_figure
 from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
 from fnnet.train.history import Record
 from fnnet.train.diverged import located_divergence
-from fnnet.train.state import TrainState, compile_ahead, init_state
+from fnnet.train.state import TrainState, compile_ahead, init_state, state_shapes
 from fnnet.train.steps import make_train_step
 
 _DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fold_in(key, step)
@@ -239,10 +239,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
                              batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
 
-    try:  # the state's shapes, to compile the interval while the model initialises
-        shapes = jax.eval_shape(lambda: init_state(model, optimizer, key, (block_size,), params))
-    except Exception:  # a bad model or params: making the state below says what is wrong
-        shapes = None
+    shapes = state_shapes(model, optimizer, key, (block_size,), params)  # to compile while the model initialises
     ahead = None if shapes is None else compile_ahead(
         shapes, lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
                                (val_estimate, (state, val_device))])

@@ -68,13 +68,21 @@ def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_sh
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key, model_state)
 
 
+def state_shapes(model: Layer, optimizer: optax.GradientTransformation, key, in_shape, params=None) -> TrainState | None:
+    """The shapes :func:`init_state` will give (``jax.eval_shape``: nothing computed or compiled),
+    or ``None`` when it cannot make the state: calling it for real then says what is wrong."""
+    try:
+        return jax.eval_shape(lambda: init_state(model, optimizer, key, in_shape, params))
+    except Exception:  # a bad model or params
+        return None
+
+
 def compile_ahead(state: TrainState, programs: Callable[[TrainState], Iterable[tuple[Any, tuple]]]
                   ) -> threading.Thread:
     """Starts compiling a training loop's programs while its state is still being made, and returns
     the background thread (``join`` it before the first call).
 
-    ``state`` holds the shapes the state will have (``jax.eval_shape`` of the function that makes it:
-    no arrays, nothing compiled); each ``(jitted, args)`` of ``programs(state)`` is lowered and
+    ``state`` holds the shapes the state will have (:func:`state_shapes`); each ``(jitted, args)`` of ``programs(state)`` is lowered and
     compiled on the thread. Making a state runs small programs that each compile on first use (every
     random draw of a new shape: ~0.1 s apiece in a fresh process) and XLA compiles without holding
     Python's lock, so on two cores the loop's compilation overlaps them. jit's caches are shared, so
