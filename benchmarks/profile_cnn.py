@@ -54,20 +54,27 @@ def layer_costs(net):
     return rows
 
 
-def whole_step(net, hlo_path):
-    """``(ms, ms with XLA's default options)`` of the whole training step: compiled as ``fit``
-    compiles it (:mod:`fnnet.xla_options`) and with XLA's defaults, timed in turns (8 of each, the
-    medians), so the machine's load falls on both alike."""
+def training_steps(net, count=REPEAT):
+    """``(steps, model, args)``: ``steps(*args)`` runs ``count`` Adam training steps of the network
+    on random batch-128 images in one ``lax.scan``, not yet jitted."""
     model = recipes.build_cnn(10, (28, 28, 1), kind=net)
     optimizer = optax.adam(1e-3)
     step = train.make_train_step(model, fnnet.losses.softmax_cross_entropy, optimizer)
     state = train.init_state(model, optimizer, jax.random.PRNGKey(0), (28, 28, 1))
-    x = jax.random.uniform(jax.random.PRNGKey(1), (REPEAT, BATCH, 28, 28, 1))
-    y = jax.random.randint(jax.random.PRNGKey(2), (REPEAT, BATCH), 0, 10)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (count, BATCH, 28, 28, 1))
+    y = jax.random.randint(jax.random.PRNGKey(2), (count, BATCH), 0, 10)
 
-    def steps(s, x, y):
-        return jax.lax.scan(lambda s, b: step(s, *b), s, (x, y))[0]
+    def steps(state, x, y):
+        return jax.lax.scan(lambda state, batch: step(state, *batch), state, (x, y))[0]
 
+    return steps, model, (state, x, y)
+
+
+def whole_step(net, hlo_path):
+    """``(ms, ms with XLA's default options)`` of the whole training step: compiled as ``fit``
+    compiles it (:mod:`fnnet.xla_options`) and with XLA's defaults, timed in turns (8 of each, the
+    medians), so the machine's load falls on both alike."""
+    steps, model, (state, x, y) = training_steps(net)
     runs = [xla_options.jit(steps, model), jax.jit(steps)]
     hlo_path.write_text(runs[0].lower(state, x, y).compile().as_text())
     times = [[], []]

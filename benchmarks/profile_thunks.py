@@ -21,13 +21,11 @@ import re
 import tempfile
 
 import jax
-import optax
 
-import fnnet
 from contenders.gpt import BLOCK, FEATURES, HEADS, LAYERS, VOCAB, _optimizer, random_tokens
 from fnnet import gpt, train, xla_options
-from fnnet.app import recipes
 from fnnet.train import language
+from profile_cnn import training_steps
 from workloads import WORKLOADS
 
 STEPS = 10
@@ -43,16 +41,8 @@ def step_program(net: str, xla_defaults: bool):
         jitted = jax.jit(interval, static_argnums=2) if xla_defaults else \
             xla_options.jit(interval, model, static_argnums=2)
         return jitted, (state, jax.device_put(random_tokens()), STEPS)
-    model, optimizer = recipes.build_cnn(10, (28, 28, 1), kind=net), optax.adam(1e-3)
-    step = train.make_train_step(model, fnnet.losses.softmax_cross_entropy, optimizer)
-    state = train.init_state(model, optimizer, jax.random.PRNGKey(0), (28, 28, 1))
-    x = jax.random.uniform(jax.random.PRNGKey(1), (STEPS, 128, 28, 28, 1))
-    y = jax.random.randint(jax.random.PRNGKey(2), (STEPS, 128), 0, 10)
-
-    def steps(state, x, y):
-        return jax.lax.scan(lambda state, batch: step(state, *batch), state, (x, y))[0]
-
-    return (jax.jit(steps) if xla_defaults else xla_options.jit(steps, model)), (state, x, y)
+    steps, model, args = training_steps(net, STEPS)
+    return (jax.jit(steps) if xla_defaults else xla_options.jit(steps, model)), args
 
 
 def thunk_times(jitted, args, calls: int = 3) -> tuple[collections.Counter, collections.Counter]:
