@@ -36,7 +36,7 @@ def main(epochs: int = 100, verbose: bool = True) -> dict:
     state, history = train.fit(model, loss, optax.adam(1e-3), (x_train, y_train), epochs=epochs,
                                batch_size=32, key=jax.random.PRNGKey(0), params=params,
                                eval_data=(x_test, y_test), verbose=verbose)
-    result = train.evaluate(model, state.params, loss, (x_test, y_test))
+    result = train.evaluate(model, loss, state.params, (x_test, y_test))
     if verbose:
         print(f"test accuracy {result['accuracy']:.2%} ({len(x_test)} patients), "
               f"test loss {result['loss']:.4f}, {sum(history.seconds):.2f} s training")

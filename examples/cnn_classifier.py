@@ -48,7 +48,7 @@ def run(name: str, load, *, epochs: int, out: str, kind: str = "cnn", class_name
     state, history = train.fit(model, loss, optimizer, (x_train, y_train), epochs=epochs,
                                batch_size=batch_size, key=jax.random.PRNGKey(seed),
                                eval_data=(x_test, y_test), verbose=verbose)
-    result = train.evaluate(model, state.params, loss, (x_test, y_test), model_state=state.model_state)
+    result = train.evaluate(model, loss, state.params, (x_test, y_test), model_state=state.model_state)
     metrics = {"dataset": name, "model": kind, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "epochs": epochs, "train_examples": len(x_train), "data_seconds": data_seconds,
                "train_seconds": float(sum(history.seconds)), "total_seconds": time.perf_counter() - started,

@@ -137,7 +137,7 @@ def main(epochs: int = 30, verbose: bool = True) -> dict:
     state, history = train.fit(model, loss, optax.adam(1e-3), (x_train, y_train), epochs=epochs,
                                batch_size=32, key=jax.random.PRNGKey(0), eval_data=(x_test, y_test),
                                verbose=verbose)
-    test = train.evaluate(model, state.params, loss, (x_test, y_test))
+    test = train.evaluate(model, loss, state.params, (x_test, y_test))
     if verbose:
         print(f"\ntest accuracy {test['accuracy']:.2%} on {len(x_test)} digits, "
               f"{sum(history.seconds):.1f} s training")

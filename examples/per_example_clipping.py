@@ -56,7 +56,7 @@ def main(steps: int = 300, batch_size: int = 64, verbose: bool = True) -> float:
         if verbose and step % 100 == 0:
             print(f"step {step:4d}  per-example grad norm: median {float(jnp.median(norms)):.3f}, "
                   f"max {float(norms.max()):.3f}, clipped {float(jnp.mean(norms > 1.0)):.0%}")
-    accuracy = train.evaluate(model, params, loss, (x_test, y_test))["accuracy"]
+    accuracy = train.evaluate(model, loss, params, (x_test, y_test))["accuracy"]
     if verbose:
         print(f"test accuracy with clipped, noised per-example gradients: {accuracy:.1%}")
     return accuracy

@@ -4,13 +4,20 @@ From Karpathy's "A Recipe for Training Neural Networks", each with its number an
 
 1. the loss at initialisation against its expected value (``log K`` for ``K`` classes, ``log 2``
    for a binary output): a much larger one means over-confident initial logits;
-2. overfitting one small batch to near-zero loss within a bounded number of Adam steps: a model
-   (and a backward pass) that can learn at all can memorise 16 examples;
+2. overfitting one small batch within a bounded number of Adam steps, at the best of a few learning
+   rates (:data:`OVERFIT_LRS`): a model (and a backward pass) that can learn at all can memorise
+   16 examples: every one of them classified right (each token, for a sequence model), or the
+   loss down to 1 % of where it started (a regression loss);
 3. the independence of the examples of a batch: with the hand-written backward, the gradient of
    example ``i``'s loss with respect to example ``j``'s input must be exactly zero for ``j ≠ i``
    (BatchNorm in training mode legitimately mixes them: said so);
 4. :func:`fnnet.gradcheck.check_model` at the current parameters;
 5. dead ReLU units and saturated sigmoid / tanh outputs at initialisation (from :func:`fnnet.trace`).
+
+Check 4 runs first: when the hand-written backward disagrees with ``jax.grad``, checks 2 and 3,
+which train or differentiate with it, say ``–`` (not run: their verdict would only repeat
+check 4's), so a planted bug fails the one check that names it. NaN and inf fail, never pass.
+The targets are checked as :func:`fnnet.train.fit` checks them (labels within the classes).
 
 Example:
   >>> import jax, numpy as np, fnnet
@@ -34,9 +41,10 @@ import numpy as np
 import optax
 
 from fnnet import gradcheck
-from fnnet.layer import Layer, child_backward, child_forward, init_with_state, is_stateful, layer_children
+from fnnet.layer import (Layer, apply_with_state, child_backward, child_forward, init_with_state, is_stateful,
+                         layer_children)
 from fnnet.losses import Loss, loss_kind, loss_name
-from fnnet.tracing import FRACTION_HIGH, trace
+from fnnet.tracing import FRACTION_HIGH, check_labels, trace
 from fnnet.train.state import init_state
 from fnnet.train.steps import make_train_step
 
@@ -92,8 +100,15 @@ def _rows(data, count):
     return np.asarray(x[:count]), np.asarray(y[:count])
 
 
+OVERFIT_LRS = (1e-3, 1e-2, 1e-1)
+"""The Adam learning rates :func:`doctor` tries, in turn, to overfit one batch (the first that
+succeeds ends the check): one learning rate cannot suit every model."""
+OVERFIT_REDUCTION = 0.01
+"""A regression loss must fall to this fraction of its first value to count as memorised."""
+
+
 def doctor(model: Layer, loss: Loss, params, data, *, key=None, model_state=None, batch_size: int = 16,
-           overfit_steps: int = 300, overfit_lr: float = 1e-2, init_params=None) -> Diagnosis:
+           overfit_steps: int = 300, overfit_lr: float | None = None, init_params=None) -> Diagnosis:
     """Runs the checklist on ``model`` at ``params`` with ``data = (x, y)`` (a few hundred
     examples are enough; the first ones are used).
 
@@ -101,7 +116,8 @@ def doctor(model: Layer, loss: Loss, params, data, *, key=None, model_state=None
       key: PRNG key for the fresh initialisation the init checks use (default ``PRNGKey(0)``).
       model_state: the model's state (BatchNorm's running statistics) at ``params``.
       batch_size: examples in the batch to overfit and in the independence check.
-      overfit_steps, overfit_lr: the Adam steps and learning rate allowed to overfit the batch.
+      overfit_steps, overfit_lr: the Adam steps allowed to overfit the batch, at each learning
+        rate of :data:`OVERFIT_LRS` (or at ``overfit_lr`` alone when given).
       init_params: parameters at initialisation (default: ``model.init(key, ...)``).
     """
     key = jax.random.PRNGKey(0) if key is None else key
@@ -111,12 +127,18 @@ def doctor(model: Layer, loss: Loss, params, data, *, key=None, model_state=None
     if init_params is not None:
         fresh = init_params
     model_state = fresh_state if model_state is None or model_state == () else model_state
-    checks = [_initial_loss(model, loss, fresh, fresh_state, x, y),
-              _overfit(model, loss, params, model_state, x[:batch_size], y[:batch_size], key, overfit_steps,
-                       overfit_lr),
-              _independence(model, params, model_state, x[:batch_size], key),
-              _gradcheck(model, loss, params, model_state, x[:4], y[:4]),
-              _units_at_init(model, loss, fresh, fresh_state, x[:64], y[:64])]
+    check_labels(model, loss, params, x, y, "doctor", state=model_state)
+    gradient = _gradcheck(model, loss, params, model_state, x[:4], y[:4])
+    if gradient.passed is False:
+        skipped = "not run: the hand-written backward disagrees with jax.grad (see the gradcheck line), so "
+        overfit = Check("overfit one batch", None, skipped + "training with it would only repeat that")
+        independent = Check("examples independent", None, skipped + "its input gradients cannot be trusted")
+    else:
+        lrs = OVERFIT_LRS if overfit_lr is None else (overfit_lr,)
+        overfit = _overfit(model, loss, params, model_state, x[:batch_size], y[:batch_size], key, overfit_steps, lrs)
+        independent = _independence(model, params, model_state, x[:batch_size], key)
+    checks = [_initial_loss(model, loss, fresh, fresh_state, x, y), overfit, independent, gradient,
+              _units_at_init(model, loss, fresh, fresh_state, x[:64], y[:64], gradient.passed is False)]
     return Diagnosis(f"{model.name or 'model'} + {loss_name(loss)} on {len(x)} examples of shape {in_shape}",
                      checks)
 
@@ -130,39 +152,78 @@ def _initial_loss(model, loss, params, state, x, y) -> Check:
     pred, value = evaluate(params, state, jnp.asarray(x), jnp.asarray(y))
     value = float(value)
     expected = expected_initial_loss(loss, pred.shape)
+    fresh = "at a fresh initialisation"
     if expected is None:
         baseline = float(np.mean(np.square(np.asarray(y, np.float64) - np.mean(np.asarray(y, np.float64), axis=0))))
-        return Check("loss at initialisation", None, f"{value:.4g} ({loss_name(loss)}; a regression loss has no "
-                                                     f"expected start; predicting the mean would give {baseline:.4g})")
+        return Check("loss at initialisation", None if math.isfinite(value) else False,
+                     f"{value:.4g} {fresh} ({loss_name(loss)}; a regression loss has no expected start; "
+                     f"predicting the mean would give {baseline:.4g})")
     target, formula = expected
     ok = math.isfinite(value) and 0.5 * target <= value <= 1.5 * target
     hint = "" if ok else (": the initial outputs are over-confident; scale the last layer's initialisation down"
-                          if value > target else ": suspiciously low for a network that has learnt nothing")
-    return Check("loss at initialisation", ok, f"{value:.4g} vs {formula} = {target:.4g} expected (within ±50%){hint}")
+                          if value > target else ": suspiciously low for a network that has learnt nothing"
+                          if math.isfinite(value) else ": not finite")
+    return Check("loss at initialisation", ok, f"{value:.4g} {fresh} vs {formula} = {target:.4g} expected "
+                                               f"(within ±50%){hint}")
 
 
-def _overfit(model, loss, params, state, x, y, key, steps, lr) -> Check:
-    optimizer = optax.adam(lr)
+def _correct(loss, pred, y):
+    """Per example (and per token), whether ``pred`` classifies ``y`` right; ``None`` for a
+    regression loss."""
+    kind = loss_kind(loss)
+    if kind == "multiclass_logits":
+        labels = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, axis=-1)
+        return jnp.argmax(pred, axis=-1) == labels
+    if kind in ("logits", "probabilities"):
+        threshold = 0.0 if kind == "logits" else 0.5
+        return (pred > threshold) == (y > 0.5)
+    return None
+
+
+def _overfit(model, loss, params, state, x, y, key, steps, lrs) -> Check:
+    """Adam on one batch, at each learning rate in turn until one memorises it (see the module)."""
+    optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=lrs[0])
     start = init_state(model, optimizer, key, x.shape[1:], params=params, model_state=state)
     step = make_train_step(model, loss, optimizer)
     xb, yb = jnp.asarray(x), jnp.asarray(y)
 
     @jax.jit
-    def run(state):
-        return jax.lax.scan(lambda s, _: step(s, xb, yb), state, None, length=steps)
+    def run(state, lr):
+        state = state._replace(opt_state=state.opt_state._replace(
+            hyperparams=dict(state.opt_state.hyperparams, learning_rate=lr)))
 
-    _, metrics = run(start)
-    losses = np.asarray(metrics["loss"])
-    first, last = float(losses[0]), float(losses[-1])
-    goal = 0.01 if expected_initial_loss(loss, (2,)) is not None else 0.01 * first
-    reached = np.flatnonzero(losses <= goal)
-    if reached.size:
-        return Check("overfit one batch", True, f"{len(x)} examples: loss {first:.3g} → {goal:.3g} in "
-                                                f"{int(reached[0]) + 1} Adam steps (lr {lr:g})")
-    return Check("overfit one batch", False, f"{len(x)} examples: loss {first:.3g} → {last:.3g} after {steps} Adam "
-                                             f"steps (lr {lr:g}), not ≤ {goal:.3g}: a model that cannot memorise "
-                                             f"{len(x)} examples has a bug (a wrong backward, a frozen layer, "
-                                             f"mislabelled targets) or too little capacity")
+        def body(s, _):
+            s, metrics = step(s, xb, yb)
+            pred = apply_with_state(model, s.params, s.model_state, xb, train=False)[0]
+            correct = _correct(loss, pred, yb)
+            return s, (metrics["loss"], loss.value(pred, yb),
+                       jnp.mean(correct.astype(jnp.float32)) if correct is not None else jnp.float32(jnp.nan))
+        return jax.lax.scan(body, state, None, length=steps)[1]
+
+    tried = []
+    for lr in lrs:
+        losses, after, accuracy = (np.asarray(a, np.float64) for a in run(start, jnp.float32(lr)))
+        first = float(losses[0])
+        if loss_kind(loss) == "regression":
+            goal = OVERFIT_REDUCTION * first
+            reached = np.flatnonzero(np.isfinite(after) & (after <= goal))
+            what = f"≤ {goal:.3g}, 1% of where it started"
+        else:
+            reached = np.flatnonzero(accuracy >= 1.0)
+            what = "every example classified right"
+        if reached.size and math.isfinite(first):
+            at = int(reached[0])
+            detail = f"loss {first:.3g} → {after[at]:.3g}" + ("" if np.isnan(accuracy[at]) else
+                                                               f", {accuracy[at]:.0%} classified right")
+            return Check("overfit one batch", True, f"{len(x)} examples: {detail} after {at + 1} Adam steps "
+                                                    f"(lr {lr:g})")
+        best = int(np.nanargmin(after)) if np.isfinite(after).any() else len(after) - 1
+        tried.append(f"lr {lr:g}: loss {first:.3g} → {after[-1]:.3g}"
+                     + ("" if np.isnan(accuracy[best]) else f", at best {np.nanmax(accuracy):.0%} right"))
+    return Check("overfit one batch", False, f"{len(x)} examples, {steps} Adam steps at each learning rate, never "
+                                             f"{what}: {'; '.join(tried)}: a model that cannot memorise {len(x)} "
+                                             f"examples has a bug (a wrong backward, a frozen layer, mislabelled "
+                                             f"targets) or too little capacity")
 
 
 def _mixing_layers(model) -> list[str]:
@@ -187,6 +248,9 @@ def _independence(model, params, state, x, key) -> Check:
         return child_backward(None, model, params, residuals, cotangent)[1]
 
     dx = np.asarray(input_gradient(params, state, jnp.asarray(x)), np.float64)
+    if not np.isfinite(dx).all():
+        return Check(name, None, f"the input gradient has {int((~np.isfinite(dx)).sum())} NaN or inf entries: "
+                                 f"nothing to compare (fnnet.debug_nans names the layer that made them)")
     own, others = float(np.abs(dx[0]).max()), float(np.abs(dx[1:]).max())
     mixing = _mixing_layers(model)
     note = (f"; in training mode {', '.join(dict.fromkeys(mixing))} normalises with the batch's statistics, "
@@ -204,14 +268,22 @@ def _independence(model, params, state, x, key) -> Check:
 def _gradcheck(model, loss, params, state, x, y) -> Check:
     report = gradcheck.check_model(model, loss, params, x, y, raise_on_failure=False,
                                    state=state if is_stateful(model) else None)
-    culprit = f"; first failing layer: {report.culprit}" if getattr(report, "culprit", None) else ""
+    culprit = f"; first failing layer: {report.culprit}" if report.culprit else ""
+    if report.failure is not None:
+        return Check("gradcheck at these parameters", False, f"hand-written vs jax.grad on {len(x)} examples, "
+                                                             f"float64: {report.failure}")
     return Check("gradcheck at these parameters", report.passed,
                  f"hand-written vs jax.grad on {len(x)} examples, float64: worst relative error "
                  f"{report.worst_rel_error:.1e}{culprit}")
 
 
-def _units_at_init(model, loss, params, state, x, y) -> Check:
-    seen = trace(model, loss, params, x, y, state=state, train=False, check=False)
+def _units_at_init(model, loss, params, state, x, y, backward_broken: bool = False) -> Check:
+    try:
+        seen = trace(model, loss, params, x, y, state=state, train=False, check=False)
+    except ValueError as error:
+        if not backward_broken:
+            raise
+        return Check("dead or saturated units at init", None, f"not run: the backward fails ({error})")
     problems, looked = [], 0
     for layer in seen.layers:
         for stat, what in (("dead", "dead units"), ("saturated", "saturated outputs")):

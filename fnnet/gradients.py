@@ -13,12 +13,15 @@ return functions of ``(params, x, y)``, so they can be swapped and compared:
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Layer, apply_with_state, child_backward, child_forward, is_stateful, layer_name
-from fnnet.losses import Loss
+from fnnet.layer import (Layer, apply_with_state, child_backward, child_forward, is_recording, is_stateful,
+                         layer_name, recording)
+from fnnet.losses import Loss, check_targets
 
 
 GRAD_MODES = ("manual", "autodiff")
@@ -94,12 +97,15 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
         return jnp.sum(per_example_loss(loss, pred, y) * weights) / count
 
     if grad == "manual":
-        pred, residuals, new_state = child_forward(None, model, compute_params, state, x, key=key, train=train)
-        delta = loss.grad(pred, y)
-        if weights is not None:  # loss.grad averages over the B rows; reweight to the valid ones
-            scale = (weights * (weights.shape[0] / count)).astype(delta.dtype)
-            delta = delta * scale.reshape(scale.shape + (1,) * (delta.ndim - 1))
-        grads, _ = child_backward(None, model, compute_params, residuals, delta)
+        # while recording, each layer's backward is checked against its input's shape too
+        with (recording() if not is_recording() else contextlib.nullcontext()):
+            pred, residuals, new_state = child_forward(None, model, compute_params, state, x, key=key, train=train)
+            _check_eager_targets(loss, y, pred)
+            delta = loss.grad(pred, y)
+            if weights is not None:  # loss.grad averages over the B rows; reweight to the valid ones
+                scale = (weights * (weights.shape[0] / count)).astype(delta.dtype)
+                delta = delta * scale.reshape(scale.shape + (1,) * (delta.ndim - 1))
+            grads, _ = child_backward(None, model, compute_params, residuals, delta)
         return masked_value(pred), like_params(grads, params), pred, new_state
 
     def total(p):
@@ -108,7 +114,17 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, y, *, grad: str = "manua
         return masked_value(pred), (pred, new_state)
 
     (value, (pred, new_state)), grads = jax.value_and_grad(total, has_aux=True)(params)
+    _check_eager_targets(loss, y, pred)
     return value, like_params(grads, params), pred, new_state
+
+
+def _check_eager_targets(loss: Loss, y, pred) -> None:
+    """Outside ``jax.jit`` (concrete targets), the check :func:`fnnet.train.fit` makes: labels
+    within the model's classes, targets in [0, 1] for the binary losses. Inside a compiled step
+    the values are unknown; ``fit`` checked them before compiling."""
+    if isinstance(y, jax.core.Tracer) or isinstance(pred, jax.core.Tracer):
+        return
+    check_targets(loss, y, tuple(jnp.shape(pred)[1:]), "value_and_grad")
 
 
 def _value_and_grad(model: Layer, loss: Loss, grad: str, with_state: bool, where: str):

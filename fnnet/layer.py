@@ -90,6 +90,7 @@ import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 
 Shape = tuple[int, ...]
 
@@ -356,6 +357,8 @@ class Call:
     dx: Any = None
     backward_order: int | None = None
     """The position of this call in the backward walk (``0``: the first backward to run)."""
+    new_state: Any = ()
+    """The state its forward left behind (``()`` for a plain layer)."""
 
     @property
     def stateful(self) -> bool:
@@ -367,7 +370,9 @@ class Tape:
     """The calls :func:`recording` collected: ``calls`` in forward order (outer layers before
     the layers inside them), each completed by its backward when that ran."""
 
-    def __init__(self):
+    def __init__(self, distinct: bool = False):
+        self.distinct = distinct
+        """Give every recorded output an array of its own (see :func:`recording`)."""
         self.calls: list[Call] = []
         self._stack: list[int] = []
         self._open: dict[tuple, list[Call]] = {}
@@ -406,17 +411,26 @@ _TAPE: contextvars.ContextVar = contextvars.ContextVar("fnnet_tape", default=Non
 
 
 @contextlib.contextmanager
-def recording():
+def recording(distinct: bool = False):
     """Collects a :class:`Tape` of every layer call that :func:`fnnet.serial` and
     :func:`fnnet.parallel` make (and the model's own, through :func:`child_forward` /
     :func:`child_backward` with index ``None``) while the block runs. Recording happens in
-    Python, at trace time: it adds no operation to a compiled program."""
-    tape = Tape()
+    Python, at trace time: it adds no operation to a compiled program.
+
+    ``distinct=True`` (for :func:`fnnet.trace`, which follows the data from layer to layer by the
+    identity of the arrays) gives each output that is one of its layer's inputs (``FanOut``'s
+    copies, ``Identity``) an array of its own, a copy with the same values."""
+    tape = Tape(distinct)
     token = _TAPE.set(tape)
     try:
         yield tape
     finally:
         _TAPE.reset(token)
+
+
+def is_recording() -> bool:
+    """Whether a :func:`recording` block is open (a :class:`Tape` collects the layer calls)."""
+    return _TAPE.get() is not None
 
 
 def child_forward(index, layer: Layer, params, state, x, *, key=None, train: bool = False):
@@ -434,26 +448,98 @@ def child_forward(index, layer: Layer, params, state, x, *, key=None, train: boo
             y, residuals, new_state = forward_with_state(layer, params, state, x, key=key, train=train)
         finally:
             tape._leave(index)
-    call = Call(path, layer, params, x, y, state, key, train)
+    if tape.distinct:
+        y = _distinct_outputs(y, x)
+    call = Call(path, layer, params, x, y, state, key, train, new_state=new_state)
     tape.calls.append(call)
     tape._open.setdefault(path, []).append(call)
     return y, residuals, new_state
 
 
+def _tree_text(tree) -> str:
+    """A tree's structure with its leaves' shapes: ``{'b': (3,), 'w': (2, 3)}``, ``(4, 3)``."""
+    def leaf(a):
+        return tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
+    return str(jax.tree.map(leaf, tree, is_leaf=lambda a: a is None)) if jax.tree.leaves(tree) or tree == () \
+        else str(tree)
+
+
+def check_backward_result(layer: Layer, params, result, x=None) -> tuple:
+    """``result`` as ``(dparams, dx)`` when it is what ``layer.backward`` must return: a pair
+    whose ``dparams`` has the params' tree structure, leaf shapes and kinds of dtype (floating),
+    and (when ``x``, the layer's input, is known) whose ``dx`` has ``x``'s structure and shapes
+    (``float0`` for an integer input). Otherwise a ValueError that names the layer and says what
+    it returned, e.g. a ``(dx, dparams)`` pair in the wrong order. Shapes only: nothing is computed."""
+    name = layer_name(layer)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ValueError(f"{name}: backward must return a pair (dparams, dx), got "
+                         f"{type(result).__name__}{f' of {len(result)} items' if isinstance(result, (tuple, list)) else ''}")
+    dparams, dx = result
+    swapped = " (is it returning (dx, dparams)? The order is (dparams, dx))"
+    if jax.tree.structure(dparams) != jax.tree.structure(params):
+        hint = swapped if x is not None and jax.tree.structure(dparams) == jax.tree.structure(x) or \
+            jax.tree.structure(dx) == jax.tree.structure(params) else ""
+        raise ValueError(f"{name}: backward returned dparams {_tree_text(dparams)} for params "
+                         f"{_tree_text(params)}: dparams must have the params' tree structure{hint}")
+    for (path, p), g in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(dparams)):
+        where = jax.tree_util.keystr(path)
+        if getattr(g, "shape", None) is None or tuple(g.shape) != tuple(getattr(p, "shape", ())):
+            raise ValueError(f"{name}: backward returned dparams{where} of shape {getattr(g, 'shape', type(g))} "
+                             f"for a parameter of shape {tuple(getattr(p, 'shape', ()))}")
+        if _floating(p) and not _floating(g):
+            raise ValueError(f"{name}: backward returned dparams{where} of dtype {g.dtype} for a {p.dtype} "
+                             f"parameter")
+    if x is None:
+        return dparams, dx
+    if jax.tree.structure(dx) != jax.tree.structure(x):
+        raise ValueError(f"{name}: backward returned dx {_tree_text(dx)} for an input {_tree_text(x)}: dx must "
+                         f"have the input's structure and shape{swapped if jax.tree.structure(dx) == jax.tree.structure(params) else ''}")
+    for (path, a), g in zip(jax.tree_util.tree_flatten_with_path(x)[0], jax.tree.leaves(dx)):
+        where = jax.tree_util.keystr(path)
+        if getattr(g, "shape", None) is None or tuple(g.shape) != tuple(getattr(a, "shape", ())):
+            raise ValueError(f"{name}: backward returned dx{where} of shape {getattr(g, 'shape', type(g))} for an "
+                             f"input of shape {tuple(getattr(a, 'shape', ()))}")
+        if _floating(a) and not _floating(g):
+            raise ValueError(f"{name}: backward returned dx{where} of dtype {g.dtype} for a {a.dtype} input")
+    return dparams, dx
+
+
+def _floating(leaf) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and dtype != jax.dtypes.float0 and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _distinct_outputs(y, x):
+    """``y`` with each leaf that is a leaf of ``x`` (or repeats within ``y``) replaced by a copy."""
+    seen = {id(leaf) for leaf in jax.tree.leaves(x)}
+
+    def own(leaf):
+        if id(leaf) in seen:
+            return jnp.array(leaf, copy=True)
+        seen.add(id(leaf))
+        return leaf
+
+    return jax.tree.map(own, y)
+
+
 def child_backward(index, layer: Layer, params, residuals, dy):
     """``(dparams, dx)`` of a combinator's child ``index`` (``None``: the model itself); errors
-    prefixed with its index and name, and recorded beside its forward while :func:`recording`."""
+    prefixed with its index and name, and recorded beside its forward while :func:`recording`.
+    What the backward returns is checked (:func:`check_backward_result`; its ``dx`` too while
+    recording, when the layer's input is known), so a wrong pair is named at the layer that
+    returned it, not by the layer before it."""
     tape = _TAPE.get()
     guard = at_layer(index, layer) if index is not None else contextlib.nullcontext()
     with guard:
         if tape is None:
-            return layer.backward(params, residuals, dy)
+            return check_backward_result(layer, params, layer.backward(params, residuals, dy))
         path = tape._enter(index)
         try:
-            dparams, dx = layer.backward(params, residuals, dy)
+            result = layer.backward(params, residuals, dy)
         finally:
             tape._leave(index)
-    pending = tape._open.get(path)
+        pending = tape._open.get(path)
+        dparams, dx = check_backward_result(layer, params, result, pending[-1].x if pending else None)
     if pending:
         call = pending.pop()
         call.dy, call.dparams, call.dx = dy, dparams, dx

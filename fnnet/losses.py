@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 KINDS = ("regression", "probabilities", "logits", "multiclass_logits")
@@ -221,3 +222,37 @@ Finite at logits of ±1000."""
 ALL = {"squared_error": squared_error, "mse": mse, "binary_cross_entropy": binary_cross_entropy,
        "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
        "softmax_cross_entropy": softmax_cross_entropy}
+
+
+def first_bad(mask: np.ndarray) -> str:
+    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return str(index[0] if len(index) == 1 else tuple(int(i) for i in index))
+
+
+def check_targets(loss: Loss, y, out_shape, where: str) -> None:
+    """Raises ValueError if ``y`` cannot be a target of ``loss`` for outputs of shape ``out_shape``
+    (one example's, no batch axis)."""
+    kind, name = loss_kind(loss), loss_name(loss)
+    values = np.asarray(y)
+    if kind == "multiclass_logits" and jnp.issubdtype(values.dtype, jnp.integer) and len(out_shape):
+        classes = int(out_shape[-1])
+        outside = (values < 0) | (values >= classes)
+        if outside.any():
+            raise ValueError(
+                f"{where}: {name} needs integer labels in [0, {classes}) for a model with {classes} "
+                f"outputs; y has {int(values[np.unravel_index(np.argmax(outside), outside.shape)])} at "
+                f"index {first_bad(outside)} ({int(outside.sum())} label(s) outside the range)")
+    if kind == "multiclass_logits" and not jnp.issubdtype(values.dtype, jnp.integer) and len(out_shape) and \
+            tuple(values.shape[1:]) != tuple(out_shape):
+        integral = values.size and np.all(values == np.round(values))
+        raise ValueError(
+            f"{where}: {name} takes integer class labels of shape (N,) or one-hot targets of shape "
+            f"(N, {', '.join(map(str, out_shape))}); y is {values.dtype} of shape {values.shape}"
+            + ("; its values are whole numbers: pass y.astype(int)" if integral else ""))
+    if kind in ("probabilities", "logits") or (kind == "multiclass_logits"
+                                               and not jnp.issubdtype(values.dtype, jnp.integer)):
+        outside = (values < 0) | (values > 1)
+        if outside.any():
+            raise ValueError(f"{where}: {name} needs targets in [0, 1]; y has "
+                             f"{values[np.unravel_index(np.argmax(outside), outside.shape)]} at index "
+                             f"{first_bad(outside)} ({int(outside.sum())} value(s) outside)")

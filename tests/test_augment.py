@@ -82,7 +82,7 @@ def test_fit_augments_every_training_batch_and_never_the_eval_data():
                                  augment=lambda key, xb: -xb, **options)
     reference, _ = train.fit(MODEL, losses.softmax_cross_entropy, optax.adam(1e-2), (-x, y), **options)
     chex.assert_trees_all_close(negated.params, reference.params, rtol=1e-6, atol=1e-6)
-    result = train.evaluate(MODEL, negated.params, losses.softmax_cross_entropy, (x, y))
+    result = train.evaluate(MODEL, losses.softmax_cross_entropy, negated.params, (x, y))
     assert history.eval_loss[-1] == pytest.approx(result["loss"], rel=1e-6)
 
 

@@ -193,7 +193,7 @@ def test_fit_threads_state_and_keys_and_evaluates_in_eval_mode(grad):
     assert history.traces == 1 and history.eval_accuracy[-1] >= 0.85, history.eval_accuracy
     bn_state = state.model_state[1]
     assert float(jnp.abs(bn_state["mean"]).sum()) > 0 and not np.allclose(bn_state["var"], 1)  # updated
-    result = train.evaluate(CNN, state.params, losses.softmax_cross_entropy, _image_task(128, 1),
+    result = train.evaluate(CNN, losses.softmax_cross_entropy, state.params, _image_task(128, 1),
                             model_state=state.model_state)
     assert result["accuracy"] == pytest.approx(history.eval_accuracy[-1])
     logits = train.predict(CNN, state.params, x[:5], model_state=state.model_state)

@@ -41,6 +41,12 @@ def _cases():
          (8, 8, 2), "image"),
         ("global pool", lambda: nn.Sequential(
             nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)), (6, 6, 3), "image"),
+        ("global pool then 1x1 conv", lambda: nn.Sequential(
+            nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Conv2d(5, 4, 1), nn.Flatten()), (6, 6, 3), "image"),
+        ("nested global pool, relu, 1x1 conv and batchnorm", lambda: nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d((1, 1))), nn.ReLU(),
+            nn.Sequential(nn.Conv2d(5, 4, 1, bias=False), nn.BatchNorm2d(4)), nn.Flatten(), nn.Linear(4, 3)),
+         (6, 6, 3), "image"),
         ("layernorm and dropout", lambda: nn.Sequential(
             nn.Linear(6, 8), nn.LayerNorm(8), nn.Dropout(0.3), nn.Linear(8, 3)), (6,), "features"),
         ("flatten then layernorm", lambda: nn.Sequential(
@@ -153,6 +159,47 @@ def test_an_fnnet_cnn_and_mlp_run_the_same_in_torch(x64):
         net = to_torch(model, params, state).eval()
         y_torch = net(torch.from_numpy(np.moveaxis(np.array(x), -1, 1).copy())).detach().numpy()
         assert _relative(np.asarray(y), y_torch) <= 1e-10
+
+
+def test_adaptive_avg_pool_without_flatten_keeps_its_1x1_axes(x64):
+    """AdaptiveAvgPool2d(1) at the end gives torch's (N, C, 1, 1) as fnnet's (N, 1, 1, C), and back."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1)).double()
+    model, params, state = from_torch(module, (6, 6, 3))
+    x_torch, x_fnnet = _inputs((6, 6, 3), "image", torch.float64)
+    y, _ = fnnet.apply_with_state(model, params, state, x_fnnet)
+    assert y.shape == (4, 1, 1, 5)
+    assert _relative(np.asarray(y), np.moveaxis(module(x_torch).detach().numpy(), 1, -1)) <= 1e-10
+    assert [type(m) for m in to_torch(model, params, state)] == [nn.Conv2d, nn.AdaptiveAvgPool2d]
+
+
+def test_bfloat16_modules_convert_with_bfloat16_params():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(64, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    _randomise(module, torch.Generator().manual_seed(1))
+    module = module.to(torch.bfloat16).eval()
+    model, params, state = from_torch(module, (4, 4, 2))
+    assert {leaf.dtype for leaf in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.bfloat16)}
+    _, params32, state32 = from_torch(module.float(), (4, 4, 2))   # bfloat16 → float32 is exact
+    module.to(torch.bfloat16)
+    chex.assert_trees_all_equal((params, state),
+                                jax.tree.map(lambda v: v.astype(jnp.bfloat16), (params32, state32)))
+    x_torch, x_fnnet = _inputs((4, 4, 2), "image", torch.float32)   # rounded to bfloat16 the same way
+    y, _ = fnnet.apply_with_state(model, params, state, jnp.asarray(x_fnnet, jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16
+    y_torch = module(x_torch.to(torch.bfloat16)).detach().float().numpy()
+    assert _relative(np.asarray(y, np.float32), y_torch) <= 3e-2
+    back = to_torch(model, params, state)   # the same bfloat16 numbers, exactly
+    for (name, theirs), (_, ours) in zip(module.state_dict().items(), back.state_dict().items()):
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), name
+
+
+def test_to_torch_returns_the_module_in_evaluation_mode():
+    model = fnnet.serial(fnnet.Dense(4), fnnet.BatchNorm(), fnnet.serial(fnnet.Dropout(0.5), fnnet.Dense(2)))
+    _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (3,))
+    net = to_torch(model, params, state)
+    assert [m.training for m in net.modules()] == [False] * len(list(net.modules()))
 
 
 def test_unsupported_modules_and_layers_are_named_with_their_position():

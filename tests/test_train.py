@@ -163,7 +163,7 @@ def test_fit_learns_with_eval_history_and_plot(tmp_path):
                                epochs=8, batch_size=50, key=jax.random.PRNGKey(0),
                                eval_data=(x[500:], y[500:]), verbose=False)
     assert history.eval_accuracy[-1] > 0.85 and history.train_accuracy[-1] > 0.85
-    result = train.evaluate(MLP, state.params, losses.softmax_cross_entropy, (x[500:], y[500:]), batch_size=7)
+    result = train.evaluate(MLP, losses.softmax_cross_entropy, state.params, (x[500:], y[500:]), batch_size=7)
     np.testing.assert_allclose(result["accuracy"], history.eval_accuracy[-1], rtol=1e-6)
     full = losses.softmax_cross_entropy.value(MLP.apply(state.params, x[500:]), y[500:])
     np.testing.assert_allclose(result["loss"], full, rtol=1e-5)
@@ -179,13 +179,13 @@ def test_binary_accuracy_thresholds():
     logits = jnp.array([[2.0], [-1.0], [0.5]])
     y = jnp.array([[1.0], [1.0], [0.0]])
     model = fnnet.Identity
-    acc = train.evaluate(model, (), losses.sigmoid_binary_cross_entropy, (logits, y))["accuracy"]
+    acc = train.evaluate(model, losses.sigmoid_binary_cross_entropy, (), (logits, y))["accuracy"]
     assert acc == pytest.approx(1 / 3)       # logits thresholded at 0
     probs = jnp.array([[0.9], [0.4], [0.6]])
-    acc = train.evaluate(model, (), losses.binary_cross_entropy, (probs, y))["accuracy"]
+    acc = train.evaluate(model, losses.binary_cross_entropy, (), (probs, y))["accuracy"]
     assert acc == pytest.approx(1 / 3)       # probabilities at 0.5
-    assert train.evaluate(model, (), losses.mse, (probs, y))["accuracy"] is None
-    assert train.evaluate(model, (), losses.mse, (probs, y), task="binary")["accuracy"] == pytest.approx(1 / 3)
+    assert train.evaluate(model, losses.mse, (), (probs, y))["accuracy"] is None
+    assert train.evaluate(model, losses.mse, (), (probs, y), task="binary")["accuracy"] == pytest.approx(1 / 3)
 
 
 def test_weight_decay_through_optax_mask():

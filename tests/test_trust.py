@@ -52,8 +52,8 @@ def test_labels_outside_the_classes_are_refused_before_training():
     x, y = _blobs()
     bad = y.at[5].set(3)
     for run in (lambda: _fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, bad)),
-                lambda: train.evaluate(MLP, MLP.init(jax.random.PRNGKey(0), (4,))[1],
-                                       losses.softmax_cross_entropy, (x, bad)),
+                lambda: train.evaluate(MLP, losses.softmax_cross_entropy,
+                                       MLP.init(jax.random.PRNGKey(0), (4,))[1], (x, bad)),
                 lambda: _fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), eval_data=(x, bad))):
         with pytest.raises(ValueError, match=r"labels in \[0, 3\).*has 3 at index 5"):
             run()
@@ -83,7 +83,7 @@ def test_nan_or_inf_in_data_is_refused():
     with pytest.raises(ValueError, match="fit: x has 1 NaN"):
         _fit(MLP, losses.softmax_cross_entropy, optax.sgd(0.1), (np.asarray(x.at[0, 0].set(jnp.inf)), y))
     with pytest.raises(ValueError, match="evaluate: y has"):
-        train.evaluate(fnnet.Dense(1), fnnet.Dense(1).init(jax.random.PRNGKey(0), (4,))[1], losses.mse,
+        train.evaluate(fnnet.Dense(1), losses.mse, fnnet.Dense(1).init(jax.random.PRNGKey(0), (4,))[1],
                        (x, jnp.full((64, 1), jnp.nan)))
 
 
@@ -103,7 +103,7 @@ def test_a_loss_says_what_its_output_means():
                       kind="multiclass_logits", name="my_ce")
     state, history = _fit(MLP, mine, optax.adam(1e-2), (x, y), eval_data=(x, y))
     assert 0 < history.train_accuracy[-1] <= 1                 # the kind makes fit count accuracy
-    assert history.eval_accuracy[-1] == train.evaluate(MLP, state.params, mine, (x, y))["accuracy"]
+    assert history.eval_accuracy[-1] == train.evaluate(MLP, mine, state.params, (x, y))["accuracy"]
     _, params = MLP.init(jax.random.PRNGKey(0), (4,))
     np.testing.assert_allclose(np.sum(train.predict_proba(MLP, params, x, mine), -1), 1, rtol=1e-5)
     plain = fnnet.Loss(losses.mse.value, losses.mse.grad)       # no kind: regression, said so

@@ -192,7 +192,7 @@ def test_stateful_models_say_what_state_to_pass_and_value_and_grad_takes_it():
     with pytest.raises(ValueError, match="with_state=True"):
         fnnet.value_and_grad(model, losses.softmax_cross_entropy)
     with pytest.raises(ValueError, match=r"BatchNorm.*Dropout.*given no state: pass model_state="):
-        train.evaluate(model, params, losses.softmax_cross_entropy, (x, y))
+        train.evaluate(model, losses.softmax_cross_entropy, params, (x, y))
     key = jax.random.PRNGKey(2)
     manual = fnnet.value_and_grad(model, losses.softmax_cross_entropy, with_state=True)
     reference = fnnet.autodiff_value_and_grad(model, losses.softmax_cross_entropy, with_state=True)
@@ -270,7 +270,7 @@ def test_load_run_reads_any_fit_checkpoint_folder(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, run.model_state, state.model_state)
     assert run.in_shape == (5,) and run.loss is losses.softmax_cross_entropy
     assert run.metrics["history"]["train_loss"] == history.train_loss
-    expected = train.evaluate(model, state.params, losses.softmax_cross_entropy, (x, y),
+    expected = train.evaluate(model, losses.softmax_cross_entropy, state.params, (x, y),
                               model_state=state.model_state)
     assert run.evaluate((x, y)) == expected
     np.testing.assert_array_equal(run.predict_labels(x), np.argmax(train.predict(

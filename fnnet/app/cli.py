@@ -25,6 +25,7 @@ import atexit
 import gc
 import importlib
 import os
+import re
 import sys
 import threading
 
@@ -96,6 +97,56 @@ def _add_model_flags(p) -> None:
     gpt_flags.add_argument("--eval-batches", type=int, help="batches per validation estimate (20)")
 
 
+_FORM_FLAGS = ("model", "recipe", "hidden", "activation", "layers", "heads", "features", "block_size", "dropout")
+"""The flags of :func:`_add_model_flags` that shape the model itself: what gradcheck, summary and doctor build."""
+_TRAINING_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "grad", "limit", "monitor",
+                   "augment", "steps", "eval_interval", "eval_batches")
+"""The flags of :func:`_add_model_flags` that only training uses."""
+_DEFAULTS = {"model": "mlp", "grad": "manual"}  # the flags above whose default is not None
+
+
+def _given(args, names) -> list[str]:
+    """The flags among ``names`` given a value other than their default, as ``--flag``."""
+    return ["--" + name.replace("_", "-") for name in names
+            if getattr(args, name, None) not in (None, _DEFAULTS.get(name))]
+
+
+def _check_args(args) -> None:
+    """The checks that need only the command line (no JAX, no data, no run folder): each bad
+    argument a :class:`UsageError`, so that it is refused at once, before any work."""
+    if args.command == "trace":
+        if args.examples < 1:
+            raise UsageError(f"--examples must be >= 1, got {args.examples}")
+        if args.explain is not None and args.explain < 0:
+            raise UsageError(f"--explain must be >= 0 (a unit of the layer's output), got {args.explain}")
+        if args.max_units < 1:
+            raise UsageError(f"--max-units must be >= 1, got {args.max_units}")
+        if args.layer is not None and not re.fullmatch(r"-?\d+|\d+(/\d+)+", args.layer):
+            raise UsageError(f"--layer must be a layer's index (2; -1 counts from the end) or path (3/1/0), "
+                             f"got {args.layer!r}")
+    elif args.command == "doctor":
+        training = _given(args, _TRAINING_FLAGS)
+        if training:
+            raise UsageError(f"{', '.join(training)}: {'training flags' if len(training) > 1 else 'a training flag'}, "
+                             f"which doctor does not use (it checks a fresh model or a run's saved parameters; its "
+                             f"overfit check takes its own Adam steps): drop {'them' if len(training) > 1 else 'it'}")
+        form = _given(args, _FORM_FLAGS)
+        if form and args.target not in DATASETS and args.target != TEXT:
+            raise UsageError(f"{form[0]}: a run folder's model is fixed by its config.json; model flags are for "
+                             f"'fnnet doctor DATASET'")
+    elif args.command == "gradcheck":
+        given = _given(args, _FORM_FLAGS + _TRAINING_FLAGS)
+        if args.all and args.dataset is not None:
+            raise UsageError(f"--all checks every data set; drop {args.dataset}, or drop --all to check "
+                             f"{args.dataset}'s model alone")
+        if args.all and given:
+            raise UsageError(f"--all checks each data set's own model, as 'fnnet train DATASET' builds it by "
+                             f"default: drop {given[0]}, or name one data set (fnnet gradcheck mnist {given[0]} ...)")
+        if given and args.dataset is None:
+            raise UsageError(f"{given[0]} is for a data set's model: name the data set whose model to check "
+                             f"(fnnet gradcheck mnist {given[0]} ...)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fnnet", description="fnnet: neural networks with hand-written, "
                                               "verified backward passes",
@@ -103,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()))
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves")
+    p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves",
+                            description="Trains the model the flags describe on DATASET and writes the run folder "
+                                        "--out (default runs/DATASET): config.json, checkpoint.safetensors, "
+                                        "metrics.json and curves.png. A folder that holds a run already needs "
+                                        "--resume (continue it) or --overwrite (replace it).")
     p.add_argument("dataset", choices=list(DATASETS) + [TEXT],
                    help=f"a data set; {TEXT} trains a character-level GPT (fnnet.app.shakespeare)")
     _add_model_flags(p)
@@ -129,8 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing", action="store_true", help="print the time taken to stderr")
     p.set_defaults(command="sample")
 
-    p = commands.add_parser("eval", help="reload a checkpoint and report the test metrics")
-    p.add_argument("dir")
+    p = commands.add_parser("eval", help="reload a checkpoint and report the test metrics",
+                            description="Reloads the run in DIR (the --out folder of 'fnnet train', or of 'fnnet "
+                                        "convert') and evaluates it on the test split (a GPT: the exact "
+                                        "validation loss); exit status 1 when the result differs from the run's "
+                                        "metrics.json.")
+    p.add_argument("dir", help="a run folder (the --out of 'fnnet train')")
     p.set_defaults(command="eval")
 
     p = commands.add_parser(
@@ -157,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.set_defaults(command="gradcheck")
 
-    p = commands.add_parser("summary", help="print the model table for a data set (the flags of fnnet train)")
+    p = commands.add_parser("summary", help="print the model table for a data set (the flags of fnnet train)",
+                            description="Prints the model 'fnnet train DATASET' builds from the same flags, layer "
+                                        "by layer: output shapes and parameter counts, and the totals. Nothing "
+                                        "is trained or computed.")
     p.add_argument("dataset", choices=list(DATASETS) + [TEXT])
     _add_model_flags(p)
     p.set_defaults(command="summary")
@@ -169,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "examples and prints one row per layer; --layer K prints that layer's tables. Exit "
                     "status 1 when a hand-written backward disagrees with jax.vjp.")
     p.add_argument("target", help="xor, or a run folder (the --out of 'fnnet train')")
-    p.add_argument("--examples", type=int, default=8, help="test examples to trace (8)")
+    p.add_argument("--examples", type=int, default=8, help="test examples to trace (8; at least 1)")
     p.add_argument("--layer", help="a layer's index (or path such as 3/1/0): print its tables")
     p.add_argument("--explain", type=int, metavar="UNIT",
                    help="explain this unit's gradient in --layer (default layer 0), term by term")
@@ -213,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (default 18; 17 and up)")
     p.set_defaults(command="export")
 
-    p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report")
+    p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report",
+                            description="Trains the XOR network, then an MLP on MNIST (on breast cancer when "
+                                        "MNIST cannot be found), into --out/xor and --out/DATASET (replacing "
+                                        "what an earlier demo wrote there), and reports their test accuracies.")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--mnist-epochs", type=int, default=5,
                    help="MNIST epochs (5: about 98.4%% in 13 s on 2 cores; fnnet train mnist's 12 reach 98.5%%)")
@@ -231,6 +296,7 @@ def main(argv=None) -> int:
 def _main(argv, *, whole_process: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _check_args(args)
     except UsageError as error:
         print(f"fnnet: error: {error}", file=sys.stderr)
         return 2

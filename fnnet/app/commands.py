@@ -186,6 +186,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
     data_seconds = time.perf_counter() - started
+    made = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -193,21 +194,22 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     jobs.clear_run_files(replaced)
     config_path = out_dir / "config.json"
     config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
-    config_path.write_text(json.dumps(config, indent=2))
-    if verbose:
-        print(summary(model, train_data[0].shape[1:]))
-        print(_training_line(config))
-    fit_started = time.perf_counter()
-    state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
-                               batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
-                               eval_data=test_data, grad=config["grad"], verbose=verbose,
-                               checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"),
-                               checkpoint_every=checkpoint_every, augment=_augmentation(config, spec))
+    with jobs.kept_or_removed(out_dir, made=made):  # stopped before a checkpoint: config.json goes again
+        config_path.write_text(json.dumps(config, indent=2))
+        if verbose:
+            print(summary(model, train_data[0].shape[1:]))
+            print(_training_line(config))
+        fit_started = time.perf_counter()
+        state, history = train.fit(model, loss, optimizer, train_data, epochs=config["epochs"],
+                                   batch_size=config["batch_size"], key=jax.random.PRNGKey(config["seed"]),
+                                   eval_data=test_data, grad=config["grad"], verbose=verbose,
+                                   checkpoint_dir=out_dir, resume=resume, monitor=config.get("monitor"),
+                                   checkpoint_every=checkpoint_every, augment=_augmentation(config, spec))
     fit_seconds = time.perf_counter() - fit_started
     if len(history) and history.eval_loss[-1] is not None:  # fit evaluated these very params after the last epoch
         result = {"loss": history.eval_loss[-1], "accuracy": history.eval_accuracy[-1]}
     else:
-        result = train.evaluate(model, state.params, loss, test_data, model_state=state.model_state)
+        result = train.evaluate(model, loss, state.params, test_data, model_state=state.model_state)
     train_seconds = float(sum(history.seconds))
     n_train = int(train_data[0].shape[0])
     steady = history.seconds[1:]
@@ -440,13 +442,35 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _check_trace_indices(result, layer, unit) -> None:
+    """A UsageError unless ``--layer`` (``layer``: an index, negative from the end, or a path) names a
+    layer of the traced model and ``--explain`` (``unit``) a unit of its output's last axis."""
+    try:
+        chosen = result.layer(0 if layer is None else layer)
+    except ValueError:
+        count = len(result.layers)
+        if str(layer).lstrip("-").isdigit():
+            raise UsageError(f"--layer {layer}: out of range: this model has {_plural(count, 'layer')} "
+                             f"(0..{count - 1}, or -1..-{count} from the end)") from None
+        raise UsageError(f"--layer {layer}: no such layer; the paths are "
+                         f"{', '.join(lt.path for lt in result.layers)}") from None
+    if unit is None:
+        return
+    units = (np.shape(chosen.y) or (1,))[-1]
+    if not 0 <= unit < units:
+        raise UsageError(f"--explain {unit}: out of range for layer {chosen.index} ({chosen.name}), whose output "
+                         f"has {_plural(units, 'unit')} on its last axis (0..{units - 1})")
+
+
 def _cmd_trace(args) -> int:
     """``fnnet trace xor``: the tutorials' XOR network, every table; ``fnnet trace RUN_DIR``: a trained
-    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables)."""
+    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables). A
+    ``--layer`` or ``--explain`` the model does not have is a usage error, before anything is printed."""
     if args.target == "xor":
         with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
             model, params, loss, x, y = recipes.tutorial_xor()
             result = tracing.trace(model, loss, params, x, y)
+        _check_trace_indices(result, args.layer, args.explain)
         print("The tutorials' 2-3-1 XOR network (Dense(3) → ReLU → Dense(1) → sigmoid, binary cross-entropy), "
               "from their published weights, on its 4 examples:\n")
         print(result)
@@ -455,6 +479,7 @@ def _cmd_trace(args) -> int:
     else:
         run = load_run(args.target)
         result = run.trace(args.examples)
+        _check_trace_indices(result, args.layer, args.explain)
         print(f"{run.dir}: {run.config.get('dataset', 'run')} on {len(result.x)} "
               f"{'validation windows' if run.is_language_model else 'test examples'}\n")
         print(result)
@@ -483,12 +508,7 @@ def _cmd_doctor(args) -> int:
             x, y = language.consecutive_windows(datasets.tiny_shakespeare().train, in_shape[0], 64)
         _, params, state = init_with_state(model, jax.random.PRNGKey(args.seed), in_shape)
         print(f"{label}: a fresh model, as 'fnnet train {args.dataset}' with these flags would start")
-    else:
-        given = [flag for flag in ("hidden", "activation", "lr", "optimizer", "layers", "features") if
-                 getattr(args, flag, None) is not None]
-        if given:
-            raise UsageError(f"--{given[0]}: a run folder's model is fixed by its config.json; model flags "
-                             f"are for 'fnnet doctor DATASET'")
+    else:  # model and training flags were refused while parsing (fnnet.app.cli)
         run = load_run(args.target)
         model, loss, params, state = run.model, run.loss, run.params, run.model_state
         x, y = run.examples(256 if not run.is_language_model else 64, split="train")
@@ -588,8 +608,9 @@ def _interrupted_message(args) -> str:
         return "fnnet: interrupted"
     out = _train_out(args)
     kept = train.checkpoint_progress(pathlib.Path(out) / train.CHECKPOINT_NAME)
-    if kept is None:
-        return f"fnnet: interrupted before the first checkpoint; nothing was kept in {out}"
+    if kept is None:  # and the files this run wrote are gone again (fnnet.app.jobs.kept_or_removed)
+        return (f"fnnet: interrupted before the first checkpoint; nothing was kept in {out} (the same command "
+                f"starts again)")
     return (f"fnnet: interrupted; the checkpoint of {kept[0]} {kept[1]} in {out} is kept: run the same command "
             f"with --resume to continue")
 

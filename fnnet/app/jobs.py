@@ -3,11 +3,13 @@ before it starts (a folder holding a run needs ``--resume`` or ``--overwrite``; 
 must have the same settings).
 
 Both ``fnnet train DATASET`` (:func:`fnnet.app.cli.run_train`) and ``fnnet train shakespeare``
-(:func:`fnnet.app.shakespeare.run_train`) use :func:`prepare_run_dir` and :func:`clear_run_files`.
+(:func:`fnnet.app.shakespeare.run_train`) use :func:`prepare_run_dir`, :func:`clear_run_files` and
+:func:`kept_or_removed`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 
@@ -30,7 +32,7 @@ def settings_changes(saved: dict, config: dict, ignore=()) -> list[str]:
 
 
 def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ignore=(), option="--out",
-                    saved_defaults=None):
+                    saved_defaults=None, can_resume: bool = True):
     """Makes ``out_dir`` ready for a training run of ``config`` before any work is done.
 
     A folder that already holds a run is refused unless ``resume`` (continue it: its saved
@@ -40,6 +42,8 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
     recorded (a CNN run without ``recipe`` was trained the ``classic`` way), for the settings
     ``config`` has. Returns the old run's files (:data:`RUN_FILES`) that ``overwrite`` will replace:
     the caller removes them once the new run is ready to start (:func:`clear_run_files`).
+    ``can_resume=False``: a command without ``--resume`` (``fnnet convert``), whose refusal names
+    ``--overwrite`` only.
     """
     out_dir = pathlib.Path(out_dir)
     if resume and overwrite:
@@ -50,9 +54,10 @@ def prepare_run_dir(out_dir, config: dict, *, resume: bool, overwrite: bool, ign
     if overwrite:
         return present
     if not resume:
+        ways = "use --resume to continue it, --overwrite to replace it" if can_resume else \
+            "use --overwrite to replace it"
         raise RecipeError(f"{option} {out_dir}: holds a run already ({', '.join(p.name for p in present)}); "
-                          f"use --resume to "
-                          f"continue it, --overwrite to replace it, or another {option}")
+                          f"{ways}, or another {option}")
     config_path = out_dir / CONFIG_NAME
     if config_path.exists():
         try:
@@ -84,3 +89,26 @@ def clear_run_files(paths) -> None:
     """Removes an old run's files (what :func:`prepare_run_dir` returned for ``overwrite``)."""
     for path in paths:
         pathlib.Path(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def kept_or_removed(out_dir, *, made: bool):
+    """Around the part of a training job that writes its run files into ``out_dir`` and trains:
+    if the job stops there (Ctrl-C, a divergence, a full disk, any error) before ``out_dir`` holds
+    a checkpoint, the run files (:data:`RUN_FILES`) it wrote are removed again, and ``out_dir``
+    itself when the job ``made`` it and it is empty. Then "nothing was kept" is what the folder
+    shows, and the same command starts afresh instead of being refused as a run that exists.
+    Files that were there when the block began are never touched."""
+    out_dir = pathlib.Path(out_dir)
+    before = {name for name in RUN_FILES if (out_dir / name).exists()}
+    try:
+        yield
+    except BaseException:
+        if not (out_dir / train.CHECKPOINT_NAME).exists():
+            for name in RUN_FILES:
+                if name not in before:
+                    (out_dir / name).unlink(missing_ok=True)
+            if made:
+                with contextlib.suppress(OSError):  # not empty: something else lives there now
+                    out_dir.rmdir()
+        raise

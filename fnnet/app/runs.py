@@ -35,6 +35,7 @@ from fnnet.app.recipes import RecipeError
 from fnnet.checkpoint import CheckpointError
 from fnnet.layer import Layer, init_with_state, is_stateful
 from fnnet.losses import Loss
+from fnnet.summary import summary
 from fnnet.train import language
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,6 +50,36 @@ class Run:
     in_shape: tuple           # one example's shape, no batch axis
     metrics: dict | None      # metrics.json, or None when the run has none
     model_state: Any = ()     # BatchNorm's running statistics (``()`` for a model without state)
+
+    def __repr__(self) -> str:
+        """One line: ``Run(runs/bc: breast-cancer, mlp of 3 layers, 961 parameters, 30 epochs; test
+        accuracy 97.37%, test loss 0.0731)`` (``run.params`` holds the numbers themselves)."""
+        parts = [self.config.get("dataset") or "a fit() checkpoint"]
+        try:
+            layers = len(summary(self.model, self.in_shape).rows)
+            parts.append(f"{self.config.get('model') or 'model'} of {layers} layer{'' if layers == 1 else 's'}")
+        except Exception:  # noqa: BLE001  a repr must not raise: a model summary() cannot lay out shows its name
+            parts.append(self.model.name or "model")
+        count = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(self.params))
+        parts.append(f"{count:,} parameter{'' if count == 1 else 's'}")
+        metrics = self.metrics or {}
+        if self.is_language_model:
+            steps = metrics.get("steps")
+            if steps is not None:
+                parts.append(f"{steps:,} steps")
+        else:
+            epochs = metrics.get("epochs", self.config.get("epochs"))
+            if epochs is not None:
+                parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
+        results = []
+        if metrics.get("test_accuracy") is not None:
+            results.append(f"test accuracy {metrics['test_accuracy']:.2%}")
+        for key in ("test_loss", "val_loss"):
+            if metrics.get(key) is not None:
+                results.append(f"{key.replace('_', ' ')} {metrics[key]:.4g}")
+        return f"Run({self.dir}: {', '.join(parts)}" + (f"; {', '.join(results)})" if results else ")")
+
+    __str__ = __repr__
 
     @property
     def task(self) -> str:
@@ -191,7 +222,7 @@ class Run:
             data = self.spec.load(self.config.get("seed", 0))[1]
         x, y = data
         data = (self.as_batch(x), y)  # any shape with the example's values, as predict takes it
-        return train.evaluate(self.model, self.params, self.loss, data, model_state=self.model_state)
+        return train.evaluate(self.model, self.loss, self.params, data, model_state=self.model_state)
 
 
 def _load_fit_checkpoint(run_dir: pathlib.Path, model: Layer, loss, in_shape) -> Run:
@@ -247,11 +278,18 @@ def load_run(run_dir, *, model: Layer | None = None, loss: Loss | None = None, i
                                                      # a CNN: fnnet.apply_with_state with run.model_state)
 
     Raises:
-      RecipeError: no such folder, or no readable ``config.json`` in it.
+      RecipeError: no such folder (or a file, such as the checkpoint, given instead of its
+        folder), or no readable ``config.json`` in it.
       CheckpointError: the checkpoint is missing, damaged, or does not fit the model.
     """
 
     run_dir = pathlib.Path(run_dir)
+    if run_dir.is_file():
+        holder = run_dir.parent
+        hint = f"pass its folder: {holder}" if (holder / CONFIG_NAME).is_file() or \
+            (holder / train.CHECKPOINT_NAME).is_file() else \
+            f"pass a run folder (the --out of 'fnnet train': it holds {CONFIG_NAME} and {train.CHECKPOINT_NAME})"
+        raise RecipeError(f"{run_dir}: is a file, not a run folder; {hint}")
     if not run_dir.is_dir():
         raise RecipeError(f"{run_dir}: no such run folder")
     config_path = run_dir / CONFIG_NAME

@@ -90,21 +90,23 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     config_path = out_dir / "config.json"
     if resume and config_path.exists() and json.loads(config_path.read_text()).get("vocab") != text.vocab:
         raise RecipeError(f"--resume: {config_path} was written for another vocabulary")
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs.clear_run_files(replaced)
-    config_path.write_text(json.dumps(config, indent=2))
-    if verbose:
-        print(summary(model, (config["block_size"],)))
-        print(f"tiny shakespeare: {len(text.train):,} training and {len(text.val):,} validation "
-              f"characters, vocabulary {text.vocab_size}")
-    optimizer = gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"],
-                              warmup=config["warmup"], weight_decay=config["weight_decay"])
-    fit_started = time.perf_counter()
-    state, history = language.fit_language_model(
-        model, optimizer, text.train, text.val, block_size=config["block_size"],
-        batch_size=config["batch_size"], steps=config["steps"], eval_interval=config["eval_interval"],
-        eval_batches=config["eval_batches"], key=jax.random.PRNGKey(config["seed"]), grad=config["grad"],
-        verbose=verbose, checkpoint_dir=out_dir, resume=resume, overwrite=overwrite)
+    with jobs.kept_or_removed(out_dir, made=made):  # stopped before a checkpoint: config.json goes again
+        config_path.write_text(json.dumps(config, indent=2))
+        if verbose:
+            print(summary(model, (config["block_size"],)))
+            print(f"tiny shakespeare: {len(text.train):,} training and {len(text.val):,} validation "
+                  f"characters, vocabulary {text.vocab_size}")
+        optimizer = gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"],
+                                  warmup=config["warmup"], weight_decay=config["weight_decay"])
+        fit_started = time.perf_counter()
+        state, history = language.fit_language_model(
+            model, optimizer, text.train, text.val, block_size=config["block_size"],
+            batch_size=config["batch_size"], steps=config["steps"], eval_interval=config["eval_interval"],
+            eval_batches=config["eval_batches"], key=jax.random.PRNGKey(config["seed"]), grad=config["grad"],
+            verbose=verbose, checkpoint_dir=out_dir, resume=resume, overwrite=overwrite)
     fit_seconds = time.perf_counter() - fit_started
     result = language.evaluate_language_model(model, state.params, text.val, block_size=config["block_size"],
                                               model_state=state.model_state)
@@ -215,7 +217,7 @@ def convert_nanogpt(checkpoint_path, out_dir, *, meta=None, overwrite: bool = Fa
     characters, which the checkpoint's vocabulary size must then equal.
     """
     out_dir = pathlib.Path(out_dir)
-    replaced = jobs.prepare_run_dir(out_dir, {}, resume=False, overwrite=overwrite)
+    replaced = jobs.prepare_run_dir(out_dir, {}, resume=False, overwrite=overwrite, can_resume=False)
     checkpoint = nanogpt.read_checkpoint(checkpoint_path)
     model, params, config = nanogpt.from_nanogpt(checkpoint, name=str(checkpoint_path))  # errors name the file
     if meta is not None:

@@ -48,12 +48,13 @@ import numpy as np
 from fnnet import gpt, losses
 from fnnet.combinators import Residual, serial
 from fnnet.gradcheck import cases
-from fnnet.gradcheck._numerics import errors as _errors, to_float64 as _to_float64
+from fnnet.gradcheck import _one_layer
+from fnnet.gradcheck._numerics import errors as _errors, to_float64 as _to_float64, worst as _worst
 from fnnet.gradients import loss_and_grads
 from fnnet.layers import BatchNorm, Conv, Dense, Dropout, GlobalAvgPool, MaxPool, Relu, Tanh
-from fnnet.layer import (Layer, apply_with_state, forward_with_state, init_with_state, is_stateful,
-                         layer_children, layer_name, locate)
-from fnnet.losses import Loss, loss_name
+from fnnet.layer import (Layer, apply_with_state, check_backward_result, child_forward, init_with_state,
+                         is_stateful, layer_children, layer_name, locate, recording)
+from fnnet.losses import Loss, check_targets, loss_name
 
 AUTODIFF_RTOL = 1e-9
 FD_RTOL = 1e-6
@@ -92,17 +93,26 @@ class Report:
     rows: tuple[Row, ...]
     culprit: str | None = None
     """For :func:`check_model`: the first layer whose own check fails, with what failed."""
+    culprit_path: str | None = None
+    """That layer's path, as :func:`fnnet.trace` writes it (``"3/1/0"``; ``""`` for the model itself)."""
+    failure: str | None = None
+    """Why the check could not compare gradients leaf by leaf (a backward that returns the wrong
+    tree, a forward that differs from apply): a report with a failure has not passed."""
 
     @property
     def passed(self) -> bool:
-        return all(row.passed for row in self.rows)
+        return self.failure is None and all(row.passed for row in self.rows)
 
     @property
     def worst_rel_error(self) -> float:
-        return max((row.max_rel_error for row in self.rows), default=0.0)
+        """The largest relative error of any row (``inf`` for a failure or a NaN)."""
+        if self.failure is not None:
+            return float("inf")
+        return _worst(row.max_rel_error for row in self.rows)
 
     def __str__(self) -> str:
-        return format_table(self.rows)
+        table = format_table(self.rows)
+        return f"FAILED: {self.failure}\n{table}" if self.failure else table
 
 
 def format_table(rows) -> str:
@@ -174,6 +184,9 @@ def _fd_error(scalar_fn, derivative, point, path_index, manual_leaf, key, direct
             break
         v = rng.standard_normal(leaf.shape)
         analytic = float(np.vdot(manual_leaf, v))
+        if not np.isfinite(analytic):  # a NaN or inf hand-written gradient: never a pass
+            worst, checked = float("inf"), checked + 1
+            continue
         reference = None
         for eps in FD_STEPS:
             numeric = (at(eps, v) - at(-eps, v)) / (2 * eps)
@@ -200,29 +213,16 @@ def _random_like(key, tree):
     return jax.tree.unflatten(treedef, [rng.standard_normal(jnp.shape(leaf)) for leaf in leaves])
 
 
-def _bind(layer: Layer, x, state, rng, train):
-    """``(apply(params, x) -> y, forward(params, x) -> (y, residuals))`` of ``layer``; for a layer
-    with state or randomness, at the given state (``init_with_state``'s by default), key and mode."""
+def _layer_state(layer: Layer, x, state, rng):
+    """``(state, key)`` for checking ``layer`` alone: for a layer with state or randomness the given
+    ones, or ``init_with_state``'s state for ``x``'s examples and ``PRNGKey(1)``; ``((), None)``
+    for a plain layer."""
     if not is_stateful(layer):
-        return layer.apply, layer.forward, None
+        return (), None
     if state is None:
         in_shape = jax.tree.map(lambda a: a.shape[1:], x, is_leaf=lambda a: hasattr(a, "shape"))
         state = init_with_state(layer, jax.random.PRNGKey(0), in_shape)[2]
-    state = _to_float64(state)
-    rng = jax.random.PRNGKey(1) if rng is None else rng
-
-    def apply(params, inputs):
-        return apply_with_state(layer, params, state, inputs, key=rng, train=train)[0]
-
-    def forward(params, inputs):
-        return forward_with_state(layer, params, state, inputs, key=rng, train=train)[:2]
-
-    def new_states(params, inputs):
-        """The state each path leaves behind: ``stateful_forward``'s and ``stateful_apply``'s."""
-        return (forward_with_state(layer, params, state, inputs, key=rng, train=train)[2],
-                apply_with_state(layer, params, state, inputs, key=rng, train=train)[1])
-
-    return apply, forward, new_states
+    return _to_float64(state), (jax.random.PRNGKey(1) if rng is None else rng)
 
 
 def _state_row(subject: str, forward_state, apply_state, rtol: float) -> Row:
@@ -244,15 +244,36 @@ def _describe(model, path) -> tuple[str, str]:
     return (names or layer_name(model)), param.strip("[]'\"") if len(rest) == 1 else param
 
 
-def _check_structure(subject, manual, reference, report_rows):
+def _structure_problem(manual, reference) -> str | None:
+    """Why ``manual`` cannot be compared with ``reference`` leaf by leaf (``None``: it can)."""
     if jax.tree.structure(manual) != jax.tree.structure(reference):
-        raise GradientMismatch(
-            f"{subject}: gradient tree structure {jax.tree.structure(manual)} does not match the "
-            f"params' {jax.tree.structure(reference)}", Report(subject, tuple(report_rows)))
+        return (f"gradient tree structure {jax.tree.structure(manual)} does not match the params' "
+                f"{jax.tree.structure(reference)}")
     for m, r in zip(jax.tree.leaves(manual), jax.tree.leaves(reference)):
         if jnp.shape(m) != jnp.shape(r):
-            raise GradientMismatch(f"{subject}: a gradient leaf has shape {jnp.shape(m)}, "
-                                   f"expected {jnp.shape(r)}", Report(subject, tuple(report_rows)))
+            return f"a gradient leaf has shape {jnp.shape(m)}, expected {jnp.shape(r)}"
+    return None
+
+
+def _failed(subject: str, reason: str, raise_on_failure: bool, culprit=None, culprit_path=None) -> Report:
+    """A report that could not compare gradients (its ``failure`` says why); raised as
+    :class:`GradientMismatch` when ``raise_on_failure``."""
+    report = Report(subject, (), culprit, culprit_path, failure=reason)
+    if raise_on_failure:
+        raise GradientMismatch(f"{subject}: {reason}", report)
+    return report
+
+
+def _largest_finite(leaves, measure) -> float:
+    """The largest ``measure`` of the finite entries of the floating ``leaves`` (``0.0`` for none)."""
+    best = 0.0
+    for leaf in leaves:
+        if not _inexact(leaf) or not np.size(leaf):
+            continue
+        array = np.asarray(leaf, np.float64)
+        array = np.where(np.isfinite(array), array, 0.0)
+        best = max(best, float(measure(array)))
+    return best
 
 
 def _inexact(leaf) -> bool:
@@ -262,17 +283,17 @@ def _inexact(leaf) -> bool:
 
 def _compare(subject, describe, manual, reference, scalar_fn, point, key, directions, rtol, fd_rtol,
              raise_on_failure, first_rows=()) -> Report:
-    _check_structure(subject, manual, reference, [])
+    problem = _structure_problem(manual, reference)
+    if problem is not None:
+        return _failed(subject, problem, raise_on_failure)
     reference_fn = scalar_fn
     derivative = _jit(lambda p, t: jax.jvp(reference_fn, (p,), (t,))[1])  # the reference's exact slope
     scalar_fn = _jit(reference_fn)  # finite differences evaluate it many times
     rows = list(first_rows)
     paths = jax.tree_util.tree_flatten_with_path(reference)[0]
     manual_leaves = jax.tree.leaves(manual)
-    largest = max((float(np.max(np.abs(np.asarray(leaf)))) for leaf in jax.tree.leaves(reference)
-                   if np.size(leaf) and _inexact(leaf)), default=0.0)
-    largest_norm = max((float(np.linalg.norm(np.asarray(leaf))) for leaf in manual_leaves if _inexact(leaf)),
-                       default=0.0)
+    largest = _largest_finite(jax.tree.leaves(reference), lambda a: np.max(np.abs(a)))
+    largest_norm = _largest_finite(manual_leaves, np.linalg.norm)
     for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
         if not _inexact(ref_leaf):
             continue  # an integer input (token ids): no cotangent to compare
@@ -319,26 +340,31 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
     subject = layer_name(layer)
     with jax.enable_x64(True):
         params, x = _to_float64(params), _to_float64(x)
-        apply, forward, new_states = _bind(layer, x, state, rng, train)
+        state, rng = _layer_state(layer, x, state, rng)
+        apply, forward, _ = _one_layer.bind(layer, state, rng, train)
         shapes = [jax.eval_shape(apply, params, x), jax.eval_shape(lambda p, v: forward(p, v)[0], params, x)]
         if len({str(jax.tree.map(lambda a: a.shape, s)) for s in shapes}) > 1:
-            raise GradientMismatch(f"{subject}: forward returns {jax.tree.map(lambda a: a.shape, shapes[1])} but "
-                                   f"apply returns {jax.tree.map(lambda a: a.shape, shapes[0])}", Report(subject, ()))
+            return _failed(subject, f"forward returns {jax.tree.map(lambda a: a.shape, shapes[1])} but apply "
+                                    f"returns {jax.tree.map(lambda a: a.shape, shapes[0])}", raise_on_failure)
         cotangent = _random_like(jax.random.fold_in(key, 1), shapes[0])
 
         @_jit  # one compilation for everything instead of one per operation
         def outputs(params, x, cotangent):
-            y, residuals = forward(params, x)
-            states = new_states(params, x) if new_states is not None else None
-            return (y, apply(params, x), layer.backward(params, residuals, cotangent),
-                    jax.vjp(apply, params, x)[1](cotangent), states)
+            values = _one_layer.outputs(layer, params, x, cotangent, state=state, key=rng, train=train)
+            check_backward_result(layer, params, values["manual"], x)  # names a wrong pair before comparing
+            return values
 
-        y, y_apply, (dparams, dx), (ref_dparams, ref_dx), states = outputs(params, x, cotangent)
-        y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))]
+        try:
+            values = outputs(params, x, cotangent)
+        except ValueError as error:
+            if not str(error).startswith(f"{subject}: backward"):
+                raise
+            return _failed(subject, str(error).removeprefix(f"{subject}: "), raise_on_failure)
+        y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(values["y"]), jax.tree.leaves(values["y_apply"]))]
         y_abs, y_rel = max(y_errors, default=(0.0, 0.0), key=lambda e: e[1])
         first_rows = [Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)]
-        if states is not None:  # a stateful layer: both paths must leave the same state behind
-            first_rows.append(_state_row(subject, *states, rtol))
+        if values["state"] is not None:  # a stateful layer: both paths must leave the same state behind
+            first_rows.append(_state_row(subject, values["state"], values["state_apply"], rtol))
 
         def scalar_fn(point):
             p, inputs = point
@@ -351,67 +377,75 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
                 return subject, "x (input)" + (f" {rest}" if rest else "")
             return _describe(layer, path[1:])
 
-        return _compare(subject, describe, (dparams, dx), (ref_dparams, ref_dx), scalar_fn,
+        return _compare(subject, describe, values["manual"], values["reference"], scalar_fn,
                         (params, x), key, directions, rtol, fd_rtol, raise_on_failure,
                         first_rows=tuple(first_rows))
 
 
-def _units(model: Layer, params, state, x, rng, train, labels=()):
-    """``(label, layer, params, state, key, input)`` for each layer of ``model`` in forward order,
-    descending into :func:`fnnet.serial`; each input is what the layers before it ``apply``."""
-    if model.name == "serial" and layer_children(model):
-        children = layer_children(model)
-        states = state if isinstance(state, (tuple, list)) and len(state) == len(children) else \
-            ((),) * len(children)
-        for index, (child, child_params, child_state) in enumerate(zip(children, params, states)):
-            child_key = None if rng is None else jax.random.fold_in(rng, index)
-            yield from _units(child, child_params, child_state, x, child_key, train,
-                              labels + (f"{index}:{layer_name(child)}",))
-            x = apply_with_state(child, child_params, child_state, x, key=child_key, train=train)[0]
-    else:
-        yield " / ".join(labels) or layer_name(model), model, params, state, rng, x
+def _label(model: Layer, path: tuple) -> str:
+    """``"2:WrongSilu"`` for child 2 of a serial model, ``"3:Residual(…) / 1:parallel / 0:Dense(4)"``
+    deeper down, the model's own name for ``()``."""
+    chain, layer = [], model
+    for index in path:
+        layer = layer_children(layer)[index]
+        chain.append(f"{index}:{layer_name(layer)}")
+    return " / ".join(chain) or layer_name(model)
+
+
+def _first_failure(model: Layer, params, x, *, key, rtol, state, rng, train) -> tuple[str, str, str] | None:
+    """``(label, path, what failed)`` of the first layer, in forward order, whose own check fails
+    (:mod:`fnnet.gradcheck._one_layer`: forward against apply, backward against ``jax.vjp`` along a
+    random cotangent, at the input the model's forward gave it), every layer inside every
+    combinator included; ``None`` when all pass. One compiled program checks them all."""
+    static = {"problems": {}}
+
+    def run(params, x, state, rng, key):
+        with recording() as tape:
+            child_forward(None, model, params, state, x, key=rng, train=train)
+        calls = tape.leaves()
+        static["calls"] = calls
+        out = []
+        for index, call in enumerate(calls):
+            leaves, treedef = jax.tree.flatten(call.y)
+            keys = jax.random.split(jax.random.fold_in(key, index), max(len(leaves), 1))
+            cotangent = jax.tree.unflatten(treedef, [
+                jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf)) if _inexact(leaf) else
+                jnp.zeros_like(leaf) for k, leaf in zip(keys, leaves)])
+            values = _one_layer.outputs(call.layer, call.params, call.x, cotangent, state=call.state, key=call.key,
+                                        train=call.train)
+            try:
+                check_backward_result(call.layer, call.params, values["manual"], call.x)
+            except ValueError as error:
+                static["problems"][index] = str(error).removeprefix(f"{layer_name(call.layer)}: ")
+                values = None
+            out.append(values)
+        return out
+
+    with jax.enable_x64(True):
+        params, x, state = _to_float64(params), _to_float64(x), _to_float64(state)
+        results = jax.device_get(_jit(run)(params, x, state, rng, key))
+    for index, (call, values) in enumerate(zip(static["calls"], results)):
+        problem = static["problems"].get(index) or _one_layer.compare(values, rtol).problem
+        if problem is not None:
+            return _label(model, call.path), "/".join(map(str, call.path)), problem
+    return None
 
 
 def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTODIFF_RTOL,
                         state=(), rng=None, train: bool = True) -> str | None:
-    """Checks each layer of ``model`` on its own input, in forward order (``forward`` against
-    ``apply``, ``backward`` against ``jax.vjp``, in float64) and describes the first that
-    disagrees, e.g. ``"1:Relu: dx disagrees with jax.vjp at the layer's input (max rel error
-    1.0e+00)"``; ``None`` when every layer agrees."""
+    """Checks each layer of ``model`` on its own input, in forward order, every layer inside
+    :func:`fnnet.serial`, :func:`fnnet.parallel`, :func:`fnnet.Residual` and the other
+    combinators included (``forward`` against ``apply``, ``backward`` against ``jax.vjp`` along a
+    random cotangent, in float64, NaN and inf counted as failures) and describes the first that
+    disagrees, e.g. ``"1:Relu: dx disagrees with jax.vjp at the layer's own input (max rel error
+    1.0e+00)"`` or, deeper, ``"3:Residual(Dense(4)) / 1:parallel / 0:Dense(4) (path 3/1/0): dw
+    disagrees …"``; ``None`` when every layer agrees."""
     key = jax.random.PRNGKey(0) if key is None else key
-    with jax.enable_x64(True):
-        params, x, state = _to_float64(params), _to_float64(x), _to_float64(state)
-        for index, (label, layer, layer_params, layer_state, layer_rng, layer_x) in enumerate(
-                _units(model, params, state, x, rng, train)):
-            apply, forward, _ = _bind(layer, layer_x, layer_state if is_stateful(layer) else None,
-                                      layer_rng, train)
-            y, residuals = forward(layer_params, layer_x)
-            y_apply = apply(layer_params, layer_x)
-            shapes, apply_shapes = jax.tree.map(jnp.shape, y), jax.tree.map(jnp.shape, y_apply)  # y: branches too
-            if shapes != apply_shapes:
-                return f"{label}: forward's output shape {shapes} differs from apply's {apply_shapes}"
-            worst = max((_errors(a, b)[1] for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(y_apply))), default=0.0)
-            if worst > rtol:
-                return f"{label}: forward's output differs from apply's (max rel error {worst:.1e})"
-            cotangent = _random_like(jax.random.fold_in(key, index), y)
-            manual = layer.backward(layer_params, residuals, cotangent)
-            reference = jax.vjp(apply, layer_params, layer_x)[1](cotangent)
-            if jax.tree.structure(manual) != jax.tree.structure(reference):
-                return f"{label}: backward returns a tree {jax.tree.structure(manual)}, expected " \
-                       f"{jax.tree.structure(reference)}"
-            for path, got, want in zip(
-                    (p for p, _ in jax.tree_util.tree_flatten_with_path(reference)[0]),
-                    jax.tree.leaves(manual), jax.tree.leaves(reference)):
-                what = "dx" if path[0].idx == 1 else f"d{_describe(layer, path[1:])[1]}"
-                if not _inexact(want):
-                    continue  # integer input (token ids): no cotangent
-                if jnp.shape(got) != jnp.shape(want):
-                    return f"{label}: backward's {what} has shape {jnp.shape(got)}, expected {jnp.shape(want)}"
-                error = _errors(got, want)[1]
-                if error > rtol:
-                    return (f"{label}: {what} disagrees with jax.vjp at the layer's own input "
-                            f"(max rel error {error:.1e})")
-    return None
+    found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
+    if found is None:
+        return None
+    label, path, problem = found
+    return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}"
 
 
 def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
@@ -446,32 +480,51 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
         else:
             state, rng = (), None
         state = _to_float64(state)
-        value, grads, _, new_state, ref_value, ref_grads, _, ref_state = _jit(lambda p, x, y, state, key: (
-            *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train),
-            *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)))(
-            params, x, y, state, rng)
+        check_targets(loss, y, jax.eval_shape(lambda p, s, v: apply_with_state(model, p, s, v, key=rng)[0],
+                                              params, state, x).shape[1:], "check_model")
+
+        def culprit_of():
+            found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
+            if found is None:
+                return None, None
+            label, path, problem = found
+            return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}", path
+
+        try:
+            value, grads, _, new_state, ref_value, ref_grads, _, ref_state = _jit(lambda p, x, y, state, key: (
+                *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train),
+                *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)))(
+                params, x, y, state, rng)
+        except ValueError as error:
+            if ": backward " not in str(error):
+                raise
+            culprit, path = culprit_of()  # a backward that returned the wrong tree, named by its layer
+            return _failed(subject, f"{error}", raise_on_failure, culprit, path)
         state_rows = (_state_row(subject, new_state, ref_state, rtol),) if is_stateful(model) else ()
         _, value_rel = _errors(value, ref_value)
-        if value_rel > rtol:
-            culprit = first_failing_layer(model, params, x, key=key, rtol=rtol, state=state, rng=rng,
-                                          train=train)
-            raise GradientMismatch(f"{subject}: forward loss {float(value)!r} differs from apply's "
-                                   f"{float(ref_value)!r}; "
-                                   + (f"the first layer that differs is {culprit}" if culprit else
-                                      "every layer's forward agrees with its apply on its own input"),
-                                   Report(subject, (), culprit))
+        if not value_rel <= rtol:
+            culprit, path = culprit_of()
+            return _failed(subject, f"forward loss {float(value)!r} differs from apply's {float(ref_value)!r}; "
+                                    + (f"the first layer that differs is {culprit}" if culprit else
+                                       "every layer's forward agrees with its apply on its own input"),
+                           raise_on_failure, culprit, path)
 
         def scalar_fn(p):
             return loss.value(apply_with_state(model, p, state, x, key=rng, train=train)[0], y)
 
         report = _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
                           params, key, directions, rtol, fd_rtol, raise_on_failure=False, first_rows=state_rows)
-        if report.passed:
+        culprit, path = culprit_of()  # every layer on its own input, even when the model's gradients agree
+        if report.passed and culprit is None:
             return report
-        culprit = first_failing_layer(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
-        report = dataclasses.replace(report, culprit=culprit)
+        report = dataclasses.replace(report, culprit=culprit, culprit_path=path)
+        if report.passed:  # a layer is wrong where this batch's gradients do not show it (a NaN masked by a ReLU)
+            report = dataclasses.replace(report, failure=f"the model's gradients agree with jax.grad on this batch, "
+                                                         f"but layer {culprit}")
         if raise_on_failure:
-            bad = next(row for row in report.rows if not row.passed)
+            bad = next((row for row in report.rows if not row.passed), None)
+            if bad is None:
+                raise GradientMismatch(f"{subject}: {report.failure}", report)
             blame = (f"the first layer whose backward disagrees is {culprit}; the parameter gradients "
                      f"of the layers before it are wrong as a consequence" if culprit else
                      f"every layer agrees with jax.vjp on its own input, so look at the loss's grad; "

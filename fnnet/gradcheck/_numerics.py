@@ -3,6 +3,8 @@ largest absolute and relative difference of two arrays."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,10 +22,52 @@ def to_float64(tree):
 
 
 def errors(manual, reference, floor: float = 0.0) -> tuple[float, float]:
-    """``(max |manual − reference|, that over the larger of the two's largest entry and floor)``."""
+    """``(max |manual − reference|, that over the larger of the two's largest entry and floor)``.
+
+    NaN and inf are failures, never passes: an entry that is not finite in one array where it is
+    finite in the other (or a NaN against an inf, ``+inf`` against ``−inf``) makes both errors
+    ``inf``. Entries that are the same non-finite value in both agree (a layer and ``jax.vjp``
+    that both overflow at the same place); the others are compared as usual."""
     manual, reference = np.asarray(manual, np.float64), np.asarray(reference, np.float64)
     if manual.size == 0:
         return 0.0, 0.0
+    if np.shape(manual) != np.shape(reference):
+        return float("inf"), float("inf")
+    finite = np.isfinite(manual) & np.isfinite(reference)
+    if not finite.all():
+        odd = ~finite
+        same = (np.isnan(manual) & np.isnan(reference)) | (manual == reference)  # nan ≡ nan, inf ≡ inf
+        if not same[odd].all():
+            return float("inf"), float("inf")
+        manual, reference = manual[finite], reference[finite]
+        if manual.size == 0:
+            return 0.0, 0.0
     abs_error = float(np.max(np.abs(manual - reference)))
     scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(manual))), floor, 1e-300)
     return abs_error, abs_error / scale
+
+
+def worst(values) -> float:
+    """The largest of ``values`` with NaN counted as the worst (``inf``): ``max(0.0, nan)`` is
+    ``0.0`` in Python, which would let a NaN error pass as a perfect one."""
+    out = 0.0
+    for value in values:
+        value = float(value)
+        out = float("inf") if math.isnan(value) else max(out, value)
+    return out
+
+
+def nonfinite_counts(tree) -> tuple[int, int]:
+    """``(number of NaN, number of inf)`` entries in the floating leaves of ``tree``."""
+    nans = infs = 0
+    for leaf in jax.tree.leaves(tree):
+        if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            continue
+        array = np.asarray(leaf)
+        nans, infs = nans + int(np.isnan(array).sum()), infs + int(np.isinf(array).sum())
+    return nans, infs
+
+
+def describe_counts(nans: int, infs: int) -> str:
+    """``"3 nan and 1 inf"``, ``"2 nan"``, ``"1 inf"`` (``""`` for none)."""
+    return " and ".join(part for part in (f"{nans} nan" if nans else "", f"{infs} inf" if infs else "") if part)

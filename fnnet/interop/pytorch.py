@@ -2,7 +2,7 @@
 
 Supported, both ways (torch → fnnet):
 
-=====================================  ==========================================================
+======================================  =========================================================
 ``Linear(bias=...)``                    ``Dense(out, use_bias=...)``; ``w = weightᵀ``
 ``Conv1d`` / ``Conv2d``                 ``Conv1D`` / ``Conv`` (stride, padding, dilation, groups,
                                         bias); ``w = weight`` as (k..., C_in/groups, C_out)
@@ -12,19 +12,24 @@ Supported, both ways (torch → fnnet):
 ``Embedding``                           ``Embedding(vocab, features)``
 ``Dropout(p)``                          ``Dropout(p)``
 ``MaxPool2d`` / ``AvgPool2d``           ``MaxPool`` / ``AvgPool`` (padding counted as zeros)
-``AdaptiveAvgPool2d(1)`` [+ ``Flatten``]  ``GlobalAvgPool``
+``AdaptiveAvgPool2d(1)`` + ``Flatten``  ``GlobalAvgPool``
+``AdaptiveAvgPool2d(1)``                ``GlobalAvgPool``, ``Reshape((1, 1, C))`` (no ``Flatten`` next)
 ``Flatten``                             ``Flatten``
 ``ReLU`` ``Tanh`` ``Sigmoid``           ``Relu`` ``Tanh`` ``Sigmoid`` ``Identity`` ``Softmax``
 ``Identity`` ``Softmax(dim=-1)``
 ``LeakyReLU(slope)``                    ``LeakyRelu(slope)``
 ``GELU()`` / ``GELU("tanh")``           ``Gelu(approximate=False)`` / ``Gelu``
-=====================================  ==========================================================
+======================================  =========================================================
 
 Layout: torch images are channels-first (NCHW), fnnet's channels-last (NHWC). The converted
 model takes fnnet's layout; where a ``Flatten`` turns an image into features, the features
 come out in a different order (H, W, C against C, H, W), so the first layer that mixes them
 (a ``Linear``; a ``BatchNorm1d`` or ``LayerNorm`` on the way has its per-feature parameters
-moved too) gets its rows permuted: the outputs are identical.
+moved too) gets its rows permuted: the outputs are identical. ``AdaptiveAvgPool2d(1)`` gives
+torch's ``(C, 1, 1)``: followed by a ``Flatten`` (elementwise modules between them allowed) the
+pair is one ``GlobalAvgPool``, giving ``(C,)``; followed by anything else (a 1×1 ``Conv2d``, the
+end of the model), a ``Reshape((1, 1, C))`` after the ``GlobalAvgPool`` keeps the two unit axes,
+so fnnet's ``(1, 1, C)`` is torch's ``(C, 1, 1)``. ``to_torch`` turns the pair back into the module.
 
 BatchNorm: PyTorch's ``momentum`` is the weight of the *new* batch statistic, fnnet's the
 weight of the old running value, so fnnet's is ``1 - momentum``. PyTorch's running variance
@@ -44,9 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.combinators import serial, stateful_names
-from fnnet.layer import Layer, init_with_state, is_stateful, layer_children, layer_name
+from fnnet.layer import Layer, example_shape, init_with_state, is_stateful, layer_children, layer_name
 from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Embedding, Flatten, Gelu,
-                          GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Sigmoid, Softmax, Tanh)
+                          GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, Sigmoid, Softmax,
+                          Tanh)
 
 INSTALL = "pip install 'fnnet[interop]'"
 
@@ -74,8 +80,9 @@ def _flatten_order(shape: tuple) -> np.ndarray:
 
 class _Walk:
     """Where a conversion stands: fnnet's example shape, whether torch holds it channels-first
-    (``"image"``), as a pooled ``(C, 1, 1)`` (``"pooled"``) or as features last (``"features"``),
-    and the feature order a Flatten left for the next mixing layer."""
+    (``"image"``), as a pooled ``(C, 1, 1)`` that fnnet holds as ``(C,)`` (``"pooled"``: after a
+    ``GlobalAvgPool``, until a Flatten or a ``Reshape((1, 1, C))``) or as features last
+    (``"features"``), and the feature order a Flatten left for the next mixing layer."""
 
     def __init__(self, shape, layout, rank=2):
         self.shape, self.layout, self.order, self.rank = tuple(shape), layout, None, rank
@@ -90,9 +97,11 @@ def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
     ``in_shape`` is one example's shape in fnnet's layout: ``(H, W, C)`` for an image model
     (the converted model takes channels-last images), ``(features,)`` for an MLP, ``(T,)`` for
     token ids. ``model_state`` holds BatchNorm's running statistics (``()`` when there is
-    none). A module that has no fnnet twin is a :class:`ConversionError` naming it and its
-    position (``"3.1"`` inside a nested Sequential). Parameters keep their dtype (float64 needs
-    JAX's x64 mode).
+    none). ``AdaptiveAvgPool2d(1)`` keeps torch's shape: ``GlobalAvgPool`` then
+    ``Reshape((1, 1, C))``, unless a ``Flatten`` follows it. A module that has no fnnet twin is
+    a :class:`ConversionError` naming it and its position (``"3.1"`` inside a nested
+    Sequential). Parameters keep their dtype (float16 and bfloat16 too; float64 needs JAX's x64
+    mode).
 
     Example:
       >>> import torch, fnnet
@@ -112,7 +121,7 @@ def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
     walk = _Walk(in_shape, "image" if image else "features")
     key = jax.random.PRNGKey(0) if key is None else key
     modules = list(module) if isinstance(module, torch.nn.Sequential) else [module]
-    return _convert_serial(torch, modules, walk, key, prefix="")
+    return _convert_serial(torch, modules, walk, key, prefix="", end=True)
 
 
 def _first_is_conv(torch, module) -> bool:
@@ -125,31 +134,48 @@ def _first_is_conv(torch, module) -> bool:
     return False
 
 
-def _convert_serial(torch, modules, walk, key, prefix):
-    """``(serial, params, state)`` of a Sequential's modules (nested Sequentials in turn)."""
-    layers, params, states = [], [], []
+def _convert_serial(torch, modules, walk, key, prefix, end=False):
+    """``(serial, params, state)`` of a Sequential's modules (nested Sequentials in turn); ``end``:
+    they end the model."""
+    nn = torch.nn
+    converted = []  # (layer, params, state) of each fnnet layer
     for position, module in enumerate(modules):
         where = f"{prefix}{position}"
-        if isinstance(module, torch.nn.Flatten) and walk.layout == "pooled":
+        if isinstance(module, nn.Flatten) and walk.layout == "pooled":
             _check_flatten(module, where)
             walk.layout = "features"      # (C, 1, 1) → (C,): GlobalAvgPool already gave fnnet's (C,)
             continue
         child_key = jax.random.fold_in(key, position)
-        if isinstance(module, torch.nn.Sequential):
-            layer, layer_params, state = _convert_serial(torch, list(module), walk, child_key, f"{where}.")
+        if walk.layout == "pooled" and not isinstance(module, (nn.Sequential, nn.ReLU, nn.Tanh, nn.Sigmoid,
+                                                               nn.Identity, nn.LeakyReLU, nn.GELU, nn.Dropout)):
+            converted.append(_unpool(walk, child_key, where))  # no Flatten: torch's (C, 1, 1) it is
+        if isinstance(module, nn.Sequential):
+            converted.append(_convert_serial(torch, list(module), walk, child_key, f"{where}."))
         else:
-            layer, layer_params, state = _convert_module(torch, module, walk, child_key, where)
-        layers.append(layer)
-        params.append(layer_params)
-        states.append(state)
+            converted.append(_convert_module(torch, module, walk, child_key, where))
+    if end and walk.layout == "pooled":   # the model ends with AdaptiveAvgPool2d(1): (N, C, 1, 1)
+        converted.append(_unpool(walk, key, f"{prefix}{len(modules)}"))
+    layers, params, states = zip(*converted) if converted else ((), (), ())
     model = serial(*layers)
     return model, tuple(params), tuple(states) if is_stateful(model) else ()
+
+
+def _unpool(walk, key, where):
+    """``Reshape((1, 1, C))`` after a ``GlobalAvgPool``: AdaptiveAvgPool2d(1) without a Flatten after
+    it leaves torch's ``(C, 1, 1)``, which is fnnet's ``(1, 1, C)``."""
+    walk.module = "AdaptiveAvgPool2d(1)"
+    result = _fill(Reshape((1, 1) + walk.shape), walk, key, {}, where)
+    walk.layout = "image"
+    return result
 
 
 def jax_array(tensor, what: str):
     """A torch tensor's values as a JAX array of the same dtype; ``what`` (``"module 0: weight"``)
     names it in the error for float64 while JAX's x64 mode is off (never a silent cast)."""
-    value = tensor.detach().cpu().numpy()
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == import_torch().bfloat16:  # numpy has no bfloat16: through float32, exact both ways
+        return jnp.asarray(tensor.float().numpy(), jnp.bfloat16)
+    value = tensor.numpy()
     if value.dtype == np.float64 and not jax.config.jax_enable_x64:
         raise ConversionError(f"{what} is float64 but JAX's x64 mode is off: enable it "
                               f"(jax.config.update('jax_enable_x64', True)) or convert module.float() first")
@@ -341,9 +367,13 @@ def to_torch(model: Layer, params, model_state=None):
 
     The twin takes PyTorch's layout (NCHW images) and holds the same numbers; BatchNorm's
     running statistics come from ``model_state`` (required when the model has a BatchNorm).
-    Tensors keep the params' dtype. A layer without a PyTorch twin (a ``parallel``, an attention
-    layer, ``Reshape``, "SAME" padding with strides) is a :class:`ConversionError` naming it and
-    its position.
+    It is returned in evaluation mode (``.eval()``: Dropout off, BatchNorm on its running
+    statistics), the mode of ``fnnet.apply_with_state``'s default ``train=False``; call
+    ``.train()`` on it to train. Tensors keep the params' dtype (bfloat16 too). ``GlobalAvgPool``
+    becomes ``AdaptiveAvgPool2d(1)`` and a ``Flatten``, or no Flatten when a ``Reshape((1, 1, C))``
+    follows it. A layer without a PyTorch twin (a ``parallel``, an attention layer, a ``Reshape``
+    other than that one, "SAME" padding with strides) is a :class:`ConversionError` naming it
+    and its position.
 
     Example:
       >>> import jax, torch, fnnet
@@ -367,7 +397,10 @@ def to_torch(model: Layer, params, model_state=None):
     walk = _Walk((), "image" if _takes_images(model, params) else "features")
     state = model_state if is_stateful(model) else None
     with torch.no_grad():
-        return _sequential(torch, model, params, state, walk, prefix="")
+        net = _sequential(torch, model, params, state, walk, prefix="")
+    if walk.layout == "pooled":   # the model ends with GlobalAvgPool: (N, C, 1, 1) → (N, C)
+        net.append(torch.nn.Flatten())
+    return net.eval()
 
 
 def _takes_images(model, params) -> bool:
@@ -381,7 +414,15 @@ def _takes_images(model, params) -> bool:
 
 
 def _tensor(torch, value):
-    return torch.from_numpy(np.array(value))
+    array = np.array(value)
+    if array.dtype == jnp.bfloat16:  # torch reads no numpy bfloat16: through float32, exact both ways
+        return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+# fnnet layers that act on each value alone: between GlobalAvgPool and what follows it, torch's
+# (C, 1, 1) and fnnet's (C,) give them the same numbers
+_ELEMENTWISE = ("Relu", "Tanh", "Sigmoid", "Identity", "LeakyRelu", "Gelu", "Dropout")
 
 
 def _sequential(torch, model, params, state, walk, prefix):
@@ -390,11 +431,24 @@ def _sequential(torch, model, params, state, walk, prefix):
         where = f"{prefix}{position}"
         child_state = state[position] if state else None
         spec = child.spec
+        if walk.layout == "pooled" and (spec is None or spec.kind not in ("serial",) + _ELEMENTWISE):
+            if _unpools(child, params[position]):
+                walk.layout, walk.rank = "image", 2   # AdaptiveAvgPool2d(1)'s (C, 1, 1) as it is
+                continue
+            modules.append(torch.nn.Flatten())        # (C, 1, 1) → GlobalAvgPool's (C,)
+            walk.layout = "features"
         if spec is not None and spec.kind == "serial":
             modules.append(_sequential(torch, child, params[position], child_state, walk, f"{where}."))
         else:
             modules.extend(_to_module(torch, child, params[position], child_state, walk, where))
     return torch.nn.Sequential(*modules)
+
+
+def _unpools(layer, params) -> bool:
+    """Whether the layer is a ``Reshape`` of pooled ``(C,)`` to ``(1, 1, C)``."""
+    example = example_shape(params)
+    return layer.spec is not None and layer.spec.kind == "Reshape" and example is not None and \
+        len(example) == 1 and tuple(layer.init(None, example)[0]) == (1, 1) + example
 
 
 def _to_module(torch, layer, params, state, walk, where):
@@ -482,8 +536,8 @@ def _to_module(torch, layer, params, state, walk, where):
             return [nn.MaxPool2d(spec["window"], spec["strides"], padding)]
         return [nn.AvgPool2d(spec["window"], spec["strides"], padding, count_include_pad=True)]
     if kind == "GlobalAvgPool":
-        walk.layout = "features"
-        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        walk.layout = "pooled"   # the Flatten to (C,) comes with the next layer unless it is Reshape((1, 1, C))
+        return [nn.AdaptiveAvgPool2d(1)]
     if kind == "Flatten":
         if walk.layout == "image":
             walk.order = _flatten_order(tuple(params.shape))
@@ -514,4 +568,5 @@ def _inverse(order):
 
 def _dtype(torch, array):
     return {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
-            np.dtype(np.float16): torch.float16}.get(np.asarray(array).dtype, torch.float32)
+            np.dtype(np.float16): torch.float16, np.dtype(jnp.bfloat16): torch.bfloat16}.get(
+        np.asarray(array).dtype, torch.float32)

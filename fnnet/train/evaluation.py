@@ -45,9 +45,14 @@ def _evaluator(model: Layer, loss: Loss, batch_size: int, n: int, task: str | No
     return xla_options.jit(run, model)
 
 
-def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
+def evaluate(model: Layer, loss: Loss, params, data, *, batch_size: int = 1024,
              task: str | None = None, mesh=None, model_state=()) -> dict:
     """Mean loss and accuracy of ``params`` on ``data = (x, y)``, computed in batches.
+
+    The arguments come in the order of :func:`fnnet.train.fit`, :func:`fnnet.trace`,
+    :func:`fnnet.doctor` and :func:`fnnet.gradcheck.check_model`: model, loss, params, data. (It
+    used to be ``evaluate(model, params, loss, data)``: a call in that order raises a ``TypeError``
+    that says so.)
 
     Accuracy: multi-class takes the argmax; binary thresholds the sigmoid output at
     0.5 (logits at 0); regression has none (``accuracy`` is ``None``). With a
@@ -58,7 +63,20 @@ def evaluate(model: Layer, params, loss: Loss, data, *, batch_size: int = 1024,
     outside the model's classes and non-probabilities for a probability loss raise a
     ``ValueError`` instead of a silently wrong number. The model runs in evaluation mode
     with ``model_state`` (``TrainState.model_state``: BatchNorm's running statistics).
+
+    Example::
+
+        result = fnnet.train.evaluate(model, fnnet.losses.softmax_cross_entropy, state.params, (x_test, y_test))
+        result["loss"], result["accuracy"]
+
+    Raises:
+      TypeError: ``loss`` is not a :class:`fnnet.Loss` (the old order, params before the loss).
+      ValueError: bad data (see above).
     """
+    if isinstance(params, Loss) or not isinstance(loss, Loss):
+        raise TypeError(f"evaluate(model, loss, params, data): the loss comes before the params, as in fit, "
+                        f"trace and doctor; got {type(loss).__name__} where the loss goes"
+                        + (" and a Loss where the params go" if isinstance(params, Loss) else ""))
     x, y = inputs.as_arrays(data, "evaluate")
     validate(model, loss, params, x, y, "evaluate", model_state)
     return evaluate_arrays(model, params, loss, x, y, batch_size=batch_size, task=task, mesh=mesh,
@@ -97,13 +115,18 @@ def validate(model: Layer, loss: Loss, params, x, y, where: str, model_state=())
 def validate_targets(model: Layer, loss: Loss, params, x, y, where: str, model_state=()) -> None:
     """The checks of :func:`validate` that need only the shapes of ``params`` (``jax.eval_shape``'s
     will do, so ``fit`` runs them before anything compiles): that the model takes ``x`` and that
-    the targets ``y`` fit its outputs (labels within its classes...). Errors start with ``where``."""
+    the targets ``y`` fit its outputs (labels within its classes, the shape the loss takes, named
+    as the user's whole ``y``, not one batch of it...). Errors start with ``where``."""
     try:
         out = jax.eval_shape(lambda p, s, x: apply_with_state(model, p, s, x)[0], params, model_state,
                              jax.ShapeDtypeStruct(x.shape, x.dtype))
     except ValueError as error:  # the layer that cannot take these inputs, named by the model
         raise ValueError(f"{where}: {error}") from error
     inputs.check_targets(loss, y, out.shape[1:], where)
+    try:  # the loss's own shape checks, on all of the data: in the compiled step they would name one batch's shapes
+        jax.eval_shape(loss.value, out, jax.ShapeDtypeStruct(y.shape, y.dtype))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
 
 
 def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):

@@ -157,7 +157,8 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
 
     Before anything compiles, the data are checked on the host (:mod:`fnnet.train.inputs`):
     NaN/inf in ``x``, ``y`` or ``eval_data``, inputs the model cannot take, labels outside the
-    model's classes, targets outside [0, 1] for the binary losses, and ``params`` that do not fit
+    model's classes, targets of a shape the loss does not take (named with ``y``'s whole shape,
+    not one batch's), targets outside [0, 1] for the binary losses, and ``params`` that do not fit
     the model for examples of shape ``x.shape[1:]`` raise a ``ValueError`` naming what is wrong;
     so do outputs outside [0, 1] for a probability loss, found by running the initialised model
     on the first examples.

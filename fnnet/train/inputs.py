@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.layer import ExampleShape, Layer, abstract_init, apply_with_state, describe_path
-from fnnet.losses import Loss, loss_kind, loss_name
+from fnnet.losses import Loss, check_targets, first_bad as _first_bad, loss_kind, loss_name
 
 
 def on_device(array):
@@ -27,11 +27,6 @@ def on_device(array):
     # device_put copies a NumPy array to the device once; jnp.asarray would alias it and then be
     # copied again at every jit boundary that needs an owned buffer (a dataset-sized copy each).
     return array if isinstance(array, jax.Array) else jax.device_put(np.asarray(array))
-
-
-def _first_bad(mask: np.ndarray) -> str:
-    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
-    return str(index[0] if len(index) == 1 else tuple(int(i) for i in index))
 
 
 def check_finite(array, where: str, what: str) -> None:
@@ -67,35 +62,6 @@ def as_arrays(data, where: str):
 def out_shape(model: Layer, in_shape) -> tuple:
     """The output shape (one example) that ``model.init`` declares for ``in_shape``; nothing computed."""
     return tuple(abstract_init(model, tuple(in_shape))[0])
-
-
-def check_targets(loss: Loss, y, out_shape, where: str) -> None:
-    """Raises ValueError if ``y`` cannot be a target of ``loss`` for outputs of shape ``out_shape``
-    (one example's, no batch axis)."""
-    kind, name = loss_kind(loss), loss_name(loss)
-    values = np.asarray(y)
-    if kind == "multiclass_logits" and jnp.issubdtype(values.dtype, jnp.integer) and len(out_shape):
-        classes = int(out_shape[-1])
-        outside = (values < 0) | (values >= classes)
-        if outside.any():
-            raise ValueError(
-                f"{where}: {name} needs integer labels in [0, {classes}) for a model with {classes} "
-                f"outputs; y has {int(values[np.unravel_index(np.argmax(outside), outside.shape)])} at "
-                f"index {_first_bad(outside)} ({int(outside.sum())} label(s) outside the range)")
-    if kind == "multiclass_logits" and not jnp.issubdtype(values.dtype, jnp.integer) and len(out_shape) and \
-            tuple(values.shape[1:]) != tuple(out_shape):
-        integral = values.size and np.all(values == np.round(values))
-        raise ValueError(
-            f"{where}: {name} takes integer class labels of shape (N,) or one-hot targets of shape "
-            f"(N, {', '.join(map(str, out_shape))}); y is {values.dtype} of shape {values.shape}"
-            + ("; its values are whole numbers: pass y.astype(int)" if integral else ""))
-    if kind in ("probabilities", "logits") or (kind == "multiclass_logits"
-                                               and not jnp.issubdtype(values.dtype, jnp.integer)):
-        outside = (values < 0) | (values > 1)
-        if outside.any():
-            raise ValueError(f"{where}: {name} needs targets in [0, 1]; y has "
-                             f"{values[np.unravel_index(np.argmax(outside), outside.shape)]} at index "
-                             f"{_first_bad(outside)} ({int(outside.sum())} value(s) outside)")
 
 
 def check_outputs(loss: Loss, model: Layer, params, x, where: str, sample: int = 256, model_state=()) -> None:

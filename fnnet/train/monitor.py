@@ -5,8 +5,10 @@ forward and hand-written backward already hold: the activations' mean and standa
 the fraction of dead ReLU units (zero for every example of the batch) or of saturated sigmoid /
 tanh outputs, the gradient norm ``‖dθ‖`` and the update-to-weight ratio ``‖Δθ‖ / ‖θ‖`` (Karpathy's
 rule of thumb: about 1e-3). The statistics are reductions inside the step (a ``lax.cond`` picks
-the observed steps): no host callback per step. :func:`health_warnings` turns them into the
-warnings an experienced practitioner would give, once per layer.
+the observed steps): no host callback per step. They describe the batch's real examples only: the
+padded rows of an epoch's short last batch (``weights`` 0) are left out of the activation
+statistics, as they are out of the loss and so out of ``‖dθ‖``. :func:`health_warnings` turns
+them into the warnings an experienced practitioner would give, once per layer.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ def _norm(tree):
     return jnp.sqrt(sum(leaves)) if leaves else jnp.zeros((), jnp.float32)
 
 
-def layer_health(tape: Tape, params, new_params) -> dict:
+def layer_health(tape: Tape, params, new_params, weights=None) -> dict:
     """``{"layer 3 (Relu)": {"mean": ..., "dead": ...}, ...}``: JAX scalars from a step's tape
     (``params`` before the update, ``new_params`` after it: ``‖Δθ‖`` is read from the two, which
     the step holds anyway). Every activation: ``mean``, ``std`` and ``dead`` (ReLU) or
     ``saturated`` (sigmoid, tanh) of its output; every layer with parameters: ``grad_norm``
-    ``‖dθ‖``, ``param_norm`` ``‖θ‖`` and ``update_ratio`` ``‖Δθ‖/‖θ‖``."""
+    ``‖dθ‖``, ``param_norm`` ``‖θ‖`` and ``update_ratio`` ``‖Δθ‖/‖θ‖``. ``weights``: the step's
+    0/1 per example (leading axis of every output), whose 0 rows (padding) the activation
+    statistics leave out; ``dθ`` has them out already (their loss gradient is scaled to 0)."""
     health = {}
     for index, call in enumerate(tape.leaves()):
         kind = layer_kind(call.layer)
@@ -50,13 +54,14 @@ def layer_health(tape: Tape, params, new_params) -> dict:
             continue
         # an activation's output statistics; a layer with parameters: its gradient and update (its
         # output, which XLA may otherwise never write out, is described by the activation after it)
-        stats = {} if has_params else {k: v for k, v in activation_stats(kind, call.y).items() if k in _KEPT}
+        stats = {} if has_params else {k: v for k, v in activation_stats(kind, call.y, weights=weights).items()
+                                       if k in _KEPT}
         if has_params:
             stats["grad_norm"] = _norm(call.dparams)
-            weights, new = subtree(params, call.path), subtree(new_params, call.path)
-            if weights is not None and new is not None:
-                stats["param_norm"] = _norm(weights)
-                update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), new, weights)
+            old, new = subtree(params, call.path), subtree(new_params, call.path)
+            if old is not None and new is not None:
+                stats["param_norm"] = _norm(old)
+                update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), new, old)
                 stats["update_ratio"] = _norm(update) / jnp.maximum(stats["param_norm"], 1e-30)
         health[f"layer {index} ({layer_name(call.layer)})"] = {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
     return health

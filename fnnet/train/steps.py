@@ -39,7 +39,8 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
     key ``fold_in(state.key, state.step)``; its new state goes into ``state.model_state``.
 
     ``metrics`` holds ``loss`` (the batch loss before the update) and, for
-    classification, ``accuracy``. ``weights`` (one 0/1 per example) masks padding.
+    classification, ``accuracy``. ``weights`` (one 0/1 per example) masks padding, in the loss,
+    the gradients, the accuracy and the monitor's statistics.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, fnnet
@@ -71,12 +72,12 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
         if hits is not None:
             metrics["accuracy"] = (jnp.mean(hits) if weights is None else
                                    jnp.sum(hits * weights) / jnp.maximum(jnp.sum(weights), 1))
-        if monitor == 1:
-            metrics["health"] = layer_health(tape, state.params, params)
+        if monitor == 1:  # the padding (weights 0) left out of the statistics, as out of the loss
+            metrics["health"] = layer_health(tape, state.params, params, weights)
         elif monitor:  # the reductions run on observed steps only; the step itself is not branched
             metrics["health"] = jax.lax.cond((state.step + 1) % monitor == 0,
-                                             lambda: layer_health(tape, state.params, params),
-                                             lambda: masked(layer_health(tape, state.params, params)))
+                                             lambda: layer_health(tape, state.params, params, weights),
+                                             lambda: masked(layer_health(tape, state.params, params, weights)))
         return TrainState(params, opt_state, state.step + 1, state.key, model_state), metrics
 
     return step

@@ -40,8 +40,8 @@ spec = sharded.params[0]["w"].sharding
 assert spec.is_fully_replicated and len(spec.device_set) == devices, spec
 
 # evaluation sharded over the mesh equals the single-device one (odd batch size: padded, masked)
-one = train.evaluate(model, single.params, loss, (x, y), batch_size=37)
-many = train.evaluate(model, sharded.params, loss, (x, y), batch_size=37, mesh=mesh)
+one = train.evaluate(model, loss, single.params, (x, y), batch_size=37)
+many = train.evaluate(model, loss, sharded.params, (x, y), batch_size=37, mesh=mesh)
 assert abs(one["loss"] - many["loss"]) < 1e-5 and one["accuracy"] == many["accuracy"], (one, many)
 
 # the checkpoint written by the sharded run loads on one device, and back onto the mesh
