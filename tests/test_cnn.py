@@ -178,3 +178,11 @@ def test_cli_trace_of_a_trained_cnn(cnn_run, capsys, shared_data, monkeypatch):
     rows, out = trace_rows(capsys, cnn_run, "--layer", "1")
     assert len(rows) == 11 and "Reshape" in rows[0] and "Conv(24, 5x5)" in rows[1]
     assert "== layer 1: Conv(24, 5x5)" in out
+
+
+@pytest.mark.slow  # ~15 s: the doctor's float64 gradcheck and overfit of the CNN
+def test_cli_doctor_of_a_trained_cnn_flags_nothing(cnn_run, capsys, shared_data, monkeypatch):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    assert cli.main(["doctor", str(cnn_run)]) == 0
+    out = capsys.readouterr().out
+    assert "every check passed" in out and "✗" not in out, out

@@ -352,3 +352,11 @@ def test_cli_trace_of_a_trained_gpt(text_run, capsys, shakespeare_data, monkeypa
     rows, out = trace_rows(capsys, text_run, "--layer", "2/0/1/0/1")
     assert len(rows) == 16 and "Embedding(65, 16)" in rows[0] and "CausalSelfAttention" in rows[4]
     assert "2/1/1/0/2" in rows[10] and "Gelu" in rows[10] and "(path 2/0/1/0/1)" in out
+
+
+@pytest.mark.slow  # ~25 s: the doctor's float64 gradcheck and overfit of the GPT
+def test_cli_doctor_of_a_trained_gpt_flags_nothing(text_run, capsys, shakespeare_data, monkeypatch):
+    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
+    assert cli.main(["doctor", str(text_run)]) == 0
+    out = capsys.readouterr().out
+    assert "every check passed" in out and "✗" not in out, out
