@@ -475,32 +475,23 @@ def check_backward_result(layer: Layer, params, result, x=None) -> tuple:
         raise ValueError(f"{name}: backward must return a pair (dparams, dx), got "
                          f"{type(result).__name__}{f' of {len(result)} items' if isinstance(result, (tuple, list)) else ''}")
     dparams, dx = result
-    swapped = " (is it returning (dx, dparams)? The order is (dparams, dx))"
-    if jax.tree.structure(dparams) != jax.tree.structure(params):
-        hint = swapped if x is not None and jax.tree.structure(dparams) == jax.tree.structure(x) or \
-            jax.tree.structure(dx) == jax.tree.structure(params) else ""
-        raise ValueError(f"{name}: backward returned dparams {_tree_text(dparams)} for params "
-                         f"{_tree_text(params)}: dparams must have the params' tree structure{hint}")
-    for (path, p), g in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(dparams)):
-        where = jax.tree_util.keystr(path)
-        if getattr(g, "shape", None) is None or tuple(g.shape) != tuple(getattr(p, "shape", ())):
-            raise ValueError(f"{name}: backward returned dparams{where} of shape {getattr(g, 'shape', type(g))} "
-                             f"for a parameter of shape {tuple(getattr(p, 'shape', ()))}")
-        if _floating(p) and not _floating(g):
-            raise ValueError(f"{name}: backward returned dparams{where} of dtype {g.dtype} for a {p.dtype} "
-                             f"parameter")
-    if x is None:
-        return dparams, dx
-    if jax.tree.structure(dx) != jax.tree.structure(x):
-        raise ValueError(f"{name}: backward returned dx {_tree_text(dx)} for an input {_tree_text(x)}: dx must "
-                         f"have the input's structure and shape{swapped if jax.tree.structure(dx) == jax.tree.structure(params) else ''}")
-    for (path, a), g in zip(jax.tree_util.tree_flatten_with_path(x)[0], jax.tree.leaves(dx)):
-        where = jax.tree_util.keystr(path)
-        if getattr(g, "shape", None) is None or tuple(g.shape) != tuple(getattr(a, "shape", ())):
-            raise ValueError(f"{name}: backward returned dx{where} of shape {getattr(g, 'shape', type(g))} for an "
-                             f"input of shape {tuple(getattr(a, 'shape', ()))}")
-        if _floating(a) and not _floating(g):
-            raise ValueError(f"{name}: backward returned dx{where} of dtype {g.dtype} for a {a.dtype} input")
+    swapped = jax.tree.structure(dx) == jax.tree.structure(params) or \
+        (x is not None and jax.tree.structure(dparams) == jax.tree.structure(x))
+    checks = [("dparams", dparams, params, "params", "a parameter")] + \
+        ([("dx", dx, x, "an input", "an input")] if x is not None else [])
+    for what, got, want, whose, one in checks:
+        if jax.tree.structure(got) != jax.tree.structure(want):
+            hint = " (is it returning (dx, dparams)? The order is (dparams, dx))" if swapped else ""
+            raise ValueError(f"{name}: backward returned {what} {_tree_text(got)} for {whose} {_tree_text(want)}: "
+                             f"{what} must have the same tree structure and shapes{hint}")
+        for (path, reference), leaf in zip(jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(got)):
+            where, shape = jax.tree_util.keystr(path), tuple(getattr(reference, "shape", ()))
+            if getattr(leaf, "shape", None) is None or tuple(leaf.shape) != shape:
+                raise ValueError(f"{name}: backward returned {what}{where} of shape "
+                                 f"{getattr(leaf, 'shape', type(leaf).__name__)} for {one} of shape {shape}")
+            if _floating(reference) and not _floating(leaf):
+                raise ValueError(f"{name}: backward returned {what}{where} of dtype {leaf.dtype} for {one} of "
+                                 f"dtype {reference.dtype}")
     return dparams, dx
 
 

@@ -349,9 +349,13 @@ def test_monitor_of_a_healthy_run_with_a_short_last_batch_flags_nothing():
 # -- the other way: healthy models pass every diagnostic -------------------------------------------
 
 SINGLE = [case for case in cases.LAYER_CASES if not (case.in_shape and isinstance(case.in_shape[0], tuple))]
+SAMPLE = {"Dense", "Relu", "Sigmoid", "Conv 3x3 SAME", "MaxPool 2x2", "LayerNorm", "BatchNorm (train)",
+          "Dropout (train)", "Embedding", "CausalSelfAttention (2 heads)", "Residual", "FanOut + parallel + FanInConcat"}
+"""The kinds traced in ``make test``; every catalogue layer in the slow run (~30 s)."""
 
 
-@pytest.mark.parametrize("case", SINGLE, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [case if case.name in SAMPLE else pytest.param(case, marks=pytest.mark.slow)
+                                  for case in SINGLE], ids=lambda c: c.name)
 def test_every_catalogue_layer_passes_trace(x64, case):
     out_shape, params, state = case.init(jax.random.PRNGKey(1))
     if isinstance(out_shape[0], tuple):
@@ -372,8 +376,13 @@ def test_healthy_models_pass_check_model_trace_and_doctor():
                   serial(fnnet.Dense(16), FanOut(2), parallel(Identity, fnnet.Dense(16)), FanInSum, fnnet.Relu,
                          fnnet.Dense(2))):
         params = _params(model)
-        report = fnnet.doctor(model, fnnet.losses.softmax_cross_entropy, params, (x, y))
-        assert report.passed, str(report)
+        if model.children[2].children:  # a residual, a fan-out (the plain MLP's doctor: the CLI tests below)
+            report = fnnet.doctor(model, fnnet.losses.softmax_cross_entropy, params, (x, y))
+            assert report.passed, str(report)
+        else:
+            report = fnnet.gradcheck.check_model(model, fnnet.losses.softmax_cross_entropy, params, x[:4], y[:4],
+                                                 raise_on_failure=False)
+            assert report.passed and report.culprit is None, str(report)
         with jax.enable_x64(True):
             trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x[:8], y[:8])
         assert trace.passed, str(trace)
@@ -384,11 +393,13 @@ def test_healthy_models_pass_check_model_trace_and_doctor():
 
 # -- the command line on the built-in data sets and runs -------------------------------------------
 
-@pytest.mark.parametrize("dataset", ["xor", "regression", "breast-cancer", "digits", "mnist"])
+@pytest.mark.parametrize("dataset", ["xor", "regression", "breast-cancer",
+                                     pytest.param("digits", marks=pytest.mark.slow),
+                                     pytest.param("mnist", marks=pytest.mark.slow)])
 def test_cli_doctor_passes_every_builtin_data_set_with_its_default_model(dataset, capsys, shared_data, monkeypatch):
     """`fnnet doctor DATASET`: a fresh model as `fnnet train DATASET` would start, nothing flagged
-    (the CNN, Fashion-MNIST and the GPT in the slow test below; the trained runs in test_see_inside,
-    test_cnn and test_gpt)."""
+    (digits and MNIST in the slow run; the CNN, Fashion-MNIST and the GPT in the slow test below; the
+    trained runs in test_see_inside, test_cnn and test_gpt)."""
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
     assert fnnet.app.cli.main(["doctor", dataset]) == 0
     out = capsys.readouterr().out

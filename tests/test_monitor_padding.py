@@ -50,11 +50,12 @@ def test_activation_stats_leave_out_the_padding_rows(padding, shape):
         pad[1, ..., 4] = np.inf
     y = jnp.asarray(np.concatenate([real, pad]))
     weights = jnp.array([1., 1., 1., 1., 1., 0., 0., 0.])
-    _assert_stats(activation_stats("Relu", y, weights=weights), _reference("Relu", real))
-    _assert_stats(activation_stats("Relu", real), _reference("Relu", real))  # no weights: all rows, as before
+    stats = jax.jit(activation_stats, static_argnums=0)  # one program each, as inside a step
+    _assert_stats(stats("Relu", y, weights=weights), _reference("Relu", real))
+    _assert_stats(stats("Relu", real), _reference("Relu", real))  # no weights: all rows, as before
     squashed = np.tanh(3 * rng.normal(size=(5,) + shape)).astype(np.float32)
     y = jnp.asarray(np.concatenate([squashed, pad]))
-    _assert_stats(activation_stats("Tanh", y, weights=weights), _reference("Tanh", squashed))
+    _assert_stats(stats("Tanh", y, weights=weights), _reference("Tanh", squashed))
 
 
 def test_layer_health_of_a_padded_batch_is_the_real_rows_health():
@@ -68,12 +69,15 @@ def test_layer_health_of_a_padded_batch_is_the_real_rows_health():
     y = jnp.array([0, 1, 2, 0, 1, 0, 0, 0])
     weights = jnp.array([1., 1., 1., 1., 1., 0., 0., 0.])
     new_params = jax.tree.map(lambda p: p * 0.99, params)
-    with recording() as padded_tape:
-        loss_and_grads(model, loss, params, x, y, weights=weights)
-    with recording() as real_tape:
-        loss_and_grads(model, loss, params, x[:5], y[:5])
-    padded = layer_health(padded_tape, params, new_params, weights)
-    real = layer_health(real_tape, params, new_params)
+    @jax.jit  # as inside a compiled step
+    def healths(params, new_params, x, y, weights):
+        with recording() as padded_tape:
+            loss_and_grads(model, loss, params, x, y, weights=weights)
+        with recording() as real_tape:
+            loss_and_grads(model, loss, params, x[:5], y[:5])
+        return layer_health(padded_tape, params, new_params, weights), layer_health(real_tape, params, new_params)
+
+    padded, real = healths(params, new_params, x, y, weights)
     assert set(padded) == set(real) == {"layer 0 (Dense(16))", "layer 1 (Relu)", "layer 2 (Dense(8))",
                                         "layer 3 (Sigmoid)", "layer 4 (Dense(3))"}
     for label in real:

@@ -42,8 +42,8 @@ class UsageError(Exception):
 
 EXIT_CODES = {
     0: "success",
-    1: "a check failed (gradcheck, a trace's vjp check, a doctor check, or eval found results that differ "
-       "from metrics.json)",
+    1: "a check failed (gradcheck, a trace's forward or vjp check or a NaN in it, a doctor check, or eval found "
+       "results that differ from metrics.json)",
     2: "a usage error: a bad argument, data set, run folder or checkpoint (one line on stderr)",
     3: "training diverged (the loss became NaN or infinite); the last good checkpoint is kept",
     4: "a checkpoint or output could not be written (disk full...); the previous checkpoint is kept",
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="'fnnet trace xor' prints the tutorials' XOR network step as tables (inputs, weights, z, "
                     "activations, deltas, dW, db). 'fnnet trace RUN_DIR' runs a trained run on --examples test "
                     "examples and prints one row per layer; --layer K prints that layer's tables. Exit "
-                    "status 1 when a hand-written backward disagrees with jax.vjp.")
+                    "status 1 when a layer's forward disagrees with its apply, its hand-written backward with "
+                    "jax.vjp, or it computed a NaN or inf.")
     p.add_argument("target", help="xor, or a run folder (the --out of 'fnnet train')")
     p.add_argument("--examples", type=int, default=8, help="test examples to trace (8; at least 1)")
     p.add_argument("--layer", help="a layer's index (or path such as 3/1/0): print its tables")

@@ -454,10 +454,13 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
     """Checks :func:`fnnet.value_and_grad` (hand-written) against ``jax.value_and_grad`` and
     finite differences of the loss, for every parameter of ``model``.
 
-    On a failure the report's ``culprit`` (and the error message) names the first layer
-    whose own ``forward`` or ``backward`` disagrees (see :func:`first_failing_layer`):
-    a wrong ``dx`` in layer ``i`` makes the parameter gradients of layers ``< i`` wrong,
-    so the failing rows alone would blame the wrong layer.
+    On a failure the report's ``culprit`` and ``culprit_path`` (and the error message) name the
+    first layer whose own ``forward`` or ``backward`` disagrees (see :func:`first_failing_layer`):
+    a wrong ``dx`` in layer ``i`` makes the parameter gradients of layers ``< i`` wrong, so the
+    failing rows alone would blame the wrong layer. A layer that computed a NaN or inf fails the
+    check even when the model's gradients agree (a NaN backward at a ReLU's kink, hidden by the
+    ReLU before it). With ``raise_on_failure=False`` every failure is returned as a report
+    (``report.failure`` says why when no gradient could be compared), never raised.
 
     A model with state or randomness is checked at ``state`` (``init_with_state``'s by
     default), the PRNG key ``rng`` and the mode ``train``, as :func:`check_layer` does.
@@ -490,10 +493,19 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
             label, path, problem = found
             return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}", path
 
+        def both(p, x, y, state, key):
+            with recording() as tape:
+                manual = loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train)
+            nonfinite = jnp.asarray(False)  # anything a layer computed: a NaN its neighbours hide still counts
+            for call in tape.leaves():
+                for leaf in jax.tree.leaves((call.y, call.dx, call.dparams)):
+                    if _inexact(leaf):
+                        nonfinite = nonfinite | ~jnp.all(jnp.isfinite(leaf))
+            return (*manual, *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key,
+                                             train=train), nonfinite)
+
         try:
-            value, grads, _, new_state, ref_value, ref_grads, _, ref_state = _jit(lambda p, x, y, state, key: (
-                *loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train),
-                *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key, train=train)))(
+            value, grads, _, new_state, ref_value, ref_grads, _, ref_state, nonfinite = _jit(both)(
                 params, x, y, state, rng)
         except ValueError as error:
             if ": backward " not in str(error):
@@ -514,6 +526,8 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
 
         report = _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
                           params, key, directions, rtol, fd_rtol, raise_on_failure=False, first_rows=state_rows)
+        if report.passed and not bool(nonfinite):
+            return report
         culprit, path = culprit_of()  # every layer on its own input, even when the model's gradients agree
         if report.passed and culprit is None:
             return report
