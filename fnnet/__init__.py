@@ -14,11 +14,12 @@ The public API, at a glance:
 * gradients: :func:`value_and_grad` (hand-written), :func:`autodiff_value_and_grad`
   (reference), :func:`objective` (``jax.custom_vjp``), :func:`per_example_grads`;
 * :mod:`fnnet.gradcheck` and :func:`summary`;
-* seeing inside (:mod:`fnnet.tracing`, :mod:`fnnet.diagnosis`): :func:`trace` (one step, every
-  layer's values and gradients, each backward checked against ``jax.vjp``), :func:`explain` (one
-  unit's chain rule with its numbers), :func:`debug_nans` (the first layer that stopped being
-  finite), :func:`doctor` (the checks to run before training); ``fit(..., monitor=N)`` watches
-  every layer while training;
+* seeing inside: :func:`trace` (:mod:`fnnet.tracing`: one step, every layer's values and
+  gradients, each forward checked against its ``apply`` and each backward against ``jax.vjp``),
+  :func:`explain` (:mod:`fnnet.explanation`: one unit's chain rule with its numbers),
+  :func:`debug_nans` (:mod:`fnnet.nans`: the first layer that stopped being finite),
+  :func:`doctor` (:mod:`fnnet.diagnosis`: the checks to run before training), the statistics in
+  :mod:`fnnet.health`; ``fit(..., monitor=N)`` watches every layer while training;
 * :mod:`fnnet.train` (``fit``, ``evaluate``, ``make_train_step``, ``fit_ensemble``),
   checkpoints :func:`save` / :func:`load`;
 * :mod:`fnnet.gpt` (``GPT``, ``generate``) with :func:`fnnet.train.fit_language_model` and
@@ -57,7 +58,9 @@ _FROM = {
     "fnnet.losses": ("Loss",),
     "fnnet.summary": ("Summary", "summary"),
     "fnnet.app.runs": ("Run", "load_run"),
-    "fnnet.tracing": ("trace", "Trace", "LayerTrace", "explain", "debug_nans"),
+    "fnnet.tracing": ("trace", "Trace", "LayerTrace"),
+    "fnnet.explanation": ("explain",),
+    "fnnet.nans": ("debug_nans", "NonFinite"),
     "fnnet.diagnosis": ("doctor", "Diagnosis"),
 }
 _LAZY_NAMES = {name: (module, name) for module, names in _FROM.items() for name in names}

@@ -14,10 +14,10 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, child_backward,
-                         child_forward, example_shape, init_with_state, is_stateful,
-                         layer_children, layer_name, make_layer, spec)
+from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, example_shape,
+                         init_with_state, is_stateful, layer_children, layer_name, make_layer, spec)
 from fnnet.layers.activations import Identity
+from fnnet.tape import child_backward, child_forward
 
 
 def serial(*layers: Layer) -> Layer:

@@ -42,9 +42,11 @@ import numpy as np
 import optax
 
 from fnnet import gradcheck
-from fnnet.layer import Layer, child_backward, child_forward, init_with_state, is_stateful, layer_children
+from fnnet.layer import Layer, init_with_state, is_stateful, layer_children
+from fnnet.tape import child_backward, child_forward
 from fnnet.losses import Loss, loss_kind, loss_name
-from fnnet.tracing import FRACTION_HIGH, check_labels, trace
+from fnnet.health import FRACTION_HIGH
+from fnnet.tracing import check_labels, trace
 from fnnet.train.state import init_state
 from fnnet.train.steps import make_train_step
 

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import (Layer, apply_with_state, child_backward, child_forward, is_recording, is_stateful,
-                         layer_name, recording)
+from fnnet.layer import Layer, apply_with_state, is_stateful, layer_name
 from fnnet.losses import Loss, check_targets
+from fnnet.tape import child_backward, child_forward, is_recording, recording
 
 
 GRAD_MODES = ("manual", "autodiff")

@@ -11,6 +11,7 @@ MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
            "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.tracing",
+           "fnnet.explanation", "fnnet.health", "fnnet.tape",
            "fnnet.diagnosis", "fnnet.train.augment"]
 
 

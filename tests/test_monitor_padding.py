@@ -10,7 +10,7 @@ import pytest
 import fnnet
 from fnnet import train
 from fnnet.gradients import loss_and_grads
-from fnnet.layer import recording
+from fnnet.tape import recording
 from fnnet.tracing import activation_stats
 from fnnet.train.epochs import epoch_batches
 from fnnet.train.monitor import layer_health

@@ -31,13 +31,10 @@ import threading
 
 from fnnet.app.choices import (ACTIVATIONS, CHECKPOINT_EVERY, CNN_RECIPE_NAMES, DATASETS, MODELS, OPTIMIZERS,
                                SCHEDULES, TEXT)
+from fnnet.app.usage import UsageError
 
 __all__ = ["ACTIVATIONS", "DATASETS", "EXIT_CODES", "OPTIMIZERS", "SCHEDULES", "UsageError", "build_parser", "entry_point", "main"]
 # (run_train, run_eval and the recipes' build_model... are reached through this module too: PEP 562, below)
-
-
-class UsageError(Exception):
-    """A bad command-line argument: printed as one line, exit code 2."""
 
 
 EXIT_CODES = {

@@ -3,11 +3,9 @@ loading JAX, so ``fnnet --help`` and a mistyped flag answer at once), then :func
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pathlib
-import shutil
 import sys
 import time
 
@@ -15,17 +13,17 @@ import jax
 import numpy as np
 
 from fnnet import datasets, diagnosis, gradcheck, losses, plots, tracing, train
-from fnnet.app import jobs, recipes, shakespeare
+from fnnet.app import jobs, process, recipes, shakespeare
 from fnnet.app.choices import CHECKPOINT_EVERY, TEXT as _TEXT
-from fnnet.app.cli import UsageError
-from fnnet.app.recipes import CNN_RECIPES, DATASETS, RecipeError, build_optimizer, parse_hidden
+from fnnet.app.process import use_compilation_cache
+from fnnet.app.recipes import DATASETS, RecipeError, build_optimizer
 from fnnet.app.runs import load_run
-from fnnet.checkpoint import CheckpointError, CheckpointWriteError
+from fnnet.app.usage import UsageError
 from fnnet.datasets import DataError
-from fnnet.interop import ConversionError, check_onnx, to_onnx
+from fnnet.interop import check_onnx, to_onnx
 from fnnet.layer import init_with_state, is_stateful
 from fnnet.summary import summary
-from fnnet.train import TrainingDiverged, language
+from fnnet.train import language
 
 # keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
 _DERIVED = ("in_shape", "out_dim")
@@ -56,79 +54,18 @@ def _check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
     return path
 
 
-def _config_from_args(args) -> dict:
+def _config_from_args(args, dataset: str | None = None) -> dict:
+    """The settings of ``fnnet train DATASET`` (``dataset``: by default ``args.dataset``) with these flags
+    (:func:`fnnet.app.recipes.settings`); a UsageError naming the flag that does not fit."""
+    dataset = dataset or args.dataset
     given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
     if given:
-        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {args.dataset}")
-    if args.model != "mlp":
-        given = [name for name in ("hidden", "activation") if getattr(args, name) is not None]
-        if given:
-            raise UsageError(f"--{given[0]} is for --model mlp; --model {args.model} is a fixed "
-                             f"convolutional network (fnnet.app.recipes.build_cnn): drop --{given[0]}")
-    spec = DATASETS[args.dataset]
-    if args.recipe is not None and args.model != "cnn":
-        raise UsageError(f"--recipe is for --model cnn ({', '.join(CNN_RECIPES)}), not --model {args.model}"
-                         if spec.image_shape is not None else
-                         f"--recipe is for --model cnn, which needs an image data set (mnist, fashion-mnist), "
-                         f"not {args.dataset}")
-    pick = lambda value, default: default if value is None else value  # noqa: E731
-    default_augment = 0  # pixels: the fast CNN recipe's shifted images
-    config = {
-        "dataset": args.dataset,
-        "hidden": list(parse_hidden(pick(args.hidden, spec.hidden))),
-        "activation": pick(args.activation, spec.activation),
-        "epochs": pick(args.epochs, spec.epochs),
-        "batch_size": pick(args.batch_size, spec.batch_size),
-        "lr": pick(args.lr, spec.lr),
-        "optimizer": pick(args.optimizer, spec.optimizer),
-        "schedule": pick(args.schedule, spec.schedule),
-        "weight_decay": pick(args.weight_decay, 0.0),
-        "grad": args.grad,
-        "seed": args.seed,
-        "limit": args.limit,
-        "monitor": args.monitor,
-        "loss": spec.loss,
-        "model": args.model,
-    }
-    if args.model != "mlp":
-        if spec.image_shape is None:
-            raise UsageError(f"--model {args.model} needs an image data set (mnist, fashion-mnist), "
-                             f"not {args.dataset}")
-        if args.model == "cnn":  # the recipe's settings where no flag is given
-            name = args.recipe or spec.cnn_recipe
-            recipe = CNN_RECIPES[name]
-            config["recipe"] = name
-            config["epochs"] = pick(args.epochs, recipe.epochs or spec.cnn_epochs)
-            config["lr"] = pick(args.lr, recipe.lr or spec.cnn_lr)
-            config["batch_size"] = pick(args.batch_size, recipe.batch_size)
-            config["schedule"] = pick(args.schedule, recipe.schedule)
-            if config["optimizer"] == "adam" and recipe.betas != (0.9, 0.999):
-                config["betas"] = list(recipe.betas)
-            default_augment = recipe.augment
-        else:
-            config["epochs"] = pick(args.epochs, spec.cnn_epochs)
-            config["lr"] = pick(args.lr, spec.cnn_lr)
-    augment = pick(args.augment, default_augment)
-    if augment < 0:
-        raise UsageError(f"--augment must be >= 0 (pixels), got {augment}")
-    if spec.image_shape is not None:
-        if augment >= min(spec.image_shape[:2]):
-            raise UsageError(f"--augment {augment} would shift {args.dataset}'s {spec.image_shape[0]}x"
-                             f"{spec.image_shape[1]} images out of the frame; give fewer pixels (the fast "
-                             f"recipe shifts by 1)")
-        config["augment"] = augment  # runs saved before it was recorded resume as 0 (_SAVED_DEFAULTS)
-    elif augment:
-        raise UsageError(f"--augment shifts images: {args.dataset} has none (mnist, fashion-mnist)")
-    if config["epochs"] < 1:
-        raise UsageError(f"--epochs must be >= 1, got {config['epochs']}")
-    if config["batch_size"] < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {config['batch_size']}")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
-    if args.monitor is not None and (args.monitor < 1 or args.grad != "manual"):
-        raise UsageError(f"--monitor must be >= 1, got {args.monitor}" if args.monitor < 1 else
-                         "--monitor reads the hand-written backward's values: drop --grad autodiff")
-    return config
+        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {dataset}")
+    try:
+        return recipes.settings(dataset, args.model, args.recipe,
+                                **{name: getattr(args, name) for name in recipes.SETTING_NAMES})
+    except RecipeError as error:
+        raise UsageError(str(error)) from None
 
 
 def _setup(config: dict):
@@ -186,16 +123,8 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     started = time.perf_counter()
     model, loss, optimizer, train_data, test_data, spec = _setup(config)
     data_seconds = time.perf_counter() - started
-    made = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror or error})") from None
-    jobs.clear_run_files(replaced)
-    config_path = out_dir / "config.json"
     config = dict(config, in_shape=list(train_data[0].shape[1:]), out_dim=spec.out_dim)
-    with jobs.kept_or_removed(out_dir, made=made):  # stopped before a checkpoint: config.json goes again
-        config_path.write_text(json.dumps(config, indent=2))
+    with jobs.writing_run(out_dir, config, replaced):
         if verbose:
             print(summary(model, train_data[0].shape[1:]))
             print(_training_line(config))
@@ -228,20 +157,15 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
         "grad": config["grad"],
         "history": history.to_dict(),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    history.plot(out_dir / "curves.png")
-    figures = [out_dir / "curves.png"]
-    if history.health_steps:
-        figures.append(history.plot_health(out_dir / "health.png"))
-    if verbose:
-        acc = result["accuracy"]
-        resumed = f", {len(history) - done_epochs} in this session" if done_epochs else ""
-        print(f"{config['dataset']}: test loss {result['loss']:.4f}"
+    acc = result["accuracy"]
+    resumed = f", {len(history) - done_epochs} in this session" if done_epochs else ""
+    report = [f"{config['dataset']}: test loss {result['loss']:.4f}"
               + (f", test accuracy {acc:.2%}" if acc is not None else "")
               + f" ({_plural(len(history), 'epoch')}{resumed}, {train_seconds:.1f} s training, "
-              f"{metrics['examples_per_second']:.0f} examples/s)")
-        print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
-              + ", ".join(map(str, figures)))
+              f"{metrics['examples_per_second']:.0f} examples/s)"] if verbose else []
+    jobs.finish_run(out_dir, metrics, {jobs.CURVES_NAME: history.plot,
+                                       jobs.HEALTH_NAME: history.plot_health if history.health_steps else None},
+                    verbose=verbose, report=report)
     return metrics
 
 
@@ -257,7 +181,7 @@ def _text_config_from_args(args) -> dict:
                          f"--block-size, --steps, --batch-size, --lr, --dropout)")
     config = dict(shakespeare.DEFAULTS)
     if getattr(args, "resume", False):  # the run's own settings where no flag is given (a converted model's form)
-        config.update(shakespeare.saved_settings(_train_out(args)))
+        config.update(shakespeare.saved_settings(process.train_out(args)))
     for name in _GPT_FLAGS + ("batch_size", "lr", "weight_decay"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
@@ -272,11 +196,11 @@ def _cmd_train(args) -> int:
     if args.dataset == _TEXT:
 
         config = _text_config_from_args(args)
-        out = _check_output_path(_train_out(args), "--out", folder=True)
+        out = _check_output_path(process.train_out(args), "--out", folder=True)
         shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
         return 0
     config = _config_from_args(args)
-    run_train(config, _train_out(args), resume=args.resume, verbose=not args.quiet,
+    run_train(config, process.train_out(args), resume=args.resume, verbose=not args.quiet,
               overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
     return 0
 
@@ -392,20 +316,24 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def _model_for(args):
-    """``(name, model, loss, x, y)`` for ``gradcheck``/``summary``: the model ``fnnet train`` would build
-    from the same flags, and (for gradcheck) 16 real training examples, or 4 windows of text."""
+def _settings_for(dataset: str, args) -> dict:
+    """The settings ``fnnet train DATASET`` would resolve from the model flags in ``args``."""
+    return _text_config_from_args(args) if dataset == _TEXT else _config_from_args(args, dataset)
 
-    if args.dataset == _TEXT:
-        config = _text_config_from_args(args)
+
+def _model_for(dataset: str, settings: dict):
+    """``(name, model, in_shape, loss, x, y)`` for ``gradcheck``/``summary``/``doctor``: the model of
+    ``dataset`` with these ``settings`` (:func:`_settings_for`), and for the GPT 4 windows of text (else
+    ``x`` and ``y`` are ``None``: the caller loads real examples if it wants them)."""
+
+    if dataset == _TEXT:
         text = datasets.tiny_shakespeare()
-        model, in_shape = recipes.model_from_config(dict(config, vocab=text.vocab))
-        ids = np.asarray(text.train[:4 * (config["block_size"] + 1)]).reshape(4, -1)
+        model, in_shape = recipes.model_from_config(dict(settings, vocab=text.vocab))
+        ids = np.asarray(text.train[:4 * (settings["block_size"] + 1)]).reshape(4, -1)
         return f"{_TEXT} GPT", model, in_shape, losses.softmax_cross_entropy, ids[:, :-1], ids[:, 1:]
-    config = _config_from_args(args)
-    spec = DATASETS[args.dataset]
-    model, in_shape = recipes.model_from_config(dict(config, in_shape=list(spec.in_shape), out_dim=spec.out_dim))
-    return args.dataset, model, in_shape, losses.ALL[spec.loss], None, None
+    spec = DATASETS[dataset]
+    model, in_shape = recipes.model_from_config(dict(settings, in_shape=list(spec.in_shape), out_dim=spec.out_dim))
+    return dataset, model, in_shape, losses.ALL[spec.loss], None, None
 
 
 def _cmd_gradcheck(args) -> int:
@@ -417,9 +345,7 @@ def _cmd_gradcheck(args) -> int:
     else:
         names = [args.dataset] if args.dataset else []
     for name in names:
-        if args.all:
-            args.dataset = name
-        label, model, in_shape, loss, x, y = _model_for(args)
+        label, model, in_shape, loss, x, y = _model_for(name, _settings_for(name, args))
         if x is None:
             try:
                 (x, y), _ = DATASETS[name].load(0)
@@ -437,7 +363,7 @@ def _cmd_gradcheck(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    _, model, in_shape, *_ = _model_for(args)
+    _, model, in_shape, *_ = _model_for(args.dataset, _settings_for(args.dataset, args))
     print(summary(model, in_shape))
     return 0
 
@@ -500,14 +426,13 @@ def _cmd_doctor(args) -> int:
     """``fnnet doctor DATASET [model flags]`` (a fresh model) or ``fnnet doctor RUN_DIR`` (a trained run):
     the checklist of :func:`fnnet.doctor`; exit status 1 when a check fails."""
     if args.target in DATASETS or args.target == _TEXT:
-        args.dataset = args.target
-        label, model, in_shape, loss, x, y = _model_for(args)
+        label, model, in_shape, loss, x, y = _model_for(args.target, _settings_for(args.target, args))
         if x is None:
-            (x, y), _ = DATASETS[args.dataset].load(args.seed)
+            (x, y), _ = DATASETS[args.target].load(args.seed)
         else:
             x, y = language.consecutive_windows(datasets.tiny_shakespeare().train, in_shape[0], 64)
         _, params, state = init_with_state(model, jax.random.PRNGKey(args.seed), in_shape)
-        print(f"{label}: a fresh model, as 'fnnet train {args.dataset}' with these flags would start")
+        print(f"{label}: a fresh model, as 'fnnet train {args.target}' with these flags would start")
     else:  # model and training flags were refused while parsing (fnnet.app.cli)
         run = load_run(args.target)
         model, loss, params, state = run.model, run.loss, run.params, run.model_state
@@ -556,12 +481,9 @@ def _cmd_demo(args) -> int:
     """XOR, then MNIST (or breast cancer when MNIST cannot be found): accuracies and plots."""
 
     out = pathlib.Path(args.out)
-    base = dict(weight_decay=0.0, grad="manual", seed=0, limit=None)
     results = {}
-    xor_config = dict(base, dataset="xor", hidden=[4], activation="tanh", epochs=1000, batch_size=4,
-                      lr=1.0, optimizer="sgd", loss=DATASETS["xor"].loss)
     print("== XOR: 2-4-1 tanh network, hand-written backward, SGD ==")
-    results["xor"] = run_train(xor_config, out / "xor", verbose=False, overwrite=True)  # the demo's own folders
+    results["xor"] = run_train(recipes.settings("xor"), out / "xor", verbose=False, overwrite=True)  # the demo's own folders
     print(f"XOR test accuracy: {results['xor']['test_accuracy']:.0%}")
     try:
         datasets.find_file("mnist", "train-images-idx3-ubyte.gz", download=not args.offline)
@@ -570,49 +492,14 @@ def _cmd_demo(args) -> int:
         print(f"MNIST not found, training on breast cancer instead:\n{error}")
         name, epochs = "breast-cancer", DATASETS["breast-cancer"].epochs
     spec = DATASETS[name]
-    config = dict(base, dataset=name, hidden=list(parse_hidden(spec.hidden)), activation=spec.activation,
-                  epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
-                  schedule=spec.schedule, loss=spec.loss)
+    config = recipes.settings(name, epochs=epochs)
     print(f"\n== {name}: hidden {spec.hidden}, {spec.activation}, {spec.optimizer}, {epochs} epochs ==")
     results[name] = run_train(config, out / name, verbose=True, overwrite=True)
     print("\nSummary")
     for key, metrics in results.items():
         print(f"  {key:<14} test accuracy {metrics['test_accuracy']:.2%}  "
-              f"({metrics['train_seconds']:.1f} s training)  curves: {out / key / 'curves.png'}")
+              f"({metrics['train_seconds']:.1f} s training)  curves: {out / key / jobs.CURVES_NAME}")
     return 0
-
-
-def _train_out(args) -> str:
-    """The run folder of ``fnnet train``: ``--out``, by default ``runs/DATASET``."""
-    return args.out or f"runs/{args.dataset}"
-
-
-def _discard_stdout() -> None:
-    """Points stdout at /dev/null: what is still buffered goes nowhere at exit's flush, not to a second error."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _kept(args) -> str:
-    """For a ``train`` stopped by an error: ``"; "`` and which checkpoint its run folder keeps."""
-    if getattr(args, "command", None) != "train":
-        return ""
-    out = _train_out(args)
-    kept = train.checkpoint_progress(pathlib.Path(out) / train.CHECKPOINT_NAME)
-    return f"; nothing was kept in {out}" if kept is None else \
-        f"; the checkpoint of {kept[0]} {kept[1]} in {out} is kept (--resume continues it)"
-
-
-def _interrupted_message(args) -> str:
-    """What Ctrl-C leaves behind: the checkpoint kept and how to continue."""
-    if getattr(args, "command", None) != "train":
-        return "fnnet: interrupted"
-    out = _train_out(args)
-    kept = train.checkpoint_progress(pathlib.Path(out) / train.CHECKPOINT_NAME)
-    if kept is None:  # and the files this run wrote are gone again (fnnet.app.jobs.kept_or_removed)
-        return (f"fnnet: interrupted before the first checkpoint; nothing was kept in {out} (the same command "
-                f"starts again)")
-    return (f"fnnet: interrupted; the checkpoint of {kept[0]} {kept[1]} in {out} is kept: run the same command "
-            f"with --resume to continue")
 
 
 COMMANDS = {
@@ -631,61 +518,8 @@ COMMANDS = {
 """Each command of :func:`fnnet.app.cli.build_parser`, by name."""
 
 
-XLA_CACHE_LIMIT = 2 * 1024**3
-"""Bytes of compiled programs :func:`use_compilation_cache` keeps before it starts the folder again."""
-
-
-def use_compilation_cache() -> pathlib.Path | None:
-    """Keeps XLA's compiled programs in ``xla/`` of fnnet's user cache (``$FNNET_CACHE`` or
-    ``~/.cache/fnnet``; JAX's own persistent cache), so that a command run again skips compilation:
-    the second ``fnnet train xor`` or ``fnnet sample`` starts at once. The key of a program is
-    the program itself, the compiler flags and the jax/jaxlib versions, so a cached one is the one
-    XLA would compile. Not used when JAX already has a cache folder (``JAX_COMPILATION_CACHE_DIR``)
-    or ``FNNET_XLA_CACHE=off``; past 2 GB the folder is emptied. Returns the folder, or ``None``."""
-    if os.environ.get("FNNET_XLA_CACHE") == "off" or jax.config.jax_compilation_cache_dir:
-        return None
-    folder = datasets.cache_dir() / "xla"
-    try:
-        if folder.is_dir() and sum(entry.stat().st_size for entry in os.scandir(folder)) > XLA_CACHE_LIMIT:
-            shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home: compile every time, as without the cache
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small programs are most of a small job
-    return folder
-
-
 def run(args) -> int:
     """Runs the parsed command ``args.command``; returns the exit status (:data:`fnnet.app.cli.EXIT_CODES`),
-    each error printed as one line."""
+    each error printed as one line (:func:`fnnet.app.process.exit_status`)."""
     use_compilation_cache()
-    try:
-        code = COMMANDS[args.command](args)
-        if sys.stdout is not None:  # `fnnet ... >&-` leaves none
-            sys.stdout.flush()  # a closed pipe or a full disk shows here, inside main, not at the exit
-        return code
-    except TrainingDiverged as error:
-        print(f"fnnet: error: training diverged: {error}. Try a smaller --lr, or --optimizer adam",
-              file=sys.stderr)
-        return 3
-    except CheckpointWriteError as error:
-        print(f"fnnet: error: {error}", file=sys.stderr)
-        return 4
-    except (UsageError, RecipeError, DataError, CheckpointError, ConversionError) as error:
-        print(f"fnnet: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(_interrupted_message(args), file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `fnnet trace xor | head`: the reader has gone; stop quietly, as head expects
-        _discard_stdout()
-        return 141
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        if sys.stdout is not None:  # `> /dev/full`
-            _discard_stdout()
-        print(f"fnnet: error: no space left on the device: {error.filename or 'the output'} could not be written"
-              + _kept(args), file=sys.stderr)
-        return 4
+    return process.exit_status(COMMANDS[args.command], args)

@@ -2,9 +2,11 @@
 before it starts (a folder holding a run needs ``--resume`` or ``--overwrite``; a resumed run
 must have the same settings).
 
-Both ``fnnet train DATASET`` (:func:`fnnet.app.cli.run_train`) and ``fnnet train shakespeare``
-(:func:`fnnet.app.shakespeare.run_train`) use :func:`prepare_run_dir`, :func:`clear_run_files` and
-:func:`kept_or_removed`.
+Every training job (``fnnet train DATASET``: :func:`fnnet.app.commands.run_train`; ``fnnet train
+shakespeare``: :func:`fnnet.app.shakespeare.run_train`) goes the same way: :func:`prepare_run_dir`
+before any work, :func:`writing_run` around writing ``config.json`` and training, :func:`finish_run`
+for ``metrics.json``, the plots and the other files, and the ``wrote ...`` line. The file names
+are the constants below.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ from __future__ import annotations
 import contextlib
 import json
 import pathlib
+from typing import Callable, Mapping
 
 from fnnet import train
 from fnnet.app.recipes import RecipeError
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
-RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.safetensors", "curves.png", "health.png", "loss.png", "sample.txt")
+CHECKPOINT_NAME = train.CHECKPOINT_NAME
+CURVES_NAME = "curves.png"    # a classifier's loss and accuracy per epoch
+HEALTH_NAME = "health.png"    # the layers' health (--monitor)
+LOSS_NAME = "loss.png"        # a language model's loss per step
+SAMPLE_NAME = "sample.txt"    # a language model's sample
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, CURVES_NAME, HEALTH_NAME, LOSS_NAME, SAMPLE_NAME)
 """What ``fnnet train`` writes into a run folder (``--overwrite`` removes exactly these)."""
 
 
@@ -112,3 +120,41 @@ def kept_or_removed(out_dir, *, made: bool):
                 with contextlib.suppress(OSError):  # not empty: something else lives there now
                     out_dir.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def writing_run(out_dir, config: dict, replaced=(), *, option: str = "--out"):
+    """Around the part of a training job that writes ``config`` as ``config.json`` and trains: makes
+    ``out_dir`` (a :class:`RecipeError` naming ``option`` when it cannot), removes the old run's
+    ``replaced`` files (:func:`prepare_run_dir`), writes the config, then runs the block under
+    :func:`kept_or_removed`. Yields the folder as a :class:`pathlib.Path`."""
+    out_dir = pathlib.Path(out_dir)
+    made = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RecipeError(f"{option} {out_dir}: cannot create it ({error.strerror or error})") from None
+    clear_run_files(replaced)
+    with kept_or_removed(out_dir, made=made):  # stopped before a checkpoint: config.json goes again
+        (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        yield out_dir
+
+
+def finish_run(out_dir, metrics: dict, files: Mapping[str, Callable | None], *, verbose: bool,
+               report=()) -> list[pathlib.Path]:
+    """Writes a trained run's results into ``out_dir``: each of ``files`` (a name such as
+    :data:`CURVES_NAME`, and the function that writes that path; ``None``: not this run), then
+    ``metrics`` as ``metrics.json``. With ``verbose`` prints the lines of ``report`` and then
+    ``wrote`` with the checkpoint, metrics.json and those files. Returns the paths written."""
+    out_dir = pathlib.Path(out_dir)
+    written = []
+    for name, write in files.items():
+        if write is not None:
+            write(out_dir / name)
+            written.append(out_dir / name)
+    (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    if verbose:
+        for line in report:
+            print(line)
+        print("wrote " + ", ".join(map(str, [out_dir / CHECKPOINT_NAME, out_dir / METRICS_NAME] + written)))
+    return written

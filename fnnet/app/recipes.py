@@ -171,6 +171,85 @@ def dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+_dataset = dataset  # for settings(), whose argument is called dataset
+
+
+SETTING_NAMES = ("hidden", "activation", "epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay",
+                 "grad", "seed", "limit", "monitor", "augment")
+"""The settings :func:`settings` takes as overrides (each a flag of ``fnnet train``: ``--batch-size``...)."""
+
+
+def settings(dataset: str, model: str = "mlp", recipe: str | None = None, **overrides) -> dict:
+    """The settings ``fnnet train DATASET`` trains with (its ``config.json`` before the data is loaded): the
+    data set's defaults (:class:`DatasetSpec`), for ``model="cnn"`` those of its recipe (:data:`CNN_RECIPES`;
+    ``None``: the data set's), and each override that is not ``None`` (``epochs=3``, ``hidden="64"``...).
+    A setting no recipe accepts, or one the model does not use, is a :class:`RecipeError` naming its flag.
+
+    Example:
+      >>> from fnnet import recipes
+      >>> config = recipes.settings("mnist", "cnn")
+      >>> config["recipe"], config["epochs"], config["lr"], config["augment"]
+      ('fast', 8, 0.005, 1)
+    """
+    unknown = sorted(set(overrides) - set(SETTING_NAMES))
+    if unknown:
+        raise RecipeError(f"unknown setting {unknown[0]!r}; known: {', '.join(SETTING_NAMES)}")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if model != "mlp":
+        flags = [name for name in ("hidden", "activation") if name in given]
+        if flags:
+            raise RecipeError(f"--{flags[0]} is for --model mlp; --model {model} is a fixed "
+                              f"convolutional network (fnnet.app.recipes.build_cnn): drop --{flags[0]}")
+    spec = _dataset(dataset)
+    if recipe is not None and model != "cnn":
+        raise RecipeError(f"--recipe is for --model cnn ({', '.join(CNN_RECIPES)}), not --model {model}"
+                          if spec.image_shape is not None else
+                          f"--recipe is for --model cnn, which needs an image data set (mnist, fashion-mnist), "
+                          f"not {dataset}")
+    hidden = given.get("hidden", spec.hidden)
+    hidden = list(parse_hidden(hidden) if isinstance(hidden, str) else hidden)
+    defaults = {"activation": spec.activation, "epochs": spec.epochs,
+                "batch_size": spec.batch_size, "lr": spec.lr, "optimizer": spec.optimizer, "schedule": spec.schedule,
+                "weight_decay": 0.0, "grad": "manual", "seed": 0, "limit": None, "monitor": None,
+                "augment": 0}  # pixels: the fast CNN recipe's shifted images
+    if model != "mlp":
+        if spec.image_shape is None:
+            raise RecipeError(f"--model {model} needs an image data set (mnist, fashion-mnist), not {dataset}")
+        defaults.update(epochs=spec.cnn_epochs, lr=spec.cnn_lr)
+        if model == "cnn":  # the recipe's settings where no flag is given
+            recipe = recipe or spec.cnn_recipe
+            chosen = CNN_RECIPES[recipe]
+            defaults.update(epochs=chosen.epochs or spec.cnn_epochs, lr=chosen.lr or spec.cnn_lr,
+                            batch_size=chosen.batch_size, schedule=chosen.schedule, augment=chosen.augment)
+    pick = dict(defaults, **given)
+    config = {"dataset": dataset, "hidden": hidden}
+    config.update((name, pick[name]) for name in ("activation", "epochs", "batch_size", "lr", "optimizer", "schedule",
+                                                  "weight_decay", "grad", "seed", "limit", "monitor"))
+    config.update(loss=spec.loss, model=model)
+    if model == "cnn":
+        config["recipe"] = recipe
+        if config["optimizer"] == "adam" and CNN_RECIPES[recipe].betas != (0.9, 0.999):
+            config["betas"] = list(CNN_RECIPES[recipe].betas)
+    augment = pick["augment"]
+    if augment < 0:
+        raise RecipeError(f"--augment must be >= 0 (pixels), got {augment}")
+    if spec.image_shape is not None:
+        if augment >= min(spec.image_shape[:2]):
+            raise RecipeError(f"--augment {augment} would shift {dataset}'s {spec.image_shape[0]}x"
+                              f"{spec.image_shape[1]} images out of the frame; give fewer pixels (the fast "
+                              f"recipe shifts by 1)")
+        config["augment"] = augment  # runs saved before it was recorded resume as 0
+    elif augment:
+        raise RecipeError(f"--augment shifts images: {dataset} has none (mnist, fashion-mnist)")
+    for name in ("epochs", "batch_size", "limit"):
+        if config[name] is not None and config[name] < 1:
+            raise RecipeError(f"--{name.replace('_', '-')} must be >= 1, got {config[name]}")
+    if config["monitor"] is not None and (config["monitor"] < 1 or config["grad"] != "manual"):
+        raise RecipeError(f"--monitor must be >= 1, got {config['monitor']}" if config["monitor"] < 1 else
+                          "--monitor reads the hand-written backward's values: drop --grad autodiff")
+    return config
+
+
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"512,512"`` -> ``(512, 512)``; ``""`` or ``"none"`` -> ``()`` (a single-layer model)."""
     text = text.strip()

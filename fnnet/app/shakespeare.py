@@ -30,7 +30,7 @@ from fnnet.app.recipes import RecipeError, gpt_config
 from fnnet.datasets import CharText
 from fnnet.interop import nanogpt
 from fnnet.summary import summary
-from fnnet.train import CHECKPOINT_NAME, language
+from fnnet.train import language
 from fnnet.train.fitting import save_checkpoint
 from fnnet.train.state import init_state
 
@@ -52,16 +52,27 @@ TARGET_VAL_LOSS = 1.88
 SAMPLE_PROMPT = "ROMEO:"
 
 
+_MODEL_FLAGS = {"block_size": "block_size", "num_layers": "layers", "num_heads": "heads", "features": "features",
+                "dropout": "dropout"}
+"""Each :class:`fnnet.gpt.GPTConfig` field that a flag sets, and its setting (``--layers``: ``num_layers``)."""
+
+
 def settings_error(config: dict) -> str | None:
-    """What is wrong with the settings (a message), or None."""
-    for name in ("layers", "heads", "features", "block_size", "batch_size", "steps", "eval_interval",
-                 "eval_batches"):
+    """What is wrong with the settings (a message naming the flag), or None. The model's settings are
+    :meth:`fnnet.gpt.GPTConfig.check`'s to judge; the training's are checked here."""
+    try:
+        gpt.GPTConfig(vocab_size=1, **{field: config[name] for field, name in _MODEL_FLAGS.items()}).check()
+    except ValueError as error:
+        message = str(error)  # "GPTConfig: FIELD ...": which field, said with its flag
+        if "divisible" in message:
+            return f"--features {config['features']} is not divisible by --heads {config['heads']}"
+        if message.split()[1] == "dropout":
+            return f"--dropout must be in [0, 1), got {config['dropout']}"
+        name = _MODEL_FLAGS[message.split()[1]]
+        return f"--{name.replace('_', '-')} must be a positive integer, got {config[name]!r}"
+    for name in ("batch_size", "steps", "eval_interval", "eval_batches"):
         if not isinstance(config[name], int) or config[name] < 1:
             return f"--{name.replace('_', '-')} must be a positive integer, got {config[name]!r}"
-    if config["features"] % config["heads"]:
-        return f"--features {config['features']} is not divisible by --heads {config['heads']}"
-    if not 0.0 <= config["dropout"] < 1.0:
-        return f"--dropout must be in [0, 1), got {config['dropout']}"
     if not config["lr"] > 0:
         return f"--lr must be > 0, got {config['lr']}"
     return None
@@ -87,14 +98,10 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     data_seconds = time.perf_counter() - started
     config = dict(config, vocab=text.vocab)
     model = gpt.GPT(gpt_config(config))
-    config_path = out_dir / "config.json"
+    config_path = out_dir / jobs.CONFIG_NAME
     if resume and config_path.exists() and json.loads(config_path.read_text()).get("vocab") != text.vocab:
         raise RecipeError(f"--resume: {config_path} was written for another vocabulary")
-    made = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs.clear_run_files(replaced)
-    with jobs.kept_or_removed(out_dir, made=made):  # stopped before a checkpoint: config.json goes again
-        config_path.write_text(json.dumps(config, indent=2))
+    with jobs.writing_run(out_dir, config, replaced):
         if verbose:
             print(summary(model, (config["block_size"],)))
             print(f"tiny shakespeare: {len(text.train):,} training and {len(text.val):,} validation "
@@ -127,23 +134,19 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         "grad": config["grad"],
         "history": history.to_dict(),
     }
-    history.plot(out_dir / "loss.png", target=TARGET_VAL_LOSS)
     sample_started = time.perf_counter()
     text_out = sample(model, state.params, config, SAMPLE_PROMPT, sample_tokens, temperature=0.8, seed=0,
                       model_state=state.model_state)
     metrics["sample_seconds"] = time.perf_counter() - sample_started
-    (out_dir / "sample.txt").write_text(text_out + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if verbose:
-        timing = (f"{train_seconds:.1f} s training, {total_seconds:.1f} s from loading the data to the final "
-                  f"validation loss") if not done_steps else \
-            (f"resumed at step {done_steps}: {int(state.step) - done_steps} steps in this session "
-             f"({fit_seconds:.1f} s), {train_seconds:.1f} s of training in all sessions")
-        print(f"shakespeare: validation loss {result['loss']:.4f} over all {result['tokens']:,} validation "
-              f"tokens (nanoGPT's target {TARGET_VAL_LOSS}); {int(state.step)} steps, {timing}")
-        print(f"\n{text_out}\n")
-        print(f"wrote {out_dir / 'checkpoint.safetensors'}, {out_dir / 'metrics.json'}, "
-              f"{out_dir / 'loss.png'}, {out_dir / 'sample.txt'}")
+    timing = (f"{train_seconds:.1f} s training, {total_seconds:.1f} s from loading the data to the final "
+              f"validation loss") if not done_steps else \
+        (f"resumed at step {done_steps}: {int(state.step) - done_steps} steps in this session "
+         f"({fit_seconds:.1f} s), {train_seconds:.1f} s of training in all sessions")
+    report = (f"shakespeare: validation loss {result['loss']:.4f} over all {result['tokens']:,} validation "
+              f"tokens (nanoGPT's target {TARGET_VAL_LOSS}); {int(state.step)} steps, {timing}", f"\n{text_out}\n")
+    jobs.finish_run(out_dir, metrics, {jobs.LOSS_NAME: lambda path: history.plot(path, target=TARGET_VAL_LOSS),
+                                       jobs.SAMPLE_NAME: lambda path: path.write_text(text_out + "\n")},
+                    verbose=verbose, report=report)
     return metrics
 
 
@@ -241,11 +244,10 @@ def convert_nanogpt(checkpoint_path, out_dir, *, meta=None, overwrite: bool = Fa
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs.clear_run_files(replaced)
     (out_dir / jobs.CONFIG_NAME).write_text(json.dumps(run_config, indent=2))
-    save_checkpoint(out_dir / CHECKPOINT_NAME, state,
-                            {"history": language.LanguageHistory().to_dict()})
+    save_checkpoint(out_dir / jobs.CHECKPOINT_NAME, state, {"history": language.LanguageHistory().to_dict()})
     if verbose:
         print(summary(model, (config.block_size,)))
-        print(f"wrote {out_dir / jobs.CONFIG_NAME} and {out_dir / CHECKPOINT_NAME}: nanoGPT's model "
+        print(f"wrote {out_dir / jobs.CONFIG_NAME} and {out_dir / jobs.CHECKPOINT_NAME}: nanoGPT's model "
               f"(iteration {run_config['converted_from']['iter_num']}) as an fnnet run; try "
               f"'fnnet sample {out_dir}'")
     return run_config

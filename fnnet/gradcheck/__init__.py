@@ -47,14 +47,14 @@ import numpy as np
 
 from fnnet import gpt, losses
 from fnnet.combinators import Residual, serial
-from fnnet.gradcheck import cases
-from fnnet.gradcheck import _one_layer
+from fnnet.gradcheck import _one_layer, cases
 from fnnet.gradcheck._numerics import errors as _errors, to_float64 as _to_float64, worst as _worst
 from fnnet.gradients import loss_and_grads
 from fnnet.layers import BatchNorm, Conv, Dense, Dropout, GlobalAvgPool, MaxPool, Relu, Tanh
-from fnnet.layer import (Layer, apply_with_state, check_backward_result, child_forward, init_with_state,
-                         is_stateful, layer_children, layer_name, locate, recording)
+from fnnet.layer import (Layer, apply_with_state, check_backward_result, init_with_state, is_stateful,
+                         layer_children, layer_name, locate)
 from fnnet.losses import Loss, check_targets, loss_name
+from fnnet.tape import child_forward, recording
 
 AUTODIFF_RTOL = 1e-9
 FD_RTOL = 1e-6

@@ -16,7 +16,7 @@ import numpy as np
 
 from fnnet.layer import Layer, is_stateful
 from fnnet.losses import Loss
-from fnnet.tracing import NonFinite, debug_nans
+from fnnet.nans import NonFinite, debug_nans
 from fnnet.train.state import TrainingDiverged, TrainState
 from fnnet.train.steps import make_train_step
 from fnnet import xla_options

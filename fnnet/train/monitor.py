@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.layer import Tape, layer_name, subtree
+from fnnet.health import ELEMENTWISE, FRACTION_HIGH, activation_stats
+from fnnet.layer import layer_kind, layer_name
+from fnnet.tape import Tape, subtree
 from fnnet.plots import pyplot, save_figure
-from fnnet.tracing import ELEMENTWISE, FRACTION_HIGH, activation_stats, layer_kind
 
 UPDATE_RATIO_HIGH = 1e-2
 """An update-to-weight ratio above this (sustained) suggests the learning rate is too high."""

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from fnnet.gradients import check_compute_dtype, check_grad_mode, loss_and_grads
-from fnnet.layer import Layer, is_stateful, recording
+from fnnet.layer import Layer, is_stateful
+from fnnet.tape import recording
 from fnnet.losses import Loss
 from fnnet.train.monitor import layer_health, masked
 from fnnet.train.state import TrainState
