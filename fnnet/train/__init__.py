@@ -19,7 +19,8 @@ Regularisation ``J = L + λ Ω(θ)`` and every optimizer come from optax, e.g.
 
 The package, one idea per file: :mod:`~fnnet.train.state` (``TrainState``),
 :mod:`~fnnet.train.steps` (one step), :mod:`~fnnet.train.epochs` (one scanned epoch),
-:mod:`~fnnet.train.fitting` (``fit``), :mod:`~fnnet.train.evaluation`,
+:mod:`~fnnet.train.fitting` (``fit``), :mod:`~fnnet.train.checkpointing` (the checkpoints
+``fit`` and ``fit_language_model`` write, and which one a Ctrl-C keeps), :mod:`~fnnet.train.evaluation`,
 :mod:`~fnnet.train.history`, :mod:`~fnnet.train.augment` (data augmentation inside the
 compiled epoch, ``random_translation``), :mod:`~fnnet.train.compiled` (``fit_compiled``,
 ``fit_ensemble``), :mod:`~fnnet.train.language` (``fit_language_model``: next-token training on
@@ -31,7 +32,8 @@ from fnnet.train.augment import augment_key, random_translation
 from fnnet.train.compiled import fit_compiled, fit_ensemble
 from fnnet.train.epochs import make_epoch
 from fnnet.train.evaluation import evaluate, predict, predict_proba
-from fnnet.train.fitting import CHECKPOINT_NAME, RunExists, checkpoint_progress, fit
+from fnnet.train.checkpointing import CHECKPOINT_NAME, RunExists, checkpoint_progress
+from fnnet.train.fitting import fit
 from fnnet.train.history import History
 from fnnet.train.language import (LanguageHistory, evaluate_language_model, fit_language_model,
                                   random_windows)

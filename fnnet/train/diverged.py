@@ -22,6 +22,21 @@ from fnnet.train.steps import make_train_step
 from fnnet import xla_options
 
 
+def first_non_finite(losses) -> int | None:
+    """The index of the first NaN or inf among a compiled run's step ``losses``; ``None`` when all
+    are finite."""
+    losses = np.asarray(losses)
+    return None if np.all(np.isfinite(losses)) else int(np.argmax(~np.isfinite(losses)))
+
+
+def divergence_message(where: str, value, step: int, kept: str = "", *, epoch: int | None = None,
+                       batch: int | None = None) -> str:
+    """The first line of a divergence: ``fit: loss became nan at epoch 3, step 11 (batch 3 of the
+    epoch); the last good checkpoint (...) is kept``, or ``... at step 11`` without an epoch."""
+    at = f"epoch {epoch}, step {step} (batch {batch} of the epoch)" if epoch is not None else f"step {step}"
+    return f"{where}: loss became {value} at {at}{kept}"
+
+
 def located_divergence(message: str, model: Layer, loss: Loss, optimizer, before: TrainState, batch_of: Callable,
                        last: int, **step_options) -> TrainingDiverged:
     """The :class:`TrainingDiverged` to raise for a compiled run whose step ``last`` (counted from

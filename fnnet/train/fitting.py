@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import sys
 import time
 from typing import Callable
@@ -17,15 +16,16 @@ from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
 from fnnet.train.augment import augment_batch
-from fnnet.train.diverged import located_divergence
+from fnnet.train.checkpointing import Checkpointer, check_checkpoint_dir
+from fnnet.train.checkpointing import CHECKPOINT_NAME, RunExists, checkpoint_progress, save_checkpoint  # noqa: F401
+# (re-exported: fnnet.train.fitting's names before fnnet.train.checkpointing held them)
+from fnnet.train.diverged import divergence_message, first_non_finite, located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate_targets
 from fnnet.train.history import History
 from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy, state_shapes
 from fnnet.train import monitor as layer_monitor
 from fnnet.train.steps import check_monitor
-
-CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 class _Progress:
@@ -92,48 +92,80 @@ def _located(message, model, loss, optimizer, before, x, y, batch_size, bad, aug
     return located_divergence(message, model, loss, optimizer, before, batch_of, bad, **step_options)
 
 
-class RunExists(ValueError):
-    """``fit`` was asked to write into a folder that already holds a run's checkpoint, with
-    neither ``resume=True`` (continue it) nor ``overwrite=True`` (replace it)."""
+def _check_arguments(checkpoint_every, augment, epochs, batch_size, eval_batch_size) -> None:
+    """The ``ValueError`` for a bad number or ``augment`` given to ``fit``."""
+    if not isinstance(checkpoint_every, (int, float)) or not checkpoint_every >= 0:
+        raise ValueError(f"fit: checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
+    if augment is not None and not callable(augment):
+        raise ValueError(f"fit: augment must be a function augment(key, x_batch) -> x_batch, got {augment!r}")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
+        raise ValueError(f"fit: eval_batch_size must be a positive int, got {eval_batch_size!r}")
 
 
-def checkpoint_progress(path) -> tuple[str, int] | None:
-    """Where the checkpoint at ``path`` stands: ``("epoch", 5)`` (``fit``) or ``("step", 750)``
-    (``fit_language_model``); ``None`` when there is none or it cannot be read."""
-    try:
-        metadata = checkpoint.read_metadata(path)
-    except (checkpoint.CheckpointError, OSError):
-        return None
-    if metadata.get("epoch") is not None:
-        return "epoch", int(metadata["epoch"])
-    steps = (metadata.get("history") or {}).get("step") or []
-    return ("step", int(steps[-1])) if steps else None
+def _epoch_program(model, loss, optimizer, placement, traces: list, **epoch_options):
+    """``run_epoch(state, x, y)``: :func:`~fnnet.train.make_epoch` jitted with fnnet's XLA choices for
+    this model (:mod:`fnnet.xla_options`), or for ``placement``'s mesh, counting its compilations in
+    ``traces[0]``. Not donated: the state before an epoch stays valid, to replay the epoch if it
+    diverges (a sharded state is donated, and copied first)."""
+    epoch_body = make_epoch(model, loss, optimizer, constrain=placement.constrain_batch if placement else None,
+                            **epoch_options)
+
+    def counted(state, x, y):
+        traces[0] += 1  # runs only while tracing: counts compilations
+        return epoch_body(state, x, y)
+
+    return xla_options.jit(counted, model) if placement is None else placement.jit_epoch(counted, model)
 
 
-def save_checkpoint(path, state, metadata: dict) -> None:
-    """Writes a training checkpoint; when that fails (disk full), a CheckpointWriteError
-    saying which checkpoint is kept: ``could not write run/checkpoint.safetensors: File too
-    large; the previous checkpoint (epoch 5) is kept``."""
-    try:
-        checkpoint.save(path, state, metadata=metadata)
-    except checkpoint.CheckpointWriteError as error:
-        kept = checkpoint_progress(path)
-        cause = error.__cause__
-        reason = getattr(cause, "strerror", None) or str(cause or error)
-        tail = f"; the previous checkpoint ({kept[0]} {kept[1]}) is kept" if kept else "; there is no earlier one"
-        raise checkpoint.CheckpointWriteError(f"could not write {path}: {reason}{tail}") from cause
+def _start(model, loss, optimizer, key, params, x, y, eval_data, run_epoch, *, placement, resume_from,
+           eval_batch_size, task) -> TrainState:
+    """``fit``'s state, ready for the first epoch: the targets checked against the model's shapes
+    before anything compiles; the epoch (and evaluation) compiled while the model initialises
+    (:func:`~fnnet.train.state.compile_ahead`; not with a mesh); the outputs of the initialised
+    model checked; the checkpoint ``resume_from`` loaded; the state placed on the mesh."""
+    ahead = None
+    checked = [((x, y), "fit")] + ([(eval_data, "fit (eval_data)")] if eval_data is not None else [])
+    shapes = state_shapes(model, optimizer, key, x.shape[1:], params)
+    for data, where in checked if shapes is not None else ():  # the checks that need only shapes:
+        validate_targets(model, loss, shapes.params, *data, where, shapes.model_state)  # before any compile
+    if placement is None and shapes is not None:  # the epoch (and evaluation) compile while the model initialises
+        def programs(state):
+            yield run_epoch, (state, x, y)
+            if eval_data is not None:
+                yield (evaluation_program(model, loss, eval_data[0], batch_size=eval_batch_size, task=task),
+                       (state.params, state.model_state, *eval_data))
+
+        ahead = compile_ahead(shapes, programs)
+    state = init_state(model, optimizer, key, x.shape[1:], params)
+    for data, where in checked:  # the rest of validate(): outputs the initialised model gives
+        if shapes is None:
+            validate_targets(model, loss, state.params, *data, where, state.model_state)
+        inputs.check_outputs(loss, model, state.params, data[0], where, model_state=state.model_state)
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, like=state)
+    if placement is not None:
+        state = placement.put_state(state)
+    if ahead is not None:
+        ahead.join()
+    return state
 
 
-def check_checkpoint_dir(checkpoint_dir, resume: bool, overwrite: bool, where: str):
-    """``checkpoint_dir / CHECKPOINT_NAME`` (or ``None``); :class:`RunExists` when it already exists
-    and neither ``resume`` nor ``overwrite`` says what to do with it."""
-    if not checkpoint_dir:
-        return None
-    path = pathlib.Path(checkpoint_dir) / CHECKPOINT_NAME
-    if path.exists() and not resume and not overwrite:
-        raise RunExists(f"{where}: {checkpoint_dir} already holds a checkpoint ({path.name}); pass "
-                        f"resume=True to continue it or overwrite=True to replace it")
-    return path
+def _epoch_row(epoch: int, metrics, seconds: float, evaluated: dict | None) -> dict:
+    """One epoch's row of :class:`History`: its batches' loss (and accuracy) weighted by their
+    examples, the evaluation's, the seconds it took."""
+    counts = np.asarray(metrics["count"])
+
+    def mean(values):
+        return float(np.sum(np.asarray(values) * counts) / np.sum(counts))
+
+    return dict(epoch=epoch, train_loss=mean(metrics["loss"]),
+                train_accuracy=mean(metrics["accuracy"]) if "accuracy" in metrics else None,
+                eval_loss=evaluated["loss"] if evaluated else None,
+                eval_accuracy=evaluated["accuracy"] if evaluated else None, seconds=seconds)
 
 
 def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train_data, *,
@@ -219,16 +251,7 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     check_compute_dtype(compute_dtype)
     check_monitor(monitor, grad, "fit")
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit")
-    if not isinstance(checkpoint_every, (int, float)) or not checkpoint_every >= 0:
-        raise ValueError(f"fit: checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
-    if augment is not None and not callable(augment):
-        raise ValueError(f"fit: augment must be a function augment(key, x_batch) -> x_batch, got {augment!r}")
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
-        raise ValueError(f"fit: eval_batch_size must be a positive int, got {eval_batch_size!r}")
+    _check_arguments(checkpoint_every, augment, epochs, batch_size, eval_batch_size)
     x, y = inputs.as_arrays(train_data, "fit")
     if eval_data is not None:
         eval_data = inputs.as_arrays(eval_data, "fit (eval_data)")
@@ -240,119 +263,53 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
     if mesh is not None:
         placement = distributed.DataParallel(mesh, batch_size)
         x, y = placement.put_data(x), placement.put_data(y)
-
-    history = History()
-    resuming = resume and ckpt_path is not None and ckpt_path.exists()
-    if resuming:
-        history = History.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
-        history.traces = 0
+    resume_from = ckpt_path if resume and ckpt_path is not None and ckpt_path.exists() else None
+    history = History.from_dict(checkpoint.read_metadata(resume_from)["history"]) if resume_from else History()
+    history.traces = 0
 
     traces = [0]
     progress = _Progress(len(history), epochs, verbose, steps_per_epoch=-(-n // batch_size))
-    epoch_body = make_epoch(model, loss, optimizer, n=n, batch_size=batch_size, grad=grad, task=task,
-                            constrain=placement.constrain_batch if placement else None,
-                            compute_dtype=compute_dtype, on_steps=progress.on_steps, monitor=monitor,
-                            augment=augment)
-
-    def counted(state, x, y):
-        traces[0] += 1  # runs only while tracing: counts compilations
-        return epoch_body(state, x, y)
-
-    # not donated: the state before an epoch stays valid, to replay the epoch if it diverges (a
-    # sharded state is donated, and copied first)
-    # compiled with fnnet's XLA choices for this model's programs (fnnet.xla_options)
-    run_epoch = xla_options.jit(counted, model) if placement is None else placement.jit_epoch(counted, model)
+    run_epoch = _epoch_program(model, loss, optimizer, placement, traces, n=n, batch_size=batch_size, grad=grad,
+                               task=task, compute_dtype=compute_dtype, on_steps=progress.on_steps, monitor=monitor,
+                               augment=augment)
     try:
-        ahead = None
-        checked = [((x, y), "fit")] + ([(eval_data, "fit (eval_data)")] if eval_data is not None else [])
-        shapes = state_shapes(model, optimizer, key, x.shape[1:], params)
-        for data, where in checked if shapes is not None else ():  # the checks that need only shapes:
-            validate_targets(model, loss, shapes.params, *data, where, shapes.model_state)  # before any compile
-        if placement is None and shapes is not None:  # the epoch (and evaluation) compile while the model initialises
-            def programs(state):
-                yield run_epoch, (state, x, y)
-                if eval_data is not None:
-                    yield (evaluation_program(model, loss, eval_data[0], batch_size=eval_batch_size, task=task),
-                           (state.params, state.model_state, *eval_data))
-
-            ahead = compile_ahead(shapes, programs)
-        state = init_state(model, optimizer, key, x.shape[1:], params)
-        for data, where in checked:  # the rest of validate(): outputs the initialised model gives
-            if shapes is None:
-                validate_targets(model, loss, state.params, *data, where, state.model_state)
-            inputs.check_outputs(loss, model, state.params, data[0], where, model_state=state.model_state)
-        if resuming:
-            state = checkpoint.load(ckpt_path, like=state)
-        if placement is not None:
-            state = placement.put_state(state)
-        if ahead is not None:
-            ahead.join()
-    except BaseException:
-        progress.close()
-        raise
-    saved = {"epoch": len(history), "at": time.perf_counter()}  # the checkpoint on disk
-
-    def checkpoint_now(state, finished: int):
-        """The checkpoint of ``state`` after ``finished`` epochs (``history`` holds exactly those)."""
-        if ckpt_path is not None and jax.process_index() == 0:  # one writer in multi-host runs
-            save_checkpoint(ckpt_path, state, {"history": history.to_dict(), "epoch": finished,
-                                               "in_shape": list(x.shape[1:]), "loss": loss_name(loss)})
-        saved.update(epoch=finished, at=time.perf_counter())
-
-    finished = (len(history), state)  # the last epoch whose state and history are complete
-    try:
-        for epoch in range(len(history), epochs):
-            start_step = int(state.step)
-            before = state if placement is None else owned_copy(state)  # replayed if the epoch diverges
-            finished = (epoch, before)  # a sharded `state` is donated to the epoch: its copy stays valid
-            started = time.perf_counter()
-            state, metrics = run_epoch(state, x, y)
-            metrics = jax.device_get(metrics)
-            seconds = time.perf_counter() - started
-            losses = np.asarray(metrics["loss"])
-            if not np.all(np.isfinite(losses)):
-                bad = int(np.argmax(~np.isfinite(losses)))
-                if ckpt_path is not None and saved["epoch"] < epoch:
-                    checkpoint_now(before, epoch)  # the last good state, not yet on disk
-                kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
-                message = (f"fit: loss became {losses[bad]} at epoch {epoch + 1}, step {start_step + bad + 1} "
-                           f"(batch {bad + 1} of the epoch){kept}")
-                raise _located(message, model, loss, optimizer, before, x, y, batch_size, bad, augment=augment,
-                               grad=grad, task=task, compute_dtype=compute_dtype)
-            counts = np.asarray(metrics["count"])
-            history.epoch.append(epoch + 1)
-            history.train_loss.append(float(np.sum(losses * counts) / np.sum(counts)))
-            history.train_accuracy.append(float(np.sum(np.asarray(metrics["accuracy"]) * counts) / np.sum(counts))
-                                          if "accuracy" in metrics else None)
-            if eval_data is not None:
-                result = evaluate_arrays(model, state.params, loss, *eval_data, batch_size=eval_batch_size,
-                                         task=task, mesh=mesh, model_state=state.model_state)
-                history.eval_loss.append(result["loss"])
-                history.eval_accuracy.append(result["accuracy"])
-            else:
-                history.eval_loss.append(None)
-                history.eval_accuracy.append(None)
-            history.seconds.append(seconds)
-            history.traces = traces[0]
-            warnings = []
-            if monitor is not None:
-                layer_monitor.record(history, metrics["health"], start_step + 1 + np.asarray(metrics["health_at"]))
-                warnings = layer_monitor.health_warnings(history)
-            finished = (epoch + 1, state)  # complete: from here a Ctrl-C or a lost output keeps this epoch
-            progress.update(history)
-            for message in warnings if verbose else ():
-                print(f"fit: warning: {message}", file=sys.stderr, flush=True)
-            last = epoch + 1 == epochs
-            if ckpt_path is not None and (last or time.perf_counter() - saved["at"] >= checkpoint_every):
-                checkpoint_now(state, epoch + 1)
-            if on_epoch_end is not None and on_epoch_end(epoch + 1, owned_copy(state), history) is True:
-                if ckpt_path is not None and saved["epoch"] < epoch + 1:
-                    checkpoint_now(state, epoch + 1)
-                break  # early stopping: the callback asked for it
-    except (KeyboardInterrupt, OSError):  # Ctrl-C, or the output gone (`fnnet train ... | head`, a full disk)
-        if ckpt_path is not None and saved["epoch"] < finished[0] == len(history) == len(history.seconds):
-            checkpoint_now(finished[1], finished[0])  # keep the epochs already trained
-        raise
+        state = _start(model, loss, optimizer, key, params, x, y, eval_data, run_epoch, placement=placement,
+                       resume_from=resume_from, eval_batch_size=eval_batch_size, task=task)
+        checkpoints = Checkpointer(ckpt_path, history, state, every=checkpoint_every, metadata=lambda done: {
+            "epoch": done, "in_shape": list(x.shape[1:]), "loss": loss_name(loss)})
+        with checkpoints.kept_on_interrupt():  # Ctrl-C, or the output gone (`fnnet train ... | head`, a full disk)
+            for epoch in range(len(history), epochs):
+                start_step = int(state.step)
+                before = state if placement is None else owned_copy(state)  # replayed if the epoch diverges
+                checkpoints.finished(epoch, before)  # a sharded `state` is donated to the epoch: its copy stays valid
+                started = time.perf_counter()
+                state, metrics = run_epoch(state, x, y)
+                metrics = jax.device_get(metrics)
+                seconds = time.perf_counter() - started
+                losses = np.asarray(metrics["loss"])
+                bad = first_non_finite(losses)
+                if bad is not None:
+                    message = divergence_message("fit", losses[bad], start_step + bad + 1,
+                                                 checkpoints.last_good(before, epoch), epoch=epoch + 1, batch=bad + 1)
+                    raise _located(message, model, loss, optimizer, before, x, y, batch_size, bad, augment=augment,
+                                   grad=grad, task=task, compute_dtype=compute_dtype)
+                evaluated = None if eval_data is None else evaluate_arrays(
+                    model, state.params, loss, *eval_data, batch_size=eval_batch_size, task=task, mesh=mesh,
+                    model_state=state.model_state)
+                history.append(**_epoch_row(epoch + 1, metrics, seconds, evaluated))
+                history.traces = traces[0]
+                warnings = []
+                if monitor is not None:
+                    layer_monitor.record(history, metrics["health"], start_step + 1 + np.asarray(metrics["health_at"]))
+                    warnings = layer_monitor.health_warnings(history)
+                checkpoints.finished(epoch + 1, state)  # from here a Ctrl-C or a lost output keeps this epoch
+                progress.update(history)
+                for message in warnings if verbose else ():
+                    print(f"fit: warning: {message}", file=sys.stderr, flush=True)
+                checkpoints.save_if_due(state, epoch + 1, last=epoch + 1 == epochs)
+                if on_epoch_end is not None and on_epoch_end(epoch + 1, owned_copy(state), history) is True:
+                    checkpoints.save_unsaved(state, epoch + 1)
+                    break  # early stopping: the callback asked for it
     finally:
         progress.close()
     history.traces = traces[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import ClassVar
 
 import numpy as np
 
@@ -12,7 +13,20 @@ from fnnet.train import monitor
 
 
 class Record:
-    """A dataclass of metric lists that round-trips through a checkpoint's JSON metadata."""
+    """A dataclass of metric lists that round-trips through a checkpoint's JSON metadata, one row
+    per epoch (or interval) in the fields named by ``rows``."""
+
+    rows: ClassVar[tuple] = ()
+
+    def append(self, **row) -> None:
+        """Records one epoch (or interval): each value appended to the list it names."""
+        for name, value in row.items():
+            getattr(self, name).append(value)
+
+    def complete(self) -> bool:
+        """Whether every row is whole: all ``rows`` fields equally long (an interrupt can land
+        between two of :meth:`append`'s appends)."""
+        return len({len(getattr(self, name)) for name in self.rows}) <= 1
 
     def to_dict(self) -> dict:
         """The fields as plain lists and dicts (copied, not deep-copied element by element: a
@@ -38,6 +52,8 @@ def _plain(value):
 @dataclasses.dataclass
 class History(Record):
     """Per-epoch metrics of a :func:`fit` run."""
+
+    rows: ClassVar[tuple] = ("epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy", "seconds")
 
     epoch: list = dataclasses.field(default_factory=list)
     train_loss: list = dataclasses.field(default_factory=list)

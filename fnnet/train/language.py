@@ -17,6 +17,7 @@ import dataclasses
 import pathlib
 import sys
 import time
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +29,9 @@ from fnnet.gradients import check_grad_mode, per_example_loss
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
 from fnnet.plots import pyplot, save_figure
-from fnnet.train.fitting import check_checkpoint_dir, save_checkpoint
+from fnnet.train.checkpointing import Checkpointer, check_checkpoint_dir
+from fnnet.train.diverged import divergence_message, first_non_finite, located_divergence
 from fnnet.train.history import Record
-from fnnet.train.diverged import located_divergence
 from fnnet.train.state import TrainState, compile_ahead, init_state, state_shapes
 from fnnet.train.steps import make_train_step
 
@@ -40,6 +41,8 @@ _DATA_STREAM = 0x5EED  # windows use fold_in(key, _DATA_STREAM), dropout keys fo
 @dataclasses.dataclass
 class LanguageHistory(Record):
     """What :func:`fit_language_model` records every ``eval_interval`` steps."""
+
+    rows: ClassVar[tuple] = ("step", "train_loss", "val_loss", "seconds", "elapsed")
 
     step: list = dataclasses.field(default_factory=list)
     train_loss: list = dataclasses.field(default_factory=list)   # mean batch loss over the interval
@@ -186,6 +189,23 @@ def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, bloc
     return interval
 
 
+def _programs(model: Layer, optimizer, *, block_size: int, batch_size: int, eval_batches: int, grad: str,
+              compute_dtype):
+    """:func:`fit_language_model`'s two jitted programs: ``run_interval(state, tokens, length)``
+    (:func:`make_interval`; not donated: the state before an interval replays a divergence) and
+    ``val_estimate(state, tokens)`` (:func:`estimate_loss` on windows of a key of its own)."""
+    run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
+                                         grad=grad, compute_dtype=compute_dtype), static_argnums=2)
+
+    @jax.jit
+    def val_estimate(state, tokens):
+        eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
+        return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
+                             batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
+
+    return run_interval, val_estimate
+
+
 def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, train_tokens, val_tokens, *,
                        block_size: int, batch_size: int = 12, steps: int = 2000, eval_interval: int = 250,
                        eval_batches: int = 20, key, grad: str = "manual", params=None,
@@ -209,12 +229,17 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
       key: PRNG key for the init, the windows and dropout.
       grad: ``"manual"`` (hand-written backward) or ``"autodiff"`` (``jax.grad``).
       params: start from these (copied, never consumed) instead of ``model.init``.
+      checkpoint_dir: save the :class:`TrainState` and history there after every interval
+        (``checkpoint.safetensors``, with ``metadata``), as :func:`fnnet.train.fit` does
+        (:class:`fnnet.train.checkpointing.Checkpointer`): on Ctrl-C (``KeyboardInterrupt``) and
+        when the output is lost (``OSError``), the last finished interval is kept.
       resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
       overwrite: replace a checkpoint already in ``checkpoint_dir``; without it (or ``resume``)
         such a folder is refused with :class:`fnnet.train.RunExists`.
 
     Raises:
-      TrainingDiverged: the loss became NaN or infinite (the message names the step).
+      TrainingDiverged: the loss became NaN or infinite (the message names the step); the last
+        good checkpoint is kept.
       RunExists: ``checkpoint_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite``.
       ValueError: bad arguments or tokens, before anything compiles.
     """
@@ -230,15 +255,8 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
     val_tokens = check_tokens(val_tokens, vocab_size, "fit_language_model (val_tokens)",
                               min_length=block_size + 1)
     train_device, val_device = jnp.asarray(train_tokens), jnp.asarray(val_tokens)
-    run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
-                                         grad=grad, compute_dtype=compute_dtype),
-                           static_argnums=2)  # not donated: the state before an interval replays a divergence
-    @jax.jit
-    def val_estimate(state, tokens):
-        eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
-        return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
-                             batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
-
+    run_interval, val_estimate = _programs(model, optimizer, block_size=block_size, batch_size=batch_size,
+                                           eval_batches=eval_batches, grad=grad, compute_dtype=compute_dtype)
     shapes = state_shapes(model, optimizer, key, (block_size,), params)  # to compile while the model initialises
     ahead = None if shapes is None else compile_ahead(
         shapes, lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
@@ -251,31 +269,32 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
     if ahead is not None:
         ahead.join()
 
-    lines = verbose
+    def batch_of(state, b):  # the windows of the replayed steps
+        return (*step_windows(train_device, state, batch_size, block_size), None)
+
+    checkpoints = Checkpointer(ckpt_path, history, state, metadata=lambda done: dict(metadata or {}))
     fit_started = time.perf_counter()
     done = int(state.step)
-    while done < steps:
-        length = min(eval_interval, steps - done)
-        started = time.perf_counter()
-        before = state
-        state, losses = run_interval(state, train_device, length)
-        losses = np.asarray(jax.device_get(losses))
-        seconds = time.perf_counter() - started
-        if not np.all(np.isfinite(losses)):
-            bad = int(np.argmax(~np.isfinite(losses)))
-            kept = f"; the last good checkpoint ({ckpt_path}) is kept" if ckpt_path and ckpt_path.exists() else ""
-            message = f"fit_language_model: loss became {losses[bad]} at step {done + bad + 1}{kept}"
-            raise located_divergence(message, model, softmax_cross_entropy, optimizer, before,
-                                     lambda state, b: (*step_windows(train_device, state, batch_size, block_size), None),
-                                     bad, grad=grad, compute_dtype=compute_dtype)
-        done += length
-        history.step.append(done)
-        history.train_loss.append(float(np.mean(losses)))
-        history.val_loss.append(float(val_estimate(state, val_device)))
-        history.seconds.append(seconds)
-        history.elapsed.append(time.perf_counter() - fit_started)
-        if lines:
-            print(history.line(-1, steps), flush=True, file=sys.stdout)
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, state, {"history": history.to_dict(), **(metadata or {})})
+    with checkpoints.kept_on_interrupt():  # Ctrl-C, or the output gone (a pipe's reader, a full disk)
+        while done < steps:
+            length = min(eval_interval, steps - done)
+            started = time.perf_counter()
+            before = state
+            state, losses = run_interval(state, train_device, length)
+            losses = np.asarray(jax.device_get(losses))
+            seconds = time.perf_counter() - started
+            bad = first_non_finite(losses)
+            if bad is not None:
+                message = divergence_message("fit_language_model", losses[bad], done + bad + 1,
+                                             checkpoints.last_good(before, len(history)))
+                raise located_divergence(message, model, softmax_cross_entropy, optimizer, before, batch_of, bad,
+                                         grad=grad, compute_dtype=compute_dtype)
+            done += length
+            history.append(step=done, train_loss=float(np.mean(losses)),
+                           val_loss=float(val_estimate(state, val_device)), seconds=seconds,
+                           elapsed=time.perf_counter() - fit_started)
+            checkpoints.finished(len(history), state)  # from here a Ctrl-C or a lost output keeps this interval
+            if verbose:
+                print(history.line(-1, steps), flush=True, file=sys.stdout)
+            checkpoints.save_if_due(state, len(history))
     return state, history
