@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from fnnet.layer import (ExampleShape, Layer, apply_with_state, as_shape, at_layer, example_shape,
-                         init_with_state, is_stateful, layer_children, layer_name, make_layer, spec)
+                         init_with_state, is_combinator_kind, is_stateful, layer_children, layer_name, make_layer,
+                         spec)
 from fnnet.layers.activations import Identity
 from fnnet.tape import child_backward, child_forward
 
@@ -348,7 +349,7 @@ def Residual(block: Layer) -> Layer:
       (2, 4)
     """
     inner = serial(FanOut(2), parallel(block, Identity), FanInSum)
-    parts = layer_children(block) if block.name == "serial" and layer_children(block) else (block,)
+    parts = layer_children(block) if is_combinator_kind(block, "serial") else (block,)
     return make_layer(f"Residual({' → '.join(layer_name(part) for part in parts)})", inner.init, inner.apply,
                       inner.forward, inner.backward, inner.children, stateful_init=inner.stateful_init,
                       stateful_apply=inner.stateful_apply, stateful_forward=inner.stateful_forward,

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from fnnet import gradcheck
-from fnnet.layer import Layer, init_with_state, is_stateful, layer_children
+from fnnet.layer import Layer, init_with_state, is_stateful, layer_children, layer_kind, layer_name
 from fnnet.tape import child_backward, child_forward
 from fnnet.losses import Loss, loss_kind, loss_name
 from fnnet.health import FRACTION_HIGH
@@ -229,8 +229,8 @@ def _mixing_layers(model) -> list[str]:
     names = []
     for child in layer_children(model) or ():
         names += _mixing_layers(child)
-    if not layer_children(model) and (model.name or "").startswith("BatchNorm"):
-        names.append(model.name)
+    if not layer_children(model) and layer_kind(model) == "BatchNorm":
+        names.append(layer_name(model))
     return names
 
 

@@ -278,8 +278,17 @@ def layer_name(layer: Layer) -> str:
 
 
 def layer_kind(layer: Layer) -> str:
-    """``"Dense"`` for ``Dense(4)``, ``"Relu"`` for ``Relu``: the layer's name up to its arguments."""
-    return layer_name(layer).split("(")[0]
+    """What a layer is, the one notion every tool reads: its :class:`Spec`'s kind (``"Dense"`` for
+    ``Dense(4)``, ``"serial"`` for :func:`fnnet.serial`'s combinator); for a layer built without a
+    spec (your own), its name up to its arguments. A layer of your own named ``"serial"`` has no
+    ``Spec("serial")``: :func:`is_combinator_kind` tells the two apart."""
+    return layer.spec.kind if layer.spec is not None else layer_name(layer).split("(")[0]
+
+
+def is_combinator_kind(layer: Layer, kind: str) -> bool:
+    """Whether ``layer`` is the built-in combinator ``kind`` (``"serial"``, ``"parallel"``...),
+    by its :class:`Spec`, never by its name."""
+    return layer.spec is not None and layer.spec.kind == kind and bool(layer.children)
 
 
 def layer_children(layer: Layer) -> tuple[Layer, ...]:

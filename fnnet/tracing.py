@@ -105,7 +105,8 @@ class LayerTrace:
 
     @property
     def kind(self) -> str:
-        return self.name.split("(")[0]
+        """:func:`fnnet.layer.layer_kind` of the layer (``"Dense"``, ``"Relu"``...)."""
+        return layer_kind(self.layer)
 
     @property
     def nonfinite(self) -> str:

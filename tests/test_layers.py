@@ -117,3 +117,25 @@ def test_initializer_statistics(init_fn, check):
     w = np.asarray(init_fn(jax.random.PRNGKey(0), (400, 400), jnp.float32))
     assert w.shape == (400, 400) and w.dtype == np.float32
     assert check(w)
+
+
+def test_a_layer_of_your_own_named_serial_is_a_leaf_everywhere():
+    """One notion of a layer's kind (fnnet.layer.layer_kind, from its Spec): a user's layer that
+    happens to be called "serial" is not mistaken for the serial combinator."""
+    from fnnet.layer import is_combinator_kind, layer_kind, make_layer
+
+    square = make_layer("serial", lambda key, shape: (tuple(shape), ()), lambda p, x: x * x,
+                        lambda p, x: (x * x, x), lambda p, x, dy: ((), 2 * x * dy))
+    assert layer_kind(square) == "serial" and not is_combinator_kind(square, "serial")
+    assert layer_kind(fnnet.Dense(3)) == "Dense" and is_combinator_kind(fnnet.serial(fnnet.Relu), "serial")
+    model = fnnet.serial(fnnet.Dense(3), square, fnnet.Residual(square), fnnet.Dense(2))
+    _, params = model.init(jax.random.PRNGKey(0), (4,))
+    x, y = jax.random.normal(jax.random.PRNGKey(1), (5, 4)), jnp.array([0, 1, 0, 1, 1])
+    table = str(fnnet.summary(model, (4,)))
+    assert "1  serial" in table and "Residual(serial)" in table
+    trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, y)
+    assert [layer.path for layer in trace.layers] == ["0", "1", "2/0", "2/1/0", "2/1/1", "2/2", "3"]
+    assert trace.passed and trace.layer("1").kind == "serial" and trace.layer("2/1/0").name == "serial"
+    with jax.enable_x64(True):
+        report = fnnet.gradcheck.check_model(model, fnnet.losses.softmax_cross_entropy, params, x, y)
+    assert report.passed
