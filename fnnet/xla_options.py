@@ -14,9 +14,9 @@ difference is within this 2-core machine's noise (``benchmarks/profile_cnn.py``,
 ``benchmarks/profile_thunks.py``, ``docs/performance.md``).
 
 Under these options ``Conv``'s backward also computes ``dW`` as a convolution rather than one
-im2col product, the faster form there (the fast recipe's whole step 12.2 against 14.9 ms); the
-trace learns the options from :func:`jit`. A step you jit yourself gets XLA's defaults; to compile
-it as ``fit`` does::
+im2col product (:func:`im2col_dw`), the faster form there (the fast recipe's whole step 12.2 against
+14.9 ms); the trace learns the options from :func:`jit`. A step you jit yourself gets XLA's
+defaults; to compile it as ``fit`` does::
 
     step = fnnet.xla_options.jit(fnnet.train.make_train_step(model, loss, optimizer), model)
 
@@ -75,6 +75,21 @@ def xla_convolutions() -> bool:
     """Whether the program being traced in this thread compiles its convolutions with XLA's own
     (:func:`jit` with fnnet's options) rather than YNNPACK's (XLA's default on the CPU)."""
     return getattr(_tracing, "options", None) == {YNN_FUSION_TYPES: WITHOUT_YNN_CONVOLUTIONS}
+
+
+def im2col_dw() -> bool:
+    """Whether ``Conv``'s backward, traced now, computes ``dW`` as one im2col matrix product (its
+    CPU fast path) rather than as a convolution (the plain form, on every other backend).
+
+    When: on the CPU, in a program not compiled with XLA's own convolutions (:func:`xla_convolutions`).
+    Why: there XLA hands convolutions to YNNPACK, its default, and the im2col product is ~1.5-3x
+    faster than the convolution form at the example CNN's shapes; under XLA's own convolutions
+    (the programs ``fit`` compiles with :func:`jit`) the convolution form is the faster one (the
+    fast recipe's whole step 12.2 against 14.9 ms, the classic CNN's 37.5 against 39.2 ms, medians
+    of 8 in turns; ``benchmarks/profile_cnn.py``). ``Conv`` also keeps the convolution form for
+    feature groups and for patches over 32 MiB (``fnnet.layers.conv._IM2COL_MAX_BYTES``).
+    """
+    return jax.default_backend() == "cpu" and not xla_convolutions()
 
 
 def has_convolution(model: Layer) -> bool:

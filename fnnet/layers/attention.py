@@ -20,6 +20,7 @@ Masked entries have ``A = 0``, so they get ``dS = 0``: the backward needs no mas
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +37,110 @@ def _rows(t):
     return t.reshape(-1, t.shape[-1])
 
 
+def _heads(t, num_heads: int):
+    """``(..., T, C)`` -> ``(..., H, T, D)``."""
+    t = t.reshape(t.shape[:-1] + (num_heads, t.shape[-1] // num_heads))
+    return jnp.swapaxes(t, -2, -3)
+
+
+def _merge(t):
+    """``(..., H, T, D)`` -> ``(..., T, C)``."""
+    t = jnp.swapaxes(t, -2, -3)
+    return t.reshape(t.shape[:-2] + (-1,))
+
+
+def _plus_bias(t, b):
+    """``t + b`` over the last axis, or ``t`` for a layer built without biases (``b`` is None)."""
+    return t if b is None else t + b[(None,) * (t.ndim - 1)]
+
+
 def causal_mask(length: int):
     """``(T, T)`` booleans, True where query ``i`` may look at key ``j`` (``j <= i``)."""
     return jnp.tril(jnp.ones((length, length), bool))
+
+
+class AttentionResiduals(NamedTuple):
+    """What :func:`_attend` keeps for :func:`_attention_backward` (``H`` heads of ``D = C / H``)."""
+    x: jax.Array        # (..., T, C)      the layer's input
+    q: jax.Array        # (..., H, T, D)   queries
+    k: jax.Array        # (..., H, T, D)   keys
+    v: jax.Array        # (..., H, T, D)   values
+    weights: jax.Array  # (..., H, T, T)   A = softmax(S), exactly 0 above the diagonal
+    merged: jax.Array   # (..., T, C)      O = A·V with the heads merged, the output projection's input
+
+
+def _attend(params, x, num_heads: int):
+    """The forward, ``x (..., T, C)`` -> ``(y, AttentionResiduals)``, on params already checked
+    (no ``b_qkv`` / ``b_out`` keys: a layer without biases)."""
+    # stage 1: [Q K V] = x·W_qkv + b_qkv, split into heads
+    qkv = _plus_bias((_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)), params.get("b_qkv"))
+    q, k, v = (_heads(part, num_heads) for part in jnp.split(qkv, 3, axis=-1))
+    # stage 2: S = Q·Kᵀ/√D, causally masked
+    scale = 1.0 / math.sqrt(x.shape[-1] // num_heads)
+    scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
+    scores = jnp.where(causal_mask(x.shape[-2]), scores, -jnp.inf)  # A[i, j] = 0 for j > i
+    # stage 3: A = softmax(S) row by row
+    weights = jax.nn.softmax(scores, axis=-1)
+    # stage 4: O = A·V, the heads merged
+    merged = _merge(jnp.einsum("...qk,...kd->...qd", weights, v))
+    # stage 5: y = O·W_out + b_out
+    y = _plus_bias((_rows(merged) @ params["w_out"]).reshape(x.shape), params.get("b_out"))
+    return y, AttentionResiduals(x, q, k, v, weights, merged)
+
+
+def _attention_backward(params, residuals: AttentionResiduals, dy, num_heads: int):
+    """:func:`_attend`'s five stages in reverse, each under the forward line it differentiates:
+    ``(params, residuals, dy (..., T, C))`` -> ``(dparams, dx)``, ``dparams`` with ``params``' keys."""
+    x, q, k, v, weights, merged = residuals
+    batch_axes = tuple(range(x.ndim - 1))  # db: Σ over every example and position
+    scale = 1.0 / math.sqrt(x.shape[-1] // num_heads)
+    grads = {}
+    # stage 5, through  y = O·W_out + b_out  (as Dense):
+    #   y = _plus_bias((_rows(merged) @ params["w_out"]).reshape(x.shape), params.get("b_out"))
+    #   so dW_out = Oᵀ·dy, db_out = Σ dy, dO = dy·W_outᵀ
+    grads["w_out"] = _rows(merged).T @ _rows(dy)
+    grads["b_out"] = jnp.sum(dy, axis=batch_axes)
+    d_out = _heads((_rows(dy) @ params["w_out"].T).reshape(dy.shape), num_heads)
+    # stage 4, through  O = A·V:  merged = _merge(jnp.einsum("...qk,...kd->...qd", weights, v))
+    #   so dV = Aᵀ·dO, dA = dO·Vᵀ
+    dv = jnp.einsum("...qk,...qd->...kd", weights, d_out)
+    d_weights = jnp.einsum("...qd,...kd->...qk", d_out, v)
+    # stage 3, through  A = softmax(S) row by row:  weights = jax.nn.softmax(scores, axis=-1)
+    #   so dS = A ⊙ (dA - Σ_row dA ⊙ A); masked entries have A = 0, so their dS is 0: the mask,
+    #   scores = jnp.where(causal_mask(T), scores, -jnp.inf), needs no backward of its own
+    d_scores = weights * (d_weights - jnp.sum(d_weights * weights, axis=-1, keepdims=True))
+    # stage 2, through  S = Q·Kᵀ/√D:  scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
+    #   so dQ = dS·K/√D, dK = dSᵀ·Q/√D
+    dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale
+    dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale
+    # stage 1, through  [Q K V] = x·W_qkv + b_qkv, split into heads:
+    #   qkv = _plus_bias((_rows(x) @ params["w_qkv"]).reshape(...), params.get("b_qkv")); q, k, v = _heads(split(qkv))
+    #   so d[Q K V] = merged heads side by side, dW_qkv = xᵀ·d[Q K V], db_qkv = Σ d[Q K V], dx = d[Q K V]·W_qkvᵀ
+    d_qkv = jnp.concatenate([_merge(dq), _merge(dk), _merge(dv)], axis=-1)
+    grads["w_qkv"] = _rows(x).T @ _rows(d_qkv)
+    grads["b_qkv"] = jnp.sum(d_qkv, axis=batch_axes)
+    dx = (_rows(d_qkv) @ params["w_qkv"].T).reshape(x.shape)
+    return {key: grads[key].astype(params[key].dtype) for key in params}, dx.astype(x.dtype)
+
+
+def _check(name: str, keys: set, num_heads: int, max_length: int | None, params, x) -> int:
+    """The layer's params and input ``x`` fit each other: an error naming the layer if not, else ``C``."""
+    check_param_keys(name, params, keys)
+    features = jnp.shape(params["w_out"])[0] if jnp.ndim(params["w_out"]) == 2 else None
+    expected = {"w_qkv": (features, 3 * features), "b_qkv": (3 * features,), "w_out": (features, features),
+                "b_out": (features,)}
+    if features is None or any(jnp.shape(params[k]) != expected[k] for k in keys):
+        shapes = ", ".join(f"{k} {jnp.shape(params[k])}" for k in sorted(keys))
+        raise ValueError(f"{name}: params of shapes {shapes} do not fit w_qkv (C, 3C), w_out (C, C)"
+                         f"{', b_qkv (3C,), b_out (C,)' if 'b_qkv' in keys else ''}")
+    if features % num_heads:
+        raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
+    if jnp.ndim(x) < 2 or x.shape[-1] != features:
+        raise ValueError(f"{name}: expected input of shape (..., T, {features}), got {jnp.shape(x)}")
+    if max_length is not None and x.shape[-2] > max_length:
+        raise ValueError(f"{name}: sequence length {x.shape[-2]} is longer than the block size "
+                         f"{max_length} it was built for (input shape {jnp.shape(x)})")
+    return features
 
 
 def CausalSelfAttention(num_heads: int, max_length: int | None = None,
@@ -51,7 +153,8 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
     of ``C / num_heads`` features) and the output projection; ``use_bias=False`` leaves both
     biases out (params ``{"w_qkv", "w_out"}``, nanoGPT's ``bias=False``). Weights are ``N(0, 0.02²)``
     (GPT-2's; ``out_init`` overrides the output projection's, e.g. ``0.02 / √(2·layers)``),
-    biases zero. The forward and the hand-written backward are in the module docstring.
+    biases zero. The forward and the hand-written backward are in the module docstring, and
+    in code in :func:`_attend` and :func:`_attention_backward` (its stages quote the forward).
 
     Any sequence length works, since every position only sees earlier ones; ``max_length``
     (a GPT passes its block size) makes a longer input an error naming the layer.
@@ -88,88 +191,16 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
                   "b_out": jnp.zeros((features,), dtype_)}
         return in_shape, {k: params[k] for k in keys}
 
-    def plus_bias(t, params, k):
-        """``t + b`` over the last axis, or ``t`` for a layer built without biases."""
-        return t + params[k][(None,) * (t.ndim - 1)] if use_bias else t
-
-    def check(params, x):
-        check_param_keys(name, params, keys)
-        features = jnp.shape(params["w_out"])[0] if jnp.ndim(params["w_out"]) == 2 else None
-        expected = {"w_qkv": (features, 3 * features), "b_qkv": (3 * features,), "w_out": (features, features),
-                    "b_out": (features,)}
-        if features is None or any(jnp.shape(params[k]) != expected[k] for k in keys):
-            shapes = ", ".join(f"{k} {jnp.shape(params[k])}" for k in sorted(keys))
-            raise ValueError(f"{name}: params of shapes {shapes} do not fit w_qkv (C, 3C), w_out (C, C)"
-                             f"{', b_qkv (3C,), b_out (C,)' if use_bias else ''}")
-        if features % num_heads:
-            raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
-        if jnp.ndim(x) < 2 or x.shape[-1] != features:
-            raise ValueError(f"{name}: expected input of shape (..., T, {features}), got {jnp.shape(x)}")
-        if max_length is not None and x.shape[-2] > max_length:
-            raise ValueError(f"{name}: sequence length {x.shape[-2]} is longer than the block size "
-                             f"{max_length} it was built for (input shape {jnp.shape(x)})")
-        return features
-
-    def heads(t, features):
-        """``(..., T, C)`` -> ``(..., H, T, D)``."""
-        t = t.reshape(t.shape[:-1] + (num_heads, features // num_heads))
-        return jnp.swapaxes(t, -2, -3)
-
-    def merge(t):
-        """``(..., H, T, D)`` -> ``(..., T, C)``."""
-        t = jnp.swapaxes(t, -2, -3)
-        return t.reshape(t.shape[:-2] + (-1,))
-
-    def attend(params, x):
-        features = check(params, x)
-        # stage 1: [Q K V] = x·W_qkv + b_qkv, split into heads
-        qkv = plus_bias((_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)), params, "b_qkv")
-        q, k, v = (heads(part, features) for part in jnp.split(qkv, 3, axis=-1))
-        # stage 2: S = Q·Kᵀ/√D, causally masked
-        scale = 1.0 / math.sqrt(features // num_heads)
-        scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
-        length = x.shape[-2]
-        scores = jnp.where(causal_mask(length), scores, -jnp.inf)  # A[i, j] = 0 for j > i
-        # stage 3: A = softmax(S) row by row
-        weights = jax.nn.softmax(scores, axis=-1)
-        # stage 4: O = A·V, the heads merged
-        merged = merge(jnp.einsum("...qk,...kd->...qd", weights, v))
-        # stage 5: y = O·W_out + b_out
-        y = plus_bias((_rows(merged) @ params["w_out"]).reshape(x.shape), params, "b_out")
-        return y, (x, q, k, v, weights, merged)
-
     def apply(params, x):
-        return attend(params, x)[0]
+        _check(name, keys, num_heads, max_length, params, x)
+        return _attend(params, x, num_heads)[0]
 
     def forward(params, x):
-        return attend(params, x)
+        _check(name, keys, num_heads, max_length, params, x)
+        return _attend(params, x, num_heads)
 
     def backward(params, residuals, dy):
-        """The forward's five stages in reverse, each under the forward line it differentiates."""
-        x, q, k, v, weights, merged = residuals
-        features = x.shape[-1]
-        batch_axes = tuple(range(x.ndim - 1))  # db: Σ over every example and position
-        scale = 1.0 / math.sqrt(features // num_heads)
-        # stage 5, through y = O·W_out + b_out (as Dense): dW_out = Oᵀ·dy, db_out = Σ dy, dO = dy·W_outᵀ
-        dw_out = _rows(merged).T @ _rows(dy)
-        db_out = jnp.sum(dy, axis=batch_axes)
-        d_out = heads((_rows(dy) @ params["w_out"].T).reshape(dy.shape), features)
-        # stage 4, through O = A·V: dV = Aᵀ·dO, dA = dO·Vᵀ
-        dv = jnp.einsum("...qk,...qd->...kd", weights, d_out)
-        d_weights = jnp.einsum("...qd,...kd->...qk", d_out, v)
-        # stage 3, through A = softmax(S), row by row: dS = A ⊙ (dA - Σ_row dA ⊙ A)
-        # (masked entries have A = 0, so their dS is 0: the mask needs no backward of its own)
-        d_scores = weights * (d_weights - jnp.sum(d_weights * weights, axis=-1, keepdims=True))
-        # stage 2, through S = Q·Kᵀ/√D: dQ = dS·K/√D, dK = dSᵀ·Q/√D
-        dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale
-        dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale
-        # stage 1, through [Q K V] = x·W_qkv + b_qkv: dW_qkv = xᵀ·d[Q K V], db = Σ d[Q K V], dx = d[Q K V]·W_qkvᵀ
-        d_qkv = jnp.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
-        dw_qkv = _rows(x).T @ _rows(d_qkv)
-        db_qkv = jnp.sum(d_qkv, axis=batch_axes)
-        dx = (_rows(d_qkv) @ params["w_qkv"].T).reshape(x.shape)
-        grads = {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_out": dw_out, "b_out": db_out}
-        return {key: grads[key].astype(params[key].dtype) for key in keys}, dx.astype(x.dtype)
+        return _attention_backward(params, residuals, dy, num_heads)
 
     return make_layer(name, init, apply, forward, backward, doc=CausalSelfAttention.__doc__,
                       spec=spec("CausalSelfAttention", num_heads=num_heads, max_length=max_length,

@@ -16,7 +16,9 @@ The forward pass and ``dx`` are plain ``lax.conv_general_dilated`` calls in the 
 NHWC / HWIO layout (XLA's CPU backend runs those fastest, also inside ``lax.scan``);
 on the CPU ``dW`` is one matrix product of the input's patches (im2col) with ``dy``, which
 that backend runs faster than the convolution form of it at moderate sizes
-(``benchmarks/profile_cnn.py``). Feature groups (``feature_group_count``, depthwise when it
+(``benchmarks/profile_cnn.py``; when, in :func:`fnnet.xla_options.im2col_dw`). The file reads
+as the backward does: the forward, the backward in stages, then ``dW`` (plain form, then the
+im2col fast path) and ``dx``, and last the layer constructors. Feature groups (``feature_group_count``, depthwise when it
 equals the input channels) split the channels into independent blocks; ``dW`` then uses a
 convolution with ``batch_group_count``.
 """
@@ -55,28 +57,47 @@ def _common_dtype(x, w):
     return x.astype(dtype), w.astype(dtype)
 
 
-def _conv_forward(x, w, strides, pads, dilation, groups, rank):
-    return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
-                                    dimension_numbers=_SPECS[rank], feature_group_count=groups)
+def _conv_forward(params, x, pads, strides, dilation, groups, rank):
+    """The layer's forward on checked params, ``x (..., s.., Cin)`` -> ``y (..., o.., Cout)``,
+    ``pads`` the explicit ``(lo, hi)`` of each spatial axis."""
+    # stage 1: one batch axis; x and W in one dtype (mixed dtypes promote, as x @ w does in Dense)
+    flat, restore = _flatten_batch(x, rank)
+    flat, w = _common_dtype(flat, params["w"])
+    # stage 2: y[n, o, co] = Σ_k Σ_ci x_pad[n, o·S + k·D, ci] · W[k, ci, co]
+    y = lax.conv_general_dilated(flat, w, strides, pads, rhs_dilation=dilation,
+                                 dimension_numbers=_SPECS[rank], feature_group_count=groups)
+    # stage 3: + b
+    if "b" in params:
+        y = y + params["b"][(None,) * (y.ndim - 1)]
+    # stage 4: the leading batch axes put back
+    return restore(y)
 
 
-def conv_input_grad(dy, w, in_sizes, strides, pads, dilation, groups, rank):
-    """``dx``: the transposed convolution of ``dy`` with the flipped kernel (inputs and outputs
-    of each group swapped), ``dy`` dilated by the strides."""
-    kernel = w.shape[:rank]
-    c_in_group, c_out = w.shape[rank], w.shape[rank + 1]
-    flipped = jnp.flip(w, axis=tuple(range(rank)))
-    # (k.., Cin/G, G, Cout/G) -> (k.., Cout/G, G, Cin/G) -> (k.., Cout/G, Cin): group g maps dy's
-    # channels g·Cout/G.. back to x's channels g·Cin/G..
-    swapped = flipped.reshape(kernel + (c_in_group, groups, c_out // groups))
-    swapped = jnp.swapaxes(swapped, rank, rank + 2).reshape(kernel + (c_out // groups, groups * c_in_group))
-    pads_t = []
-    for size, k, s, d, (lo, _), o in zip(in_sizes, kernel, strides, dilation, pads, dy.shape[1:1 + rank]):
-        effective = (k - 1) * d + 1
-        pads_t.append((effective - 1 - lo, size + lo - (o - 1) * s - 1))
-    return lax.conv_general_dilated(dy, swapped, (1,) * rank, pads_t, lhs_dilation=strides,
-                                    rhs_dilation=dilation, dimension_numbers=_SPECS[rank],
-                                    feature_group_count=groups)
+def _conv_backward(params, x, dy, kernel, strides, padding, dilation, groups, rank):
+    """:func:`_conv_forward`'s four stages in reverse, each under the forward line it differentiates:
+    ``(params, x, dy)`` -> ``(dparams, dx)``, ``dparams`` with ``params``' keys."""
+    pads = explicit_padding(padding, x.shape[x.ndim - rank - 1:x.ndim - 1], kernel, strides, dilation)
+    w = params["w"]
+    # stage 4, through  return restore(y):  dy with one batch axis, and x as stage 1 read it,
+    #   flat, restore = _flatten_batch(x, rank);  flat, w = _common_dtype(flat, params["w"])
+    flat_x, restore = _flatten_batch(x, rank)
+    flat_dy, _ = _flatten_batch(dy, rank)
+    flat_x, compute_w = _common_dtype(flat_x, w)
+    flat_dy = flat_dy.astype(flat_x.dtype)
+    # stage 3, through  y = y + params["b"][(None,) * (y.ndim - 1)]:  db = Σ dy over every example and position
+    db = jnp.sum(flat_dy, axis=tuple(range(rank + 1))) if "b" in params else None
+    # stage 2, through  y = lax.conv_general_dilated(flat, w, strides, pads, rhs_dilation=dilation, ...),
+    #   y[n, o, co] = Σ_k Σ_ci x_pad[n, o·S + k·D, ci] · W[k, ci, co]:
+    #   dW[k, ci, co] = Σ_n Σ_o x_pad[n, o·S + k·D, ci] · dy[n, o, co]   (x correlated with dy)
+    dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)
+    #   dx_pad[n, o·S + k·D, ci] += dy[n, o, co] · W[k, ci, co]   (dy dilated by S, convolved with the flipped W)
+    dx = conv_input_grad(flat_dy, compute_w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups, rank)
+    # stage 1, through  flat, restore = _flatten_batch(x, rank);  flat, w = _common_dtype(flat, params["w"]):
+    #   each gradient back in the shape and dtype of what it is the gradient of
+    grads = {"w": dw.astype(w.dtype)}
+    if db is not None:
+        grads["b"] = db.astype(params["b"].dtype)
+    return grads, restore(dx).astype(x.dtype)
 
 
 _IM2COL_MAX_BYTES = 32 * 2**20  # above this the patches' memory traffic costs more than the product saves
@@ -86,20 +107,16 @@ def conv_kernel_grad(x, dy, kernel, strides, pads, dilation, groups, rank):
     """``dW``: the correlation of the input with ``dy``,
     ``dW[k, ci, co] = Σ_n Σ_o x_pad[n, o·S + k·D, ci] · dy[n, o, co]``.
 
-    On the CPU, without feature groups and while the input's patches fit in 32 MiB, it is
-    one matrix product (:func:`_kernel_grad_im2col`), ~1.5-3x faster there than the
-    convolution below at the example CNN's shapes (``benchmarks/profile_cnn.py``) when XLA
-    hands convolutions to YNNPACK, its default. Otherwise, and in the programs ``fit`` compiles
-    with XLA's own convolutions (:mod:`fnnet.xla_options`), where the convolution form is the
-    faster one (the fast recipe's whole step 12.2 against 14.9 ms, the classic CNN's 37.5 against
-    39.2 ms, medians of 8 in turns), it is a canonical convolution in which the input channels
-    play the batch, the examples the features, and ``dy`` is the kernel (``batch_group_count``
-    for groups).
+    The plain form, on every backend, is :func:`_kernel_grad_convolution`: a canonical
+    convolution in which the input channels play the batch, the examples the features, and ``dy``
+    is the kernel (``batch_group_count`` for groups). Without feature groups, while the input's
+    patches fit in 32 MiB and where :func:`fnnet.xla_options.im2col_dw` says so (on the CPU,
+    unless the program compiles with XLA's own convolutions; its docstring has when and why), it
+    is instead one matrix product, :func:`_kernel_grad_im2col`, the faster form there.
     """
     taps = math.prod(kernel)
     patch_bytes = math.prod(dy.shape[:-1]) * taps * x.shape[-1] * x.dtype.itemsize
-    if groups == 1 and patch_bytes <= _IM2COL_MAX_BYTES and jax.default_backend() == "cpu" \
-            and not xla_options.xla_convolutions():
+    if groups == 1 and patch_bytes <= _IM2COL_MAX_BYTES and xla_options.im2col_dw():
         # optimisation, CPU only: the same sum as one matrix product over im2col columns
         return _kernel_grad_im2col(x, dy, kernel, strides, pads, dilation, rank)
     return _kernel_grad_convolution(x, dy, kernel, strides, pads, dilation, groups, rank)
@@ -151,6 +168,26 @@ def _kernel_grad_im2col(x, dy, kernel, strides, pads, dilation, rank):
     partial = jnp.einsum("gpo,gpk->gok", rows.reshape(chunks, -1, c_out),
                          columns.reshape(chunks, -1, columns.shape[-1]))
     return partial.sum(0).T.reshape(tuple(kernel) + (c_in, c_out))
+
+
+def conv_input_grad(dy, w, in_sizes, strides, pads, dilation, groups, rank):
+    """``dx``: the transposed convolution of ``dy`` with the flipped kernel (inputs and outputs
+    of each group swapped), ``dy`` dilated by the strides."""
+    kernel = w.shape[:rank]
+    c_in_group, c_out = w.shape[rank], w.shape[rank + 1]
+    flipped = jnp.flip(w, axis=tuple(range(rank)))
+    # (k.., Cin/G, G, Cout/G) -> (k.., Cout/G, G, Cin/G) -> (k.., Cout/G, Cin): group g maps dy's
+    # channels g·Cout/G.. back to x's channels g·Cin/G..
+    swapped = flipped.reshape(kernel + (c_in_group, groups, c_out // groups))
+    swapped = jnp.swapaxes(swapped, rank, rank + 2).reshape(kernel + (c_out // groups, groups * c_in_group))
+    pads_t = []
+    for size, k, s, d, (lo, _), o in zip(in_sizes, kernel, strides, dilation, pads, dy.shape[1:1 + rank]):
+        effective = (k - 1) * d + 1
+        pads_t.append((effective - 1 - lo, size + lo - (o - 1) * s - 1))
+    return lax.conv_general_dilated(dy, swapped, (1,) * rank, pads_t, lhs_dilation=strides,
+                                    rhs_dilation=dilation, dimension_numbers=_SPECS[rank],
+                                    feature_group_count=groups)
+
 
 
 def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
@@ -208,36 +245,13 @@ def _make_conv(rank: int, out_channels, kernel_size, strides, padding, dilation,
         return spatial_check(x.shape[x.ndim - rank - 1:])[0]
 
     def apply(params, x):
-        pads = check(params, x)
-        flat, restore = _flatten_batch(x, rank)
-        flat, w = _common_dtype(flat, params["w"])  # mixed dtypes promote, as x @ w does in Dense
-        y = _conv_forward(flat, w, strides, pads, dilation, groups, rank)
-        if use_bias:
-            y = y + params["b"][(None,) * (y.ndim - 1)]
-        return restore(y)
+        return _conv_forward(params, x, check(params, x), strides, dilation, groups, rank)
 
     def forward(params, x):
         return apply(params, x), x
 
     def backward(params, x, dy):
-        """The forward, ``y[n, o, co] = Σ_k Σ_ci x_pad[n, o·S + k·D, ci] · W[k, ci, co] + b[co]``, in reverse."""
-        pads = explicit_padding(padding, x.shape[x.ndim - rank - 1:x.ndim - 1], kernel, strides, dilation)
-        flat_x, restore = _flatten_batch(x, rank)
-        flat_dy, _ = _flatten_batch(dy, rank)
-        w = params["w"]
-        flat_x, compute_w = _common_dtype(flat_x, w)
-        flat_dy = flat_dy.astype(flat_x.dtype)
-        # stage 2, through + b: db = Σ dy over every example and position (below)
-        # stage 1, through the sum over taps and input channels:
-        #   dW[k, ci, co] = Σ_n Σ_o x_pad[n, o·S + k·D, ci] · dy[n, o, co]   (x correlated with dy)
-        dw = conv_kernel_grad(flat_x, flat_dy, kernel, strides, pads, dilation, groups, rank)
-        #   dx_pad[n, o·S + k·D, ci] += dy[n, o, co] · W[k, ci, co]: dy dilated by S, convolved with the flipped W
-        dx = conv_input_grad(flat_dy, compute_w, flat_x.shape[1:1 + rank], strides, pads, dilation, groups,
-                             rank)
-        grads = {"w": dw.astype(w.dtype)}
-        if use_bias:
-            grads["b"] = jnp.sum(flat_dy, axis=tuple(range(rank + 1))).astype(params["b"].dtype)  # Σ dy
-        return grads, restore(dx).astype(x.dtype)
+        return _conv_backward(params, x, dy, kernel, strides, padding, dilation, groups, rank)
 
     return make_layer(name, init, apply, forward, backward, doc=(Conv if rank == 2 else Conv1D).__doc__,
                       spec=spec(kind, out_channels=out_channels, kernel_size=kernel, strides=strides, padding=padding,
