@@ -32,20 +32,22 @@ answers without JAX), and ``import fnnet.layers`` stays light (no optax, no appl
 """
 
 import importlib
-import sys
-import types
 
 # Every public name is reached on first use (PEP 562): ``import fnnet`` loads nothing else, so that
 # ``fnnet --help`` answers without JAX; ``fnnet.Dense`` loads the layers (and JAX) then, and the
 # modules that load optax (training, the GPT, gradient checking), the data sets and the application
 # (run folders, recipes, the command line) only when they are used: importing fnnet.layers or
 # fnnet.gradients loads neither optax nor fnnet.app.
+#
+# The one table of the public names: the modules (``fnnet.recipes`` is the application's, as its
+# examples write it) and, by module, the names taken from them. ``__all__`` is derived from it, and
+# fnnet/__init__.pyi declares the same names for type checkers and editors (tests/test_layering.py
+# keeps the three equal).
 _LAZY_MODULES = {"checkpoint": "fnnet.checkpoint", "initializers": "fnnet.initializers", "layers": "fnnet.layers",
                  "losses": "fnnet.losses", "train": "fnnet.train", "gpt": "fnnet.gpt", "gradcheck": "fnnet.gradcheck",
                  "datasets": "fnnet.datasets", "distributed": "fnnet.distributed", "app": "fnnet.app",
-                 "recipes": "fnnet.app.recipes", "runs": "fnnet.app.runs", "cli": "fnnet.app.cli",
-                 "shakespeare": "fnnet.app.shakespeare", "jobs": "fnnet.app.jobs", "tracing": "fnnet.tracing",
-                 "interop": "fnnet.interop", "xla_options": "fnnet.xla_options"}
+                 "recipes": "fnnet.app.recipes", "tracing": "fnnet.tracing", "interop": "fnnet.interop",
+                 "xla_options": "fnnet.xla_options"}
 _FROM = {
     "fnnet.checkpoint": ("load", "save"),
     "fnnet.combinators": ("FanInConcat", "FanInSum", "FanOut", "Residual", "Tied", "parallel", "serial"),
@@ -56,7 +58,7 @@ _FROM = {
                      "Flatten", "Gelu", "GlobalAvgPool", "Identity", "LayerNorm", "LeakyRelu", "MaxPool",
                      "PositionalEmbedding", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh", "Unembed"),
     "fnnet.losses": ("Loss",),
-    "fnnet.summary": ("Summary", "summary"),
+    "fnnet.summaries": ("Summary", "summary"),
     "fnnet.app.runs": ("Run", "load_run"),
     "fnnet.tracing": ("trace", "Trace", "LayerTrace"),
     "fnnet.explanation": ("explain",),
@@ -64,7 +66,6 @@ _FROM = {
     "fnnet.diagnosis": ("doctor", "Diagnosis"),
 }
 _LAZY_NAMES = {name: (module, name) for module, names in _FROM.items() for name in names}
-# (fnnet/__init__.pyi declares the same names for type checkers and editors)
 
 
 def __getattr__(name):
@@ -78,33 +79,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'fnnet' has no attribute {name!r}")
 
 
-class _Facade(types.ModuleType):
-    """The package module's class: ``fnnet.summary`` stays the function :func:`fnnet.summary.summary`
-    even after the submodule of the same name is imported (Python would set the package attribute
-    to the submodule; it stays in ``sys.modules["fnnet.summary"]``)."""
-
-    def __setattr__(self, name, value):
-        if name == "summary" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Facade
-
-
 def __dir__():
     return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
 
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "FanInConcat", "FanInSum", "FanOut",
-    "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Loss", "MaxPool",
-    "PositionalEmbedding", "Relu", "Reshape", "Residual", "Run", "Sigmoid", "Softmax", "Spec", "Summary", "Tanh", "Tied", "Trace", "Unembed",
-    "apply_with_state",
-    "autodiff_value_and_grad", "checkpoint", "datasets", "debug_nans", "doctor", "explain", "forward_with_state", "gpt",
-    "gradcheck", "init_with_state",
-    "initializers", "is_stateful", "layer_name", "layers", "load", "load_run", "losses", "objective",
-    "parallel", "per_example_grads", "save", "serial", "summary", "trace", "train", "value_and_grad",
-]
+__all__ = sorted(set(_LAZY_MODULES) | set(_LAZY_NAMES))

@@ -1,10 +1,11 @@
 # The facade's names for type checkers and editors: fnnet/__init__.py imports each on first use
-# (PEP 562), so that `import fnnet` loads nothing. tests/test_layering.py keeps the two lists equal.
+# (PEP 562), so that `import fnnet` loads nothing. tests/test_layering.py keeps this list and
+# fnnet/__init__.py's table (_LAZY_MODULES and _FROM, whence __all__) equal.
 from typing import Any
 
 from fnnet import (app, checkpoint, datasets, distributed, gpt, gradcheck, initializers, interop, layers, losses,
                    tracing, train, xla_options)
-from fnnet.app import cli, jobs, recipes, runs, shakespeare
+from fnnet.app import recipes
 from fnnet.app.runs import Run, load_run
 from fnnet.checkpoint import load, save
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
@@ -17,7 +18,7 @@ from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D,
                           Reshape, Sigmoid, Softmax, Tanh, Unembed)
 from fnnet.losses import Loss
 from fnnet.nans import NonFinite, debug_nans
-from fnnet.summary import Summary, summary
+from fnnet.summaries import Summary, summary
 from fnnet.tracing import LayerTrace, Trace, trace
 
 __version__: str

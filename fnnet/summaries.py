@@ -7,7 +7,8 @@ import math
 
 import jax
 
-from fnnet.layer import Layer, abstract_init, as_shape, is_stateful, layer_children, layer_name
+from fnnet.layer import (Layer, abstract_init, as_shape, is_combinator_kind, is_stateful, layer_children,
+                         layer_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +62,12 @@ def summary(model: Layer, in_shape) -> Summary:
     def walk(layer, shape, prefix):
         children = layer_children(layer)
         number = (lambda index: f"{prefix}.{index}" if prefix else str(index))
-        if layer.spec is not None and layer.spec.kind == "Tied" and len(children) == 3:
+        if is_combinator_kind(layer, "Tied") and len(children) == 3:
             shape = walk(children[1], walk(children[0], shape, number(0)), number(1))
             out_shape = tuple(abstract_init(children[2], shape)[0])
             rows.append((number(2), f"{layer_name(children[2])} (tied to {number(0)})", out_shape, 0, 0))
             return out_shape
-        if not (layer.name == "serial" and children):
+        if not is_combinator_kind(layer, "serial"):  # a layer of your own named "serial" is one row
             out_shape, params, state = abstract_init(layer, shape)
             count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
             state_count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)) if is_stateful(layer) else 0

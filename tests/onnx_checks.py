@@ -1,5 +1,5 @@
 """``fnnet export`` of a trained run, checked: shared by the tests that train the CLI's runs
-(test_cli: the MLP, test_cnn: the CNN, test_paths_and_claims: the ResNet, test_gpt: the GPT)."""
+(test_cli: the MLP, test_cnn: the CNN, test_cnn: the ResNet, test_gpt: the GPT)."""
 
 import pathlib
 

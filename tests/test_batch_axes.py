@@ -131,3 +131,16 @@ def test_flatten_and_reshape_with_init_params_on_one_example_and_many_axes():
         fnnet.Flatten.apply(params, jnp.ones((2, 27, 28, 1)))
     with pytest.raises(ValueError, match=r"Reshape\(\(2, 3\)\): .*one leading batch axis.*x\[None\]"):
         fnnet.Reshape((2, 3)).apply((), jnp.ones(6))
+
+
+# BatchNorm: one image has many values per channel ------------------------------------------------------
+
+def test_batchnorm_trains_on_one_image_but_not_on_one_value_per_channel():
+    bn = fnnet.BatchNorm()
+    _, params, state = fnnet.init_with_state(bn, jax.random.PRNGKey(0), (8, 8, 4))
+    y, _ = fnnet.apply_with_state(bn, params, state, jnp.arange(256.0).reshape(1, 8, 8, 4), train=True)
+    assert y.shape == (1, 8, 8, 4) and bool(jnp.all(jnp.isfinite(y)))
+    _, params, state = fnnet.init_with_state(bn, jax.random.PRNGKey(0), (4,))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        fnnet.apply_with_state(bn, params, state, jnp.ones((1, 4)), train=True)
+    assert "more than one value per channel" in fnnet.BatchNorm.__doc__

@@ -11,6 +11,8 @@ import pytest
 
 import fnnet
 from fnnet import checkpoint, train
+from fnnet.app import cli
+from test_cli import _one_line_error
 
 
 def _state():
@@ -167,3 +169,20 @@ def test_no_pickle_in_files(tmp_path):
     import json
     header = json.loads(data[8:8 + header_len])
     assert "params/0/w" in header and "opt_state/0/mu/0/w" in header
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_which(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "bc"
+    real_replace, calls = os.replace, []
+
+    def replace_then_fail(src, dst):
+        calls.append(dst)
+        if len(calls) > 2:
+            raise OSError(27, "File too large")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    assert cli.main(["train", "xor", "--epochs", "5", "--checkpoint-every", "0", "--out", str(out), "--quiet"]) == 4
+    _one_line_error(capsys, f"could not write {out / 'checkpoint.safetensors'}: File too large; "
+                            f"the previous checkpoint (epoch 2) is kept")
+    assert checkpoint.read_metadata(out / "checkpoint.safetensors")["epoch"] == 2

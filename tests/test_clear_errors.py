@@ -6,6 +6,7 @@ command says it kept is what the folder holds; ``print(run)`` is a summary, not 
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -212,3 +213,23 @@ def test_a_file_given_for_a_run_folder_says_so(bc_run, tmp_path, capsys, command
     assert cli.main(args) == 2
     _one_line_error(capsys, f"{checkpoint}: is a file, not a run folder", f"pass its folder: {bc_run}")
     assert json.loads((bc_run / "config.json").read_text())["dataset"] == "breast-cancer"
+
+
+# messages that point the right way ------------------------------------------------------------------
+
+def test_messages_point_the_right_way(tmp_path):
+    x, y = fnnet.datasets.xor()
+    model = fnnet.serial(fnnet.Dense(4), fnnet.Tanh, fnnet.Dense(2))
+    with pytest.raises(ValueError, match=r"integer class labels .* pass y.astype\(int\)"):
+        train.fit(model, losses.softmax_cross_entropy, optax.sgd(0.1), (x, y[:, 0].astype(np.float32)), epochs=1,
+                  batch_size=4, key=jax.random.PRNGKey(0), verbose=False)
+    image_model = fnnet.serial(fnnet.Flatten, fnnet.Dense(2))
+    images = np.random.RandomState(0).rand(8, 28, 28).astype(np.float32)
+    train.fit(image_model, losses.softmax_cross_entropy, optax.sgd(0.1), (images, np.arange(8) % 2), epochs=1,
+              batch_size=4, key=jax.random.PRNGKey(0), checkpoint_dir=tmp_path, verbose=False)
+    run = fnnet.load_run(tmp_path, model=image_model)
+    assert run.predict(jnp.asarray(images, jnp.bfloat16)).shape == (8, 2)
+    with pytest.raises(ValueError, match=r"for one example use x\[None\] \(shape \(1, 28, 28\)\)"):
+        run.predict(images[0])
+    with pytest.raises(ValueError, match="expected an array of numbers"):
+        run.predict(np.array([["a"] * 784]))

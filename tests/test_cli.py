@@ -12,9 +12,13 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import optax
 import pytest
 
+import fnnet
+from fnnet import gradcheck, losses, train
 from fnnet.app import cli, recipes
 from onnx_checks import assert_run_exports
 
@@ -24,10 +28,22 @@ def _fnnet(*args, env=None, timeout=300):
                           timeout=timeout, env=dict(os.environ, **(env or {})))
 
 
-def _one_line_error(capsys, message):
+def _one_line_error(capsys, *messages):
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for message in messages:
+        assert message in err, err
     return err
+
+
+def _mnist_subset(train_examples, test_examples):
+    """MNIST's recipe with fewer examples: the CLI's own code paths, a short run."""
+    spec = recipes.DATASETS["mnist"]
+
+    def load(seed):
+        (x, y), (x_test, y_test) = spec.load(seed)
+        return (x[:train_examples], y[:train_examples]), (x_test[:test_examples], y_test[:test_examples])
+    return dataclasses.replace(spec, load=load)
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +291,7 @@ def test_readme_gradcheck_commands_pass(repo_root, shared_data, monkeypatch, cap
     assert ["gradcheck"] in commands and ["gradcheck", "mnist"] in commands, commands
     cases = gradcheck.builtin_cases()
     names = [name for name, _ in cases]
-    monkeypatch.setattr(gradcheck, "builtin_cases", lambda: [c for c in cases if c[0] in (
+    monkeypatch.setattr(gradcheck.cases, "builtin_cases", lambda: [c for c in cases if c[0] in (
         "Dense", "BatchNorm (train)", "softmax_cross_entropy (labels)")])
     for argv in commands:
         code = cli.main(argv)
@@ -319,3 +335,144 @@ def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
         programs = list((tmp_path / cache / "xla").glob("*")) if (tmp_path / cache / "xla").exists() else []
         assert bool(programs) == kept, (cache, programs[:3])
     assert list((tmp_path / "theirs").glob("*"))   # JAX's own setting was used, not replaced
+
+
+# a flag that does not apply is a usage error ------------------------------------------------------
+
+def test_mlp_flags_with_a_cnn_are_a_usage_error(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", "mnist", "--model", "cnn", "--hidden", "64", "--activation", "tanh",
+                     "--out", str(out)]) == 2
+    _one_line_error(capsys, "--hidden is for --model mlp")
+    assert not out.exists()
+    assert cli.main(["summary", "mnist", "--model", "cnn", "--activation", "tanh"]) == 2
+    _one_line_error(capsys, "--activation is for --model mlp")
+
+
+# the CLI's training runs ------------------------------------------------------------
+
+def test_divergence_in_the_cli_is_one_line_with_its_own_exit_code(capsys, tmp_path):
+    code = cli.main(["train", "regression", "--lr", "1e8", "--epochs", "3", "--out", str(tmp_path / "r"), "--quiet"])
+    assert code == 3 and cli.EXIT_CODES[3].startswith("training diverged")
+    _one_line_error(capsys, "training diverged", "at epoch 1, step", "Try a smaller --lr")
+
+
+def test_an_existing_run_is_never_silently_replaced(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", "xor", "--epochs", "3", "--out", str(out), "--quiet"]) == 0
+    (out / "loss.png").write_bytes(b"left by a GPT run")
+    before = (out / "checkpoint.safetensors").read_bytes()
+    assert cli.main(["train", "xor", "--epochs", "3", "--out", str(out), "--quiet"]) == 2
+    _one_line_error(capsys, f"--out {out}: holds a run already", "--resume", "--overwrite")
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    assert cli.main(["train", "xor", "--epochs", "2", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert not (out / "loss.png").exists()                       # what the old run wrote is cleared
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    x, y = fnnet.datasets.xor()
+    model = fnnet.serial(fnnet.Dense(2), fnnet.Dense(1))
+    with pytest.raises(train.RunExists, match="already holds a checkpoint.*resume=True.*overwrite=True"):
+        train.fit(model, losses.sigmoid_binary_cross_entropy, optax.sgd(0.1), (x, y), epochs=1, batch_size=4,
+                  key=jax.random.PRNGKey(0), checkpoint_dir=out, verbose=False)
+
+
+def test_resume_names_each_changed_setting_and_keeps_config_and_metrics_in_step(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", "xor", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["train", "xor", "--epochs", "3", "--lr", "0.5", "--hidden", "3", "--out", str(out),
+                     "--quiet", "--resume"]) == 2
+    _one_line_error(capsys, "hidden: [4] -> [3]", "lr: 1.0 -> 0.5")
+    assert cli.main(["train", "xor", "--epochs", "1", "--out", str(out), "--quiet", "--resume"]) == 2
+    _one_line_error(capsys, "has trained 2 epochs already")
+    assert cli.main(["train", "xor", "--epochs", "3", "--out", str(out), "--resume"]) == 0
+    assert "(3 epochs, 1 in this session" in capsys.readouterr().out
+    config, metrics = (json.loads((out / name).read_text()) for name in ("config.json", "metrics.json"))
+    assert config["epochs"] == metrics["epochs"] == 3
+
+
+def test_ctrl_c_says_which_checkpoint_is_kept(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.History, "plot", interrupt)  # after the last epoch's checkpoint
+    assert cli.main(["train", "xor", "--epochs", "2", "--out", str(out), "--quiet"]) == 130
+    _one_line_error(capsys, f"interrupted; the checkpoint of epoch 2 in {out} is kept", "--resume")
+
+
+# every model the CLI trains can be summarised and gradient-checked ----------------------------------
+
+def test_gradcheck_and_summary_take_the_flags_of_train(capsys, shared_data, repo_root):
+    """`fnnet gradcheck mnist --model cnn` and `gradcheck shakespeare --layers 1` are README commands:
+    test_cli.py runs each and requires every leaf to pass."""
+    assert cli.main(["summary", "shakespeare", "--layers", "2", "--features", "32", "--heads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("CausalSelfAttention") == 2
+    assert cli.main(["summary", "mnist", "--model", "resnet"]) == 0
+    assert "Residual" in capsys.readouterr().out
+    commands = _readme_gradcheck_commands(repo_root)
+    assert ["gradcheck", "mnist", "--model", "cnn"] in commands and ["gradcheck", "shakespeare", "--layers", "1"] in commands
+
+
+# paths that never ran before: each runs once, small ------------------------------
+
+@pytest.mark.parametrize("flags,at_least", [
+    (["--grad", "autodiff"], 0.94),
+    (["--optimizer", "momentum", "--lr", "0.01"], 0.94),
+    (["--weight-decay", "1e-3"], 0.94),
+], ids=["grad-autodiff", "momentum", "weight-decay"])
+def test_cli_options_train_breast_cancer(tmp_path, flags, at_least):
+    out = tmp_path / "bc"
+    assert cli.main(["train", "breast-cancer", "--epochs", "40", *flags, "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert metrics["test_accuracy"] >= at_least, metrics
+    assert config[flags[0][2:].replace("-", "_")] == ({"autodiff": "autodiff", "momentum": "momentum"}.get(
+        flags[1]) or float(flags[1]))
+
+
+def test_grad_autodiff_and_manual_train_to_the_same_parameters(tmp_path):
+    for grad in ("manual", "autodiff"):
+        assert cli.main(["train", "xor", "--epochs", "50", "--grad", grad, "--out", str(tmp_path / grad), "--quiet"]) == 0
+    manual, autodiff = (fnnet.load_run(tmp_path / grad) for grad in ("manual", "autodiff"))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), manual.params, autodiff.params)
+
+
+def test_fnnet_demo_runs(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    monkeypatch.setitem(recipes.DATASETS, "mnist", _mnist_subset(3000, 1000))  # `make demo`: all of it
+    monkeypatch.setitem(recipes.DATASETS, "breast-cancer", dataclasses.replace(recipes.DATASETS["breast-cancer"],
+                                                                               epochs=20))
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--mnist-epochs", "2", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "XOR test accuracy: 100%" in out and "mnist" in out
+    mnist = json.loads((tmp_path / "demo" / "mnist" / "metrics.json").read_text())
+    assert mnist["test_accuracy"] > 0.8, mnist       # 3,000 images, two epochs of the 784-512-512-10 MLP
+    # again into the same folders (the demo replaces its own runs), this time without MNIST: breast cancer
+    monkeypatch.setenv("FNNET_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("FNNET_CACHE", str(tmp_path / "no-cache"))
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "MNIST not found, training on breast cancer instead" in out
+    assert json.loads((tmp_path / "demo" / "breast-cancer" / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_gradcheck_all_checks_every_data_sets_model(shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    cases = gradcheck.builtin_cases()
+    monkeypatch.setattr(gradcheck.cases, "builtin_cases", lambda: cases[:2])  # the whole table: test_catalogue.py
+    assert cli.main(["gradcheck", "--all"]) == 0
+    out = capsys.readouterr().out
+    for name in recipes.DATASETS:
+        assert f"\n{name}: serial + " in out, name
+    assert not re.search(r"\bFAIL\b|: skipped \(", out), out[-2000:]   # every data set found, every leaf passes
+
+
+def test_an_unwritable_out_is_refused_even_as_root(tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    assert cli.main(["train", "xor", "--out", str(locked / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{locked} is not writable" in err and err.count("\n") == 1

@@ -14,9 +14,10 @@ import pytest
 
 import fnnet
 from fnnet import datasets
-from fnnet.app import cli, commands, jobs
+from fnnet.app import cli, commands, jobs, recipes
 from fnnet.app.recipes import RecipeError
 from onnx_checks import assert_run_exports
+from test_cli import _mnist_subset
 from test_examples import run_optimised
 from test_see_inside import trace_rows
 
@@ -31,7 +32,7 @@ def _optimised(*args, shared_data, cwd=None):
 def cnn_run(tmp_path_factory, shared_data):
     """``fnnet train mnist --model cnn`` with its default recipe (fast) on a subset. (The classic recipe's
     network learns in test_cnn_example_subset_learns; BatchNorm's running statistics in a run are checked
-    on the ResNet's, test_paths_and_claims.)"""
+    on the ResNet's, test_resnet_trains_from_the_cli_on_a_subset.)"""
     out = tmp_path_factory.mktemp("runs") / "mnist-cnn"
     result = _optimised("-m", "fnnet", "train", "mnist", "--model", "cnn", "--limit", "3000", "--epochs", "2",
                         "--out", str(out), "--quiet", shared_data=shared_data)
@@ -186,3 +187,20 @@ def test_cli_doctor_of_a_trained_cnn_flags_nothing(cnn_run, capsys, shared_data,
     assert cli.main(["doctor", str(cnn_run)]) == 0
     out = capsys.readouterr().out
     assert "every check passed" in out and "✗" not in out, out
+
+
+def test_resnet_trains_from_the_cli_on_a_subset(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("FNNET_DATA", str(shared_data))
+    monkeypatch.setitem(recipes.DATASETS, "mnist", _mnist_subset(512, 500))
+    out = tmp_path / "resnet"
+    assert cli.main(["train", "mnist", "--model", "resnet", "--epochs", "1", "--batch-size", "64",
+                     "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.25, metrics    # 512 images, 8 steps: 38% measured (chance: 10%)
+    run = fnnet.load_run(out)
+    assert any("Residual" in (layer.name or "") for layer in run.model.children)
+    assert run.model_state[2]["mean"].shape == (32,)           # layer 2: BatchNorm's running mean
+    assert_run_exports(out, tmp_path / "resnet.onnx", capsys)   # ONNX out (BatchNorm on its running statistics)
+    # fnnet trace: BatchNorm in evaluation mode with its running statistics, its backward checked there
+    rows, text = trace_rows(capsys, out, "--layer", "2")
+    assert "Reshape" in rows[0] and any("BatchNorm" in row for row in rows) and "== layer 2: BatchNorm" in text

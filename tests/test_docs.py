@@ -2,13 +2,16 @@
 
 import doctest
 import importlib
+import pydoc
 
 import pytest
+
+import fnnet
 
 MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations", "fnnet.layers.conv",
            "fnnet.layers.pooling", "fnnet.layers.normalization", "fnnet.layers.dropout", "fnnet.layers.reshape",
            "fnnet.layer", "fnnet.combinators", "fnnet.app.recipes",
-           "fnnet.gradients", "fnnet.gradcheck", "fnnet.summary", "fnnet.checkpoint", "fnnet.train.steps",
+           "fnnet.gradients", "fnnet.gradcheck", "fnnet.gradcheck._checks", "fnnet.summaries", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
            "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.tracing",
            "fnnet.explanation", "fnnet.health", "fnnet.tape",
@@ -21,3 +24,20 @@ def test_docstring_examples(name):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 0, f"{name} has no runnable example"
+
+
+# help() shows each layer's own doc ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [n for n in fnnet.__all__ if isinstance(getattr(fnnet, n), fnnet.Layer)])
+def test_help_on_every_public_layer_shows_its_own_doc(name):
+    layer = getattr(fnnet, name)
+    doc = pydoc.render_doc(layer)
+    assert "A layer: four pure functions" not in doc.split("Methods")[0], doc[:400]
+    assert "Example" in (type(layer).__doc__ or ""), name
+
+
+def test_help_on_built_layers_shows_their_constructor_doc():
+    for layer, words in ((fnnet.Dense(4), "dW = xᵀ · dy"), (fnnet.MaxPool(2), "first maximum"),
+                         (fnnet.Residual(fnnet.Dense(3)), "x + block(x)"), (fnnet.BatchNorm(), "running")):
+        assert words in type(layer).__doc__, layer.name
+        assert isinstance(layer, fnnet.Layer)

@@ -10,10 +10,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import fnnet
-from fnnet import datasets, gpt, gradcheck, losses
+from fnnet import datasets, gpt, gradcheck, losses, train
 from fnnet.app import cli, shakespeare
 from fnnet.train import language
 from onnx_checks import assert_run_exports
@@ -360,3 +361,37 @@ def test_cli_doctor_of_a_trained_gpt_flags_nothing(text_run, capsys, shakespeare
     assert cli.main(["doctor", str(text_run)]) == 0
     out = capsys.readouterr().out
     assert "every check passed" in out and "✗" not in out, out
+
+
+# generate checks its prompt -----------------------------------------------------------------
+
+def test_generate_rejects_ids_outside_the_vocabulary_float_ids_and_an_empty_prompt():
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=65, block_size=8, num_layers=1, num_heads=2, features=8))
+    _, params = model.init(jax.random.PRNGKey(0), (8,))
+    key = jax.random.PRNGKey(0)
+    out = gpt.generate(model, params, jnp.array([1, 64]), 3, block_size=8, key=key)
+    assert out.shape == (5,) and int(out.max()) < 65
+    for prompt, message in (([1, 70], r"token id 70 at index \(1,\) is outside the vocabulary \[0, 65\)"),
+                            ([1, -3], r"token id -3 at index \(1,\) is outside"),
+                            ([1.0, 2.0], "expects integer token ids, got dtype float"),
+                            ([], "non-empty")):
+        with pytest.raises(ValueError, match=message):
+            gpt.generate(model, params, jnp.array(prompt), 5, block_size=8, key=key)
+
+
+def test_a_language_model_stops_with_training_diverged():
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=7, block_size=4, num_layers=1, num_heads=1, features=4))
+    tokens = jnp.arange(200) % 7
+    with pytest.raises(train.TrainingDiverged, match=r"fit_language_model: loss became (nan|inf) at step \d+"):
+        language.fit_language_model(model, optax.sgd(1e12), tokens, tokens, block_size=4, batch_size=4, steps=40,
+                                    eval_interval=20, key=jax.random.PRNGKey(0), verbose=False)
+
+
+def test_generate_compiles_once_per_model_and_sizes():
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=6, block_size=5, num_layers=1, num_heads=2, features=8))
+    _, params = model.init(jax.random.PRNGKey(0), (5,))
+    gpt._sample_loop.clear_cache()
+    for seed, temperature in ((0, 0.8), (1, 1.3), (2, 0.5)):
+        gpt.generate(model, params, jnp.array([1, 2]), 6, block_size=5, key=jax.random.PRNGKey(seed),
+                     temperature=temperature)
+    assert gpt._sample_loop._cache_size() == 1      # a new key or temperature does not recompile

@@ -3,11 +3,12 @@
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
 import fnnet
-from fnnet import losses
+from fnnet import losses, train
 
 
 def _mlp_problem(dtype=jnp.float32, classes=3):
@@ -104,3 +105,47 @@ def test_bad_grad_mode():
     model, _, _, _ = _mlp_problem()
     with pytest.raises(ValueError, match="manual' or 'autodiff"):
         fnnet.per_example_grads(model, losses.mse, grad="numeric")
+
+
+# mixed dtypes ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layer,in_shape", [
+    (fnnet.Conv(3, 3), (6, 6, 2)), (fnnet.Conv1D(2, 3), (7, 2)), (fnnet.MaxPool(2), (4, 4, 2)),
+    (fnnet.AvgPool(2), (4, 4, 2)), (fnnet.LayerNorm(), (5,)), (fnnet.Dense(3), (4,)), (fnnet.Sigmoid, (4,)),
+    (fnnet.CausalSelfAttention(2), (4, 4)), (fnnet.serial(fnnet.Conv(2, 3), fnnet.BatchNorm(), fnnet.GlobalAvgPool),
+                                             (5, 5, 1)),
+], ids=["conv", "conv1d", "maxpool", "avgpool", "layernorm", "dense", "sigmoid", "attention", "conv-bn"])
+@pytest.mark.parametrize("param_dtype,x_dtype", [
+    (jnp.bfloat16, jnp.float32), (jnp.float32, jnp.bfloat16), (jnp.float32, jnp.uint8)])
+def test_every_layer_takes_mixed_dtypes_and_returns_grads_in_the_params_dtype(layer, in_shape, param_dtype, x_dtype):
+    _, params, state = fnnet.init_with_state(layer, jax.random.PRNGKey(0), in_shape)
+    params = jax.tree.map(lambda p: p.astype(param_dtype), params)
+    x = (3 * jax.random.uniform(jax.random.PRNGKey(1), (4,) + in_shape)).astype(x_dtype)
+    y, residuals, _ = fnnet.forward_with_state(layer, params, state, x, train=True)
+    assert jnp.issubdtype(y.dtype, jnp.floating) or not jax.tree.leaves(params)  # max of ints may stay ints
+    assert bool(jnp.all(jnp.isfinite(y.astype(jnp.float32))))
+    dparams, _ = layer.backward(params, residuals, jnp.ones_like(y))
+    for g, p in zip(jax.tree.leaves(dparams), jax.tree.leaves(params)):
+        assert g.dtype == p.dtype
+
+
+# a stateful model without its state ---------------------------------------------------------------
+
+def test_stateful_models_say_what_state_to_pass_and_value_and_grad_takes_it():
+    model = fnnet.serial(fnnet.Dense(4), fnnet.BatchNorm(), fnnet.Relu, fnnet.Dropout(0.5), fnnet.Dense(2))
+    _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (3,))
+    x, y = jax.random.normal(jax.random.PRNGKey(1), (8, 3)), jnp.arange(8) % 2
+    with pytest.raises(ValueError, match="with_state=True"):
+        fnnet.value_and_grad(model, losses.softmax_cross_entropy)
+    with pytest.raises(ValueError, match=r"BatchNorm.*Dropout.*given no state: pass model_state="):
+        train.evaluate(model, losses.softmax_cross_entropy, params, (x, y))
+    key = jax.random.PRNGKey(2)
+    manual = fnnet.value_and_grad(model, losses.softmax_cross_entropy, with_state=True)
+    reference = fnnet.autodiff_value_and_grad(model, losses.softmax_cross_entropy, with_state=True)
+    (value, new_state), grads = jax.jit(manual)(params, state, x, y, key=key)
+    (ref_value, ref_state), ref_grads = reference(params, state, x, y, key=key)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref_grads)
+    assert not np.allclose(new_state[1]["mean"], state[1]["mean"])      # training mode updated the statistics
+    (_, eval_state), _ = manual(params, state, x, y, train=False)
+    np.testing.assert_array_equal(eval_state[1]["mean"], state[1]["mean"])

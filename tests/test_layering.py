@@ -1,6 +1,7 @@
 """The house's arrows point one way: the library never imports the application nor the `fnnet`
 facade, imports sit at the top of modules, and the layers load without optax or fnnet.app."""
 
+import argparse
 import ast
 import pathlib
 import subprocess
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 import fnnet
+from fnnet.app import cli, commands
 
 PACKAGE = pathlib.Path(fnnet.__file__).resolve().parent
 APP = PACKAGE / "app"
@@ -107,8 +109,26 @@ def test_help_and_a_bad_flag_answer_without_loading_jax():
     assert "0\n" in out.stderr and "invalid int value: 'zero'\n2" in out.stderr, out.stderr
 
 
-def test_the_facades_stub_declares_exactly_its_lazy_names():
+def test_the_facades_table_its_all_and_its_stub_name_the_same_things():
+    """fnnet/__init__.py's one table (``_LAZY_MODULES``, ``_FROM``) is ``__all__``, and the stub
+    declares exactly those names, each from the same module."""
+    table = dict(fnnet._LAZY_MODULES)
+    table.update({name: f"{module}.{attribute}" for name, (module, attribute) in fnnet._LAZY_NAMES.items()})
+    assert len(fnnet._LAZY_NAMES) == sum(map(len, fnnet._FROM.values())), "a name is taken from two modules"
+    assert not set(fnnet._LAZY_MODULES) & set(fnnet._LAZY_NAMES)
+    assert sorted(fnnet.__all__) == sorted(table) and len(set(fnnet.__all__)) == len(fnnet.__all__)
     stub = ast.parse((PACKAGE / "__init__.pyi").read_text())
-    declared = {alias.asname or alias.name for node in stub.body if isinstance(node, ast.ImportFrom)
-                and (node.module or "").startswith("fnnet") for alias in node.names}
-    assert declared == set(fnnet._LAZY_MODULES) | set(fnnet._LAZY_NAMES)
+    declared = [(alias.asname or alias.name, f"{node.module}.{alias.name}") for node in stub.body
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fnnet") for alias in node.names]
+    assert sorted(declared) == sorted(table.items())
+    for name in fnnet.__all__:  # each reachable, the summary function included (no module of that name)
+        assert getattr(fnnet, name) is not None, name
+    assert callable(fnnet.summary) and fnnet.Summary.__module__ == "fnnet.summaries"
+
+
+
+def test_every_command_of_the_parser_has_a_handler():
+    """``fnnet NAME`` is parsed in cli.py (without JAX) and run in commands.py: the two agree."""
+    parser = cli.build_parser()
+    subcommands = next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    assert list(subcommands) == list(commands.COMMANDS)

@@ -7,11 +7,13 @@ import shutil
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import fnnet
-from fnnet import checkpoint, train
+from fnnet import checkpoint, losses, train
 from fnnet.app import cli, recipes
 from fnnet.app.runs import Run, load_run
 
@@ -126,8 +128,7 @@ def test_missing_pieces_are_errors_naming_the_folder(digits_run, tmp_path):
 
 
 def test_recipes_are_shared_with_the_cli():
-    for name in ("ACTIVATIONS", "DatasetSpec", "OPTIMIZERS", "SCHEDULES", "RecipeError", "build_model",
-                 "build_optimizer", "parse_hidden"):
+    for name in ("ACTIVATIONS", "OPTIMIZERS", "SCHEDULES"):  # the parser's choices are the recipes' own
         assert getattr(cli, name) is getattr(recipes, name), name
     assert cli.DATASETS == tuple(recipes.DATASETS)   # the parser's names (fnnet.app.choices), without loading JAX
     assert not issubclass(recipes.RecipeError, cli.UsageError)
@@ -158,3 +159,25 @@ def test_image_classifier_example_builds_its_model_with_recipes(repo_root, monke
     correct = metrics["test_accuracy"] * 32                   # a count of the 32 test images, not an average
     assert metrics["epochs"] == 1 and abs(correct - round(correct)) < 1e-9 and np.isfinite(metrics["test_loss"])
     assert fnnet.summary(example.build_model(), (784,)).total_params == 669_706  # 784-512-512-10
+
+
+# load_run on a fit() folder ---------------------------------------------------------------------------
+
+def test_load_run_reads_any_fit_checkpoint_folder(tmp_path):
+    x = jax.random.normal(jax.random.PRNGKey(0), (40, 5))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    model = fnnet.serial(fnnet.Dense(8), fnnet.BatchNorm(), fnnet.Relu, fnnet.Dense(2))
+    state, history = train.fit(model, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=3,
+                               batch_size=8, key=jax.random.PRNGKey(1), checkpoint_dir=tmp_path, verbose=False)
+    with pytest.raises(fnnet.app.recipes.RecipeError, match=r"load_run\(path, model=model\)"):
+        fnnet.load_run(tmp_path)
+    run = fnnet.load_run(tmp_path, model=model)
+    jax.tree.map(np.testing.assert_array_equal, run.params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, run.model_state, state.model_state)
+    assert run.in_shape == (5,) and run.loss is losses.softmax_cross_entropy
+    assert run.metrics["history"]["train_loss"] == history.train_loss
+    expected = train.evaluate(model, losses.softmax_cross_entropy, state.params, (x, y),
+                              model_state=state.model_state)
+    assert run.evaluate((x, y)) == expected
+    np.testing.assert_array_equal(run.predict_labels(x), np.argmax(train.predict(
+        model, state.params, x, model_state=state.model_state), -1))

@@ -12,10 +12,10 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine", "onecycle")
 MODELS = ("mlp", "cnn", "resnet")
+"""What ``fnnet train --model`` builds: an MLP (:func:`fnnet.app.recipes.build_model`), or a CNN or a
+ResNet (:func:`fnnet.app.recipes.build_cnn`)."""
 CNN_RECIPE_NAMES = ("fast", "classic")
 """How ``--model cnn`` trains (``--recipe``; :data:`fnnet.app.recipes.CNN_RECIPES`)."""
-"""What ``fnnet train --model`` builds: an MLP (:func:`fnnet.app.recipes.build_model`) or a CNN
-(:func:`fnnet.app.recipes.build_cnn`)."""
 
 CHECKPOINT_EVERY = 10.0
 """``fnnet train``'s seconds between checkpoints (``--checkpoint-every``): an MNIST epoch takes

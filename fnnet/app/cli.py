@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
-import importlib
 import os
 import re
 import sys
@@ -34,7 +33,6 @@ from fnnet.app.choices import (ACTIVATIONS, CHECKPOINT_EVERY, CNN_RECIPE_NAMES, 
 from fnnet.app.usage import UsageError
 
 __all__ = ["ACTIVATIONS", "DATASETS", "EXIT_CODES", "OPTIMIZERS", "SCHEDULES", "UsageError", "build_parser", "entry_point", "main"]
-# (run_train, run_eval and the recipes' build_model... are reached through this module too: PEP 562, below)
 
 
 EXIT_CODES = {
@@ -66,7 +64,7 @@ def _add_model_flags(p) -> None:
                         "decay; Fashion-MNIST's default)")
     p.add_argument("--augment", type=int, metavar="PIXELS",
                    help="shift each training image by up to PIXELS pixels, on the device (default: the recipe's; "
-                        "0 for none)"),
+                        "0 for none)")
     p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
     p.add_argument("--activation", choices=ACTIVATIONS)
     p.add_argument("--epochs", type=int)
@@ -167,7 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoint, config, metrics and plots)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(command="train")
 
     p = commands.add_parser("sample", help="generate text with a trained GPT run",
                             description="Loads RUN_DIR (the --out folder of 'fnnet train shakespeare') and "
@@ -179,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="sample only among the k likeliest characters")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timing", action="store_true", help="print the time taken to stderr")
-    p.set_defaults(command="sample")
 
     p = commands.add_parser("eval", help="reload a checkpoint and report the test metrics",
                             description="Reloads the run in DIR (the --out folder of 'fnnet train', or of 'fnnet "
@@ -187,7 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
                                         "validation loss); exit status 1 when the result differs from the run's "
                                         "metrics.json.")
     p.add_argument("dir", help="a run folder (the --out of 'fnnet train')")
-    p.set_defaults(command="eval")
 
     p = commands.add_parser(
         "predict", help="predict with a trained run on the examples in a .npy file",
@@ -203,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.npy", help="where to write the predictions "
                                                             "(default predictions.npy)")
     p.add_argument("--proba", action="store_true", help="write probabilities instead of class labels")
-    p.set_defaults(command="predict")
 
     p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad",
                             description="Without a data set: every built-in layer, loss and model. With one: "
@@ -211,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", nargs="?", choices=list(DATASETS) + [TEXT])
     p.add_argument("--all", action="store_true", help="built-in layers and losses, and every data set's model")
     _add_model_flags(p)
-    p.set_defaults(command="gradcheck")
 
     p = commands.add_parser("summary", help="print the model table for a data set (the flags of fnnet train)",
                             description="Prints the model 'fnnet train DATASET' builds from the same flags, layer "
@@ -219,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
                                         "is trained or computed.")
     p.add_argument("dataset", choices=list(DATASETS) + [TEXT])
     _add_model_flags(p)
-    p.set_defaults(command="summary")
 
     p = commands.add_parser(
         "trace", help="one step seen from inside: every layer's values, gradients and a check against jax.vjp",
@@ -236,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-units", type=int, default=16, help="rows and columns shown per table (16)")
     p.add_argument("--json", help="also write the trace as JSON to this file")
     p.add_argument("--arrays", action="store_true", help="with --json: include every array")
-    p.set_defaults(command="trace")
 
     p = commands.add_parser(
         "doctor", help="the checks to run before trusting training: loss at init, overfit a batch, ...",
@@ -247,7 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "or a run folder (its trained parameters). Exit status 1 when a check fails.")
     p.add_argument("target", help="a data set (" + ", ".join(list(DATASETS) + [TEXT]) + ") or a run folder")
     _add_model_flags(p)
-    p.set_defaults(command="doctor")
 
     p = commands.add_parser(
         "convert", help="bring a model trained elsewhere in as a run folder (nanoGPT's ckpt.pt)",
@@ -261,7 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the run folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(command="convert")
 
     p = commands.add_parser(
         "export", help="write a trained run as an ONNX model (checked with onnxruntime)",
@@ -271,7 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder (the --out of 'fnnet train', or of 'fnnet convert')")
     p.add_argument("out", help="the .onnx file to write")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18; 17 and up)")
-    p.set_defaults(command="export")
 
     p = commands.add_parser("demo", help="train XOR and MNIST (or breast cancer) and report",
                             description="Trains the XOR network, then an MLP on MNIST (on breast cancer when "
@@ -281,7 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mnist-epochs", type=int, default=5,
                    help="MNIST epochs (5: about 98.4%% in 13 s on 2 cores; fnnet train mnist's 12 reach 98.5%%)")
     p.add_argument("--offline", action="store_true", help="do not try to download MNIST")
-    p.set_defaults(command="demo")
     return parser
 
 
@@ -333,18 +320,6 @@ def entry_point() -> None:
             code = code or 4
             os.write(2, f"fnnet: error: the output could not be written ({error.strerror or error})\n".encode())
     os._exit(code)
-
-
-_ELSEWHERE = {"run_train": "fnnet.app.commands", "run_eval": "fnnet.app.commands",
-              "build_model": "fnnet.app.recipes", "build_optimizer": "fnnet.app.recipes",
-              "parse_hidden": "fnnet.app.recipes", "DatasetSpec": "fnnet.app.recipes",
-              "RecipeError": "fnnet.app.recipes"}
-
-
-def __getattr__(name):  # PEP 562: ``cli.run_train``, ``from fnnet.app.cli import build_model`` keep working
-    if name in _ELSEWHERE:
-        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
-    raise AttributeError(f"module 'fnnet.app.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

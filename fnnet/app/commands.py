@@ -22,7 +22,7 @@ from fnnet.app.usage import UsageError
 from fnnet.datasets import DataError
 from fnnet.interop import check_onnx, to_onnx
 from fnnet.layer import init_with_state, is_stateful
-from fnnet.summary import summary
+from fnnet.summaries import summary
 from fnnet.train import language
 
 # keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
@@ -205,12 +205,6 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def run_eval(out_dir) -> dict:
-    """Reloads the run in ``out_dir`` (:func:`fnnet.load_run`) and evaluates it on the test split."""
-
-    return load_run(out_dir).evaluate()
-
-
 def _cmd_eval(args) -> int:
     run = load_run(args.dir)
     result = run.evaluate()
@@ -325,7 +319,6 @@ def _model_for(dataset: str, settings: dict):
     """``(name, model, in_shape, loss, x, y)`` for ``gradcheck``/``summary``/``doctor``: the model of
     ``dataset`` with these ``settings`` (:func:`_settings_for`), and for the GPT 4 windows of text (else
     ``x`` and ``y`` are ``None``: the caller loads real examples if it wants them)."""
-
     if dataset == _TEXT:
         text = datasets.tiny_shakespeare()
         model, in_shape = recipes.model_from_config(dict(settings, vocab=text.vocab))

@@ -35,7 +35,7 @@ from fnnet.app.recipes import RecipeError
 from fnnet.checkpoint import CheckpointError
 from fnnet.layer import Layer, init_with_state, is_stateful
 from fnnet.losses import Loss
-from fnnet.summary import summary
+from fnnet.summaries import summary
 from fnnet.train import language
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -29,7 +29,7 @@ from fnnet.app import jobs
 from fnnet.app.recipes import RecipeError, gpt_config
 from fnnet.datasets import CharText
 from fnnet.interop import nanogpt
-from fnnet.summary import summary
+from fnnet.summaries import summary
 from fnnet.train import language
 from fnnet.train.fitting import save_checkpoint
 from fnnet.train.state import init_state

@@ -1,6 +1,6 @@
 """The catalogue of built-in layer cases: every layer and combinator fnnet ships, once.
 
-``fnnet gradcheck`` (:func:`fnnet.gradcheck.builtin_cases`) and the test suite both
+``fnnet gradcheck`` (:func:`builtin_cases`, :func:`run_builtin`) and the test suite both
 parametrise on :data:`LAYER_CASES`, so a layer added here is gradient-checked, shape-checked
 on every batch shape and under ``jax.vmap``, and dtype-checked without another list to keep.
 
@@ -17,13 +17,18 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from fnnet import losses
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
-from fnnet.gpt import GPTConfig, TransformerBlock
+from fnnet.gpt import GPT, GPTConfig, TransformerBlock
+from fnnet.gradcheck._checks import (AUTODIFF_RTOL, FD_RTOL, Report, check_layer, check_loss, check_model,
+                                     format_table)
 from fnnet.layer import Layer, init_with_state
 from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
                           Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
@@ -133,3 +138,91 @@ def by_name(name: str) -> LayerCase:
         if case.name == name:
             return case
     raise KeyError(f"no layer case {name!r}; known: {', '.join(c.name for c in LAYER_CASES)}")
+
+
+def builtin_cases():
+    """(name, thunk) pairs that check every built-in layer (the catalogue
+    :data:`fnnet.gradcheck.LAYER_CASES`), loss and model; used by ``fnnet gradcheck``."""
+    key = jax.random.PRNGKey(42)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+
+    def layer_case(case: LayerCase):
+        def run():
+            with jax.enable_x64(True):
+                _, params, state = case.init(k1)
+                x = case.inputs(k2, (5,), jnp.float64)
+                return check_layer(case.layer, params, x, key=k3, raise_on_failure=False, state=state,
+                                   rng=jax.random.fold_in(k3, 7), train=case.train)
+        return run
+
+    def cnn_case():
+        with jax.enable_x64(True):
+            model = serial(Conv(4, 3, use_bias=False), BatchNorm(), Relu, MaxPool(2),
+                           Residual(serial(Conv(4, 3), Relu)), Dropout(0.25), GlobalAvgPool, Dense(3))
+            _, params = model.init(k1, (8, 8, 2))
+            x = jax.random.normal(k2, (6, 8, 8, 2), jnp.float64)
+            labels = jax.random.randint(k3, (6,), 0, 3)
+        return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
+                           raise_on_failure=False)
+
+    def gpt_case(**options):
+        with jax.enable_x64(True):
+            model = GPT(GPTConfig(vocab_size=7, block_size=6, num_layers=1, num_heads=2, features=8,
+                                          **options))
+            _, params = model.init(k1, (6,))
+            ids = jax.random.randint(k2, (3, 6), 0, 7)
+            targets = jax.random.randint(k3, (3, 6), 0, 7)
+        return check_model(model, losses.softmax_cross_entropy, params, ids, targets, key=k4,
+                           raise_on_failure=False)
+
+    def loss_case(loss, pred, target):
+        return lambda: check_loss(loss, pred, target, key=k4, raise_on_failure=False)
+
+    def model_case():
+        with jax.enable_x64(True):
+            model = serial(Dense(5), Tanh, Dense(4), Relu, Dense(3))
+            _, params = model.init(k1, (6,))
+            x = jax.random.normal(k2, (8, 6), jnp.float64)
+            labels = jax.random.randint(k3, (8,), 0, 3)
+        return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
+                           raise_on_failure=False)
+
+    with jax.enable_x64(True):
+        logits = 3 * jax.random.normal(k1, (8, 3), jnp.float64)
+        probs = jax.random.uniform(k2, (8, 2), jnp.float64, 0.05, 0.95)
+        bits = jax.random.bernoulli(k3, 0.5, (8, 2)).astype(jnp.float64)
+        labels = jax.random.randint(k4, (8,), 0, 3)
+        onehot = jax.nn.one_hot(labels, 3, dtype=jnp.float64)
+        seq_logits = 2 * jax.random.normal(k2, (3, 5, 7), jnp.float64)
+        seq_labels = jax.random.randint(k3, (3, 5), 0, 7)
+    return [
+        *[(case.name, layer_case(case)) for case in LAYER_CASES],
+        ("squared_error", loss_case(losses.squared_error, logits, onehot)),
+        ("mse", loss_case(losses.mse, logits, onehot)),
+        ("binary_cross_entropy", loss_case(losses.binary_cross_entropy, probs, bits)),
+        ("sigmoid_binary_cross_entropy", loss_case(losses.sigmoid_binary_cross_entropy, logits, onehot)),
+        ("softmax_cross_entropy (labels)", loss_case(losses.softmax_cross_entropy, logits, labels)),
+        ("softmax_cross_entropy (one-hot)", loss_case(losses.softmax_cross_entropy, logits, onehot)),
+        ("serial MLP + softmax_cross_entropy", model_case),
+        ("CNN (conv, BatchNorm, pool, residual, dropout) + softmax_cross_entropy", cnn_case),
+        ("softmax_cross_entropy on (B, T, V) logits", loss_case(losses.softmax_cross_entropy, seq_logits, seq_labels)),
+        ("GPT (1 block) + softmax_cross_entropy over (B, T)", gpt_case),
+        ("GPT (nanoGPT's form: tied head, no biases, exact GELU) + softmax_cross_entropy",
+         functools.partial(gpt_case, tie_embeddings=True, bias=False, gelu_approximate=False)),
+    ]
+
+
+def run_builtin(verbose: bool = True) -> list[tuple[str, Report]]:
+    """Checks every built-in layer and loss and prints one table; returns the reports."""
+    results = []
+    rows = []
+    for name, case in builtin_cases():
+        report = case()
+        results.append((name, report))
+        rows += [dataclasses.replace(row, layer=name if row.layer == report.subject else
+                                     f"{name}: {row.layer}") for row in report.rows]
+    if verbose:
+        print(format_table(rows))
+        print(f"\n{sum(r.passed for r in rows)}/{len(rows)} gradient leaves pass "
+              f"(autodiff rtol {AUTODIFF_RTOL:g}, finite differences rtol {FD_RTOL:g}, float64)")
+    return results

@@ -1,0 +1,528 @@
+"""The gradient checks themselves: :func:`check_layer`, :func:`check_model`, :func:`check_loss` and
+:func:`first_failing_layer`, with their :class:`Report`. :mod:`fnnet.gradcheck` re-exports them
+(its docstring says how they work); :mod:`fnnet.gradcheck.cases` runs them on every built-in layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.gradcheck import _one_layer
+from fnnet.gradcheck._numerics import errors as _errors, to_float64 as _to_float64, worst as _worst
+from fnnet.gradients import loss_and_grads
+from fnnet.layer import (Layer, apply_with_state, check_backward_result, init_with_state, is_stateful,
+                         layer_children, layer_name, locate)
+from fnnet.losses import Loss, check_targets, loss_name
+from fnnet.tape import child_forward, recording
+
+AUTODIFF_RTOL = 1e-9
+FD_RTOL = 1e-6
+FD_EPS = 1e-6
+FD_STEPS = (FD_EPS, FD_EPS / 10)
+"""The finite-difference steps tried in turn along a direction that crosses a kink."""
+
+
+class GradientMismatch(AssertionError):
+    """A hand-written gradient disagrees with autodiff or finite differences."""
+
+    def __init__(self, message: str, report: "Report"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One gradient leaf: where it is and how far it is from the references."""
+
+    layer: str
+    param: str
+    max_abs_error: float
+    max_rel_error: float
+    fd_rel_error: float
+    passed: bool
+    fd_skipped: int = 0
+    """Random directions skipped because every step crossed a kink."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """The result of a gradient check: one :class:`Row` per gradient leaf."""
+
+    subject: str
+    rows: tuple[Row, ...]
+    culprit: str | None = None
+    """For :func:`check_model`: the first layer whose own check fails, with what failed."""
+    culprit_path: str | None = None
+    """That layer's path, as :func:`fnnet.trace` writes it (``"3/1/0"``; ``""`` for the model itself)."""
+    failure: str | None = None
+    """Why the check could not compare gradients leaf by leaf (a backward that returns the wrong
+    tree, a forward that differs from apply): a report with a failure has not passed."""
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None and all(row.passed for row in self.rows)
+
+    @property
+    def worst_rel_error(self) -> float:
+        """The largest relative error of any row (``inf`` for a failure or a NaN)."""
+        if self.failure is not None:
+            return float("inf")
+        return _worst(row.max_rel_error for row in self.rows)
+
+    def __str__(self) -> str:
+        table = format_table(self.rows)
+        return f"FAILED: {self.failure}\n{table}" if self.failure else table
+
+
+def format_table(rows) -> str:
+    """A fixed-width table of :class:`Row` s."""
+    header = ("layer", "param", "max abs err", "max rel err", "fd rel err", "fd skipped", "result")
+    lines = [(r.layer, r.param, f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}",
+              "n/a" if np.isnan(r.fd_rel_error) else f"{r.fd_rel_error:.2e}", str(r.fd_skipped),
+              "pass" if r.passed else "FAIL") for r in rows]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(line.rstrip() for line in out)
+
+
+def _rng(key) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX PRNG key (host-side random directions)."""
+    data = jax.random.key_data(key) if jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(data).astype(np.uint64).tolist())
+
+
+_QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _jit(fn):
+    """``jax.jit`` with XLA's quick-compile options: a check runs each function a few times on
+    small inputs, so compiling dominates (this halves ``fnnet gradcheck``); the results are the
+    same float64 arithmetic."""
+    return jax.jit(fn, compiler_options=_QUICK_COMPILE)
+
+
+SCALE_FLOOR = 1e-3
+"""A leaf's errors are relative to at least this fraction of the largest gradient entry in the
+report, so a gradient that is exactly zero (a bias before BatchNorm) is not judged by its
+float64 round-off alone."""
+
+
+def _fd_error(scalar_fn, derivative, point, path_index, manual_leaf, key, directions, fd_rtol,
+              floor: float = 0.0) -> tuple[float, int]:
+    """(largest relative error of central differences along random directions of one leaf,
+    number of directions skipped because finite differences are not trustworthy there).
+
+    ``derivative(point, tangent)`` is the exact directional derivative of the reference
+    (``jax.jvp``). Where the central difference disagrees with the hand-written gradient it
+    is asked whether it also disagrees with that: if so the step crossed a kink (or drowned
+    in round-off), at this step and at a ten times smaller one, and the direction is skipped;
+    if not, the hand-written gradient is wrong along it.
+    """
+    leaves, treedef = jax.tree.flatten(point)
+    leaf = np.asarray(leaves[path_index], np.float64)
+    manual_leaf = np.asarray(manual_leaf, np.float64)
+    norm = max(float(np.linalg.norm(manual_leaf)), floor)
+    worst, checked, skipped = 0.0, 0, 0
+
+    def at(step, v):
+        new = list(leaves)
+        new[path_index] = leaf + step * v
+        return float(scalar_fn(jax.tree.unflatten(treedef, new)))
+
+    def tangent(v):
+        zeros = [np.zeros(np.shape(a), np.float64) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+                 else np.zeros(np.shape(a), jax.dtypes.float0) for a in leaves]
+        zeros[path_index] = v
+        return jax.tree.unflatten(treedef, zeros)
+
+    rng = _rng(key)
+    for _ in range(4 * directions):
+        if checked == directions:
+            break
+        v = rng.standard_normal(leaf.shape)
+        analytic = float(np.vdot(manual_leaf, v))
+        if not np.isfinite(analytic):  # a NaN or inf hand-written gradient: never a pass
+            worst, checked = float("inf"), checked + 1
+            continue
+        reference = None
+        for eps in FD_STEPS:
+            numeric = (at(eps, v) - at(-eps, v)) / (2 * eps)
+            # <g, v> for v ~ N(0, I) is typically of size |g|: use it so near-orthogonal v don't inflate
+            scale = max(abs(numeric), abs(analytic), norm, 1e-12)
+            error = abs(numeric - analytic) / scale
+            if error <= fd_rtol:
+                break
+            if reference is None:
+                reference = float(derivative(point, tangent(v)))
+            if abs(numeric - reference) / scale <= fd_rtol:
+                break  # finite differences are sound here, and the hand-written gradient disagrees
+        else:
+            skipped += 1  # a kink inside every step: this direction cannot judge the gradient
+            continue
+        worst, checked = max(worst, error), checked + 1
+    return (worst if checked else float("nan")), skipped
+
+
+def _random_like(key, tree):
+    """Standard normal float64 arrays shaped like the leaves of ``tree`` (drawn on the host)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rng = _rng(key)
+    return jax.tree.unflatten(treedef, [rng.standard_normal(jnp.shape(leaf)) for leaf in leaves])
+
+
+def _layer_state(layer: Layer, x, state, rng):
+    """``(state, key)`` for checking ``layer`` alone: for a layer with state or randomness the given
+    ones, or ``init_with_state``'s state for ``x``'s examples and ``PRNGKey(1)``; ``((), None)``
+    for a plain layer."""
+    if not is_stateful(layer):
+        return (), None
+    if state is None:
+        in_shape = jax.tree.map(lambda a: a.shape[1:], x, is_leaf=lambda a: hasattr(a, "shape"))
+        state = init_with_state(layer, jax.random.PRNGKey(0), in_shape)[2]
+    return _to_float64(state), (jax.random.PRNGKey(1) if rng is None else rng)
+
+
+def _state_row(subject: str, forward_state, apply_state, rtol: float) -> Row:
+    """Row ``"state (forward vs apply)"``: the new state of ``stateful_forward`` against
+    ``stateful_apply``'s (same tree, every leaf equal): a combinator that swaps two branches'
+    states, or a layer that updates its statistics on one path only, fails here."""
+    same_tree = jax.tree.structure(forward_state) == jax.tree.structure(apply_state)
+    errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(forward_state), jax.tree.leaves(apply_state))] \
+        if same_tree else [(float("inf"), float("inf"))]
+    worst_abs, worst_rel = max(errors, default=(0.0, 0.0), key=lambda e: e[1])
+    return Row(subject, "state (forward vs apply)", worst_abs, worst_rel, float("nan"), worst_rel <= rtol)
+
+
+def _describe(model, path) -> tuple[str, str]:
+    """(layer description, parameter name) for a key path into ``model``'s params."""
+    chain, rest = locate(model, path)
+    param = jax.tree_util.keystr(tuple(rest)) or "(all)"
+    names = " / ".join(f"{index}:{layer_name(layer)}" for index, layer in chain)
+    return (names or layer_name(model)), param.strip("[]'\"") if len(rest) == 1 else param
+
+
+def _structure_problem(manual, reference) -> str | None:
+    """Why ``manual`` cannot be compared with ``reference`` leaf by leaf (``None``: it can)."""
+    if jax.tree.structure(manual) != jax.tree.structure(reference):
+        return (f"gradient tree structure {jax.tree.structure(manual)} does not match the params' "
+                f"{jax.tree.structure(reference)}")
+    for m, r in zip(jax.tree.leaves(manual), jax.tree.leaves(reference)):
+        if jnp.shape(m) != jnp.shape(r):
+            return f"a gradient leaf has shape {jnp.shape(m)}, expected {jnp.shape(r)}"
+    return None
+
+
+def _failed(subject: str, reason: str, raise_on_failure: bool, culprit=None, culprit_path=None) -> Report:
+    """A report that could not compare gradients (its ``failure`` says why); raised as
+    :class:`GradientMismatch` when ``raise_on_failure``."""
+    report = Report(subject, (), culprit, culprit_path, failure=reason)
+    if raise_on_failure:
+        raise GradientMismatch(f"{subject}: {reason}", report)
+    return report
+
+
+def _largest_finite(leaves, measure) -> float:
+    """The largest ``measure`` of the finite entries of the floating ``leaves`` (``0.0`` for none)."""
+    best = 0.0
+    for leaf in leaves:
+        if not _inexact(leaf) or not np.size(leaf):
+            continue
+        array = np.asarray(leaf, np.float64)
+        array = np.where(np.isfinite(array), array, 0.0)
+        best = max(best, float(measure(array)))
+    return best
+
+
+def _inexact(leaf) -> bool:
+    """False for the ``float0`` cotangent of an integer input (token ids)."""
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+def _compare(subject, describe, manual, reference, scalar_fn, point, key, directions, rtol, fd_rtol,
+             raise_on_failure, first_rows=()) -> Report:
+    problem = _structure_problem(manual, reference)
+    if problem is not None:
+        return _failed(subject, problem, raise_on_failure)
+    reference_fn = scalar_fn
+    derivative = _jit(lambda p, t: jax.jvp(reference_fn, (p,), (t,))[1])  # the reference's exact slope
+    scalar_fn = _jit(reference_fn)  # finite differences evaluate it many times
+    rows = list(first_rows)
+    paths = jax.tree_util.tree_flatten_with_path(reference)[0]
+    manual_leaves = jax.tree.leaves(manual)
+    largest = _largest_finite(jax.tree.leaves(reference), lambda a: np.max(np.abs(a)))
+    largest_norm = _largest_finite(manual_leaves, np.linalg.norm)
+    for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
+        if not _inexact(ref_leaf):
+            continue  # an integer input (token ids): no cotangent to compare
+        abs_error, rel_error = _errors(man_leaf, ref_leaf, SCALE_FLOOR * largest)
+        fd_error, skipped = _fd_error(scalar_fn, derivative, point, index, man_leaf,
+                                      jax.random.fold_in(key, index), directions, fd_rtol,
+                                      10 * SCALE_FLOOR * largest_norm)
+        layer, param = describe(path)
+        fd_ok = np.isnan(fd_error) or fd_error <= fd_rtol  # nan: every direction crossed a kink
+        rows.append(Row(layer, param, abs_error, rel_error, fd_error, rel_error <= rtol and fd_ok,
+                        skipped))
+    report = Report(subject, tuple(rows))
+    if raise_on_failure and not report.passed:
+        bad = next(row for row in rows if not row.passed)
+        what = "forward's output differs from apply's" if bad.param == "y (forward vs apply)" else \
+            f"hand-written gradient of {bad.layer}, parameter {bad.param!r} disagrees"
+        raise GradientMismatch(
+            f"{subject}: {what}: "
+            f"max rel error vs autodiff {bad.max_rel_error:.3e} (tolerance {rtol:g}), "
+            f"finite differences {bad.fd_rel_error:.3e} (tolerance {fd_rtol:g})\n{report}", report)
+    return report
+
+
+def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIFF_RTOL,
+                fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True,
+                state=None, rng=None, train: bool = True) -> Report:
+    """Checks ``layer.forward`` against ``layer.apply``, and ``layer.backward`` against
+    ``jax.vjp(layer.apply)`` and finite differences.
+
+    The output of ``forward`` must equal ``apply``'s (row ``"y (forward vs apply)"``). A random
+    cotangent ``dy`` is pulled back through both backward passes; the parameter gradients
+    and ``dx`` (reported as param ``"x (input)"``) are compared leaf by leaf.
+
+    For a layer with state or randomness (BatchNorm, Dropout) the check runs
+    ``stateful_forward`` against ``stateful_apply`` at ``state`` (by default the one
+    :func:`fnnet.init_with_state` makes), the PRNG key ``rng`` and the mode ``train``
+    (default ``True``: BatchNorm's full backward through the batch statistics).
+
+    Returns:
+      a :class:`Report`. Raises :class:`GradientMismatch` on failure unless
+      ``raise_on_failure=False``.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    subject = layer_name(layer)
+    with jax.enable_x64(True):
+        params, x = _to_float64(params), _to_float64(x)
+        state, rng = _layer_state(layer, x, state, rng)
+        apply, forward, _ = _one_layer.bind(layer, state, rng, train)
+        shapes = [jax.eval_shape(apply, params, x), jax.eval_shape(lambda p, v: forward(p, v)[0], params, x)]
+        if len({str(jax.tree.map(lambda a: a.shape, s)) for s in shapes}) > 1:
+            return _failed(subject, f"forward returns {jax.tree.map(lambda a: a.shape, shapes[1])} but apply "
+                                    f"returns {jax.tree.map(lambda a: a.shape, shapes[0])}", raise_on_failure)
+        cotangent = _random_like(jax.random.fold_in(key, 1), shapes[0])
+
+        @_jit  # one compilation for everything instead of one per operation
+        def outputs(params, x, cotangent):
+            values = _one_layer.outputs(layer, params, x, cotangent, state=state, key=rng, train=train)
+            check_backward_result(layer, params, values["manual"], x)  # names a wrong pair before comparing
+            return values
+
+        try:
+            values = outputs(params, x, cotangent)
+        except ValueError as error:
+            if not str(error).startswith(f"{subject}: backward"):
+                raise
+            return _failed(subject, str(error).removeprefix(f"{subject}: "), raise_on_failure)
+        y_errors = [_errors(a, b) for a, b in zip(jax.tree.leaves(values["y"]), jax.tree.leaves(values["y_apply"]))]
+        y_abs, y_rel = max(y_errors, default=(0.0, 0.0), key=lambda e: e[1])
+        first_rows = [Row(subject, "y (forward vs apply)", y_abs, y_rel, float("nan"), y_rel <= rtol)]
+        if values["state"] is not None:  # a stateful layer: both paths must leave the same state behind
+            first_rows.append(_state_row(subject, values["state"], values["state_apply"], rtol))
+
+        def scalar_fn(point):
+            p, inputs = point
+            return sum(jnp.vdot(c, out) for c, out in zip(jax.tree.leaves(cotangent),
+                                                         jax.tree.leaves(apply(p, inputs))))
+
+        def describe(path):
+            if path[0].idx == 1:
+                rest = jax.tree_util.keystr(tuple(path[1:]))
+                return subject, "x (input)" + (f" {rest}" if rest else "")
+            return _describe(layer, path[1:])
+
+        return _compare(subject, describe, values["manual"], values["reference"], scalar_fn,
+                        (params, x), key, directions, rtol, fd_rtol, raise_on_failure,
+                        first_rows=tuple(first_rows))
+
+
+def _label(model: Layer, path: tuple) -> str:
+    """``"2:WrongSilu"`` for child 2 of a serial model, ``"3:Residual(…) / 1:parallel / 0:Dense(4)"``
+    deeper down, the model's own name for ``()``."""
+    chain, layer = [], model
+    for index in path:
+        layer = layer_children(layer)[index]
+        chain.append(f"{index}:{layer_name(layer)}")
+    return " / ".join(chain) or layer_name(model)
+
+
+def _first_failure(model: Layer, params, x, *, key, rtol, state, rng, train) -> tuple[str, str, str] | None:
+    """``(label, path, what failed)`` of the first layer, in forward order, whose own check fails
+    (:mod:`fnnet.gradcheck._one_layer`: forward against apply, backward against ``jax.vjp`` along a
+    random cotangent, at the input the model's forward gave it), every layer inside every
+    combinator included; ``None`` when all pass. One compiled program checks them all."""
+    static = {"problems": {}}
+
+    def run(params, x, state, rng, key):
+        with recording() as tape:
+            child_forward(None, model, params, state, x, key=rng, train=train)
+        calls = tape.leaves()
+        static["calls"] = calls
+        out = []
+        for index, call in enumerate(calls):
+            leaves, treedef = jax.tree.flatten(call.y)
+            keys = jax.random.split(jax.random.fold_in(key, index), max(len(leaves), 1))
+            cotangent = jax.tree.unflatten(treedef, [
+                jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf)) if _inexact(leaf) else
+                jnp.zeros_like(leaf) for k, leaf in zip(keys, leaves)])
+            values = _one_layer.outputs(call.layer, call.params, call.x, cotangent, state=call.state, key=call.key,
+                                        train=call.train)
+            try:
+                check_backward_result(call.layer, call.params, values["manual"], call.x)
+            except ValueError as error:
+                static["problems"][index] = str(error).removeprefix(f"{layer_name(call.layer)}: ")
+                values = None
+            out.append(values)
+        return out
+
+    with jax.enable_x64(True):
+        params, x, state = _to_float64(params), _to_float64(x), _to_float64(state)
+        results = jax.device_get(_jit(run)(params, x, state, rng, key))
+    for index, (call, values) in enumerate(zip(static["calls"], results)):
+        problem = static["problems"].get(index) or _one_layer.compare(values, rtol).problem
+        if problem is not None:
+            return _label(model, call.path), "/".join(map(str, call.path)), problem
+    return None
+
+
+def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTODIFF_RTOL,
+                        state=(), rng=None, train: bool = True) -> str | None:
+    """Checks each layer of ``model`` on its own input, in forward order, every layer inside
+    :func:`fnnet.serial`, :func:`fnnet.parallel`, :func:`fnnet.Residual` and the other
+    combinators included (``forward`` against ``apply``, ``backward`` against ``jax.vjp`` along a
+    random cotangent, in float64, NaN and inf counted as failures) and describes the first that
+    disagrees, e.g. ``"1:Relu: dx disagrees with jax.vjp at the layer's own input (max rel error
+    1.0e+00)"`` or, deeper, ``"3:Residual(Dense(4)) / 1:parallel / 0:Dense(4) (path 3/1/0): dw
+    disagrees …"``; ``None`` when every layer agrees."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
+    if found is None:
+        return None
+    label, path, problem = found
+    return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}"
+
+
+def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
+                rtol: float = AUTODIFF_RTOL, fd_rtol: float = FD_RTOL, directions: int = 3,
+                raise_on_failure: bool = True, state=None, rng=None, train: bool = True) -> Report:
+    """Checks :func:`fnnet.value_and_grad` (hand-written) against ``jax.value_and_grad`` and
+    finite differences of the loss, for every parameter of ``model``.
+
+    On a failure the report's ``culprit`` and ``culprit_path`` (and the error message) name the
+    first layer whose own ``forward`` or ``backward`` disagrees (see :func:`first_failing_layer`):
+    a wrong ``dx`` in layer ``i`` makes the parameter gradients of layers ``< i`` wrong, so the
+    failing rows alone would blame the wrong layer. A layer that computed a NaN or inf fails the
+    check even when the model's gradients agree (a NaN backward at a ReLU's kink, hidden by the
+    ReLU before it). With ``raise_on_failure=False`` every failure is returned as a report
+    (``report.failure`` says why when no gradient could be compared), never raised.
+
+    A model with state or randomness is checked at ``state`` (``init_with_state``'s by
+    default), the PRNG key ``rng`` and the mode ``train``, as :func:`check_layer` does.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> model = fnnet.serial(fnnet.Dense(4), fnnet.Tanh, fnnet.Dense(1), fnnet.Sigmoid)
+      >>> _, params = model.init(jax.random.PRNGKey(0), (2,))
+      >>> x = jnp.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]]); y = jnp.array([[0.], [1.], [1.], [0.]])
+      >>> print(fnnet.gradcheck.check_model(model, fnnet.losses.squared_error, params, x, y).passed)
+      True
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    subject = f"{layer_name(model)} + {loss_name(loss)}"
+    with jax.enable_x64(True):
+        params, x, y = _to_float64(params), _to_float64(x), _to_float64(y)
+        if is_stateful(model):
+            state = init_with_state(model, jax.random.PRNGKey(0), x.shape[1:])[2] if state is None else state
+            rng = jax.random.PRNGKey(1) if rng is None else rng
+        else:
+            state, rng = (), None
+        state = _to_float64(state)
+        check_targets(loss, y, jax.eval_shape(lambda p, s, v: apply_with_state(model, p, s, v, key=rng)[0],
+                                              params, state, x).shape[1:], "check_model")
+
+        def culprit_of():
+            found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
+            if found is None:
+                return None, None
+            label, path, problem = found
+            return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}", path
+
+        def both(p, x, y, state, key):
+            with recording() as tape:
+                manual = loss_and_grads(model, loss, p, x, y, grad="manual", state=state, key=key, train=train)
+            nonfinite = jnp.asarray(False)  # anything a layer computed: a NaN its neighbours hide still counts
+            for call in tape.leaves():
+                for leaf in jax.tree.leaves((call.y, call.dx, call.dparams)):
+                    if _inexact(leaf):
+                        nonfinite = nonfinite | ~jnp.all(jnp.isfinite(leaf))
+            return (*manual, *loss_and_grads(model, loss, p, x, y, grad="autodiff", state=state, key=key,
+                                             train=train), nonfinite)
+
+        try:
+            value, grads, _, new_state, ref_value, ref_grads, _, ref_state, nonfinite = _jit(both)(
+                params, x, y, state, rng)
+        except ValueError as error:
+            if ": backward " not in str(error):
+                raise
+            culprit, path = culprit_of()  # a backward that returned the wrong tree, named by its layer
+            return _failed(subject, f"{error}", raise_on_failure, culprit, path)
+        state_rows = (_state_row(subject, new_state, ref_state, rtol),) if is_stateful(model) else ()
+        _, value_rel = _errors(value, ref_value)
+        if not value_rel <= rtol:
+            culprit, path = culprit_of()
+            return _failed(subject, f"forward loss {float(value)!r} differs from apply's {float(ref_value)!r}; "
+                                    + (f"the first layer that differs is {culprit}" if culprit else
+                                       "every layer's forward agrees with its apply on its own input"),
+                           raise_on_failure, culprit, path)
+
+        def scalar_fn(p):
+            return loss.value(apply_with_state(model, p, state, x, key=rng, train=train)[0], y)
+
+        report = _compare(subject, lambda path: _describe(model, path), grads, ref_grads, scalar_fn,
+                          params, key, directions, rtol, fd_rtol, raise_on_failure=False, first_rows=state_rows)
+        if report.passed and not bool(nonfinite):
+            return report
+        culprit, path = culprit_of()  # every layer on its own input, even when the model's gradients agree
+        if report.passed and culprit is None:
+            return report
+        report = dataclasses.replace(report, culprit=culprit, culprit_path=path)
+        if report.passed:  # a layer is wrong where this batch's gradients do not show it (a NaN masked by a ReLU)
+            report = dataclasses.replace(report, failure=f"the model's gradients agree with jax.grad on this batch, "
+                                                         f"but layer {culprit}")
+        if raise_on_failure:
+            bad = next((row for row in report.rows if not row.passed), None)
+            if bad is None:
+                raise GradientMismatch(f"{subject}: {report.failure}", report)
+            blame = (f"the first layer whose backward disagrees is {culprit}; the parameter gradients "
+                     f"of the layers before it are wrong as a consequence" if culprit else
+                     f"every layer agrees with jax.vjp on its own input, so look at the loss's grad; "
+                     f"first failing gradient: {bad.layer}, parameter {bad.param!r}")
+            raise GradientMismatch(
+                f"{subject}: {blame} (max rel error vs autodiff {bad.max_rel_error:.3e}, tolerance "
+                f"{rtol:g}; finite differences {bad.fd_rel_error:.3e}, tolerance {fd_rtol:g})\n{report}",
+                report)
+        return report
+
+
+def check_loss(loss: Loss, pred, target, *, key=None, rtol: float = AUTODIFF_RTOL,
+               fd_rtol: float = FD_RTOL, directions: int = 3, raise_on_failure: bool = True) -> Report:
+    """Checks ``loss.grad`` against ``jax.grad(loss.value)`` and finite differences in ``pred``."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    subject = loss_name(loss)
+    with jax.enable_x64(True):
+        pred, target = _to_float64(pred), _to_float64(target)
+        manual = loss.grad(pred, target)
+        reference = jax.grad(loss.value)(pred, target)
+        return _compare(subject, lambda path: (subject, "pred"), manual, reference,
+                        lambda p: loss.value(p, target), pred, key, directions, rtol, fd_rtol,
+                        raise_on_failure)
