@@ -16,8 +16,8 @@ Example:
   >>> with recording() as tape:
   ...     y, residuals, _ = child_forward(None, model, params, (), jnp.ones((4, 2)))
   ...     _ = child_backward(None, model, params, residuals, jnp.ones_like(y))
-  >>> [(call.path, fnnet.layer_name(call.layer)) for call in tape.leaves()]
-  [((0,), 'Dense(3)'), ((1,), 'Relu')]
+  >>> tuple((call.path, fnnet.layer_name(call.layer)) for call in tape.leaves())
+  (((0,), 'Dense(3)'), ((1,), 'Relu'))
 """
 
 from __future__ import annotations
