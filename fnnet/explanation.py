@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +30,7 @@ from fnnet.gradcheck._numerics import to_float64
 from fnnet.gradcheck._one_layer import RTOL
 from fnnet.health import ELEMENTWISE, norm
 from fnnet.layer import Layer, apply_with_state
-
-if TYPE_CHECKING:  # the types only: fnnet.tracing imports this module
-    from fnnet.tracing import LayerTrace, Trace
+from fnnet.tracing import LayerTrace, Trace
 
 MIXING = {"BatchNorm", "LayerNorm", "CausalSelfAttention", "Softmax", "Conv", "Conv1D", "MaxPool", "AvgPool",
           "GlobalAvgPool"}

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.gradcheck._numerics import describe_counts
+from fnnet.gradcheck._numerics import describe_counts, largest_finite, nonfinite_entries
 from fnnet.layer import Layer, layer_name
-from fnnet.tape import subtree
 from fnnet.losses import Loss, loss_name
+from fnnet.tape import subtree
 from fnnet.tracing import check_labels, record_step
 
 HUGE = 1e15
@@ -41,36 +40,8 @@ class NonFinite:
         return self.message
 
 
-def _count(tree) -> tuple[int, int, list]:
-    """(nan count, inf count, key paths of the non-finite leaves) of the floating leaves of ``tree``."""
-    nans = infs = 0
-    where = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            continue
-        array = np.asarray(leaf)
-        leaf_nans, leaf_infs = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-        if leaf_nans or leaf_infs:
-            where.append((jax.tree_util.keystr(path), leaf_nans, leaf_infs))
-        nans, infs = nans + leaf_nans, infs + leaf_infs
-    return nans, infs, where
-
-
 def _bad(counts, prefix: str) -> str:
     return "; ".join(f"{prefix}{key} has {describe_counts(n, i)}" for key, n, i in counts[2])
-
-
-def _largest(tree) -> float:
-    """The largest finite magnitude in ``tree`` (``0.0`` for none)."""
-    best = 0.0
-    for leaf in jax.tree.leaves(tree):
-        if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            continue
-        array = np.abs(np.asarray(leaf, np.float64))
-        array = array[np.isfinite(array)]
-        if array.size:
-            best = max(best, float(array.max()))
-    return best
 
 
 def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, train: bool = True,
@@ -102,7 +73,7 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
         path = "/".join(map(str, call.path)) if call is not None else None
         label = f"layer {index} ({name}) {where}: " if call is not None else f"{where}: "
         fed = [call.x, call.params] + ([call.dy] if where == "backward" else []) if call is not None else [pred]
-        if where in ("params", "update") or max(_largest(tree) for tree in fed) > HUGE:
+        if where in ("params", "update") or max(largest_finite(tree) for tree in fed) > HUGE:
             advice = "lower the learning rate"
         elif call is not None:
             advice = (f"its {where} made them from finite, moderate values: check the layer with "
@@ -112,19 +83,19 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
         return NonFinite(where, index, name, path, label + text, advice)
 
     for index, call in enumerate(leaves):
-        counts = _count(call.params)
+        counts = nonfinite_entries(call.params)
         if counts[0] or counts[1]:
             return found("params", index, f"its params are not finite before the step: {_bad(counts, 'params')} "
                                           f"(an earlier update made them so)")
     for index, call in enumerate(leaves):
-        counts = _count(call.y)
+        counts = nonfinite_entries(call.y)
         if counts[0] or counts[1]:
             return found("forward", index, f"its output has {describe_counts(*counts[:2])} (its input's largest "
-                                           f"magnitude {_largest(call.x):.3g}, its params' {_largest(call.params):.3g})")
+                                           f"magnitude {largest_finite(call.x):.3g}, its params' {largest_finite(call.params):.3g})")
     if not np.isfinite(float(value)):
         return found("loss", None, f"the {loss_name(loss)} loss is {float(value)} on finite predictions "
-                                   f"(largest |ŷ| {_largest(pred):.3g})")
-    counts = _count(dpred)
+                                   f"(largest |ŷ| {largest_finite(pred):.3g})")
+    counts = nonfinite_entries(dpred)
     if counts[0] or counts[1]:
         return found("loss", None, f"the {loss_name(loss)} loss's grad has {describe_counts(*counts[:2])}")
     for index, call in sorted(enumerate(leaves), key=lambda item: (item[1].backward_order is None,
@@ -132,17 +103,17 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
         if call.backward_order is None:
             continue
         for what, tree in (("dparams", call.dparams), ("dx", call.dx)):
-            counts = _count(tree)
+            counts = nonfinite_entries(tree)
             if counts[0] or counts[1]:
                 text = _bad(counts, "dparams") if what == "dparams" else f"dx has {describe_counts(*counts[:2])}"
-                return found("backward", index, f"{text} (its dy reached {_largest(call.dy):.3g}, its input "
-                                                f"{_largest(call.x):.3g})")
+                return found("backward", index, f"{text} (its dy reached {largest_finite(call.dy):.3g}, its input "
+                                                f"{largest_finite(call.x):.3g})")
     if updated_params is not None:
         for index, call in enumerate(leaves):
             new = subtree(updated_params, call.path)
-            counts = _count(new) if new is not None else (0, 0, [])
+            counts = nonfinite_entries(new) if new is not None else (0, 0, [])
             if counts[0] or counts[1]:
                 return found("update", index, f"the optimizer's update made {_bad(counts, 'params')} (its gradient "
-                                              f"was finite, largest |dparams| {_largest(call.dparams):.3g}; its "
-                                              f"params' largest |w| {_largest(call.params):.3g})")
+                                              f"was finite, largest |dparams| {largest_finite(call.dparams):.3g}; its "
+                                              f"params' largest |w| {largest_finite(call.params):.3g})")
     return None

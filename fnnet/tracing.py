@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.explanation import explain  # noqa: F401 - re-exported: fnnet.tracing.explain, as before
 from fnnet.gradcheck import _one_layer
 from fnnet.gradcheck._numerics import describe_counts, nonfinite_counts, to_float64
 from fnnet.health import ELEMENTWISE, activation_stats, norm

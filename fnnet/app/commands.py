@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 
-from fnnet import datasets, diagnosis, gradcheck, losses, plots, tracing, train
+from fnnet import datasets, diagnosis, explanation, gradcheck, losses, plots, tracing, train
 from fnnet.app import jobs, process, recipes, shakespeare
 from fnnet.app.choices import CHECKPOINT_EVERY, TEXT as _TEXT
 from fnnet.app.process import use_compilation_cache
@@ -407,7 +407,7 @@ def _cmd_trace(args) -> int:
             print(result.tables(max_units=args.max_units, layer=args.layer))
     if args.explain is not None:
         print()
-        print(tracing.explain(result, args.layer if args.layer is not None else 0, args.explain))
+        print(explanation.explain(result, args.layer if args.layer is not None else 0, args.explain))
     if args.json:
         path = _check_output_path(args.json, "--json", folder=False)
         path.write_text(json.dumps(result.to_dict(arrays=args.arrays), indent=1))

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.gradcheck import _one_layer
-from fnnet.gradcheck._numerics import errors as _errors, to_float64 as _to_float64, worst as _worst
+from fnnet.gradcheck._numerics import (errors as _errors, largest_finite, to_float64 as _to_float64,
+                                     worst as _worst)
 from fnnet.gradients import loss_and_grads
 from fnnet.layer import (Layer, apply_with_state, check_backward_result, init_with_state, is_stateful,
                          layer_children, layer_name, locate)
@@ -228,18 +229,6 @@ def _failed(subject: str, reason: str, raise_on_failure: bool, culprit=None, cul
     return report
 
 
-def _largest_finite(leaves, measure) -> float:
-    """The largest ``measure`` of the finite entries of the floating ``leaves`` (``0.0`` for none)."""
-    best = 0.0
-    for leaf in leaves:
-        if not _inexact(leaf) or not np.size(leaf):
-            continue
-        array = np.asarray(leaf, np.float64)
-        array = np.where(np.isfinite(array), array, 0.0)
-        best = max(best, float(measure(array)))
-    return best
-
-
 def _inexact(leaf) -> bool:
     """False for the ``float0`` cotangent of an integer input (token ids)."""
     return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
@@ -256,8 +245,8 @@ def _compare(subject, describe, manual, reference, scalar_fn, point, key, direct
     rows = list(first_rows)
     paths = jax.tree_util.tree_flatten_with_path(reference)[0]
     manual_leaves = jax.tree.leaves(manual)
-    largest = _largest_finite(jax.tree.leaves(reference), lambda a: np.max(np.abs(a)))
-    largest_norm = _largest_finite(manual_leaves, np.linalg.norm)
+    largest = largest_finite(reference)
+    largest_norm = largest_finite(manual_leaves, np.linalg.norm)
     for index, ((path, ref_leaf), man_leaf) in enumerate(zip(paths, manual_leaves)):
         if not _inexact(ref_leaf):
             continue  # an integer input (token ids): no cotangent to compare
@@ -406,9 +395,11 @@ def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTO
     disagrees …"``; ``None`` when every layer agrees."""
     key = jax.random.PRNGKey(0) if key is None else key
     found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
-    if found is None:
-        return None
-    label, path, problem = found
+    return None if found is None else _culprit_text(*found)
+
+
+def _culprit_text(label: str, path: str, problem: str) -> str:
+    """``"2:WrongSilu: dx disagrees …"``; a layer inside a combinator's branch also by its path."""
     return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}"
 
 
@@ -452,10 +443,7 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
 
         def culprit_of():
             found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
-            if found is None:
-                return None, None
-            label, path, problem = found
-            return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}", path
+            return (None, None) if found is None else (_culprit_text(*found), found[1])
 
         def both(p, x, y, state, key):
             with recording() as tape:

@@ -57,17 +57,39 @@ def worst(values) -> float:
     return out
 
 
-def nonfinite_counts(tree) -> tuple[int, int]:
-    """``(number of NaN, number of inf)`` entries in the floating leaves of ``tree``."""
+def nonfinite_entries(tree) -> tuple[int, int, list]:
+    """``(number of NaN, number of inf, [(key path, its NaN, its inf), …] of the leaves that have
+    any)`` over the floating leaves of ``tree``."""
     nans = infs = 0
-    for leaf in jax.tree.leaves(tree):
+    where = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             continue
         array = np.asarray(leaf)
-        nans, infs = nans + int(np.isnan(array).sum()), infs + int(np.isinf(array).sum())
-    return nans, infs
+        leaf_nans, leaf_infs = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        if leaf_nans or leaf_infs:
+            where.append((jax.tree_util.keystr(path), leaf_nans, leaf_infs))
+        nans, infs = nans + leaf_nans, infs + leaf_infs
+    return nans, infs, where
+
+
+def nonfinite_counts(tree) -> tuple[int, int]:
+    """``(number of NaN, number of inf)`` entries in the floating leaves of ``tree``."""
+    return nonfinite_entries(tree)[:2]
 
 
 def describe_counts(nans: int, infs: int) -> str:
     """``"3 nan and 1 inf"``, ``"2 nan"``, ``"1 inf"`` (``""`` for none)."""
     return " and ".join(part for part in (f"{nans} nan" if nans else "", f"{infs} inf" if infs else "") if part)
+
+
+def largest_finite(tree, measure=lambda array: np.max(np.abs(array))) -> float:
+    """The largest ``measure`` (default: the magnitude) over the floating leaves of ``tree``, its
+    NaN and inf entries counted as 0 (``0.0`` for no floating entry)."""
+    best = 0.0
+    for leaf in jax.tree.leaves(tree):
+        if leaf is None or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) or not np.size(leaf):
+            continue
+        array = np.asarray(leaf, np.float64)
+        best = max(best, float(measure(np.where(np.isfinite(array), array, 0.0))))
+    return best
