@@ -6,7 +6,9 @@ The public API, at a glance:
   :func:`Dense`, :data:`Relu`, :data:`Sigmoid`, :data:`Tanh`, :data:`Softmax`, :data:`Identity`,
   :func:`LeakyRelu`, :data:`Gelu`, :data:`Flatten`, :func:`Reshape`, :func:`Conv`, :func:`Conv1D`,
   :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`, :func:`Embedding`,
-  :func:`PositionalEmbedding`, :func:`Unembed`, :func:`CausalSelfAttention`; with a key and state
+  :func:`PositionalEmbedding`, :func:`Unembed`, :func:`CausalSelfAttention`, the recurrent
+  :func:`RNN`, :func:`LSTM`, :func:`GRU` and :func:`Bidirectional` (on arrays or a
+  :class:`Sequences`: padded lengths, an initial carry); with a key and state
   (:func:`init_with_state`, :func:`apply_with_state`): :func:`Dropout`, :func:`BatchNorm`;
   combinators :func:`serial`, :func:`parallel`, :func:`FanOut`, :data:`FanInSum`,
   :func:`FanInConcat`, :func:`Residual`, :func:`Tied` (weight tying);
@@ -50,13 +52,16 @@ _LAZY_MODULES = {"checkpoint": "fnnet.checkpoint", "initializers": "fnnet.initia
                  "xla_options": "fnnet.xla_options"}
 _FROM = {
     "fnnet.checkpoint": ("load", "save"),
-    "fnnet.combinators": ("FanInConcat", "FanInSum", "FanOut", "Residual", "Tied", "parallel", "serial"),
+    "fnnet.combinators": ("FanInConcat", "FanInSum", "FanOut", "Residual", "parallel", "serial"),
+    "fnnet.tied": ("Tied",),
     "fnnet.gradients": ("autodiff_value_and_grad", "objective", "per_example_grads", "value_and_grad"),
     "fnnet.layer": ("Layer", "Spec", "apply_with_state", "forward_with_state", "init_with_state", "is_stateful",
                     "layer_name"),
-    "fnnet.layers": ("AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding",
-                     "Flatten", "Gelu", "GlobalAvgPool", "Identity", "LayerNorm", "LeakyRelu", "MaxPool",
-                     "PositionalEmbedding", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh", "Unembed"),
+    "fnnet.layers": ("AvgPool", "BatchNorm", "Bidirectional", "CausalSelfAttention", "Conv", "Conv1D", "Dense",
+                     "Dropout", "Embedding", "Flatten", "GRU", "Gelu", "GlobalAvgPool", "Identity", "LSTM", "LayerNorm",
+                     "LeakyRelu", "MaxPool", "PositionalEmbedding", "RNN", "Relu", "Reshape", "Sigmoid", "Softmax",
+                     "Tanh", "Unembed"),
+    "fnnet.layers.recurrent": ("Sequences",),  # not a layer: the input of one (the catalogue covers fnnet.layers')
     "fnnet.losses": ("Loss",),
     "fnnet.summaries": ("Summary", "summary"),
     "fnnet.app.runs": ("Run", "load_run"),

@@ -8,17 +8,19 @@ from fnnet import (app, checkpoint, datasets, distributed, gpt, gradcheck, initi
 from fnnet.app import recipes
 from fnnet.app.runs import Run, load_run
 from fnnet.checkpoint import load, save
-from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.diagnosis import Diagnosis, doctor
 from fnnet.explanation import explain
 from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grads, value_and_grad
 from fnnet.layer import Layer, Spec, apply_with_state, forward_with_state, init_with_state, is_stateful, layer_name
-from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding, Flatten,
-                          Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, PositionalEmbedding, Relu,
-                          Reshape, Sigmoid, Softmax, Tanh, Unembed)
+from fnnet.layers import (GRU, LSTM, RNN, AvgPool, BatchNorm, Bidirectional, CausalSelfAttention, Conv, Conv1D, Dense,
+                          Dropout, Embedding, Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
+                          PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh, Unembed)
+from fnnet.layers.recurrent import Sequences
 from fnnet.losses import Loss
 from fnnet.nans import NonFinite, debug_nans
 from fnnet.summaries import Summary, summary
+from fnnet.tied import Tied
 from fnnet.tracing import LayerTrace, Trace, trace
 
 __version__: str

@@ -291,7 +291,7 @@ def _units_at_init(model, loss, params, state, x, y, backward_broken: bool = Fal
                 continue
             looked += 1
             if value >= FRACTION_HIGH:
-                problems.append(f"layer {layer.index} ({layer.name}): {value:.0%} {what}")
+                problems.append(f"{layer.label}: {value:.0%} {what}")
     if not looked:
         return Check("dead or saturated units at init", None, "no ReLU, sigmoid or tanh layer")
     if problems:

@@ -28,7 +28,7 @@ import numpy as np
 
 from fnnet.gradcheck._numerics import to_float64
 from fnnet.gradcheck._one_layer import RTOL
-from fnnet.health import ELEMENTWISE, norm
+from fnnet.health import ELEMENTWISE
 from fnnet.layer import Layer, apply_with_state
 from fnnet.tracing import LayerTrace, Trace
 
@@ -44,6 +44,11 @@ def _rows(array) -> np.ndarray:
     """``array`` as (examples, units): the leading axes flattened into rows."""
     array = np.asarray(array, np.float64)
     return array.reshape(-1, array.shape[-1]) if array.ndim >= 1 else array.reshape(1, 1)
+
+
+def _sym(lt: LayerTrace) -> str:
+    """The layer's place in a symbol, ``W[3/1/0]``: its path (its index for a one-layer model)."""
+    return lt.path or str(lt.index)
 
 
 def _sum_terms(pairs) -> str:
@@ -124,7 +129,7 @@ def _consumer_terms(trace: Trace, lt: LayerTrace, n: int, j: int) -> list[tuple[
                       f"(target {_g(target, 4)}): {_g(value)}", value, abs(value)))
     for index, branch in lt.consumers:
         consumer = trace.layers[index]
-        where = f"layer {index} ({consumer.name}" + (f", path {consumer.path}" if "/" in consumer.path else "") + ")"
+        where = consumer.label
         if consumer.kind == "FanOut" and branch is None:
             terms += [(f"via {where}: {text}", value, size) for text, value, size in
                       _consumer_terms(trace, consumer, n, j)]
@@ -133,7 +138,7 @@ def _consumer_terms(trace: Trace, lt: LayerTrace, n: int, j: int) -> list[tuple[
             delta, weights = _rows(consumer.dy)[n], np.asarray(consumer.params["w"], np.float64)[j]
             value = float(np.dot(delta, weights))
             terms.append((f"{where}: " * (len(lt.consumers) + lt.is_output > 1)
-                          + f"Σ_k δ[{index}][{n},k]·W[{index}][{j},k] = "
+                          + f"Σ_k δ[{_sym(consumer)}][{n},k]·W[{_sym(consumer)}][{j},k] = "
                           f"{_sum_terms(list(zip(delta, weights)))} = {_g(value)}", value,
                           float(np.sum(np.abs(delta * weights)))))
             continue
@@ -162,7 +167,7 @@ def _incoming(trace: Trace, lt: LayerTrace, n: int, j: int) -> tuple[list[str], 
     """How ``∂L/∂y[n, j]`` of layer ``lt`` came to be: lines of explanation, each consumer's term,
     and the value they add up to (said to differ from the traced one when it does)."""
     traced = float(_rows(lt.dy)[n, j])
-    name = f"∂L/∂y[{lt.index}][{n},{j}]"
+    name = f"∂L/∂y[{_sym(lt)}][{n},{j}]"
     terms = _consumer_terms(trace, lt, n, j)
     if not terms:
         return [f"{name} = {_g(traced)} (from the combinator around it)"], traced
@@ -198,7 +203,7 @@ def explain(trace: Trace, layer, unit: int, example: int = 0) -> str:
     lt = trace.layer(layer)
     out = _rows(lt.y)
     if not 0 <= unit < out.shape[1]:
-        raise ValueError(f"explain: unit {unit} is out of range for layer {lt.index} ({lt.name}), whose "
+        raise ValueError(f"explain: unit {unit} is out of range for {lt.label}, whose "
                          f"output has {out.shape[1]} units on its last axis (0..{out.shape[1] - 1})")
     if not 0 <= example < out.shape[0]:
         raise ValueError(f"explain: example {example} is out of range: the trace holds {out.shape[0]} rows "
@@ -207,9 +212,9 @@ def explain(trace: Trace, layer, unit: int, example: int = 0) -> str:
     if lt.kind == "Dense" and isinstance(lt.params, dict):
         return _explain_dense(trace, lt, n, j)
     if lt.kind in ELEMENTWISE:
-        lines = [f"layer {lt.index} ({lt.name}): a[{lt.index}] = {ELEMENTWISE[lt.kind]}(z), unit by unit; "
+        lines = [f"{lt.label}: a[{_sym(lt)}] = {ELEMENTWISE[lt.kind]}(z), unit by unit; "
                  f"unit {j}, {_row_label(lt, n)}"]
-        lines += _explain_activation(trace, lt, n, j, f"dx[{lt.index}]")
+        lines += _explain_activation(trace, lt, n, j, f"dx[{_sym(lt)}]")
         return "\n".join(lines)
     return _explain_mixing(trace, lt, n, j)
 
@@ -222,7 +227,7 @@ def _explain_activation(trace, act: LayerTrace, n, j, target: str) -> list[str]:
     derived = d * upstream
     return incoming + [f"{target}[{n},{j}] = {_derivative_text(act.kind, z, d, a)} × {_v(upstream)} = "
                        f"{_g(derived)}" + _versus(derived, value, abs(derived), _tolerance(act.dx, act.y),
-                                                  f"layer {act.index} ({act.name})'s backward and its derivative")]
+                                                  f"{act.label}'s backward and its derivative")]
 
 
 def _explain_dense(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
@@ -232,10 +237,10 @@ def _explain_dense(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
     i_count = x.shape[1]
     tolerance = _tolerance(lt.x, lt.y, lt.dy, lt.params, lt.dparams)
     derived_z = float(np.dot(x[n], w[:, j]) + (b[j] if b is not None else 0.0))
-    plus_b = f" + b[{lt.index}]" if b is not None else ""
-    lines = [f"layer {lt.index} ({lt.name}): z[{lt.index}] = x·W[{lt.index}]{plus_b}; unit {j}, {_row_label(lt, n)}",
-             f"forward:  z[{lt.index}][{n},{j}] = Σ_i x[{n},i]·W[{lt.index}][i,{j}]"
-             + (f" + b[{lt.index}][{j}]" if b is not None else "") + " = "
+    plus_b = f" + b[{_sym(lt)}]" if b is not None else ""
+    lines = [f"{lt.label}: z[{_sym(lt)}] = x·W[{_sym(lt)}]{plus_b}; unit {j}, {_row_label(lt, n)}",
+             f"forward:  z[{_sym(lt)}][{n},{j}] = Σ_i x[{n},i]·W[{_sym(lt)}][i,{j}]"
+             + (f" + b[{_sym(lt)}][{j}]" if b is not None else "") + " = "
              + _sum_terms(list(zip(x[n], w[:, j]))) + (f" + {_v(b[j])}" if b is not None else "") + f" = {_g(derived_z)}"
              + ("" if _agrees(derived_z, z, float(np.sum(np.abs(x[n] * w[:, j]))), tolerance) else
                 f"   ≠ traced {_g(z)}: this layer's forward disagrees"),
@@ -243,10 +248,10 @@ def _explain_dense(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
     delta = _rows(lt.dy)[:, j]
     act = trace.layers[lt.feeds] if lt.feeds is not None and len(lt.consumers) == 1 and not lt.is_output else None
     if act is not None and act.kind in ELEMENTWISE and act.kind != "Identity":
-        lines += _explain_activation(trace, act, n, j, f"δ[{lt.index}]")
+        lines += _explain_activation(trace, act, n, j, f"δ[{_sym(lt)}]")
     else:
         incoming, _ = _incoming(trace, lt, n, j)
-        lines += [line.replace(f"∂L/∂y[{lt.index}]", f"δ[{lt.index}]") for line in incoming]
+        lines += [line.replace(f"∂L/∂y[{_sym(lt)}]", f"δ[{_sym(lt)}]") for line in incoming]
     shown = range(min(i_count, 4))
     dparams_w = np.asarray(lt.dparams["w"], np.float64) if isinstance(lt.dparams, dict) and "w" in lt.dparams \
         else None
@@ -254,8 +259,8 @@ def _explain_dense(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
         pairs = list(zip(x[:, i], delta))
         derived = float(np.dot(x[:, i], delta))
         check = "" if dparams_w is None else _versus(derived, dparams_w[i, j], float(np.sum(np.abs(x[:, i] * delta))),
-                                                     tolerance, f"layer {lt.index} ({lt.name})'s backward (dW)")
-        lines.append(f"dW[{lt.index}][{i},{j}] = Σ_n x[n,{i}]·δ[{lt.index}][n,{j}] = {_sum_terms(pairs)} = "
+                                                     tolerance, f"{lt.label}'s backward (dW)")
+        lines.append(f"dW[{_sym(lt)}][{i},{j}] = Σ_n x[n,{i}]·δ[{_sym(lt)}][n,{j}] = {_sum_terms(pairs)} = "
                      f"{_g(derived)}{check}")
     if i_count > len(shown):
         lines.append(f"… and so on for the {i_count - len(shown)} other inputs i < {i_count}")
@@ -264,8 +269,8 @@ def _explain_dense(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
         traced_db = np.asarray(lt.dparams["b"], np.float64)[j] if isinstance(lt.dparams, dict) and \
             "b" in lt.dparams else None
         check = "" if traced_db is None else _versus(derived, traced_db, float(np.sum(np.abs(delta))), tolerance,
-                                                     f"layer {lt.index} ({lt.name})'s backward (db)")
-        lines.append(f"db[{lt.index}][{j}] = Σ_n δ[{lt.index}][n,{j}] = "
+                                                     f"{lt.label}'s backward (db)")
+        lines.append(f"db[{_sym(lt)}][{j}] = Σ_n δ[{_sym(lt)}][n,{j}] = "
                      + "(" + " + ".join(_v(v) for v in delta[:_MAX_TERMS])
                      + (f" + … ({len(delta) - _MAX_TERMS} more)" if len(delta) > _MAX_TERMS else "") + ")"
                      + f" = {_g(derived)}{check}")
@@ -284,7 +289,7 @@ def _explain_mixing(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
     why = (f"each output of this layer depends on many of its inputs (across units, positions or examples), "
            f"so ∂L/∂x[{n},{j}] is a sum over all of them" if lt.kind in MIXING else
            "it is neither a Dense layer nor a unit-by-unit activation")
-    lines = [f"layer {lt.index} ({lt.name}): no per-unit chain rule here: {why}. Its formula:", "",
+    lines = [f"{lt.label}: no per-unit chain rule here: {why}. Its formula:", "",
              "    " + _doc_formula(lt.layer).replace("\n", "\n    "), "",
              f"traced: ‖x‖ = {norms['x']:.4g}, ‖y‖ = {norms['y']:.4g}, ‖dy‖ = {norms['dy']:.4g}, "
              f"‖dx‖ = {norms['dx']:.4g}" + (f", ‖params‖ = {norms['params']:.4g}, ‖dparams‖ = "
@@ -292,7 +297,7 @@ def _explain_mixing(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
              f"unit {j}, {_row_label(lt, n)}: y = {_g(_rows(lt.y)[n, j])}, ∂L/∂y = {_g(_rows(lt.dy)[n, j])}"]
     if isinstance(lt.dparams, dict) and "b" in lt.dparams and np.ndim(lt.dparams["b"]) == 1:
         delta = _rows(lt.dy)[:, j]
-        lines.append(f"db[{lt.index}][{j}] = Σ over every example and position of ∂L/∂y[..., {j}] = "
+        lines.append(f"db[{_sym(lt)}][{j}] = Σ over every example and position of ∂L/∂y[..., {j}] = "
                      f"{_g(np.sum(delta))}")
     lines.append(f"forward vs apply: {'OK' if not lt.forward_error > RTOL else 'NOT OK'} ({lt.forward_error:.1e}); "
                  f"backward vs jax.vjp: {'OK' if lt.passed else 'NOT OK'} ({lt.vjp_error:.1e})"

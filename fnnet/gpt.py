@@ -36,7 +36,8 @@ import numpy as np
 import optax
 
 from fnnet import initializers
-from fnnet.combinators import Residual, Tied, serial
+from fnnet.combinators import Residual, serial
+from fnnet.tied import Tied
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
                           PositionalEmbedding, Unembed)

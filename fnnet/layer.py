@@ -310,10 +310,26 @@ def locate(model: Layer, path) -> tuple[list[tuple[int, Layer]], tuple]:
     return chain, tuple(rest)
 
 
+def path_text(path: Sequence[int]) -> str:
+    """Where a layer sits in a model, the one way every tool writes it: ``"3/1/0"`` is child 0 of
+    child 1 of the model's child 3 (a top-level layer of a :func:`fnnet.serial` model is just its
+    index, ``"3"``). :func:`fnnet.trace` (``trace["3/1/0"]``), ``fnnet trace --layer 3/1/0``,
+    gradient reports, error messages, ONNX node names and the monitor's keys all use it."""
+    return "/".join(str(int(index)) for index in path)
+
+
+def layer_label(path: Sequence[int], layer: Layer) -> str:
+    """``"layer 3/1/0 (Dense(4))"``: a layer by its :func:`path_text` and its name, as messages,
+    gradient reports, traces and the monitor's keys name it (``"layer 2 (Relu)"`` at the top level;
+    ``"layer 0 (…)"`` for a model that is one layer, whose path is empty)."""
+    return f"layer {path_text(path) or '0'} ({layer_name(layer)})"
+
+
 def describe_path(model: Layer, path) -> str:
-    """``"layer 0 (Dense(16)), param 'w'"`` for a key path into ``model``'s params."""
+    """``"layer 0 (Dense(16)), param 'w'"`` for a key path into ``model``'s params (``"layer 2/0
+    (Dense(2)), param 'b'"`` inside a combinator)."""
     chain, rest = locate(model, path)
-    where = " / ".join(f"layer {index} ({layer_name(layer)})" for index, layer in chain) or layer_name(model)
+    where = layer_label([index for index, _ in chain], chain[-1][1]) if chain else layer_name(model)
     param = "".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in rest[:1]) if len(rest) == 1 \
         else jax.tree_util.keystr(rest)
     return f"{where}, param {param!r}" if rest else where
@@ -333,15 +349,27 @@ def as_shape(in_shape, where: str) -> Shape:
     return shape
 
 
+class LayerError(ValueError):
+    """A ValueError raised inside a model's layer, prefixed with the layer's :func:`layer_label`:
+    ``"layer 3/1/0 (Dense(4)): expected input of shape (..., 4), got (2, 9)"``. Each combinator
+    the error passes on its way out adds its child's index to the front of ``path``."""
+
+    def __init__(self, path: tuple[int, ...], name: str, message: str):
+        super().__init__(f"layer {path_text(path)} ({name}): {message}")
+        self.path, self.name, self.message = tuple(path), name, message
+
+
 @contextlib.contextmanager
 def at_layer(index: int, layer: Layer):
-    """Re-raises a ValueError from inside ``layer`` prefixed with its index and name."""
+    """Re-raises a ValueError from inside ``layer`` as a :class:`LayerError` naming its path and name
+    (the innermost layer's name; the outer combinators' indices join the path)."""
     try:
         yield
+    except LayerError as error:
+        raise LayerError((index,) + error.path, error.name, error.message) from error.__cause__
     except ValueError as error:
         name = layer_name(layer)
-        message = str(error).removeprefix(f"{name}: ")
-        raise ValueError(f"layer {index} ({name}): {message}") from error
+        raise LayerError((index,), name, str(error).removeprefix(f"{name}: ")) from error
 
 
 def _tree_text(tree) -> str:

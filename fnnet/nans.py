@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.gradcheck._numerics import describe_counts, largest_finite, nonfinite_entries
-from fnnet.layer import Layer, layer_name
+from fnnet.layer import Layer, layer_label, layer_name, path_text
 from fnnet.losses import Loss, loss_name
 from fnnet.tape import subtree
 from fnnet.tracing import check_labels, record_step
@@ -70,8 +70,8 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
     def found(where, index, text):
         call = leaves[index] if index is not None else None
         name = layer_name(call.layer) if call is not None else None
-        path = "/".join(map(str, call.path)) if call is not None else None
-        label = f"layer {index} ({name}) {where}: " if call is not None else f"{where}: "
+        path = path_text(call.path) if call is not None else None
+        label = f"{layer_label(call.path, call.layer)} {where}: " if call is not None else f"{where}: "
         fed = [call.x, call.params] + ([call.dy] if where == "backward" else []) if call is not None else [pred]
         if where in ("params", "update") or max(largest_finite(tree) for tree in fed) > HUGE:
             advice = "lower the learning rate"

@@ -36,8 +36,10 @@ import numpy as np
 
 from fnnet.gradcheck import _one_layer
 from fnnet.gradcheck._numerics import describe_counts, nonfinite_counts, to_float64
-from fnnet.health import ELEMENTWISE, activation_stats, norm
-from fnnet.layer import Layer, apply_with_state, init_with_state, is_stateful, layer_kind, layer_name
+from fnnet.health import activation_stats, norm
+from fnnet.layer import (Layer, apply_with_state, init_with_state, is_stateful, layer_kind, layer_name,
+                         path_text)
+from fnnet.layer_tables import layer_tables, matrix, shape_text
 from fnnet.tape import Call, child_backward, child_forward, recording
 from fnnet.losses import Loss, check_targets, loss_name
 
@@ -101,6 +103,12 @@ class LayerTrace:
     """The PRNG key it ran with (``None`` for none)."""
     train: bool = False
     """The mode it ran in."""
+
+    @property
+    def label(self) -> str:
+        """``"layer 3/1/0 (Dense(4))"``: the layer as every message names it
+        (:func:`fnnet.layer.layer_label`)."""
+        return f"layer {self.path or '0'} ({self.name})"
 
     @property
     def kind(self) -> str:
@@ -258,7 +266,7 @@ def trace(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, train
     check_labels(model, loss, params, x, y, "trace", state=state, key=key)
     calls, value, pred, dpred, consumers, is_output, stats = record_step(model, loss, params, x, y, state, key, train)
     checks = _checks(calls) if check else [_one_layer.LayerCheck(float("nan"), float("nan"), None)] * len(calls)
-    layers = [LayerTrace(index=i, path="/".join(map(str, call.path)), name=layer_name(call.layer), layer=call.layer,
+    layers = [LayerTrace(index=i, path=path_text(call.path), name=layer_name(call.layer), layer=call.layer,
                          params=call.params, x=call.x, y=call.y, dy=call.dy, dx=call.dx, dparams=call.dparams,
                          vjp_error=checks[i].vjp_error, stats=stats[i],
                          feeds=consumers[i][0][0] if consumers[i] else None, backward_order=call.backward_order,
@@ -330,8 +338,8 @@ class Trace:
             check = "not checked" if math.isnan(row["vjp_error"]) else f"{row['vjp']} ({row['vjp_error']:.1e})"
             if row["nonfinite"]:
                 check += f"; NOT OK: {row['nonfinite']}"
-            lines.append((str(row["index"]), row["path"] or "-", row["name"], _fmt_shape(row["in_shape"]),
-                          _fmt_shape(row["out_shape"]), _num(row.get("mean")), _num(row.get("std")),
+            lines.append((str(row["index"]), row["path"] or "-", row["name"], shape_text(row["in_shape"]),
+                          shape_text(row["out_shape"]), _num(row.get("mean")), _num(row.get("std")),
                           _pct(row.get("zeros")), _pct(special), _num(row["dy_norm"]),
                           _num(row["dparams_norm"]), forward, check))
         widths = [max(len(c) for c in column) for column in zip(header, *lines)]
@@ -341,7 +349,7 @@ class Trace:
         checked = any(not math.isnan(lt.vjp_error) for lt in self.layers)
         verdict = ("every backward agrees with jax.vjp and every forward with its apply" if checked else
                    "not checked") if not failed else \
-            "NOT OK: " + "; ".join(f"layer {lt.index} ({lt.name}): {lt.problem or lt.nonfinite}" for lt in failed)
+            "NOT OK: " + "; ".join(f"{lt.label}: {lt.problem or lt.nonfinite}" for lt in failed)
         if failed and not any(lt.problem for lt in failed):
             verdict += " (every layer agrees with jax.vjp on the values it got: fnnet.debug_nans names where " \
                        "the first NaN or inf came from)"
@@ -370,12 +378,12 @@ class Trace:
         then the loss and ``∂L/∂ŷ``. Rows and columns beyond ``max_units`` are elided (``…``);
         ``layer`` (an index or path) prints one layer only."""
         chosen = self.layers if layer is None else [self.layer(layer)]
-        blocks = [_layer_tables(lt, max_units) for lt in chosen]
+        blocks = [layer_tables(lt, max_units) for lt in chosen]
         if layer is None:
             blocks.append("\n".join([f"loss: {self.loss_name} = {self.loss:.8g}",
-                                     _matrix("ŷ (the model's output)", self.pred, max_units),
-                                     _matrix("y (the targets)", self.y, max_units),
-                                     _matrix("∂L/∂ŷ (the loss's grad: where backward starts)", self.dpred,
+                                     matrix("ŷ (the model's output)", self.pred, max_units),
+                                     matrix("y (the targets)", self.y, max_units),
+                                     matrix("∂L/∂ŷ (the loss's grad: where backward starts)", self.dpred,
                                              max_units)]))
         return "\n\n".join(blocks)
 
@@ -402,83 +410,9 @@ def _listify(tree):
     return str(tree)
 
 
-def _fmt_shape(shape) -> str:
-    if shape and isinstance(shape[0], tuple):
-        return " + ".join(_fmt_shape(s) for s in shape)
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
 def _num(value) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
 def _pct(value) -> str:
     return "" if value is None else f"{value:.0%}"
-
-
-def _matrix(label: str, array, max_units: int) -> str:
-    """``label (shape):`` then the array as rows of 8-digit numbers, at most ``max_units`` rows and
-    columns (the rest elided); more than two axes are shown as (first axis, the rest flattened)."""
-    array = np.asarray(array)
-    if array.dtype == jax.dtypes.float0:
-        return f"{label}: none (integer input)"
-    shape = array.shape
-    if array.ndim == 0:
-        return f"{label} = {_entry(array)}"
-    if array.ndim > 2:
-        array = array.reshape(shape[0], -1)
-    rows = array[None] if array.ndim == 1 else array
-    lines = [f"{label} {_fmt_shape(shape)}:" + ("" if array.ndim <= 2 and shape == array.shape else
-                                                  "  (flattened after the first axis)")]
-    for row in rows[:max_units]:
-        cells = [_entry(v) for v in row[:max_units]]
-        if len(row) > max_units:
-            cells.append(f"… ({len(row) - max_units} more)")
-        lines.append("  [" + ", ".join(cells) + "]")
-    if len(rows) > max_units:
-        lines.append(f"  … ({len(rows) - max_units} more rows)")
-    return "\n".join(lines)
-
-
-def _entry(value) -> str:
-    value = float(value)
-    return f"{value: .8f}" if value == 0 or 1e-4 <= abs(value) < 1e4 else f"{value: .8e}"
-
-
-def _layer_tables(lt: LayerTrace, max_units: int) -> str:
-    """One layer's tables, labelled as the tutorials label them."""
-    head = f"== layer {lt.index}" + (f" (path {lt.path})" if lt.path and lt.path != str(lt.index) else "") + \
-        f": {lt.name} =="
-    parts = [head]
-    kind = lt.kind
-    if kind == "Dense" and isinstance(lt.params, dict):
-        parts += [_matrix("x (its input)", lt.x, max_units), _matrix("W", lt.params["w"], max_units)]
-        if "b" in lt.params:
-            parts.append(_matrix("b", lt.params["b"], max_units))
-        parts += [_matrix("z = x·W + b", lt.y, max_units), "backward:",
-                  _matrix("δ = ∂L/∂z (the delta that reached it)", lt.dy, max_units),
-                  _matrix("dW = xᵀ·δ", lt.dparams["w"], max_units)]
-        if "b" in lt.dparams:
-            parts.append(_matrix("db = Σₙ δ", lt.dparams["b"], max_units))
-        parts.append(_matrix("dx = δ·Wᵀ (passed back)", lt.dx, max_units))
-    elif kind in ELEMENTWISE:
-        f = ELEMENTWISE[kind]
-        parts += [_matrix("z (its input)", lt.x, max_units), _matrix(f"a = {f}(z)", lt.y, max_units), "backward:",
-                  _matrix("∂L/∂a (reached it)", lt.dy, max_units),
-                  _matrix(f"δ = ∂L/∂z = ∂L/∂a ⊙ {f}'(z) (passed back)", lt.dx, max_units)]
-    else:
-        parts.append(_tree_matrices("x (its input)", lt.x, max_units))
-        for path, leaf in jax.tree_util.tree_flatten_with_path(lt.params)[0]:
-            parts.append(_matrix(f"params{jax.tree_util.keystr(path)}", leaf, max_units))
-        parts += [_tree_matrices("y (its output)", lt.y, max_units), "backward:",
-                  _tree_matrices("dy = ∂L/∂y (reached it)", lt.dy, max_units)]
-        for path, leaf in jax.tree_util.tree_flatten_with_path(lt.dparams)[0]:
-            parts.append(_matrix(f"dparams{jax.tree_util.keystr(path)}", leaf, max_units))
-        parts.append(_tree_matrices("dx = ∂L/∂x (passed back)", lt.dx, max_units))
-    return "\n".join(parts)
-
-
-def _tree_matrices(label, tree, max_units):
-    if isinstance(tree, (tuple, list)):
-        return "\n".join(_matrix(f"{label}[{i}]", leaf, max_units) for i, leaf in enumerate(tree))
-    return _matrix(label, tree, max_units)

@@ -14,7 +14,7 @@ import pytest
 
 import fnnet
 from fnnet import datasets
-from fnnet.app import cli, commands, jobs, recipes
+from fnnet.app import arguments, cli, commands, jobs, recipes
 from fnnet.app.recipes import RecipeError
 from onnx_checks import assert_run_exports
 from test_cli import _mnist_subset
@@ -66,7 +66,7 @@ def test_cli_cnn_learns_from_shifted_images_and_reloads(cnn_run, capsys):
 
 
 def _train_config(*flags):
-    return commands._config_from_args(cli.build_parser().parse_args(["train", *flags]))
+    return arguments.config_from_args(cli.build_parser().parse_args(["train", *flags]))
 
 
 def test_cnn_recipes_give_their_settings_and_flags_override_them():
@@ -178,7 +178,7 @@ def test_cli_trace_of_a_trained_cnn(cnn_run, capsys, shared_data, monkeypatch):
     monkeypatch.setenv("FNNET_DATA", str(shared_data))
     rows, out = trace_rows(capsys, cnn_run, "--layer", "1")
     assert len(rows) == 11 and "Reshape" in rows[0] and "Conv(24, 5x5)" in rows[1]
-    assert "== layer 1: Conv(24, 5x5)" in out
+    assert "== layer 1 (Conv(24, 5x5)" in out
 
 
 @pytest.mark.slow  # ~15 s: the doctor's float64 gradcheck and overfit of the CNN
@@ -203,4 +203,4 @@ def test_resnet_trains_from_the_cli_on_a_subset(tmp_path, shared_data, monkeypat
     assert_run_exports(out, tmp_path / "resnet.onnx", capsys)   # ONNX out (BatchNorm on its running statistics)
     # fnnet trace: BatchNorm in evaluation mode with its running statistics, its backward checked there
     rows, text = trace_rows(capsys, out, "--layer", "2")
-    assert "Reshape" in rows[0] and any("BatchNorm" in row for row in rows) and "== layer 2: BatchNorm" in text
+    assert "Reshape" in rows[0] and any("BatchNorm" in row for row in rows) and "== layer 2 (BatchNorm" in text

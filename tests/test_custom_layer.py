@@ -30,7 +30,7 @@ def test_gradcheck_passes_with_tiny_errors(result):
 
 def test_wrong_backward_is_caught_and_named(result):
     assert "WrongSilu" in result["mismatch"]
-    assert result["culprit"].startswith("2:WrongSilu: dx disagrees")
+    assert result["culprit"].startswith("layer 2 (WrongSilu): dx disagrees")
 
 
 def test_trains_to_95_percent_on_digits(result):

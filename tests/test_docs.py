@@ -15,7 +15,8 @@ MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations
            "fnnet.train.compiled", "fnnet.losses",
            "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.tracing",
            "fnnet.explanation", "fnnet.health", "fnnet.tape",
-           "fnnet.diagnosis", "fnnet.train.augment"]
+           "fnnet.diagnosis", "fnnet.train.augment", "fnnet.layers.recurrent", "fnnet.layers.rnn",
+           "fnnet.layers.lstm", "fnnet.layers.gru", "fnnet.tied"]
 
 
 @pytest.mark.parametrize("name", MODULES)

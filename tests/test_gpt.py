@@ -352,7 +352,7 @@ def test_cli_trace_of_a_trained_gpt(text_run, capsys, shakespeare_data, monkeypa
     monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
     rows, out = trace_rows(capsys, text_run, "--layer", "2/0/1/0/1")
     assert len(rows) == 16 and "Embedding(65, 16)" in rows[0] and "CausalSelfAttention" in rows[4]
-    assert "2/1/1/0/2" in rows[10] and "Gelu" in rows[10] and "(path 2/0/1/0/1)" in out
+    assert "2/1/1/0/2" in rows[10] and "Gelu" in rows[10] and "== layer 2/0/1/0/1 (" in out
 
 
 @pytest.mark.slow  # ~25 s: the doctor's float64 gradcheck and overfit of the GPT

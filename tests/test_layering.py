@@ -132,3 +132,25 @@ def test_every_command_of_the_parser_has_a_handler():
     parser = cli.build_parser()
     subcommands = next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     assert list(subcommands) == list(commands.COMMANDS)
+
+
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 80
+
+
+def test_one_idea_per_file_and_short_functions():
+    """No file in fnnet/ over ~450 lines; no function over ~80 lines (docstring included) unless its
+    docstring says why it is long (a line starting "Long")."""
+    problems = []
+    for path in _modules(PACKAGE):
+        text = path.read_text()
+        where = path.relative_to(PACKAGE.parent)
+        if text.count("\n") > MAX_FILE_LINES:
+            problems.append(f"{where}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                reason = any(line.strip().startswith("Long") for line in (ast.get_docstring(node) or "").splitlines())
+                if length > MAX_FUNCTION_LINES and not reason:
+                    problems.append(f"{where}:{node.lineno}: {node.name} is {length} lines, with no reason")
+    assert not problems, "\n".join(problems)

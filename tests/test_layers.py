@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import jax.test_util
 import numpy as np
+import optax
 import pytest
 
 import fnnet
@@ -83,7 +84,7 @@ def test_wrong_params_name_layer_and_shapes():
         model.apply(params[:2], jnp.ones((1, 3)))
     nested = fnnet.serial(fnnet.serial(fnnet.Dense(4)), fnnet.Dense(2))
     _, nested_params = nested.init(jax.random.PRNGKey(0), (3,))
-    with pytest.raises(ValueError, match=r"layer 0 \(serial\): layer 0 \(Dense\(4\)\).*\(2, 9\)"):
+    with pytest.raises(ValueError, match=r"layer 0/0 \(Dense\(4\)\): .*\(2, 9\)"):
         nested.apply(nested_params, jnp.ones((2, 9)))
 
 
@@ -139,3 +140,46 @@ def test_a_layer_of_your_own_named_serial_is_a_leaf_everywhere():
     with jax.enable_x64(True):
         report = fnnet.gradcheck.check_model(model, fnnet.losses.softmax_cross_entropy, params, x, y)
     assert report.passed
+
+
+def test_one_path_notation_everywhere(tmp_path):
+    """A layer deep in a model is "layer 2/1/0 (Name)" in shape errors, gradient reports, the
+    first-failing-layer culprit, the trace's verdict, the monitor's keys and ONNX's refusal."""
+    from fnnet.layer import make_layer
+
+    def broken_backward(p, x, dy):
+        return (), 3 * x * dy    # d(x·x)/dx is 2x
+
+    square = make_layer("Square", lambda key, shape: (tuple(shape), ()), lambda p, x: x * x,
+                        lambda p, x: (x * x, x), broken_backward)
+    model = fnnet.serial(fnnet.Dense(3), fnnet.Tanh, fnnet.Residual(square), fnnet.Dense(2))
+    _, params = model.init(jax.random.PRNGKey(0), (4,))
+    x, y = jax.random.normal(jax.random.PRNGKey(1), (6, 4)), jnp.arange(6) % 2
+    loss = fnnet.losses.softmax_cross_entropy
+
+    nested = fnnet.serial(fnnet.Dense(3), fnnet.Residual(fnnet.serial(fnnet.Relu, fnnet.Dense(3))))
+    _, nested_params = nested.init(jax.random.PRNGKey(0), (4,))
+    bad = (nested_params[0], (nested_params[1][0], (((), {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}), ()),
+                              nested_params[1][2]))
+    with pytest.raises(ValueError, match=r"^layer 1/1/0/1 \(Dense\(3\)\): expected input of shape \(\.\.\., 2\), got \(6, 3\)"):
+        nested.apply(bad, x)
+
+    with jax.enable_x64(True):
+        report = fnnet.gradcheck.check_model(model, loss, params, x, y, raise_on_failure=False)
+    assert not report.passed and report.culprit.startswith("layer 2/1/0 (Square): dx disagrees"), report.culprit
+    assert report.culprit_path == "2/1/0"
+    assert {row.layer for row in report.rows} >= {"layer 0 (Dense(3))", "layer 3 (Dense(2))"}
+    trace = fnnet.trace(model, loss, params, x, y)
+    assert "NOT OK: layer 2/1/0 (Square): " in str(trace) and trace.layer("2/1/0").label == "layer 2/1/0 (Square)"
+
+    fixed = fnnet.serial(fnnet.Dense(3), fnnet.Tanh, fnnet.Residual(fnnet.serial(fnnet.Dense(3), fnnet.Relu)),
+                         fnnet.Dense(2))
+    _, history = fnnet.train.fit(fixed, loss, optax.sgd(0.1), (x, y), epochs=1, batch_size=3,
+                                 key=jax.random.PRNGKey(0), monitor=1, verbose=False)
+    assert set(history.layers) == {"layer 0 (Dense(3))", "layer 1 (Tanh)", "layer 2/1/0/0 (Dense(3))",
+                                   "layer 2/1/0/1 (Relu)", "layer 3 (Dense(2))"}, set(history.layers)
+
+    pytest.importorskip("onnx")
+    from fnnet.interop import ConversionError, to_onnx
+    with pytest.raises(ConversionError, match=r"layer 2/1/0 \(Square\) has no spec"):
+        to_onnx(model, params, (4,), tmp_path / "model.onnx")

@@ -276,7 +276,7 @@ def test_cli_trace_xor_prints_the_tutorials_tables(capsys):
     assert cli.main(["trace", "xor"]) == 0
     out = capsys.readouterr().out
     assert "every backward agrees with jax.vjp" in out
-    for text in ("== layer 0: Dense(3) ==", "z = x·W + b (4, 3):", "0.41265087", "a = σ(z) (4, 1):", "0.73715831",
+    for text in ("== layer 0 (Dense(3)) ==", "z = x·W + b (4, 3):", "0.41265087", "a = σ(z) (4, 1):", "0.73715831",
                  "dW = xᵀ·δ", "∂L/∂ŷ"):
         assert text in out
     assert cli.main(["trace", "xor", "--layer", "0", "--explain", "2"]) == 0
@@ -303,7 +303,7 @@ def trace_rows(capsys, run_dir, *extra):
 def test_cli_trace_of_a_trained_mlp(watched_run, capsys):
     rows, out = trace_rows(capsys, watched_run, "--layer", "1", "--explain", "0")
     assert len(rows) == 3 and "Dense(30)" in rows[0] and all(line.rstrip().endswith(")") for line in rows)
-    assert "== layer 1: Relu ==" in out and "relu'" in out
+    assert "== layer 1 (Relu) ==" in out and "relu'" in out
 
 
 def test_cli_monitor_writes_health(watched_run):

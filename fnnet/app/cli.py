@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()))
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_training_commands(commands)
+    _add_inspection_commands(commands)
+    _add_exchange_commands(commands)
+    return parser
+
+
+def _add_training_commands(commands) -> None:
+    """train, sample, eval, predict: make a run and use it."""
     p = commands.add_parser("train", help="train on a data set and write checkpoint, metrics, curves",
                             description="Trains the model the flags describe on DATASET and writes the run folder "
                                         "--out (default runs/DATASET): config.json, checkpoint.safetensors, "
@@ -199,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default predictions.npy)")
     p.add_argument("--proba", action="store_true", help="write probabilities instead of class labels")
 
+
+def _add_inspection_commands(commands) -> None:
+    """gradcheck, summary, trace, doctor: look inside a model before and after training."""
     p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad",
                             description="Without a data set: every built-in layer, loss and model. With one: "
                                         "the model 'fnnet train' builds from the same flags, on real examples.")
@@ -239,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a data set (" + ", ".join(list(DATASETS) + [TEXT]) + ") or a run folder")
     _add_model_flags(p)
 
+
+def _add_exchange_commands(commands) -> None:
+    """convert, export, demo: models in from elsewhere and out to ONNX, and the two-minute demo."""
     p = commands.add_parser(
         "convert", help="bring a model trained elsewhere in as a run folder (nanoGPT's ckpt.pt)",
         description="Converts nanoGPT's ckpt.pt (as its train.py writes it) into a run folder that 'fnnet sample', "
@@ -269,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mnist-epochs", type=int, default=5,
                    help="MNIST epochs (5: about 98.4%% in 13 s on 2 cores; fnnet train mnist's 12 reach 98.5%%)")
     p.add_argument("--offline", action="store_true", help="do not try to download MNIST")
-    return parser
 
 
 def main(argv=None) -> int:

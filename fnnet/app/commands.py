@@ -3,8 +3,6 @@ loading JAX, so ``fnnet --help`` and a mistyped flag answer at once), then :func
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import sys
 import time
@@ -12,8 +10,9 @@ import time
 import jax
 import numpy as np
 
-from fnnet import datasets, diagnosis, explanation, gradcheck, losses, plots, tracing, train
-from fnnet.app import jobs, process, recipes, shakespeare
+from fnnet import datasets, losses, plots, train
+from fnnet.app import inspection, jobs, process, recipes, shakespeare
+from fnnet.app.arguments import check_output_path, config_from_args, plural, text_config_from_args
 from fnnet.app.choices import CHECKPOINT_EVERY, TEXT as _TEXT
 from fnnet.app.process import use_compilation_cache
 from fnnet.app.recipes import DATASETS, RecipeError, build_optimizer
@@ -21,51 +20,11 @@ from fnnet.app.runs import load_run
 from fnnet.app.usage import UsageError
 from fnnet.datasets import DataError
 from fnnet.interop import check_onnx, to_onnx
-from fnnet.layer import init_with_state, is_stateful
 from fnnet.summaries import summary
-from fnnet.train import language
 
 # keys fnnet train adds to config.json once the data is loaded (not settings: --resume ignores them)
 _DERIVED = ("in_shape", "out_dim")
 _SAVED_DEFAULTS = {"augment": 0, "recipe": "classic"}  # how runs saved before these were recorded trained
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def _check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
-    """Refuses, before any work, an output ``path`` that cannot be written: an existing file
-    where a folder is wanted (or the reverse), a path under a file, or a read-only folder."""
-    path = pathlib.Path(path)
-    if os.path.exists(path):
-        if folder and not os.path.isdir(path):
-            raise UsageError(f"{option} {path}: is a file, not a folder")
-        if not folder and os.path.isdir(path):
-            raise UsageError(f"{option} {path}: is a folder; give a file name such as {path / 'predictions.npy'}")
-        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
-            raise UsageError(f"{option} {path}: is not writable")
-        return path
-    parent = next(p for p in path.absolute().parents if os.path.exists(p))
-    if not os.path.isdir(parent):
-        raise UsageError(f"{option} {path}: cannot create it, {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: cannot create it, {parent} is not writable")
-    return path
-
-
-def _config_from_args(args, dataset: str | None = None) -> dict:
-    """The settings of ``fnnet train DATASET`` (``dataset``: by default ``args.dataset``) with these flags
-    (:func:`fnnet.app.recipes.settings`); a UsageError naming the flag that does not fit."""
-    dataset = dataset or args.dataset
-    given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
-    if given:
-        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {dataset}")
-    try:
-        return recipes.settings(dataset, args.model, args.recipe,
-                                **{name: getattr(args, name) for name in recipes.SETTING_NAMES})
-    except RecipeError as error:
-        raise UsageError(str(error)) from None
 
 
 def _setup(config: dict):
@@ -90,11 +49,11 @@ def _training_line(config: dict) -> str:
     optimizer = config["optimizer"] + (" (b1 {}, b2 {})".format(*config["betas"]) if config.get("betas") else "")
     parts = ([f"recipe {config['recipe']}"] if config.get("recipe") else []) + [
         optimizer, f"lr {config['lr']:g} {config.get('schedule', 'constant')}", f"batch {config['batch_size']}",
-        _plural(config["epochs"], "epoch")]
+        plural(config["epochs"], "epoch")]
     if config.get("weight_decay"):
         parts.append(f"weight decay {config['weight_decay']:g}")
     if config.get("augment"):
-        parts.append(f"images shifted by up to {_plural(config['augment'], 'pixel')}")
+        parts.append(f"images shifted by up to {plural(config['augment'], 'pixel')}")
     return "training: " + ", ".join(parts)
 
 
@@ -114,7 +73,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     The checkpoint is written at most every ``checkpoint_every`` seconds, and after the last
     epoch (:func:`fnnet.train.fit`)."""
 
-    out_dir = _check_output_path(out_dir, "--out", folder=True)
+    out_dir = check_output_path(out_dir, "--out", folder=True)
     replaced = jobs.prepare_run_dir(out_dir, dict({"model": "mlp"}, **config), resume=resume, overwrite=overwrite,
                                     saved_defaults=_SAVED_DEFAULTS,
                                     ignore=("epochs", "monitor") + _DERIVED)
@@ -161,7 +120,7 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     resumed = f", {len(history) - done_epochs} in this session" if done_epochs else ""
     report = [f"{config['dataset']}: test loss {result['loss']:.4f}"
               + (f", test accuracy {acc:.2%}" if acc is not None else "")
-              + f" ({_plural(len(history), 'epoch')}{resumed}, {train_seconds:.1f} s training, "
+              + f" ({plural(len(history), 'epoch')}{resumed}, {train_seconds:.1f} s training, "
               f"{metrics['examples_per_second']:.0f} examples/s)"] if verbose else []
     jobs.finish_run(out_dir, metrics, {jobs.CURVES_NAME: history.plot,
                                        jobs.HEALTH_NAME: history.plot_health if history.health_steps else None},
@@ -169,37 +128,14 @@ def run_train(config: dict, out_dir, *, resume: bool = False, verbose: bool = Tr
     return metrics
 
 
-_GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
-_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit", "monitor", "recipe", "augment")
-
-
-def _text_config_from_args(args) -> dict:
-    given = [name for name in _IMAGE_FLAGS if getattr(args, name) is not None]
-    if given or args.model != "mlp":
-        flag = f"--{given[0]}" if given else "--model"
-        raise UsageError(f"{flag} is not used by {_TEXT} (a GPT: --layers, --heads, --features, "
-                         f"--block-size, --steps, --batch-size, --lr, --dropout)")
-    config = dict(shakespeare.DEFAULTS)
-    if getattr(args, "resume", False):  # the run's own settings where no flag is given (a converted model's form)
-        config.update(shakespeare.saved_settings(process.train_out(args)))
-    for name in _GPT_FLAGS + ("batch_size", "lr", "weight_decay"):
-        if getattr(args, name) is not None:
-            config[name] = getattr(args, name)
-    config["grad"], config["seed"] = args.grad, args.seed
-    problem = shakespeare.settings_error(config)
-    if problem:
-        raise UsageError(problem)
-    return config
-
-
 def _cmd_train(args) -> int:
     if args.dataset == _TEXT:
 
-        config = _text_config_from_args(args)
-        out = _check_output_path(process.train_out(args), "--out", folder=True)
+        config = text_config_from_args(args)
+        out = check_output_path(process.train_out(args), "--out", folder=True)
         shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
         return 0
-    config = _config_from_args(args)
+    config = config_from_args(args)
     run_train(config, process.train_out(args), resume=args.resume, verbose=not args.quiet,
               overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
     return 0
@@ -252,7 +188,7 @@ def _read_npy(path: pathlib.Path):
 
 
 def _cmd_predict(args) -> int:
-    out = _check_output_path(args.out, "--out", folder=False)
+    out = check_output_path(args.out, "--out", folder=False)
     input_path = pathlib.Path(args.input)
     x = _read_npy(input_path)
     run = load_run(args.run_dir)
@@ -310,142 +246,15 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def _settings_for(dataset: str, args) -> dict:
-    """The settings ``fnnet train DATASET`` would resolve from the model flags in ``args``."""
-    return _text_config_from_args(args) if dataset == _TEXT else _config_from_args(args, dataset)
-
-
-def _model_for(dataset: str, settings: dict):
-    """``(name, model, in_shape, loss, x, y)`` for ``gradcheck``/``summary``/``doctor``: the model of
-    ``dataset`` with these ``settings`` (:func:`_settings_for`), and for the GPT 4 windows of text (else
-    ``x`` and ``y`` are ``None``: the caller loads real examples if it wants them)."""
-    if dataset == _TEXT:
-        text = datasets.tiny_shakespeare()
-        model, in_shape = recipes.model_from_config(dict(settings, vocab=text.vocab))
-        ids = np.asarray(text.train[:4 * (settings["block_size"] + 1)]).reshape(4, -1)
-        return f"{_TEXT} GPT", model, in_shape, losses.softmax_cross_entropy, ids[:, :-1], ids[:, 1:]
-    spec = DATASETS[dataset]
-    model, in_shape = recipes.model_from_config(dict(settings, in_shape=list(spec.in_shape), out_dim=spec.out_dim))
-    return dataset, model, in_shape, losses.ALL[spec.loss], None, None
-
-
-def _cmd_gradcheck(args) -> int:
-    ok = True
-    if args.dataset is None or args.all:
-        ok &= all(report.passed for _, report in gradcheck.run_builtin(verbose=True))
-    if args.all:
-        names = list(DATASETS)
-    else:
-        names = [args.dataset] if args.dataset else []
-    for name in names:
-        label, model, in_shape, loss, x, y = _model_for(name, _settings_for(name, args))
-        if x is None:
-            try:
-                (x, y), _ = DATASETS[name].load(0)
-            except OSError as error:
-                print(f"\n{name}: skipped ({str(error).splitlines()[0]})")
-                continue
-            x, y = np.asarray(x[:16]), np.asarray(y[:16])
-        _, params, state = init_with_state(model, jax.random.PRNGKey(0), in_shape)  # as trained: zero biases, kinks
-        report = gradcheck.check_model(model, loss, params, x, y, raise_on_failure=False,
-                                       state=state if is_stateful(model) else None)
-        print(f"\n{label}: {report.subject} on {len(x)} real examples (float64)")
-        print(report)
-        ok &= report.passed
-    return 0 if ok else 1
-
-
-def _cmd_summary(args) -> int:
-    _, model, in_shape, *_ = _model_for(args.dataset, _settings_for(args.dataset, args))
-    print(summary(model, in_shape))
-    return 0
-
-
-def _check_trace_indices(result, layer, unit) -> None:
-    """A UsageError unless ``--layer`` (``layer``: an index, negative from the end, or a path) names a
-    layer of the traced model and ``--explain`` (``unit``) a unit of its output's last axis."""
-    try:
-        chosen = result.layer(0 if layer is None else layer)
-    except ValueError:
-        count = len(result.layers)
-        if str(layer).lstrip("-").isdigit():
-            raise UsageError(f"--layer {layer}: out of range: this model has {_plural(count, 'layer')} "
-                             f"(0..{count - 1}, or -1..-{count} from the end)") from None
-        raise UsageError(f"--layer {layer}: no such layer; the paths are "
-                         f"{', '.join(lt.path for lt in result.layers)}") from None
-    if unit is None:
-        return
-    units = (np.shape(chosen.y) or (1,))[-1]
-    if not 0 <= unit < units:
-        raise UsageError(f"--explain {unit}: out of range for layer {chosen.index} ({chosen.name}), whose output "
-                         f"has {_plural(units, 'unit')} on its last axis (0..{units - 1})")
-
-
-def _cmd_trace(args) -> int:
-    """``fnnet trace xor``: the tutorials' XOR network, every table; ``fnnet trace RUN_DIR``: a trained
-    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables). A
-    ``--layer`` or ``--explain`` the model does not have is a usage error, before anything is printed."""
-    if args.target == "xor":
-        with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
-            model, params, loss, x, y = recipes.tutorial_xor()
-            result = tracing.trace(model, loss, params, x, y)
-        _check_trace_indices(result, args.layer, args.explain)
-        print("The tutorials' 2-3-1 XOR network (Dense(3) → ReLU → Dense(1) → sigmoid, binary cross-entropy), "
-              "from their published weights, on its 4 examples:\n")
-        print(result)
-        print()
-        print(result.tables(max_units=args.max_units, layer=args.layer))
-    else:
-        run = load_run(args.target)
-        result = run.trace(args.examples)
-        _check_trace_indices(result, args.layer, args.explain)
-        print(f"{run.dir}: {run.config.get('dataset', 'run')} on {len(result.x)} "
-              f"{'validation windows' if run.is_language_model else 'test examples'}\n")
-        print(result)
-        if args.layer is not None:
-            print()
-            print(result.tables(max_units=args.max_units, layer=args.layer))
-    if args.explain is not None:
-        print()
-        print(explanation.explain(result, args.layer if args.layer is not None else 0, args.explain))
-    if args.json:
-        path = _check_output_path(args.json, "--json", folder=False)
-        path.write_text(json.dumps(result.to_dict(arrays=args.arrays), indent=1))
-        print(f"\nwrote {path}")
-    return 0 if result.passed else 1
-
-
-def _cmd_doctor(args) -> int:
-    """``fnnet doctor DATASET [model flags]`` (a fresh model) or ``fnnet doctor RUN_DIR`` (a trained run):
-    the checklist of :func:`fnnet.doctor`; exit status 1 when a check fails."""
-    if args.target in DATASETS or args.target == _TEXT:
-        label, model, in_shape, loss, x, y = _model_for(args.target, _settings_for(args.target, args))
-        if x is None:
-            (x, y), _ = DATASETS[args.target].load(args.seed)
-        else:
-            x, y = language.consecutive_windows(datasets.tiny_shakespeare().train, in_shape[0], 64)
-        _, params, state = init_with_state(model, jax.random.PRNGKey(args.seed), in_shape)
-        print(f"{label}: a fresh model, as 'fnnet train {args.target}' with these flags would start")
-    else:  # model and training flags were refused while parsing (fnnet.app.cli)
-        run = load_run(args.target)
-        model, loss, params, state = run.model, run.loss, run.params, run.model_state
-        x, y = run.examples(256 if not run.is_language_model else 64, split="train")
-        print(f"{run.dir}: the trained run ({run.config.get('dataset', 'fit')}) at its saved parameters")
-    report = diagnosis.doctor(model, loss, params, (np.asarray(x), np.asarray(y)), model_state=state or None,
-                              key=jax.random.PRNGKey(args.seed))
-    print(report)
-    return 0 if report.passed else 1
-
-
 def _cmd_convert(args) -> int:
-    out = _check_output_path(args.out, "--out", folder=True)
+    out = check_output_path(args.out, "--out", folder=True)
     shakespeare.convert_nanogpt(args.checkpoint, out, meta=args.meta, overwrite=args.overwrite,
                                 verbose=not args.quiet)
     return 0
 
 
 def _cmd_export(args) -> int:
-    out = _check_output_path(args.out, "output", folder=False)
+    out = check_output_path(args.out, "output", folder=False)
     run = load_run(args.run_dir)
     path = to_onnx(run.model, run.params, run.in_shape, out, model_state=run.model_state, opset=args.opset)
     kind = "int64 token ids" if run.is_language_model else "float32"
@@ -500,10 +309,10 @@ COMMANDS = {
     "sample": _cmd_sample,
     "eval": _cmd_eval,
     "predict": _cmd_predict,
-    "gradcheck": _cmd_gradcheck,
-    "summary": _cmd_summary,
-    "trace": _cmd_trace,
-    "doctor": _cmd_doctor,
+    "gradcheck": inspection.gradcheck_command,
+    "summary": inspection.summary_command,
+    "trace": inspection.trace_command,
+    "doctor": inspection.doctor_command,
     "convert": _cmd_convert,
     "export": _cmd_export,
     "demo": _cmd_demo,

@@ -31,7 +31,7 @@ from fnnet.datasets import CharText
 from fnnet.interop import nanogpt
 from fnnet.summaries import summary
 from fnnet.train import language
-from fnnet.train.fitting import save_checkpoint
+from fnnet.train.checkpointing import save_checkpoint
 from fnnet.train.state import init_state
 
 DEFAULTS = {

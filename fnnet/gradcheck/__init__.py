@@ -35,8 +35,10 @@ Example:
   True
 """
 
-from fnnet.gradcheck._checks import (AUTODIFF_RTOL, FD_EPS, FD_RTOL, FD_STEPS, SCALE_FLOOR, GradientMismatch, Report,
-                                     Row, check_layer, check_loss, check_model, first_failing_layer, format_table)
+from fnnet.gradcheck._checks import (AUTODIFF_RTOL, FD_RTOL, SCALE_FLOOR, check_layer, check_loss, check_model,
+                                     first_failing_layer)
+from fnnet.gradcheck._finite_differences import FD_EPS, FD_STEPS
+from fnnet.gradcheck._report import GradientMismatch, Report, Row, format_table
 from fnnet.gradcheck.cases import builtin_cases, run_builtin
 
 __all__ = ["AUTODIFF_RTOL", "FD_EPS", "FD_RTOL", "FD_STEPS", "SCALE_FLOOR", "GradientMismatch", "Report", "Row",

@@ -13,90 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.gradcheck import _one_layer
-from fnnet.gradcheck._numerics import (errors as _errors, largest_finite, to_float64 as _to_float64,
-                                     worst as _worst)
+from fnnet.gradcheck._finite_differences import fd_error as _fd_error, random_like as _random_like
+from fnnet.gradcheck._report import GradientMismatch, Report, Row
+from fnnet.gradcheck._numerics import errors as _errors, largest_finite, to_float64 as _to_float64
 from fnnet.gradients import loss_and_grads
 from fnnet.layer import (Layer, apply_with_state, check_backward_result, init_with_state, is_stateful,
-                         layer_children, layer_name, locate)
+                         layer_children, layer_label, layer_name, locate, path_text)
 from fnnet.losses import Loss, check_targets, loss_name
 from fnnet.tape import child_forward, recording
 
 AUTODIFF_RTOL = 1e-9
 FD_RTOL = 1e-6
-FD_EPS = 1e-6
-FD_STEPS = (FD_EPS, FD_EPS / 10)
-"""The finite-difference steps tried in turn along a direction that crosses a kink."""
-
-
-class GradientMismatch(AssertionError):
-    """A hand-written gradient disagrees with autodiff or finite differences."""
-
-    def __init__(self, message: str, report: "Report"):
-        super().__init__(message)
-        self.report = report
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One gradient leaf: where it is and how far it is from the references."""
-
-    layer: str
-    param: str
-    max_abs_error: float
-    max_rel_error: float
-    fd_rel_error: float
-    passed: bool
-    fd_skipped: int = 0
-    """Random directions skipped because every step crossed a kink."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Report:
-    """The result of a gradient check: one :class:`Row` per gradient leaf."""
-
-    subject: str
-    rows: tuple[Row, ...]
-    culprit: str | None = None
-    """For :func:`check_model`: the first layer whose own check fails, with what failed."""
-    culprit_path: str | None = None
-    """That layer's path, as :func:`fnnet.trace` writes it (``"3/1/0"``; ``""`` for the model itself)."""
-    failure: str | None = None
-    """Why the check could not compare gradients leaf by leaf (a backward that returns the wrong
-    tree, a forward that differs from apply): a report with a failure has not passed."""
-
-    @property
-    def passed(self) -> bool:
-        return self.failure is None and all(row.passed for row in self.rows)
-
-    @property
-    def worst_rel_error(self) -> float:
-        """The largest relative error of any row (``inf`` for a failure or a NaN)."""
-        if self.failure is not None:
-            return float("inf")
-        return _worst(row.max_rel_error for row in self.rows)
-
-    def __str__(self) -> str:
-        table = format_table(self.rows)
-        return f"FAILED: {self.failure}\n{table}" if self.failure else table
-
-
-def format_table(rows) -> str:
-    """A fixed-width table of :class:`Row` s."""
-    header = ("layer", "param", "max abs err", "max rel err", "fd rel err", "fd skipped", "result")
-    lines = [(r.layer, r.param, f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}",
-              "n/a" if np.isnan(r.fd_rel_error) else f"{r.fd_rel_error:.2e}", str(r.fd_skipped),
-              "pass" if r.passed else "FAIL") for r in rows]
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*line) for line in lines]
-    return "\n".join(line.rstrip() for line in out)
-
-
-def _rng(key) -> np.random.Generator:
-    """A NumPy generator seeded from a JAX PRNG key (host-side random directions)."""
-    data = jax.random.key_data(key) if jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key) else key
-    return np.random.default_rng(np.asarray(data).astype(np.uint64).tolist())
 
 
 _QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -113,69 +40,6 @@ SCALE_FLOOR = 1e-3
 """A leaf's errors are relative to at least this fraction of the largest gradient entry in the
 report, so a gradient that is exactly zero (a bias before BatchNorm) is not judged by its
 float64 round-off alone."""
-
-
-def _fd_error(scalar_fn, derivative, point, path_index, manual_leaf, key, directions, fd_rtol,
-              floor: float = 0.0) -> tuple[float, int]:
-    """(largest relative error of central differences along random directions of one leaf,
-    number of directions skipped because finite differences are not trustworthy there).
-
-    ``derivative(point, tangent)`` is the exact directional derivative of the reference
-    (``jax.jvp``). Where the central difference disagrees with the hand-written gradient it
-    is asked whether it also disagrees with that: if so the step crossed a kink (or drowned
-    in round-off), at this step and at a ten times smaller one, and the direction is skipped;
-    if not, the hand-written gradient is wrong along it.
-    """
-    leaves, treedef = jax.tree.flatten(point)
-    leaf = np.asarray(leaves[path_index], np.float64)
-    manual_leaf = np.asarray(manual_leaf, np.float64)
-    norm = max(float(np.linalg.norm(manual_leaf)), floor)
-    worst, checked, skipped = 0.0, 0, 0
-
-    def at(step, v):
-        new = list(leaves)
-        new[path_index] = leaf + step * v
-        return float(scalar_fn(jax.tree.unflatten(treedef, new)))
-
-    def tangent(v):
-        zeros = [np.zeros(np.shape(a), np.float64) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
-                 else np.zeros(np.shape(a), jax.dtypes.float0) for a in leaves]
-        zeros[path_index] = v
-        return jax.tree.unflatten(treedef, zeros)
-
-    rng = _rng(key)
-    for _ in range(4 * directions):
-        if checked == directions:
-            break
-        v = rng.standard_normal(leaf.shape)
-        analytic = float(np.vdot(manual_leaf, v))
-        if not np.isfinite(analytic):  # a NaN or inf hand-written gradient: never a pass
-            worst, checked = float("inf"), checked + 1
-            continue
-        reference = None
-        for eps in FD_STEPS:
-            numeric = (at(eps, v) - at(-eps, v)) / (2 * eps)
-            # <g, v> for v ~ N(0, I) is typically of size |g|: use it so near-orthogonal v don't inflate
-            scale = max(abs(numeric), abs(analytic), norm, 1e-12)
-            error = abs(numeric - analytic) / scale
-            if error <= fd_rtol:
-                break
-            if reference is None:
-                reference = float(derivative(point, tangent(v)))
-            if abs(numeric - reference) / scale <= fd_rtol:
-                break  # finite differences are sound here, and the hand-written gradient disagrees
-        else:
-            skipped += 1  # a kink inside every step: this direction cannot judge the gradient
-            continue
-        worst, checked = max(worst, error), checked + 1
-    return (worst if checked else float("nan")), skipped
-
-
-def _random_like(key, tree):
-    """Standard normal float64 arrays shaped like the leaves of ``tree`` (drawn on the host)."""
-    leaves, treedef = jax.tree.flatten(tree)
-    rng = _rng(key)
-    return jax.tree.unflatten(treedef, [rng.standard_normal(jnp.shape(leaf)) for leaf in leaves])
 
 
 def _layer_state(layer: Layer, x, state, rng):
@@ -202,11 +66,12 @@ def _state_row(subject: str, forward_state, apply_state, rtol: float) -> Row:
 
 
 def _describe(model, path) -> tuple[str, str]:
-    """(layer description, parameter name) for a key path into ``model``'s params."""
+    """(layer label, parameter name) for a key path into ``model``'s params: ``("layer 2/0
+    (Dense(2))", "w")``; the model's own name when the path enters no combinator."""
     chain, rest = locate(model, path)
     param = jax.tree_util.keystr(tuple(rest)) or "(all)"
-    names = " / ".join(f"{index}:{layer_name(layer)}" for index, layer in chain)
-    return (names or layer_name(model)), param.strip("[]'\"") if len(rest) == 1 else param
+    label = layer_label([index for index, _ in chain], chain[-1][1]) if chain else layer_name(model)
+    return label, param.strip("[]'\"") if len(rest) == 1 else param
 
 
 def _structure_problem(manual, reference) -> str | None:
@@ -336,13 +201,12 @@ def check_layer(layer: Layer, params: Any, x, *, key=None, rtol: float = AUTODIF
 
 
 def _label(model: Layer, path: tuple) -> str:
-    """``"2:WrongSilu"`` for child 2 of a serial model, ``"3:Residual(…) / 1:parallel / 0:Dense(4)"``
-    deeper down, the model's own name for ``()``."""
-    chain, layer = [], model
+    """``"layer 2 (WrongSilu)"`` for child 2 of a serial model, ``"layer 3/1/0 (Dense(4))"``
+    deeper down (:func:`fnnet.layer.layer_label`), the model's own name for ``()``."""
+    layer = model
     for index in path:
         layer = layer_children(layer)[index]
-        chain.append(f"{index}:{layer_name(layer)}")
-    return " / ".join(chain) or layer_name(model)
+    return layer_label(path, layer) if path else layer_name(model)
 
 
 def _first_failure(model: Layer, params, x, *, key, rtol, state, rng, train) -> tuple[str, str, str] | None:
@@ -380,7 +244,7 @@ def _first_failure(model: Layer, params, x, *, key, rtol, state, rng, train) -> 
     for index, (call, values) in enumerate(zip(static["calls"], results)):
         problem = static["problems"].get(index) or _one_layer.compare(values, rtol).problem
         if problem is not None:
-            return _label(model, call.path), "/".join(map(str, call.path)), problem
+            return _label(model, call.path), path_text(call.path), problem
     return None
 
 
@@ -390,17 +254,17 @@ def first_failing_layer(model: Layer, params, x, *, key=None, rtol: float = AUTO
     :func:`fnnet.serial`, :func:`fnnet.parallel`, :func:`fnnet.Residual` and the other
     combinators included (``forward`` against ``apply``, ``backward`` against ``jax.vjp`` along a
     random cotangent, in float64, NaN and inf counted as failures) and describes the first that
-    disagrees, e.g. ``"1:Relu: dx disagrees with jax.vjp at the layer's own input (max rel error
-    1.0e+00)"`` or, deeper, ``"3:Residual(Dense(4)) / 1:parallel / 0:Dense(4) (path 3/1/0): dw
-    disagrees …"``; ``None`` when every layer agrees."""
+    disagrees, e.g. ``"layer 1 (Relu): dx disagrees with jax.vjp at the layer's own input (max rel
+    error 1.0e+00)"`` or, deeper, ``"layer 3/1/0 (Dense(4)): dw disagrees …"``; ``None`` when every
+    layer agrees."""
     key = jax.random.PRNGKey(0) if key is None else key
     found = _first_failure(model, params, x, key=key, rtol=rtol, state=state, rng=rng, train=train)
     return None if found is None else _culprit_text(*found)
 
 
 def _culprit_text(label: str, path: str, problem: str) -> str:
-    """``"2:WrongSilu: dx disagrees …"``; a layer inside a combinator's branch also by its path."""
-    return f"{label}{f' (path {path})' if '/' in path else ''}: {problem}"
+    """``"layer 2 (WrongSilu): dx disagrees …"``: the layer's label already carries its path."""
+    return f"{label}: {problem}"
 
 
 def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
@@ -427,6 +291,8 @@ def check_model(model: Layer, loss: Loss, params: Any, x, y, *, key=None,
       >>> x = jnp.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]]); y = jnp.array([[0.], [1.], [1.], [0.]])
       >>> print(fnnet.gradcheck.check_model(model, fnnet.losses.squared_error, params, x, y).passed)
       True
+
+    Long (its docstring is a third of it): the checks run in the order the report prints them.
     """
     key = jax.random.PRNGKey(0) if key is None else key
     subject = f"{layer_name(model)} + {loss_name(loss)}"

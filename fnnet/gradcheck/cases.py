@@ -5,7 +5,8 @@ parametrise on :data:`LAYER_CASES`, so a layer added here is gradient-checked, s
 on every batch shape and under ``jax.vmap``, and dtype-checked without another list to keep.
 
 Each :class:`LayerCase` names a layer, one example's shape (no batch axis), what its inputs
-are (standard-normal floats, or integer token ids below ``vocab``) and, for a layer with state
+are (standard-normal floats, integer token ids below ``vocab``, or for a recurrent layer a
+:class:`fnnet.Sequences` with random lengths and an initial carry) and, for a layer with state
 or randomness, the mode it is checked in.
 
 Example:
@@ -25,14 +26,15 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import losses
-from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, Tied, parallel, serial
+from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.gpt import GPT, GPTConfig, TransformerBlock
-from fnnet.gradcheck._checks import (AUTODIFF_RTOL, FD_RTOL, Report, check_layer, check_loss, check_model,
-                                     format_table)
+from fnnet.gradcheck._checks import AUTODIFF_RTOL, FD_RTOL, check_layer, check_loss, check_model
+from fnnet.gradcheck._report import Report, format_table
 from fnnet.layer import Layer, init_with_state
-from fnnet.layers import (AvgPool, BatchNorm, CausalSelfAttention, Conv, Conv1D, Dense, Dropout, Embedding,
-                          Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
-                          PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh, Unembed)
+from fnnet.layers import (GRU, LSTM, RNN, AvgPool, BatchNorm, Bidirectional, CausalSelfAttention, Conv, Conv1D, Dense,
+                          Dropout, Embedding, Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
+                          PositionalEmbedding, Relu, Reshape, Sequences, Sigmoid, Softmax, Tanh, Unembed)
+from fnnet.tied import Tied
 
 
 class LayerCase(NamedTuple):
@@ -46,9 +48,25 @@ class LayerCase(NamedTuple):
     """``> 0``: the inputs are integer token ids in ``[0, vocab)`` (Embedding)."""
     train: bool = True
     """The mode a stateful layer is checked in (BatchNorm's batch statistics, Dropout's mask)."""
+    lengths: bool = False
+    """``True``: padded sequences, a :class:`fnnet.Sequences` whose lengths are random in ``[1, T]``
+    (``in_shape`` is ``(T, F)``)."""
+    carry: tuple | None = None
+    """One example's initial carry, as shapes (``(H,)``; an LSTM's ``((H,), (H,))``): the inputs are a
+    :class:`fnnet.Sequences` with a random ``initial`` of these shapes."""
 
     def inputs(self, key, batch_shape=(5,), dtype=jnp.float32):
-        """Random inputs of shape ``batch_shape + in_shape`` (a tuple of them for branches)."""
+        """Random inputs of shape ``batch_shape + in_shape`` (a tuple of them for branches; a
+        :class:`fnnet.Sequences` for a case with ``lengths`` or ``carry``)."""
+        if self.lengths or self.carry is not None:
+            x_key, lengths_key, carry_key = jax.random.split(key, 3)
+            lengths = jax.random.randint(lengths_key, tuple(batch_shape), 1, self.in_shape[-2] + 1) \
+                if self.lengths else None
+            shapes, treedef = jax.tree.flatten(self.carry, is_leaf=_is_shape)
+            initial = None if self.carry is None else jax.tree.unflatten(treedef, [
+                jax.random.normal(k, tuple(batch_shape) + s, dtype)
+                for k, s in zip(jax.random.split(carry_key, len(shapes)), shapes)])
+            return Sequences(jax.random.normal(x_key, tuple(batch_shape) + self.in_shape, dtype), lengths, initial)
         if self.vocab:
             return jax.random.randint(key, tuple(batch_shape) + self.in_shape, 0, self.vocab)
         if self.in_shape and isinstance(self.in_shape[0], tuple):
@@ -59,6 +77,10 @@ class LayerCase(NamedTuple):
     def init(self, key):
         """``(out_shape, params, state)`` of ``init_with_state`` for one example."""
         return init_with_state(self.layer, key, self.in_shape)
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, tuple) and all(isinstance(d, int) for d in value)
 
 
 LAYER_CASES: list[LayerCase] = [
@@ -106,6 +128,12 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("CausalSelfAttention (4 heads, T = 1)", CausalSelfAttention(4), (1, 8)),
     LayerCase("CausalSelfAttention (4 heads, T < max_length)", CausalSelfAttention(4, max_length=10), (7, 8)),
     LayerCase("CausalSelfAttention (2 heads, no bias)", CausalSelfAttention(2, use_bias=False), (6, 4)),
+    LayerCase("RNN", RNN(4), (5, 3)),
+    LayerCase("RNN (relu, last step)", RNN(4, "relu", return_sequences=False), (5, 3)),
+    LayerCase("LSTM", LSTM(4), (5, 3)),
+    LayerCase("GRU", GRU(4), (5, 3)),
+    LayerCase("GRU (no bias, last step)", GRU(4, return_sequences=False, use_bias=False), (5, 3)),
+    LayerCase("Bidirectional(LSTM)", Bidirectional(LSTM(4)), (5, 3)),
     LayerCase("TransformerBlock (GPT, 2 heads)", TransformerBlock(GPTConfig(block_size=6, num_layers=1, num_heads=2,
                                                                             features=4)), (6, 4)),
     LayerCase("serial (Dense, Tanh, Dense, Softmax)", serial(Dense(5), Tanh, Dense(3), Softmax), (4,)),
@@ -131,18 +159,35 @@ LAYER_CASES: list[LayerCase] = [
 ]
 """Every built-in layer and combinator, with one example's shape."""
 
+SEQUENCE_CASES: list[LayerCase] = [
+    LayerCase("RNN (relu, initial carry)", RNN(4, "relu"), (5, 3), carry=(4,)),
+    LayerCase("LSTM (padded, last step, initial carry)", LSTM(4, return_sequences=False), (6, 3), lengths=True,
+              carry=((4,), (4,))),
+    LayerCase("GRU (padded)", GRU(4), (5, 3), lengths=True),
+    LayerCase("Bidirectional(GRU) (padded, last step, initial carries)", Bidirectional(GRU(4, return_sequences=False)),
+              (5, 3), lengths=True, carry=((4,), (4,))),
+    LayerCase("serial (Bidirectional(RNN), LSTM) on padded sequences", serial(
+        Bidirectional(RNN(4)), LSTM(3, return_sequences=False)), (5, 3), lengths=True),
+]
+"""Recurrent layers on a :class:`fnnet.Sequences` (padded lengths, an initial carry), checked in float64
+by :func:`builtin_cases` like the others. Kept apart from :data:`LAYER_CASES` because its other readers
+take a plain array: ``fnnet.trace`` (``jnp.asarray(x)``), the ONNX export (one input array), and
+``test_batch_axes.py``, which expects ``dx`` of ``x``'s dtypes (integer lengths get ``float0``). Their
+batch shapes and ``jax.vmap`` are checked in ``tests/test_recurrent.py``."""
+
 
 def by_name(name: str) -> LayerCase:
     """The catalogue entry called ``name``; a KeyError listing the names otherwise."""
-    for case in LAYER_CASES:
+    for case in LAYER_CASES + SEQUENCE_CASES:
         if case.name == name:
             return case
-    raise KeyError(f"no layer case {name!r}; known: {', '.join(c.name for c in LAYER_CASES)}")
+    raise KeyError(f"no layer case {name!r}; known: {', '.join(c.name for c in LAYER_CASES + SEQUENCE_CASES)}")
 
 
 def builtin_cases():
     """(name, thunk) pairs that check every built-in layer (the catalogue
-    :data:`fnnet.gradcheck.LAYER_CASES`), loss and model; used by ``fnnet gradcheck``."""
+    :data:`fnnet.gradcheck.LAYER_CASES`, and :data:`SEQUENCE_CASES`), loss and model; used by
+    ``fnnet gradcheck``."""
     key = jax.random.PRNGKey(42)
     k1, k2, k3, k4 = jax.random.split(key, 4)
 
@@ -196,7 +241,7 @@ def builtin_cases():
         seq_logits = 2 * jax.random.normal(k2, (3, 5, 7), jnp.float64)
         seq_labels = jax.random.randint(k3, (3, 5), 0, 7)
     return [
-        *[(case.name, layer_case(case)) for case in LAYER_CASES],
+        *[(case.name, layer_case(case)) for case in LAYER_CASES + SEQUENCE_CASES],
         ("squared_error", loss_case(losses.squared_error, logits, onehot)),
         ("mse", loss_case(losses.mse, logits, onehot)),
         ("binary_cross_entropy", loss_case(losses.binary_cross_entropy, probs, bits)),

@@ -209,7 +209,7 @@ class _Graph:
         states = _child_states(state, children)
         for index, child in enumerate(children):
             child_params = params[index] if param_index is None else params[param_index(index)]
-            x = self.emit(child, child_params, states[index], x, shape, f"{where}.{index}" if where else str(index))
+            x = self.emit(child, child_params, states[index], x, shape, f"{where}/{index}" if where else str(index))
             shape = _out_shape(child, shape)
         return x
 
@@ -228,7 +228,7 @@ class _Graph:
         children = layer_children(layer)
         states = _child_states(state, children)
         shapes = shapes if isinstance(shapes[0], tuple) else (shapes,) * len(children)
-        return tuple(self.emit(child, params[i], states[i], xs[i], shapes[i], f"{where}.{i}" if where else str(i))
+        return tuple(self.emit(child, params[i], states[i], xs[i], shapes[i], f"{where}/{i}" if where else str(i))
                      for i, child in enumerate(children))
 
     def _emit_FanInSum(self, layer, spec, params, state, xs, shapes, label, where):

@@ -42,51 +42,18 @@ batch of ``m`` values per channel.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fnnet.combinators import serial, stateful_names
-from fnnet.layer import Layer, example_shape, init_with_state, is_stateful, layer_children, layer_name
+from fnnet.combinators import serial
+from fnnet.interop._torch import INSTALL, ConversionError, Walk, flatten_order, import_torch, jax_array
+from fnnet.interop.pytorch_export import to_torch
+from fnnet.layer import Layer, init_with_state, is_stateful, layer_name
 from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Embedding, Flatten, Gelu,
                           GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, Sigmoid, Softmax,
                           Tanh)
 
-INSTALL = "pip install 'fnnet[interop]'"
-
-
-class ConversionError(ValueError):
-    """A model that cannot be converted: the message names the module or layer and its position."""
-
-
-def import_torch():
-    try:
-        import torch  # optional dependency: the interop extra
-    except ImportError as error:
-        raise ImportError(f"fnnet.interop needs PyTorch: {INSTALL}") from error
-    return torch
-
-
-# --- layouts ----------------------------------------------------------------------------------
-
-def _flatten_order(shape: tuple) -> np.ndarray:
-    """``order[i]``: the torch (channels-first) flat index of fnnet's (channels-last) flat index
-    ``i``, for one example of fnnet shape ``(spatial..., C)``."""
-    channels_first = np.arange(math.prod(shape)).reshape((shape[-1],) + tuple(shape[:-1]))
-    return np.moveaxis(channels_first, 0, -1).reshape(-1)
-
-
-class _Walk:
-    """Where a conversion stands: fnnet's example shape, whether torch holds it channels-first
-    (``"image"``), as a pooled ``(C, 1, 1)`` that fnnet holds as ``(C,)`` (``"pooled"``: after a
-    ``GlobalAvgPool``, until a Flatten or a ``Reshape((1, 1, C))``) or as features last
-    (``"features"``), and the feature order a Flatten left for the next mixing layer."""
-
-    def __init__(self, shape, layout, rank=2):
-        self.shape, self.layout, self.order, self.rank = tuple(shape), layout, None, rank
-        self.module = None  # the torch module being converted, for messages
+__all__ = ["ConversionError", "INSTALL", "from_torch", "import_torch", "jax_array", "to_torch"]
 
 
 # --- torch → fnnet ----------------------------------------------------------------------------
@@ -118,7 +85,7 @@ def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
         raise ConversionError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
     in_shape = tuple(int(d) for d in (in_shape if isinstance(in_shape, (tuple, list)) else (in_shape,)))
     image = len(in_shape) == 3 or (len(in_shape) == 2 and _first_is_conv(torch, module))  # (L, C) or (T, F)
-    walk = _Walk(in_shape, "image" if image else "features")
+    walk = Walk(in_shape, "image" if image else "features")
     key = jax.random.PRNGKey(0) if key is None else key
     modules = list(module) if isinstance(module, torch.nn.Sequential) else [module]
     return _convert_serial(torch, modules, walk, key, prefix="", end=True)
@@ -169,19 +136,6 @@ def _unpool(walk, key, where):
     return result
 
 
-def jax_array(tensor, what: str):
-    """A torch tensor's values as a JAX array of the same dtype; ``what`` (``"module 0: weight"``)
-    names it in the error for float64 while JAX's x64 mode is off (never a silent cast)."""
-    tensor = tensor.detach().cpu()
-    if tensor.dtype == import_torch().bfloat16:  # numpy has no bfloat16: through float32, exact both ways
-        return jnp.asarray(tensor.float().numpy(), jnp.bfloat16)
-    value = tensor.numpy()
-    if value.dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise ConversionError(f"{what} is float64 but JAX's x64 mode is off: enable it "
-                              f"(jax.config.update('jax_enable_x64', True)) or convert module.float() first")
-    return jnp.asarray(value)
-
-
 def _fill(layer, walk, key, values: dict, where, state_values=None):
     """The layer's params (and state) from ``init`` at the current shape, with the converted
     ``values`` in place of the initial ones (each checked against the shape init gives)."""
@@ -208,99 +162,13 @@ def _mixing_order(walk, vector):
 
 
 def _convert_module(torch, module, walk, key, where):
+    """``(layer, params, state)`` of one torch module: the converter of its class in
+    :data:`_FROM_TORCH`, an activation, or a :class:`ConversionError` naming the module."""
     nn = torch.nn
     kind = walk.module = type(module).__name__
-    if isinstance(module, nn.Linear):
-        if walk.layout != "features":
-            raise ConversionError(f"module {where} ({kind}) acts on the last axis of a channels-first image; "
-                                  f"only a Linear after a Flatten (or on features) converts")
-        w = jax_array(module.weight, f"module {where}: weight").T
-        if walk.order is not None:
-            w = w[walk.order]
-            walk.order = None
-        values = {"w": w}
-        if module.bias is not None:
-            values["b"] = jax_array(module.bias, f"module {where}: bias")
-        return _fill(Dense(module.out_features, use_bias=module.bias is not None), walk, key, values, where)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        rank = 2 if isinstance(module, nn.Conv2d) else 1
-        if walk.layout != "image" or len(walk.shape) != rank + 1:
-            raise ConversionError(f"module {where} ({kind}) needs channels-first inputs with {rank} spatial "
-                                  f"axes; fnnet's examples have shape {walk.shape} here (give in_shape as "
-                                  f"{'(H, W, C)' if rank == 2 else '(L, C)'})")
-        if module.padding_mode != "zeros":
-            raise ConversionError(f"module {where} ({kind}): padding_mode {module.padding_mode!r} has no fnnet "
-                                  f"twin (zeros only)")
-        padding = module.padding
-        if isinstance(padding, str):
-            padding = padding.upper()
-        elif all(p == 0 for p in padding):
-            padding = "VALID"
-        else:
-            padding = tuple((p, p) for p in padding)
-        maker = Conv if rank == 2 else Conv1D
-        layer = maker(module.out_channels, tuple(module.kernel_size), strides=tuple(module.stride),
-                      padding=padding, dilation=tuple(module.dilation), feature_group_count=module.groups,
-                      use_bias=module.bias is not None)
-        w = jax_array(module.weight, f"module {where}: weight")
-        values = {"w": jnp.transpose(w, tuple(range(2, 2 + rank)) + (1, 0))}
-        if module.bias is not None:
-            values["b"] = jax_array(module.bias, f"module {where}: bias")
-        return _fill(layer, walk, key, values, where)
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if not module.track_running_stats or module.running_mean is None:
-            raise ConversionError(f"module {where} ({kind}): track_running_stats=False (batch statistics in "
-                                  f"evaluation too) has no fnnet twin")
-        if module.momentum is None or not 0 < module.momentum <= 1:
-            raise ConversionError(f"module {where} ({kind}): momentum {module.momentum!r} (a cumulative "
-                                  f"average) has no fnnet twin; fnnet's momentum is 1 - torch's, in [0, 1)")
-        if isinstance(module, nn.BatchNorm2d) and walk.layout != "image":
-            raise ConversionError(f"module {where} ({kind}) needs images; the examples have shape {walk.shape}")
-        features = module.num_features
-        scale = jax_array(module.weight, f"module {where}: weight") if module.affine else jnp.ones(features)
-        offset = jax_array(module.bias, f"module {where}: bias") if module.affine else jnp.zeros(features)
-        mean, var = jax_array(module.running_mean, f"module {where}: running_mean"), jax_array(module.running_var, f"module {where}: running_var")
-        layer = BatchNorm(momentum=round(1.0 - module.momentum, 12), epsilon=module.eps)
-        return _fill(layer, walk, key, {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)},
-                     where, {"mean": _mixing_order(walk, mean), "var": _mixing_order(walk, var)})
-    if isinstance(module, nn.LayerNorm):
-        if len(module.normalized_shape) != 1 or walk.layout != "features":
-            raise ConversionError(f"module {where} ({kind}{tuple(module.normalized_shape)}): only a LayerNorm over "
-                                  f"the last axis of features converts (fnnet's LayerNorm normalises the last axis)")
-        features = module.normalized_shape[0]
-        scale = jax_array(module.weight, f"module {where}: weight") if module.weight is not None else jnp.ones(features)
-        values = {"scale": _mixing_order(walk, scale)}
-        use_bias = module.bias is not None or module.weight is None  # LayerNorm(bias=False): no offset
-        if module.bias is not None:
-            values["offset"] = _mixing_order(walk, jax_array(module.bias, f"module {where}: bias"))
-        elif use_bias:
-            values["offset"] = jnp.zeros(features, scale.dtype)
-        return _fill(LayerNorm(epsilon=module.eps, use_bias=use_bias), walk, key, values, where)
-    if isinstance(module, nn.Embedding):
-        if module.padding_idx is not None or module.max_norm is not None or module.scale_grad_by_freq \
-                or module.sparse:
-            raise ConversionError(f"module {where} ({kind}): padding_idx, max_norm, scale_grad_by_freq and "
-                                  f"sparse have no fnnet twin")
-        return _fill(Embedding(module.num_embeddings, module.embedding_dim), walk, key,
-                     {"w": jax_array(module.weight, f"module {where}: weight")}, where)
-    if isinstance(module, nn.Dropout):
-        return _fill(Dropout(module.p), walk, key, {}, where)
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        return _convert_pool(nn, module, walk, key, where)
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        size = module.output_size
-        if size not in (1, (1, 1)) or walk.layout != "image":
-            raise ConversionError(f"module {where} ({kind}({size})): only AdaptiveAvgPool2d(1) on images converts "
-                                  f"(as GlobalAvgPool)")
-        result = _fill(GlobalAvgPool, walk, key, {}, where)
-        walk.layout = "pooled"
-        return result
-    if isinstance(module, nn.Flatten):
-        _check_flatten(module, where)
-        if walk.layout == "image":
-            walk.order = _flatten_order(walk.shape)
-            walk.layout = "features"
-        return _fill(Flatten, walk, key, {}, where)
+    for classes, convert in _FROM_TORCH.items():
+        if isinstance(module, tuple(getattr(nn, name) for name in classes)):
+            return convert(nn, module, walk, key, where, kind)
     activation = _activation(nn, module, walk, where)
     if activation is not None:
         return _fill(activation, walk, key, {}, where)
@@ -308,6 +176,141 @@ def _convert_module(torch, module, walk, key, where):
                           f"BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, Dropout, MaxPool2d, AvgPool2d, "
                           f"AdaptiveAvgPool2d(1), Flatten, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Softmax, Identity "
                           f"and nested Sequentials")
+
+
+# --- one converter per module class: (nn, module, walk, key, where, kind) -> (layer, params, state) ---
+
+def _from_linear(nn, module, walk, key, where, kind):
+    """``Linear`` → ``Dense``; ``w = weightᵀ`` (rows in fnnet's order after a Flatten of an image)."""
+    if walk.layout != "features":
+        raise ConversionError(f"module {where} ({kind}) acts on the last axis of a channels-first image; "
+                              f"only a Linear after a Flatten (or on features) converts")
+    w = jax_array(module.weight, f"module {where}: weight").T
+    if walk.order is not None:
+        w = w[walk.order]
+        walk.order = None
+    values = {"w": w}
+    if module.bias is not None:
+        values["b"] = jax_array(module.bias, f"module {where}: bias")
+    return _fill(Dense(module.out_features, use_bias=module.bias is not None), walk, key, values, where)
+
+
+def _from_conv(nn, module, walk, key, where, kind):
+    """``Conv1d`` / ``Conv2d`` → ``Conv1D`` / ``Conv``; ``w`` as (k..., C_in/groups, C_out)."""
+    rank = 2 if isinstance(module, nn.Conv2d) else 1
+    if walk.layout != "image" or len(walk.shape) != rank + 1:
+        raise ConversionError(f"module {where} ({kind}) needs channels-first inputs with {rank} spatial "
+                              f"axes; fnnet's examples have shape {walk.shape} here (give in_shape as "
+                              f"{'(H, W, C)' if rank == 2 else '(L, C)'})")
+    if module.padding_mode != "zeros":
+        raise ConversionError(f"module {where} ({kind}): padding_mode {module.padding_mode!r} has no fnnet "
+                              f"twin (zeros only)")
+    padding = module.padding
+    if isinstance(padding, str):
+        padding = padding.upper()
+    elif all(p == 0 for p in padding):
+        padding = "VALID"
+    else:
+        padding = tuple((p, p) for p in padding)
+    maker = Conv if rank == 2 else Conv1D
+    layer = maker(module.out_channels, tuple(module.kernel_size), strides=tuple(module.stride),
+                  padding=padding, dilation=tuple(module.dilation), feature_group_count=module.groups,
+                  use_bias=module.bias is not None)
+    w = jax_array(module.weight, f"module {where}: weight")
+    values = {"w": jnp.transpose(w, tuple(range(2, 2 + rank)) + (1, 0))}
+    if module.bias is not None:
+        values["b"] = jax_array(module.bias, f"module {where}: bias")
+    return _fill(layer, walk, key, values, where)
+
+
+def _from_batch_norm(nn, module, walk, key, where, kind):
+    """``BatchNorm1d`` / ``BatchNorm2d`` → ``BatchNorm(momentum=1 - torch momentum)``, running statistics as state."""
+    if not module.track_running_stats or module.running_mean is None:
+        raise ConversionError(f"module {where} ({kind}): track_running_stats=False (batch statistics in "
+                              f"evaluation too) has no fnnet twin")
+    if module.momentum is None or not 0 < module.momentum <= 1:
+        raise ConversionError(f"module {where} ({kind}): momentum {module.momentum!r} (a cumulative "
+                              f"average) has no fnnet twin; fnnet's momentum is 1 - torch's, in [0, 1)")
+    if isinstance(module, nn.BatchNorm2d) and walk.layout != "image":
+        raise ConversionError(f"module {where} ({kind}) needs images; the examples have shape {walk.shape}")
+    features = module.num_features
+    scale = jax_array(module.weight, f"module {where}: weight") if module.affine else jnp.ones(features)
+    offset = jax_array(module.bias, f"module {where}: bias") if module.affine else jnp.zeros(features)
+    mean, var = jax_array(module.running_mean, f"module {where}: running_mean"), jax_array(module.running_var, f"module {where}: running_var")
+    layer = BatchNorm(momentum=round(1.0 - module.momentum, 12), epsilon=module.eps)
+    return _fill(layer, walk, key, {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)},
+                 where, {"mean": _mixing_order(walk, mean), "var": _mixing_order(walk, var)})
+
+
+def _from_layer_norm(nn, module, walk, key, where, kind):
+    """``LayerNorm`` over the last axis → ``LayerNorm``."""
+    if len(module.normalized_shape) != 1 or walk.layout != "features":
+        raise ConversionError(f"module {where} ({kind}{tuple(module.normalized_shape)}): only a LayerNorm over "
+                              f"the last axis of features converts (fnnet's LayerNorm normalises the last axis)")
+    features = module.normalized_shape[0]
+    scale = jax_array(module.weight, f"module {where}: weight") if module.weight is not None else jnp.ones(features)
+    values = {"scale": _mixing_order(walk, scale)}
+    use_bias = module.bias is not None or module.weight is None  # LayerNorm(bias=False): no offset
+    if module.bias is not None:
+        values["offset"] = _mixing_order(walk, jax_array(module.bias, f"module {where}: bias"))
+    elif use_bias:
+        values["offset"] = jnp.zeros(features, scale.dtype)
+    return _fill(LayerNorm(epsilon=module.eps, use_bias=use_bias), walk, key, values, where)
+
+
+def _from_embedding(nn, module, walk, key, where, kind):
+    """``Embedding`` → ``Embedding``."""
+    if module.padding_idx is not None or module.max_norm is not None or module.scale_grad_by_freq \
+            or module.sparse:
+        raise ConversionError(f"module {where} ({kind}): padding_idx, max_norm, scale_grad_by_freq and "
+                              f"sparse have no fnnet twin")
+    return _fill(Embedding(module.num_embeddings, module.embedding_dim), walk, key,
+                 {"w": jax_array(module.weight, f"module {where}: weight")}, where)
+
+
+def _from_dropout(nn, module, walk, key, where, kind):
+    """``Dropout(p)`` → ``Dropout(p)``."""
+    return _fill(Dropout(module.p), walk, key, {}, where)
+
+
+def _from_pool(nn, module, walk, key, where, kind):
+    """``MaxPool2d`` / ``AvgPool2d`` → ``MaxPool`` / ``AvgPool``."""
+    return _convert_pool(nn, module, walk, key, where)
+
+
+def _from_adaptive_pool(nn, module, walk, key, where, kind):
+    """``AdaptiveAvgPool2d(1)`` → ``GlobalAvgPool`` (pooled until a Flatten or the next layer)."""
+    size = module.output_size
+    if size not in (1, (1, 1)) or walk.layout != "image":
+        raise ConversionError(f"module {where} ({kind}({size})): only AdaptiveAvgPool2d(1) on images converts "
+                              f"(as GlobalAvgPool)")
+    result = _fill(GlobalAvgPool, walk, key, {}, where)
+    walk.layout = "pooled"
+    return result
+
+
+def _from_flatten(nn, module, walk, key, where, kind):
+    """``Flatten`` → ``Flatten``; after an image, the next mixing layer's rows are permuted."""
+    _check_flatten(module, where)
+    if walk.layout == "image":
+        walk.order = flatten_order(walk.shape)
+        walk.layout = "features"
+    return _fill(Flatten, walk, key, {}, where)
+
+
+_FROM_TORCH = {
+    ("Linear",): _from_linear,
+    ("Conv1d", "Conv2d"): _from_conv,
+    ("BatchNorm1d", "BatchNorm2d"): _from_batch_norm,
+    ("LayerNorm",): _from_layer_norm,
+    ("Embedding",): _from_embedding,
+    ("Dropout",): _from_dropout,
+    ("MaxPool2d", "AvgPool2d"): _from_pool,
+    ("AdaptiveAvgPool2d",): _from_adaptive_pool,
+    ("Flatten",): _from_flatten,
+}
+"""torch.nn class names → their converter to an fnnet layer (the activations: :func:`_activation`)."""
+
 
 
 def _check_flatten(module, where):
@@ -357,216 +360,3 @@ def _activation(nn, module, walk, where):
                                   f"of features converts")
         return Softmax
     return None
-
-
-# --- fnnet → torch ----------------------------------------------------------------------------
-
-def to_torch(model: Layer, params, model_state=None):
-    """``nn.Sequential``: the PyTorch twin of an fnnet model built from the layers
-    :func:`from_torch` knows (``serial`` nesting becomes ``Sequential`` nesting).
-
-    The twin takes PyTorch's layout (NCHW images) and holds the same numbers; BatchNorm's
-    running statistics come from ``model_state`` (required when the model has a BatchNorm).
-    It is returned in evaluation mode (``.eval()``: Dropout off, BatchNorm on its running
-    statistics), the mode of ``fnnet.apply_with_state``'s default ``train=False``; call
-    ``.train()`` on it to train. Tensors keep the params' dtype (bfloat16 too). ``GlobalAvgPool``
-    becomes ``AdaptiveAvgPool2d(1)`` and a ``Flatten``, or no Flatten when a ``Reshape((1, 1, C))``
-    follows it. A layer without a PyTorch twin (a ``parallel``, an attention layer, a ``Reshape``
-    other than that one, "SAME" padding with strides) is a :class:`ConversionError` naming it
-    and its position.
-
-    Example:
-      >>> import jax, torch, fnnet
-      >>> from fnnet.interop import to_torch
-      >>> model = fnnet.serial(fnnet.Dense(4), fnnet.Gelu(approximate=False), fnnet.Dense(2))
-      >>> _, params = model.init(jax.random.PRNGKey(0), (3,))
-      >>> net = to_torch(model, params)
-      >>> net
-      Sequential(
-        (0): Linear(in_features=3, out_features=4, bias=True)
-        (1): GELU(approximate='none')
-        (2): Linear(in_features=4, out_features=2, bias=True)
-      )
-    """
-    torch = import_torch()
-    if is_stateful(model) and model_state is None:
-        raise ConversionError(f"to_torch: the model has state ({stateful_names([model])}): pass model_state "
-                              f"(BatchNorm's running statistics)")
-    if model.spec is None or model.spec.kind != "serial":
-        model, params, model_state = serial(model), (params,), (model_state,) if is_stateful(model) else ()
-    walk = _Walk((), "image" if _takes_images(model, params) else "features")
-    state = model_state if is_stateful(model) else None
-    with torch.no_grad():
-        net = _sequential(torch, model, params, state, walk, prefix="")
-    if walk.layout == "pooled":   # the model ends with GlobalAvgPool: (N, C, 1, 1) → (N, C)
-        net.append(torch.nn.Flatten())
-    return net.eval()
-
-
-def _takes_images(model, params) -> bool:
-    """Whether the model's first layer takes images (channels-first in PyTorch): a convolution or
-    a pool, or a Flatten of (H, W, C) examples."""
-    while layer_children(model):
-        model, params = layer_children(model)[0], params[0]
-    kind = model.spec.kind if model.spec is not None else None
-    return kind in ("Conv", "Conv1D", "MaxPool", "AvgPool", "GlobalAvgPool") or \
-        (kind == "Flatten" and len(getattr(params, "shape", ())) == 3)
-
-
-def _tensor(torch, value):
-    array = np.array(value)
-    if array.dtype == jnp.bfloat16:  # torch reads no numpy bfloat16: through float32, exact both ways
-        return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
-    return torch.from_numpy(array)
-
-
-# fnnet layers that act on each value alone: between GlobalAvgPool and what follows it, torch's
-# (C, 1, 1) and fnnet's (C,) give them the same numbers
-_ELEMENTWISE = ("Relu", "Tanh", "Sigmoid", "Identity", "LeakyRelu", "Gelu", "Dropout")
-
-
-def _sequential(torch, model, params, state, walk, prefix):
-    modules = []
-    for position, child in enumerate(layer_children(model)):
-        where = f"{prefix}{position}"
-        child_state = state[position] if state else None
-        spec = child.spec
-        if walk.layout == "pooled" and (spec is None or spec.kind not in ("serial",) + _ELEMENTWISE):
-            if _unpools(child, params[position]):
-                walk.layout, walk.rank = "image", 2   # AdaptiveAvgPool2d(1)'s (C, 1, 1) as it is
-                continue
-            modules.append(torch.nn.Flatten())        # (C, 1, 1) → GlobalAvgPool's (C,)
-            walk.layout = "features"
-        if spec is not None and spec.kind == "serial":
-            modules.append(_sequential(torch, child, params[position], child_state, walk, f"{where}."))
-        else:
-            modules.extend(_to_module(torch, child, params[position], child_state, walk, where))
-    return torch.nn.Sequential(*modules)
-
-
-def _unpools(layer, params) -> bool:
-    """Whether the layer is a ``Reshape`` of pooled ``(C,)`` to ``(1, 1, C)``."""
-    example = example_shape(params)
-    return layer.spec is not None and layer.spec.kind == "Reshape" and example is not None and \
-        len(example) == 1 and tuple(layer.init(None, example)[0]) == (1, 1) + example
-
-
-def _to_module(torch, layer, params, state, walk, where):
-    nn = torch.nn
-    spec = layer.spec
-    name = layer_name(layer)
-    if spec is None:
-        raise ConversionError(f"layer {where} ({name}) says nothing of what it is (no spec): no PyTorch twin")
-    kind = spec.kind
-    if kind == "Dense":
-        w = np.array(params["w"])
-        if walk.order is not None:
-            unpermuted = np.empty_like(w)
-            unpermuted[walk.order] = w
-            w, walk.order = unpermuted, None
-        linear = nn.Linear(w.shape[0], w.shape[1], bias=spec["use_bias"], dtype=_dtype(torch, w))
-        linear.weight.copy_(_tensor(torch, w.T))
-        if spec["use_bias"]:
-            linear.bias.copy_(_tensor(torch, params["b"]))
-        return [linear]
-    if kind in ("Conv", "Conv1D"):
-        rank = 2 if kind == "Conv" else 1
-        walk.layout = "image"
-        w = np.array(params["w"])
-        groups = spec["feature_group_count"]
-        padding = spec["padding"]
-        if padding == "SAME":
-            if set(spec["strides"]) != {1}:
-                raise ConversionError(f"layer {where} ({name}): 'SAME' padding with strides has no PyTorch twin "
-                                      f"(it may pad one side more); give the padding explicitly")
-            padding = "same"
-        elif padding == "VALID":
-            padding = "valid"
-        elif all(lo == hi for lo, hi in padding):
-            padding = tuple(lo for lo, _ in padding)
-        else:
-            raise ConversionError(f"layer {where} ({name}): uneven padding {padding} has no PyTorch twin")
-        conv = (nn.Conv2d if rank == 2 else nn.Conv1d)(
-            w.shape[-2] * groups, w.shape[-1], spec["kernel_size"], stride=spec["strides"], padding=padding,
-            dilation=spec["dilation"], groups=groups, bias=spec["use_bias"], dtype=_dtype(torch, w))
-        conv.weight.copy_(_tensor(torch, np.transpose(w, (rank + 1, rank) + tuple(range(rank)))))
-        if spec["use_bias"]:
-            conv.bias.copy_(_tensor(torch, params["b"]))
-        walk.rank = rank
-        return [conv]
-    if kind == "BatchNorm":
-        scale = np.array(params["scale"])
-        image2d = walk.layout == "image" and walk.rank == 2
-        norm = (nn.BatchNorm2d if image2d else nn.BatchNorm1d)(
-            scale.shape[0], eps=spec["epsilon"], momentum=round(1.0 - spec["momentum"], 12), dtype=_dtype(torch, scale))
-        inverse = _inverse(walk.order)
-        norm.weight.copy_(_tensor(torch, scale[inverse]))
-        norm.bias.copy_(_tensor(torch, np.array(params["offset"])[inverse]))
-        norm.running_mean.copy_(_tensor(torch, np.array(state["mean"])[inverse]))
-        norm.running_var.copy_(_tensor(torch, np.array(state["var"])[inverse]))
-        return [norm]
-    if kind == "LayerNorm":
-        scale = np.array(params["scale"])
-        if walk.layout == "image":
-            raise ConversionError(f"layer {where} ({name}) normalises the channels of an image; PyTorch's "
-                                  f"LayerNorm on NCHW normalises the last (width) axis: no twin")
-        use_bias = spec.get("use_bias", True)
-        norm = nn.LayerNorm(scale.shape[0], eps=spec["epsilon"], bias=use_bias, dtype=_dtype(torch, scale))
-        inverse = _inverse(walk.order)
-        norm.weight.copy_(_tensor(torch, scale[inverse]))
-        if use_bias:
-            norm.bias.copy_(_tensor(torch, np.array(params["offset"])[inverse]))
-        return [norm]
-    if kind == "Embedding":
-        w = np.array(params["w"])
-        embedding = nn.Embedding(spec["vocab_size"], spec["features"], dtype=_dtype(torch, w))
-        embedding.weight.copy_(_tensor(torch, w))
-        return [embedding]
-    if kind == "Dropout":
-        return [nn.Dropout(spec["rate"])]
-    if kind in ("MaxPool", "AvgPool"):
-        padding = spec["padding"]
-        if padding == "VALID":
-            padding = 0
-        elif padding != "SAME" and all(lo == hi for lo, hi in padding):
-            padding = tuple(lo for lo, _ in padding)
-        else:
-            raise ConversionError(f"layer {where} ({name}): padding {padding!r} has no PyTorch twin")
-        if kind == "MaxPool":
-            return [nn.MaxPool2d(spec["window"], spec["strides"], padding)]
-        return [nn.AvgPool2d(spec["window"], spec["strides"], padding, count_include_pad=True)]
-    if kind == "GlobalAvgPool":
-        walk.layout = "pooled"   # the Flatten to (C,) comes with the next layer unless it is Reshape((1, 1, C))
-        return [nn.AdaptiveAvgPool2d(1)]
-    if kind == "Flatten":
-        if walk.layout == "image":
-            walk.order = _flatten_order(tuple(params.shape))
-            walk.layout = "features"
-        return [nn.Flatten()]
-    simple = {"Relu": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "Identity": nn.Identity}
-    if kind in simple:
-        return [simple[kind]()]
-    if kind == "LeakyRelu":
-        return [nn.LeakyReLU(spec["alpha"])]
-    if kind == "Gelu":
-        return [nn.GELU(approximate="tanh" if spec["approximate"] else "none")]
-    if kind == "Softmax":
-        return [nn.Softmax(dim=-1)]
-    raise ConversionError(f"layer {where} ({name}) has no PyTorch twin in an nn.Sequential; supported: Dense, "
-                          f"Conv, Conv1D, BatchNorm, LayerNorm, Embedding, Dropout, MaxPool, AvgPool, "
-                          f"GlobalAvgPool, Flatten, the activations and nested serial")
-
-
-def _inverse(order):
-    """Index that takes fnnet's feature order back to torch's (everything, when there is no order)."""
-    if order is None:
-        return slice(None)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(order.size)
-    return inverse
-
-
-def _dtype(torch, array):
-    return {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
-            np.dtype(np.float16): torch.float16, np.dtype(jnp.bfloat16): torch.bfloat16}.get(
-        np.asarray(array).dtype, torch.float32)

@@ -10,7 +10,10 @@
 * :mod:`~fnnet.layers.reshape`: ``Flatten``, ``Reshape``;
 * :mod:`~fnnet.layers.embedding`: ``Embedding`` (integer ids), ``PositionalEmbedding``, ``Unembed``
   (the table read backwards: a tied output head);
-* :mod:`~fnnet.layers.attention`: ``CausalSelfAttention``.
+* :mod:`~fnnet.layers.attention`: ``CausalSelfAttention``;
+* :mod:`~fnnet.layers.recurrent`: ``RNN``, ``LSTM``, ``GRU`` (backprop through time by hand, one
+  file each: :mod:`~fnnet.layers.rnn`, :mod:`~fnnet.layers.lstm`, :mod:`~fnnet.layers.gru`),
+  ``Bidirectional``, and ``Sequences`` (a padded batch: lengths and an initial carry).
 
 Combinators (``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``FanInConcat``,
 ``Residual``, ``Tied``) are in :mod:`fnnet.combinators`.
@@ -24,8 +27,9 @@ from fnnet.layers.dropout import Dropout
 from fnnet.layers.embedding import Embedding, PositionalEmbedding, Unembed
 from fnnet.layers.normalization import BatchNorm, LayerNorm
 from fnnet.layers.pooling import AvgPool, GlobalAvgPool, MaxPool
+from fnnet.layers.recurrent import GRU, LSTM, RNN, Bidirectional, Sequences
 from fnnet.layers.reshape import Flatten, Reshape
 
-__all__ = ["AvgPool", "BatchNorm", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding", "Flatten", "Gelu", "GlobalAvgPool",
-           "Identity", "LayerNorm", "LeakyRelu", "MaxPool", "PositionalEmbedding", "Relu", "Reshape", "Sigmoid", "Softmax", "Tanh",
-           "Unembed"]
+__all__ = ["AvgPool", "BatchNorm", "Bidirectional", "CausalSelfAttention", "Conv", "Conv1D", "Dense", "Dropout", "Embedding",
+           "Flatten", "GRU", "Gelu", "GlobalAvgPool", "Identity", "LSTM", "LayerNorm", "LeakyRelu", "MaxPool",
+           "PositionalEmbedding", "RNN", "Relu", "Reshape", "Sequences", "Sigmoid", "Softmax", "Tanh", "Unembed"]

@@ -152,6 +152,8 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
       >>> y, state = fnnet.apply_with_state(bn, params, state, x, train=True)
       >>> [round(float(v), 4) for v in y.mean(0)], [round(float(v), 4) for v in state["mean"]]
       ([0.0, 0.0, 0.0], [0.45, 0.55, 0.65])
+
+    Long: a layer is its functions as closures (init, apply, forward, backward, stateful twins); each is short.
     """
     if not 0 <= momentum < 1:
         raise ValueError(f"BatchNorm: momentum must be in [0, 1), got {momentum!r}")

@@ -10,7 +10,7 @@ import optax
 
 from fnnet.gradients import check_grad_mode
 from fnnet.layer import Layer, apply_with_state
-from fnnet.losses import Loss
+from fnnet.losses import Loss, check_targets
 from fnnet.train import inputs
 from fnnet.train.epochs import make_epoch
 from fnnet.train.state import init_state
@@ -59,7 +59,7 @@ def fit_compiled(model: Layer, loss: Loss, optimizer: optax.GradientTransformati
       epoch, "accuracy": final train accuracy (or None)}``.
     """
     x, y = inputs.as_arrays(train_data, "fit_compiled")
-    inputs.check_targets(loss, y, inputs.out_shape(model, x.shape[1:]), "fit_compiled")
+    check_targets(loss, y, inputs.out_shape(model, x.shape[1:]), "fit_compiled")
     run, task_resolved = _compiled_trainer(model, loss, optimizer, x.shape[0], x.shape[1:],
                                            epochs=epochs, batch_size=batch_size, grad=grad, task=task,
                                            ensemble=False)
@@ -96,7 +96,7 @@ def fit_ensemble(model: Layer, loss: Loss, optimizer: optax.GradientTransformati
       ((8, 50), (8,))
     """
     x, y = inputs.as_arrays(train_data, "fit_ensemble")
-    inputs.check_targets(loss, y, inputs.out_shape(model, x.shape[1:]), "fit_ensemble")
+    check_targets(loss, y, inputs.out_shape(model, x.shape[1:]), "fit_ensemble")
     run, task_resolved = _compiled_trainer(model, loss, optimizer, x.shape[0], x.shape[1:],
                                            epochs=epochs, batch_size=batch_size, grad=grad, task=task,
                                            ensemble=True)

@@ -97,6 +97,9 @@ def make_epoch(model: Layer, loss: Loss, optimizer, *, n: int, batch_size: int,
     observed step, so the steps in between run exactly the plain step (no branch, nothing extra
     kept alive). An epoch shorter than ``monitor`` steps observes, through a ``lax.cond``, the
     steps whose count is a multiple of ``monitor`` (rows of NaN for the others).
+
+    Long: a factory of short closures (a batch step, the epoch, the scan with the monitor's observed
+    steps, the whole-batch tail) that share its settings; apart, each would take ten arguments.
     """
     options = dict(grad=grad, task=task, compute_dtype=compute_dtype)
     plain = make_train_step(model, loss, optimizer, **options)

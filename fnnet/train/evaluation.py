@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from fnnet.distributed import DataParallel
 from fnnet.gradients import per_example_loss
 from fnnet.layer import Layer, apply_with_state
-from fnnet.losses import Loss, loss_kind
+from fnnet.losses import Loss, check_targets, loss_kind
 from fnnet.train import inputs
 from fnnet.train.epochs import batch_plan, gather
 from fnnet.train.tasks import correct, resolve_task
@@ -122,7 +122,7 @@ def validate_targets(model: Layer, loss: Loss, params, x, y, where: str, model_s
                              jax.ShapeDtypeStruct(x.shape, x.dtype))
     except ValueError as error:  # the layer that cannot take these inputs, named by the model
         raise ValueError(f"{where}: {error}") from error
-    inputs.check_targets(loss, y, out.shape[1:], where)
+    check_targets(loss, y, out.shape[1:], where)
     try:  # the loss's own shape checks, on all of the data: in the compiled step they would name one batch's shapes
         jax.eval_shape(loss.value, out, jax.ShapeDtypeStruct(y.shape, y.dtype))
     except ValueError as error:

@@ -17,8 +17,6 @@ from fnnet.losses import Loss, loss_name
 from fnnet.train import inputs
 from fnnet.train.augment import augment_batch
 from fnnet.train.checkpointing import Checkpointer, check_checkpoint_dir
-from fnnet.train.checkpointing import CHECKPOINT_NAME, RunExists, checkpoint_progress, save_checkpoint  # noqa: F401
-# (re-exported: fnnet.train.fitting's names before fnnet.train.checkpointing held them)
 from fnnet.train.diverged import divergence_message, first_non_finite, located_divergence
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate_targets
@@ -246,6 +244,9 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
       fnnet.checkpoint.CheckpointWriteError: a checkpoint could not be written (disk full);
         the message names the file and the epoch of the checkpoint that is kept.
       ValueError: bad arguments or data, before anything is compiled.
+
+    Long (its docstring is half of it): the loop reads top to bottom as the epochs run; its parts live in
+    :mod:`fnnet.train.checkpointing`, :mod:`fnnet.train.state` and :mod:`fnnet.train.epochs`.
     """
     check_grad_mode(grad)
     check_compute_dtype(compute_dtype)

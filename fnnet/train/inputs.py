@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.layer import ExampleShape, Layer, abstract_init, apply_with_state, describe_path
-from fnnet.losses import Loss, check_targets, first_bad as _first_bad, loss_kind, loss_name
+from fnnet.losses import Loss, first_bad as _first_bad, loss_kind, loss_name
 
 
 def on_device(array):

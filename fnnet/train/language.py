@@ -242,6 +242,9 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         good checkpoint is kept.
       RunExists: ``checkpoint_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite``.
       ValueError: bad arguments or tokens, before anything compiles.
+
+    Long (its docstring is a third of it): the loop reads top to bottom as the steps run; its parts live
+    in :mod:`fnnet.train.checkpointing` and :mod:`fnnet.train.state`.
     """
     check_grad_mode(grad)
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit_language_model")

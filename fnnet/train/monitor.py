@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.health import ELEMENTWISE, FRACTION_HIGH, activation_stats
-from fnnet.layer import layer_kind, layer_name
+from fnnet.layer import layer_kind, layer_label
 from fnnet.tape import Tape, subtree
 from fnnet.plots import pyplot, save_figure
 
@@ -64,7 +64,7 @@ def layer_health(tape: Tape, params, new_params, weights=None) -> dict:
                 stats["param_norm"] = _norm(old)
                 update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), new, old)
                 stats["update_ratio"] = _norm(update) / jnp.maximum(stats["param_norm"], 1e-30)
-        health[f"layer {index} ({layer_name(call.layer)})"] = {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
+        health[layer_label(call.path, call.layer)] = {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
     return health
 
 
@@ -73,9 +73,9 @@ def masked(health: dict) -> dict:
     return jax.tree.map(lambda v: jnp.full_like(v, jnp.nan), health)
 
 
-def layer_order(label: str) -> int:
-    """The index in ``"layer 3 (Relu)"``: labels sort by depth with it."""
-    return int(label.split()[1])
+def layer_order(label: str) -> tuple[int, ...]:
+    """The path in ``"layer 3/1/0 (Relu)"`` as numbers: labels sort by depth with it."""
+    return tuple(int(index) for index in label.split()[1].split("/"))
 
 
 def record(history, health: dict, steps) -> None:

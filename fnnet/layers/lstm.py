@@ -1,0 +1,121 @@
+"""The LSTM, PyTorch's ``nn.LSTM``, and its backprop through time (the conventions shared by every
+recurrent layer, padded batches and the PyTorch mapping: :mod:`fnnet.layers.recurrent`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fnnet.layer import Layer
+from fnnet.layers._sequences import (Cell, input_grads, project, recurrent_layer, rows, shifted, split_gates,
+                                     where_valid)
+
+
+class LSTMResiduals(NamedTuple):
+    """What :func:`lstm_forward` keeps for :func:`lstm_backward` (``N`` sequences, time first)."""
+    x: jax.Array             # (T, N, F)   the input, time-major
+    mask: jax.Array | None   # (T, N)      step t of sequence n is valid; None: all are
+    h_prev: jax.Array        # (T, N, H)   h_{t-1} (h_prev[0] = h_0)
+    c_prev: jax.Array        # (T, N, H)   c_{t-1} (c_prev[0] = c_0)
+    c: jax.Array             # (T, N, H)   c_t (= c_{t-1} past the end)
+    gates: jax.Array         # (T, N, 4H)  i, f, g, o after their nonlinearities, side by side
+
+
+def lstm_forward(params, x, mask, carry0):
+    """``x (T, N, F)``, ``mask (T, N)`` or None, ``carry0 = (h_0, c_0)`` each ``(N, H)`` ->
+    ``(h (T, N, H), h_T (N, H), LSTMResiduals)``."""
+    w_hh, hidden = params["w_hh"], params["w_hh"].shape[0]
+    # stage 1: a_x = x·W_ih + b_ih + b_hh, every step at once
+    ax = project(x, params["w_ih"], params["b_ih"] + params["b_hh"] if "b_ih" in params else None)
+
+    def step(carry, inputs):
+        h_prev, c_prev = carry
+        ax_t, m_t = inputs
+        # stage 2: (a_i, a_f, a_g, a_o) = a_x[t] + h_{t-1}·W_hh;  i, f, o = σ(·), g = tanh(·)
+        a_i, a_f, a_g, a_o = split_gates(ax_t + h_prev @ w_hh, hidden, 4)
+        i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+        # stage 3: c_t = f·c_{t-1} + i·g  (past a sequence's end the carry stays)
+        c = where_valid(m_t, f * c_prev + i * g, c_prev)
+        # stage 4: h_t = o·tanh(c_t)
+        h = where_valid(m_t, o * jnp.tanh(c), h_prev)
+        return (h, c), (h, c, jnp.concatenate([i, f, g, o], axis=-1))
+
+    (h_last, _), (h, c, gates) = lax.scan(step, carry0, (ax, mask))
+    return h, h_last, LSTMResiduals(x, mask, shifted(carry0[0], h), shifted(carry0[1], c), c, gates)
+
+
+def lstm_backward(params, res: LSTMResiduals, dys, dh_last):
+    """:func:`lstm_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
+    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), (dh_0, dc_0))``."""
+    w_hh_t, hidden = params["w_hh"].T, params["w_hh"].shape[0]   # loop-invariant: transposed once
+
+    def step(carry, inputs):
+        dh_next, dc_next = carry              # ∂L/∂h_t and ∂L/∂c_t from the steps after t
+        gates_t, c_prev, c, dy_t, m_t = inputs
+        i, f, g, o = split_gates(gates_t, hidden, 4)
+        zero = jnp.zeros_like(dh_next)
+        dh = where_valid(m_t, dh_next if dy_t is None else dh_next + dy_t, zero)  # past the end: nothing to the cell
+        dc = where_valid(m_t, dc_next, zero)
+        # stage 4, through  h = o * jnp.tanh(c):  do = dh·tanh(c_t),  dc += dh·o·(1 - tanh²(c_t))
+        tanh_c = jnp.tanh(c)
+        do = dh * tanh_c
+        dc = dc + dh * o * (1 - tanh_c * tanh_c)
+        # stage 3, through  c = f * c_prev + i * g:  dc_{t-1} = dc·f, df = dc·c_{t-1}, di = dc·g, dg = dc·i
+        dc_prev, df, di, dg = dc * f, dc * c_prev, dc * g, dc * i
+        # stage 2, through  i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o):  σ' = σ(1 - σ), tanh' = 1 - tanh²
+        da = jnp.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=-1)
+        #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ  (past the end the carry passes)
+        return (where_valid(m_t, da @ w_hh_t, dh_next), where_valid(m_t, dc_prev, dc_next)), da
+
+    start = (jnp.zeros_like(res.c[0]) if dh_last is None else dh_last, jnp.zeros_like(res.c[0]))
+    dcarry0, da = lax.scan(step, start, (res.gates, res.c_prev, res.c, dys, res.mask), reverse=True)
+    # stage 1, through  ax = project(x, w_ih, b_ih + b_hh)  and  h_{t-1}·W_hh:  one product each over all steps
+    return input_grads(params, res.x, res.h_prev, da, da), rows(da) @ params["w_ih"].T, dcarry0
+
+
+def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init=None, b_init=None, dtype=None,
+         use_bias: bool = True) -> Layer:
+    """A long short-term memory layer, PyTorch's ``nn.LSTM``, gates ``i, f, g, o`` in that order::
+
+        (a_i, a_f, a_g, a_o) = x_t·W_ih + b_ih + h_{t-1}·W_hh + b_hh
+        i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
+        c_t = f ⊙ c_{t-1} + i ⊙ g          h_t = o ⊙ tanh(c_t)
+
+    On ``x`` of shape ``(..., T, F)`` (or a :class:`fnnet.Sequences`, whose ``initial`` is the pair
+    ``(h_0, c_0)``), from zeros unless given; returns every ``h_t``, ``(..., T, H)``, or with
+    ``return_sequences=False`` the last valid one, ``(..., H)`` (PyTorch's ``h_n``). Params
+    ``{"w_ih": (F, 4H), "w_hh": (H, 4H), "b_ih": (4H,), "b_hh": (4H,)}``, PyTorch's transposed.
+
+    Backward through time, from ``dh = ∂L/∂h_t`` and ``dc = ∂L/∂c_t`` carried back from step ``t + 1``
+    (each stage undoes one line of the forward)::
+
+        through h_t = o·tanh(c_t):           do = dh·tanh(c_t)      dc += dh·o·(1 - tanh²(c_t))
+        through c_t = f·c_{t-1} + i·g:       dc_{t-1} = dc·f   df = dc·c_{t-1}   di = dc·g   dg = dc·i
+        through the gates:                   da = (di·i(1-i), df·f(1-f), dg·(1-g²), do·o(1-o))
+        through a = x_t·W_ih + h_{t-1}·W_hh: dh_{t-1} = da·W_hhᵀ
+        once for all steps:  dW_ih = Σ x_tᵀ·da_t  dW_hh = Σ h_{t-1}ᵀ·da_t  db = Σ da_t  dx_t = da_t·W_ihᵀ
+
+    Args:
+      hidden: ``H``, the size of ``h`` and ``c``.
+      return_sequences: ``True``: every step's ``h_t``; ``False``: the last valid step's only.
+      w_init, recurrent_init, b_init: initialisers for ``w_ih``, ``w_hh`` (default: ``w_init``) and
+        both biases; by default PyTorch's ``U(-1/√H, 1/√H)``.
+      dtype: parameter dtype; ``None`` means JAX's default float.
+      use_bias: ``False`` drops ``b_ih`` and ``b_hh`` (PyTorch's ``bias=False``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> lstm = fnnet.LSTM(8, return_sequences=False)
+      >>> out_shape, params = lstm.init(jax.random.PRNGKey(0), (5, 3))
+      >>> out_shape, params["w_ih"].shape, params["b_hh"].shape
+      ((8,), (3, 32), (32,))
+      >>> h0, c0 = jnp.zeros((2, 8)), jnp.ones((2, 8))
+      >>> lstm.apply(params, fnnet.Sequences(jnp.ones((2, 5, 3)), initial=(h0, c0))).shape
+      (2, 8)
+    """
+    return recurrent_layer(Cell("LSTM", lstm_forward, lstm_backward), hidden, doc=LSTM.__doc__,
+                           return_sequences=return_sequences, use_bias=use_bias, w_init=w_init,
+                           recurrent_init=recurrent_init, b_init=b_init, dtype=dtype)
