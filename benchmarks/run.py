@@ -26,6 +26,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import contenders  # noqa: E402
+from contenders.lstm import cores  # noqa: E402
 from workloads import WORKLOADS  # noqa: E402
 
 TARGETS = """Targets (issue 5), checked on this run:
@@ -35,7 +36,31 @@ TARGETS = """Targets (issue 5), checked on this run:
   cnn (issue 10): fnnet-manual >= 1.0x the faster of jax-scan / jax-loop, >= 1.0x torch-eager
   gpt (issue 11): fnnet-manual >= 1.0x fnnet-autodiff, >= 1.0x jax-scan, >= 1.2x torch-eager (tokens/s)
   progress bar (issue 16): fnnet-progress (a terminal bar moved inside each epoch) >= 0.98x fnnet-manual
-  monitor (issue 18): fnnet-monitor (fit(monitor=10): per-layer health in the step) >= 0.95x fnnet-manual"""
+  monitor (issue 18): fnnet-monitor (fit(monitor=10): per-layer health in the step) >= 0.95x fnnet-manual
+  lstm (issue 31): fnnet-manual >= 1.0x torch-eager's nn.LSTM (aim 1.25x), >= 3x fnnet-autodiff (tokens/s)"""
+
+
+def cpu() -> dict:
+    """The CPU's model name (with its family and model numbers, which name the generation where a
+    virtual machine shows only "AMD EPYC") and the vector instruction sets XLA and oneDNN may use
+    on it, from Linux's ``/proc/cpuinfo`` (elsewhere only ``platform.processor()``)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    model = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
+    flags = set(fields.get("flags", fields.get("Features", "")).split())
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
+           if f in flags]
+    return {"model": model, "isa": isa}
 
 
 def measure(contender, workload, epochs, smoke):
@@ -64,7 +89,7 @@ def aggregate(samples):
 
 def run(workloads, rounds, epochs, smoke, verbose=True, only=None):
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "cpus": os.cpu_count()},
+                           "cpus": os.cpu_count(), "cpu": cpu()},
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "smoke": smoke, "workloads": {}}
     for name in workloads:
@@ -93,6 +118,8 @@ def run(workloads, rounds, epochs, smoke, verbose=True, only=None):
         for result in entry["contenders"].values():
             if "throughput" in result:
                 result["ratio_to_fastest"] = result["throughput"] / fastest
+        if workload.kind == "lstm":
+            entry["torch_threads"] = cores()   # what the PyTorch contender sets
         results["workloads"][name] = entry
     results["targets"] = check_targets(results)
     return results
@@ -143,6 +170,11 @@ def check_targets(results):
         theirs = _get(results, "gpt", other, "throughput")
         add(f"gpt: fnnet-manual / {other}", ours / theirs if ours and theirs else None, f">= {bound}",
             ours and theirs and ours / theirs >= bound)
+    ours = _get(results, "lstm", "fnnet-manual", "throughput")
+    for other, bound in (("torch-eager", 1.0), ("fnnet-autodiff", 3.0)):
+        theirs = _get(results, "lstm", other, "throughput")
+        add(f"lstm: fnnet-manual / {other}", ours / theirs if ours and theirs else None, f">= {bound}",
+            ours and theirs and ours / theirs >= bound)
     ours, numpy = _get(results, "xor", "fnnet-manual", "throughput"), _get(results, "xor", "numpy", "throughput")
     add("xor: fnnet-manual / numpy", ours / numpy if ours and numpy else None, ">= 10", ours and numpy and ours / numpy >= 10)
     ens = _get(results, "xor-ensemble", "fnnet-manual", "throughput")
@@ -150,14 +182,27 @@ def check_targets(results):
     return checks
 
 
+def lstm_ratios(entry) -> str:
+    """The LSTM workload's two ratios, side by side: fnnet / PyTorch's nn.LSTM and hand-written / autodiff."""
+    rate = {c: r.get("throughput") for c, r in entry["contenders"].items()}
+    manual, torch, autodiff = rate.get("fnnet-manual"), rate.get("torch-eager"), rate.get("fnnet-autodiff")
+    text = "fnnet/torch " + (f"{manual / torch:.2f}x" if manual and torch else "n/a")
+    text += ", hand/autodiff " + (f"{manual / autodiff:.2f}x" if manual and autodiff else "n/a")
+    threads = entry.get("torch_threads")
+    return f"({text}; torch threads = {threads}, the cores JAX's CPU client uses)" if threads else f"({text})"
+
+
 def print_table(results):
-    print(f"\nfnnet benchmark ({results['date']}, {results['machine']['cpus']} CPUs"
+    machine = results["machine"]
+    processor = machine.get("cpu", {})
+    print(f"\nfnnet benchmark ({results['date']}, {machine['cpus']} CPUs"
+          + (f": {processor['model']}, {' '.join(processor['isa']) or 'ISA unknown'}" if processor else "")
           + (", SMOKE sizes" if results["smoke"] else "") + ")")
     header = f"{'workload':<14}{'contender':<16}{'ex/s':>12}{'vs fastest':>11}{'compile s':>10}{'peak MB':>9}{'matmul':>8}"
     print(header)
     print("-" * len(header))
     for name, entry in results["workloads"].items():
-        unit = {"ensemble": "net-steps/s", "gpt": "tokens/s"}.get(entry["workload"]["kind"], "ex/s")
+        unit = {"ensemble": "net-steps/s", "gpt": "tokens/s", "lstm": "tokens/s"}.get(entry["workload"]["kind"], "ex/s")
         for contender, r in sorted(entry["contenders"].items(), key=lambda kv: -kv[1].get("throughput", 0)):
             if "throughput" not in r:
                 print(f"{name:<14}{contender:<16}  {r.get('skipped') or r.get('error')}")
@@ -167,6 +212,8 @@ def print_table(results):
                   f"{r['compile_s']:>10.2f}{r['peak_mb']:>9.0f}{frac:>8}" + ("" if unit == "ex/s" else f"  ({unit})"))
         if entry.get("matmul_gflops"):
             print(f"{'':<14}(XLA float32 matmul at these shapes: {entry['matmul_gflops']:.0f} GFLOP/s)")
+        if entry["workload"]["kind"] == "lstm":
+            print(f"{'':<14}" + lstm_ratios(entry))
     print("\n" + TARGETS.splitlines()[0])
     for check in results["targets"]:
         value = "n/a" if check["value"] is None else f"{check['value']:.3g}"

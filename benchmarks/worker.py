@@ -46,6 +46,7 @@ def main():
     if args.smoke:
         workload = dataclasses.replace(workload, n=min(workload.n, 4 * workload.batch),
                                        steps=min(workload.steps, 50), nets=min(workload.nets, 8),
+                                       block=min(workload.block, 10),
                                        sizes=tuple(min(s, 64) if 0 < i < len(workload.sizes) - 1 else s
                                                    for i, s in enumerate(workload.sizes)))
     if args.contender == "matmul":

@@ -14,7 +14,8 @@ MLP = (784, 512, 512, 10)
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str                 # "mlp", "cnn" (contenders/cnn.py), "gpt" (contenders/gpt.py), "xor" or "ensemble"
+    kind: str                 # "mlp", "cnn" (contenders/cnn.py), "gpt" (contenders/gpt.py), "lstm"
+                              # (contenders/lstm.py), "xor" or "ensemble"
     sizes: tuple = MLP
     batch: int = 128
     n: int = 59_904           # examples per epoch (468 batches of 128)
@@ -22,6 +23,7 @@ class Workload:
     lr: float = 0.01
     steps: int = 0            # xor: full-batch steps per "epoch"
     nets: int = 1             # ensemble: networks trained at once
+    block: int = 0            # lstm: T, the steps of each training window
 
     def flops_per_example(self) -> float:
         """Matmul FLOPs of one training example: forward 2·in·out per layer, backward dW for every
@@ -41,6 +43,10 @@ WORKLOADS = {
     "cnn": Workload("cnn", "cnn", sizes=(784, 10), batch=128, n=2048, optimizer="adam", lr=1e-3),
     # gpt: n windows of 64 tokens per "epoch" (100 steps of batch 12); throughput in tokens/s
     "gpt": Workload("gpt", "gpt", sizes=(65, 65), batch=12, n=1200, optimizer="adamw", lr=1e-3),
+    # lstm (issue 31): char-rnn's size, vocabulary 65 -> 2 LSTM layers of 128 -> 65, T 50, batch 50;
+    # n windows of 50 characters per "epoch" (40 steps of 2,500 tokens); throughput in tokens/s
+    "lstm": Workload("lstm", "lstm", sizes=(65, 128, 128, 65), batch=50, n=2000, optimizer="adam", lr=2e-3,
+                     block=50),
     "xor": Workload("xor", "xor", sizes=(2, 4, 1), batch=4, n=4, lr=0.5, steps=10_000),
     "xor-ensemble": Workload("xor-ensemble", "ensemble", sizes=(2, 4, 1), batch=4, n=4, lr=0.5,
                              steps=10_000, nets=1000),

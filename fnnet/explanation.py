@@ -30,6 +30,8 @@ from fnnet.gradcheck._numerics import to_float64
 from fnnet.gradcheck._one_layer import RTOL
 from fnnet.health import ELEMENTWISE
 from fnnet.layer import Layer, apply_with_state
+from fnnet.layers._sequences import unpack
+from fnnet.through_time import core, derived
 from fnnet.tracing import LayerTrace, Trace
 
 MIXING = {"BatchNorm", "LayerNorm", "CausalSelfAttention", "Softmax", "Conv", "Conv1D", "MaxPool", "AvgPool",
@@ -195,12 +197,21 @@ def explain(trace: Trace, layer, unit: int, example: int = 0) -> str:
         dW[0][i,2] = Σ_n x[n,i]·δ[0][n,2] …    db[0][2] = Σ_n δ[0][n,2] = …
 
     where ``[k]`` is a layer's index in the trace. A layer whose output goes to several places (a
-    fan-out, a residual connection) gets one term per consumer, summed. Every number explain
+    fan-out, a residual connection) gets one term per consumer, summed. For an RNN, LSTM or GRU
+    layer (a row: one step of one sequence, or one sequence for a last-step layer) it is the
+    chain through time, from that step back to ``t = 1``::
+
+        ∂L/∂h_t[j] = (from the output at t) + (from step t+1 through W_hh) = Σ_k du_{t+1}[k]·W_hh[j,k] + …
+
+    each step's term derived by ``jax.vjp`` of a plain-JAX copy of the cell along ``jax.grad``'s
+    ``∂L/∂h_{t+1}`` (never the hand-written backward), and compared with the traced one. Every number explain
     derives is compared with the traced one; where they differ the text says so (``≠ traced …``).
     For a layer whose units mix (attention, BatchNorm, LayerNorm, Softmax, convolutions) it says
     so and shows the layer's formula from its docstring, with the traced norms.
     """
     lt = trace.layer(layer)
+    if lt.time is not None:
+        return _explain_recurrent(trace, lt, unit, example)
     out = _rows(lt.y)
     if not 0 <= unit < out.shape[1]:
         raise ValueError(f"explain: unit {unit} is out of range for {lt.label}, whose "
@@ -303,3 +314,104 @@ def _explain_mixing(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
                  f"backward vs jax.vjp: {'OK' if lt.passed else 'NOT OK'} ({lt.vjp_error:.1e})"
                  + (f": {lt.problem or lt.nonfinite}" if not lt.passed else ""))
     return "\n".join(lines)
+
+
+
+_CELL_TEXT = {"RNN": "h_t = {act}(x_t·W_ih + b_ih + u_t)",
+              "LSTM": "h_t = o ⊙ tanh(c_t), c_t = f ⊙ c_{{t-1}} + i ⊙ g, (i, f, g, o) from x_t·W_ih + b_ih + u_t",
+              "GRU": "h_t = (1 − z) ⊙ n + z ⊙ h_{{t-1}}, r, z, n from x_t·W_ih + b_ih and u_t"}
+_DU_TEXT = {"RNN": ("δ", "∂L/∂u_{next} = ∂L/∂h_{next} ⊙ {act}'(…)"),
+            "LSTM": ("da", "∂L/∂u_{next}, the 4H gate pre-activations (i, f, g, o), along ∂L/∂h_{next} and "
+                           "∂L/∂c_{next}"),
+            "GRU": ("du", "∂L/∂u_{next}, the 3H of r, z, n")}
+
+
+def _recurrent_place(lt: LayerTrace, unit: int, example: int):
+    """``(sequence, step t (1-based), its length)`` of row ``example`` of the layer's output (a step
+    of a sequence; for a last-step layer, a sequence at its last valid step); a ValueError naming the
+    range when ``unit`` or ``example`` is out of it."""
+    sequences, steps, units = lt.time.dh.shape
+    rows = sequences * steps if core(lt.layer).spec["return_sequences"] else sequences
+    if not 0 <= unit < units:
+        raise ValueError(f"explain: unit {unit} is out of range for {lt.label}, whose output has {units} units on "
+                         f"its last axis (0..{units - 1})")
+    if not 0 <= example < rows:
+        raise ValueError(f"explain: example {example} is out of range: the trace holds {rows} rows (0..{rows - 1})")
+    e = example // steps if rows > sequences else example
+    length = steps if lt.time.lengths is None else int(lt.time.lengths[e])
+    return e, example % steps + 1 if rows > sequences else length, length
+
+
+def _outputs(lt: LayerTrace) -> np.ndarray:
+    """The gradient of each step's output, ``(N, T, H)`` (a last-step layer's at each sequence's last step)."""
+    dh = lt.time.dh
+    dy = np.asarray(unpack(lt.dy)[0], np.float64)
+    if core(lt.layer).spec["return_sequences"]:
+        return dy.reshape(dh.shape)
+    out = np.zeros_like(dh)
+    lengths = np.full(dh.shape[0], dh.shape[1]) if lt.time.lengths is None else lt.time.lengths
+    for e, length in enumerate(lengths):
+        if length > 0:
+            out[e, length - 1] = dy.reshape(dh.shape[0], -1)[e]
+    return out
+
+
+def _output_lines(trace: Trace, lt: LayerTrace, example: int, t: int, j: int, value: float) -> list[str]:
+    """The chosen step's gradient from its own output, derived from the layer's consumers as for a
+    Dense layer (where the output is an array and the step is an output)."""
+    if value == 0 and not core(lt.layer).spec["return_sequences"]:
+        return [f"from the output at t = {t}: 0 (the layer returns each sequence's last step only)"]
+    if not isinstance(lt.y, np.ndarray):
+        return [f"from the output at t = {t}: ∂L/∂y = {_g(value)} (traced)"]
+    lines, _ = _incoming(trace, lt, example, j)
+    return [f"from the output at t = {t}: " + lines[0]] + lines[1:]
+
+
+def _explain_recurrent(trace: Trace, lt: LayerTrace, unit: int, example: int) -> str:
+    """The chain through time of ``unit`` of ``lt`` (an RNN, LSTM or GRU) at row ``example``: the
+    chosen step in detail, then the steps before it, each derived total against the traced one."""
+    e, t, length = _recurrent_place(lt, unit, example)
+    layer, j, seen, steps = core(lt.layer), unit, lt.time, lt.time.dh.shape[1]
+    lines = [f"{lt.label}: {_CELL_TEXT[layer.spec.kind].format(act=layer.spec.get('activation', 'tanh'))}, "
+             f"u_t = h_{{t-1}}·W_hh + b_hh, t = 1…{steps} (h_t: the output at position t − 1); unit {j} of "
+             f"sequence {e}, step t = {t}",
+             "backward through time: ∂L/∂h_t = (from the output at t) + (from step t+1 through W_hh)"]
+    if t < 1 or t > length:
+        return "\n".join(lines + [f"step {t} is past the end of sequence {e} (length {length}): no gradient"])
+    ref, outputs = derived(lt.layer, lt.params, lt.x, lt.dy, state=lt.state, train=lt.train), _outputs(lt)
+    lines += _output_lines(trace, lt, example, t, j, float(outputs[e, t - 1, j]))
+    lines += _through_lines(lt, ref, outputs, e, t, j, length)
+    shown = list(range(t, max(t - 5, 0), -1)) + ([1] if t - 5 > 0 else [])
+    for s in shown:
+        if s == 1 and t - 5 > 1:
+            lines.append(f"  … (steps {t - 5}…2 alike)")
+        out, through = float(outputs[e, s - 1, j]), float(ref["through"][e, s - 1, j])
+        magnitude = abs(out) + float(np.sum(np.abs(ref["du"][e, s - 1] * ref["w_hh"][j]))) + abs(through)
+        lines.append(f"∂L/∂h_{s}[{_sym(lt)}][{e},{j}] = {_v(out)} + {_v(through)} = {_g(out + through)}"
+                     + _versus(out + through, float(seen.dh[e, s - 1, j]), magnitude, _tolerance(seen.dh),
+                               f"{lt.label}'s backward scan and jax"))
+    norms = np.linalg.norm(seen.dh[e], axis=-1)
+    listed = ", ".join(_g(v, 3) for v in norms[t - 1::-1][:8]) + (", …" if t > 8 else "")
+    ratio = f"{norms[0] / norms[t - 1]:.3g}" if norms[t - 1] > 0 else "n/a (no gradient at t)"
+    lines.append(f"‖∂L/∂h_s‖ of sequence {e}, s = {t}…1: {listed}; ‖∂L/∂h_1‖/‖∂L/∂h_{t}‖ = {ratio}")
+    return "\n".join(lines)
+
+
+def _through_lines(lt: LayerTrace, ref: dict, outputs, e: int, t: int, j: int, length: int) -> list[str]:
+    """The chosen step's term from step ``t + 1``: ``Σ_k du[k]·W_hh[j,k]`` with its terms (and a
+    GRU's ``z`` path), compared with the traced ``∂L/∂h_t − (from the output at t)``."""
+    layer = core(lt.layer)
+    if t == length:
+        return [f"from step {t + 1}: 0 ({'no step after the last' if t == lt.time.dh.shape[1] else 'past the end'})"]
+    name, what = _DU_TEXT[layer.spec.kind]
+    du, w = ref["du"][e, t - 1], ref["w_hh"][j]
+    through, product = float(ref["through"][e, t - 1, j]), float(np.dot(du, w))
+    traced = float(lt.time.dh[e, t - 1, j]) - float(outputs[e, t - 1, j])
+    text = f"from step {t + 1} through W_hh: Σ_k {name}_{t + 1}[k]·W_hh[{j},k] = {_sum_terms(list(zip(du, w)))}"
+    if layer.spec.kind == "GRU":  # h_t also reaches h_{t+1} = (1 − z)·n + z·h_t directly
+        text += f" + ∂L/∂h_{t + 1}[{j}]·z_{t + 1}[{j}] ({_v(through - product)})"
+    magnitude = float(np.sum(np.abs(du * w))) + abs(through - product)
+    return [text + f" = {_g(through)}" + _versus(through, traced, magnitude, _tolerance(lt.time.dh),
+                                                 f"{lt.label}'s backward scan and jax"),
+            f"    {name}_{t + 1} = {what.format(next=t + 1, act=layer.spec.get('activation', 'tanh'))}: by jax.vjp "
+            f"of the cell's step {t + 1} along jax.grad's ∂L/∂h_{t + 1} (through a zero ε added to h_{t + 1})"]

@@ -1,4 +1,5 @@
-"""PNG figures for classifiers: a confusion matrix and a grid of misclassified images (matplotlib)."""
+"""PNG figures (matplotlib): for classifiers a confusion matrix and a grid of misclassified images; for
+recurrent layers the gradient norm reaching each time step."""
 
 from __future__ import annotations
 
@@ -80,6 +81,25 @@ def plot_misclassified(images, labels, predictions, path, *, class_names=None, m
         ax.imshow(image, cmap="gray_r")
         ax.set_title(f"{name(labels[index])} → {name(predictions[index])}", fontsize=7)
     fig.suptitle(f"{title} ({len(np.flatnonzero(labels != predictions))} of {len(labels)})")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_through_time(curves: dict, path, *, title="gradient through time", styles: dict | None = None):
+    """Writes ``‖∂L/∂h_t‖`` against ``t = 1 … T`` (log scale), one line per entry of ``curves``
+    (``{label: norms (T,)}``; ``styles``: matplotlib keyword arguments per label); returns the path.
+    A zero norm (a gradient that underflowed) is drawn at the bottom of the axis, not left out."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    positive = [v for norms in curves.values() for v in np.asarray(norms, np.float64) if v > 0 and np.isfinite(v)]
+    floor = min(positive) / 10 if positive else 1e-30
+    for label, norms in curves.items():
+        norms = np.asarray(norms, np.float64)
+        ax.plot(np.arange(1, len(norms) + 1), np.where(norms > 0, norms, floor), label=label,
+                **(styles or {}).get(label, {}))
+    ax.set(yscale="log", xlabel="time step t (T, the last, on the right)", ylabel="‖∂L/∂h_t‖", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 

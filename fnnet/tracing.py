@@ -42,6 +42,8 @@ from fnnet.layer import (Layer, apply_with_state, init_with_state, is_stateful, 
 from fnnet.layer_tables import layer_tables, matrix, shape_text
 from fnnet.tape import Call, child_backward, child_forward, recording
 from fnnet.losses import Loss, check_targets, loss_name
+from fnnet.plots import plot_through_time
+from fnnet.through_time import ThroughTime, is_recurrent, through_time
 
 VJP_RTOL = _one_layer.RTOL
 """A layer's ``forward`` (against its ``apply``) and hand-written ``(dparams, dx)`` (against
@@ -103,6 +105,14 @@ class LayerTrace:
     """The PRNG key it ran with (``None`` for none)."""
     train: bool = False
     """The mode it ran in."""
+    time: ThroughTime | None = dataclasses.field(default=None, repr=False)
+    """An RNN, LSTM or GRU layer's ``∂L/∂h_t`` of every step, checked (:mod:`fnnet.through_time`)."""
+
+    @property
+    def through_time(self) -> np.ndarray | None:
+        """``(T,)``: ``‖∂L/∂h_t‖`` at ``t = 1 … T`` (index ``t − 1``) over the traced sequences and
+        units (per sequence: ``np.linalg.norm(lt.time.dh, axis=-1)``); ``None`` if not recurrent."""
+        return None if self.time is None else self.time.norms()
 
     @property
     def label(self) -> str:
@@ -266,13 +276,16 @@ def trace(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, train
     check_labels(model, loss, params, x, y, "trace", state=state, key=key)
     calls, value, pred, dpred, consumers, is_output, stats = record_step(model, loss, params, x, y, state, key, train)
     checks = _checks(calls) if check else [_one_layer.LayerCheck(float("nan"), float("nan"), None)] * len(calls)
+    times = [through_time(call.layer, call.params, call.x, call.dy, state=call.state, train=call.train, check=check)
+             if is_recurrent(call.layer) and call.dy is not None else None for call in calls]
     layers = [LayerTrace(index=i, path=path_text(call.path), name=layer_name(call.layer), layer=call.layer,
                          params=call.params, x=call.x, y=call.y, dy=call.dy, dx=call.dx, dparams=call.dparams,
                          vjp_error=checks[i].vjp_error, stats=stats[i],
                          feeds=consumers[i][0][0] if consumers[i] else None, backward_order=call.backward_order,
-                         forward_error=checks[i].forward_error, problem=checks[i].problem,
+                         forward_error=checks[i].forward_error,
+                         problem=checks[i].problem or (times[i].problem if times[i] else None),
                          consumers=consumers[i], is_output=is_output[i], state=call.state, key=call.key,
-                         train=call.train)
+                         train=call.train, time=times[i])
               for i, call in enumerate(calls)]
     return Trace(loss=float(value), loss_name=loss_name(loss), layers=layers, x=np.asarray(x), y=np.asarray(y),
                  pred=np.asarray(pred), dpred=np.asarray(dpred), train=train)
@@ -324,12 +337,16 @@ class Trace:
                         "forward_error": lt.forward_error, "vjp_error": lt.vjp_error,
                         "forward": "OK" if not lt.forward_error > VJP_RTOL else "NOT OK",
                         "vjp": "OK" if not lt.vjp_error > VJP_RTOL and lt.problem is None else "NOT OK",
-                        "nonfinite": lt.nonfinite, "problem": lt.problem, "passed": lt.passed})
+                        "nonfinite": lt.nonfinite, "problem": lt.problem, "passed": lt.passed,
+                        "through_time_ratio": None if lt.time is None else lt.time.ratio(),
+                        "through_time": None if lt.time is None else lt.time.norms().tolist()})
         return out
 
     def __str__(self) -> str:
         header = ("#", "path", "layer", "input", "output", "mean", "std", "zeros", "dead/sat", "‖dy‖",
                   "‖dparams‖", "forward", "vjp check")
+        recurrent = any(lt.time is not None for lt in self.layers)
+        header += ("‖∂L/∂h_1‖/‖∂L/∂h_T‖",) if recurrent else ()
         lines = []
         for row in self.rows():
             special = row.get("dead", row.get("saturated"))
@@ -341,7 +358,8 @@ class Trace:
             lines.append((str(row["index"]), row["path"] or "-", row["name"], shape_text(row["in_shape"]),
                           shape_text(row["out_shape"]), _num(row.get("mean")), _num(row.get("std")),
                           _pct(row.get("zeros")), _pct(special), _num(row["dy_norm"]),
-                          _num(row["dparams_norm"]), forward, check))
+                          _num(row["dparams_norm"]), forward, check)
+                         + ((_num(row["through_time_ratio"]),) if recurrent else ()))
         widths = [max(len(c) for c in column) for column in zip(header, *lines)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         table = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*line) for line in lines]
@@ -355,7 +373,8 @@ class Trace:
                        "the first NaN or inf came from)"
         head = (f"trace: {self.loss_name} loss {self.loss:.6g} on {len(self.x)} examples "
                 f"({'train' if self.train else 'eval'} mode); {verdict}")
-        return "\n".join([head] + [line.rstrip() for line in table])
+        return "\n".join([head] + [line.rstrip() for line in table]
+                         + [lt.time.summary(lt.label) for lt in self.layers if lt.time is not None])
 
     def to_dict(self, arrays: bool = False) -> dict:
         """A JSON-able record: the loss and, per layer, its rows' fields (shapes, statistics,
@@ -364,10 +383,12 @@ class Trace:
                "layers": []}
         for row, lt in zip(self.rows(), self.layers):
             row = dict(row, in_shape=_listify(row["in_shape"]), out_shape=_listify(row["out_shape"]),
-                       vjp_error=_json_number(row["vjp_error"]), forward_error=_json_number(row["forward_error"]))
+                       vjp_error=_json_number(row["vjp_error"]), forward_error=_json_number(row["forward_error"]),
+                       through_time_ratio=_json_number(row["through_time_ratio"]))
             if arrays:
                 for field in ("x", "y", "dy", "dx", "params", "dparams"):
                     row[field] = _listify(getattr(lt, field))
+                row["dh"] = None if lt.time is None else lt.time.dh.tolist()
             out["layers"].append(row)
         json.dumps(out)  # fails here, not in the caller's json.dump, if something is not JSON-able
         return out
@@ -387,10 +408,19 @@ class Trace:
                                              max_units)]))
         return "\n\n".join(blocks)
 
+    def plot_through_time(self, path, from_last: bool = False):
+        """Writes a PNG of ``‖∂L/∂h_t‖`` against ``t`` (log scale) for each recurrent layer (``from_last``:
+        of the last output's gradient alone); returns the path. ValueError when there is none."""
+        curves = {lt.label: lt.time.norms(from_last) for lt in self.layers if lt.time is not None}
+        if not curves:
+            raise ValueError("plot_through_time: this model has no recurrent layer (RNN, LSTM, GRU)")
+        return plot_through_time(curves, path, title=f"{'the last output' if from_last else 'the loss'}'s gradient "
+                                                    f"through time ({len(self.x)} sequences)")
+
 
 def _json_number(value: float):
-    """``None`` for not checked (NaN), ``"inf"`` for a non-finite disagreement, else the float."""
-    if math.isnan(value):
+    """``None`` for not checked (NaN) or none, ``"inf"`` for a non-finite disagreement, else the float."""
+    if value is None or math.isnan(value):
         return None
     return value if math.isfinite(value) else "inf"
 

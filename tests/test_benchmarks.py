@@ -35,6 +35,47 @@ def test_benchmark_suite_smoke(repo_root, tmp_path):
     assert "tokens/s" in out.stdout and "Targets" in out.stdout
 
 
+def test_lstm_workload_trains_each_contender_at_tiny_sizes(repo_root, monkeypatch):
+    """The LSTM workload's three contenders (fnnet hand-written and autodiff, PyTorch's nn.LSTM) in
+    this process at tiny sizes: each trains, counts B·T tokens a step, and lowers its loss on a
+    repeated text; run.py's ratio line reads them side by side."""
+    import dataclasses
+
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    import contenders
+    import run
+    from contenders import lstm
+    from workloads import WORKLOADS
+
+    tiny = dataclasses.replace(WORKLOADS["lstm"], sizes=(65, 16, 16, 65), batch=4, block=6, n=4 * 8, lr=1e-2)
+    assert contenders.PLAN["lstm"] == ["fnnet-manual", "fnnet-autodiff", "torch-eager"]
+    assert lstm.sizes(WORKLOADS["lstm"]) == (65, 128, 2, 50, 50)            # char-rnn's: H 128, 2 layers, T 50, B 50
+    entry = {"contenders": {}}
+    for name in contenders.PLAN["lstm"]:
+        if name == "torch-eager":
+            pytest.importorskip("torch")
+        runner = contenders.runner(name, tiny)
+        assert runner.run_epoch() == 8 * 4 * 6                           # steps · B · T tokens
+        entry["contenders"][name] = {"throughput": 1.0 + len(entry["contenders"])}
+    line = run.lstm_ratios(entry)
+    assert "fnnet/torch" in line and "hand/autodiff" in line
+
+
+@pytest.mark.slow  # 3 fresh processes (JAX, JAX, PyTorch), ~20 s
+def test_lstm_benchmark_runs_side_by_side(repo_root, tmp_path):
+    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "run.py"), "--smoke", "--workloads", "lstm",
+                          "--epochs", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert results["machine"]["cpu"]["model"] and isinstance(results["machine"]["cpu"]["isa"], list)
+    lstm = results["workloads"]["lstm"]
+    assert lstm["contenders"]["fnnet-manual"]["throughput"] > 0 and lstm["contenders"]["fnnet-autodiff"]["throughput"] > 0
+    assert lstm["torch_threads"] >= 1
+    for text in ("fnnet/torch", "hand/autodiff", "lstm: fnnet-manual / torch-eager", "lstm: fnnet-manual / fnnet-autodiff",
+                 "tokens/s"):
+        assert text in out.stdout, text
+
+
 @pytest.mark.slow  # ~10 fresh processes, ~20 s
 def test_small_jobs_benchmark_runs_each_command_and_writes_its_times(repo_root, tmp_path):
     out_file = tmp_path / "small.json"

@@ -10,8 +10,6 @@ The torch ↔ fnnet mapping, written out here (the interop converters are elsewh
 ``bias_hh_l{k}{sfx} = b_hh`` for layer ``k`` of a ``serial`` stack, ``sfx`` ``""`` (or the
 ``"forward"`` params of a Bidirectional) and ``"_reverse"`` (its ``"reverse"`` params)."""
 
-import warnings
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -20,7 +18,7 @@ import pytest
 
 import fnnet
 from fnnet import Sequences
-from fnnet.layer import forward_with_state, init_with_state, is_stateful, make_layer
+from fnnet.layer import init_with_state
 
 T, F, H = 5, 3, 4
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -202,34 +200,6 @@ def test_bidirectional_reverses_each_sequence_within_its_length(x64):
 
 # -- stacks: serial, with Dropout between layers ------------------------------------------------------
 
-def on_steps(layer):
-    """``layer`` applied to the steps ``.x`` of a :class:`fnnet.Sequences`, the lengths passed on:
-    the workaround for Dropout (or any elementwise layer) between recurrent layers on a padded batch,
-    which Dropout cannot take as it is in training (it draws a mask of ``jnp.shape(x)``)."""
-    def split(x):
-        return (x.x, lambda v: x._replace(x=v)) if isinstance(x, Sequences) else (x, lambda v: v)
-
-    def stateful_forward(params, state, x, *, key=None, train=False):
-        data, wrap = split(x)
-        y, residuals, state = forward_with_state(layer, params, state, data, key=key, train=train)
-        return wrap(y), residuals, state
-
-    def stateful_apply(params, state, x, *, key=None, train=False):
-        y, _, state = stateful_forward(params, state, x, key=key, train=train)
-        return y, state
-
-    def backward(params, residuals, dy):
-        data, wrap = split(dy)
-        dparams, dx = layer.backward(params, residuals, data)
-        return dparams, wrap(dx)
-
-    stateful = {} if not is_stateful(layer) else dict(
-        stateful_init=lambda key, shape: init_with_state(layer, key, shape), stateful_apply=stateful_apply,
-        stateful_forward=stateful_forward)
-    return make_layer(f"on_steps({layer.name})", layer.init, lambda p, x: stateful_apply(p, (), x)[0],
-                      lambda p, x: stateful_forward(p, (), x)[:2], backward, **stateful)
-
-
 def test_a_stack_with_dropout_between_layers_on_arrays_and_on_padded_sequences(x64):
     key = jax.random.PRNGKey(5)
     x = jax.random.normal(jax.random.PRNGKey(6), (3, T, F), jnp.float64)
@@ -238,16 +208,20 @@ def test_a_stack_with_dropout_between_layers_on_arrays_and_on_padded_sequences(x
     _, params, state = init_with_state(plain, jax.random.PRNGKey(0), (T, F))
     report = fnnet.gradcheck.check_layer(plain, params, x, state=state, rng=key, train=True)
     assert report.passed, str(report)
-    # Dropout as it is cannot take a Sequences in training: it draws its mask of jnp.shape(x)
-    with pytest.raises(ValueError, match=r"layer 1 \(Dropout\(0\.3\)\)"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # jnp.shape of a tuple: an error in a future JAX
-        fnnet.apply_with_state(plain, params, state, Sequences(x, lengths), key=key, train=True)
-    padded = fnnet.serial(fnnet.LSTM(H), on_steps(fnnet.Dropout(0.3)), fnnet.LSTM(H, return_sequences=False))
-    report = fnnet.gradcheck.check_layer(padded, params, Sequences(x, lengths), state=state, rng=key, train=True)
+    # on a padded batch Dropout takes the Sequences the LSTM passes on: it drops steps, passes the lengths
+    middle = fnnet.serial(fnnet.LSTM(H), fnnet.Dropout(0.3))
+    dropped, _ = fnnet.apply_with_state(middle, params[:2], state[:2], Sequences(x, lengths), key=key, train=True)
+    kept, _ = fnnet.apply_with_state(middle, params[:2], state[:2], Sequences(x, lengths), train=False)
+    assert isinstance(dropped, Sequences) and dropped.lengths.tolist() == [5, 2, 4]
+    assert 0 < float(jnp.mean(dropped.x == 0)) < 1 and float(jnp.abs(dropped.x[1, 2:]).max()) == 0.0
+    np.testing.assert_allclose(np.where(dropped.x != 0, dropped.x * 0.7, 0), np.where(dropped.x != 0, kept.x, 0),
+                               **TOL)
+    report = fnnet.gradcheck.check_layer(plain, params, Sequences(x, lengths), state=state, rng=key, train=True)
     assert report.passed, str(report)
-    # in evaluation Dropout is the identity, and the Sequences passes through as it is
+    # in evaluation Dropout is the identity: the stack gives what it gives without Dropout
     y_eval, _ = fnnet.apply_with_state(plain, params, state, Sequences(x, lengths), train=False)
-    np.testing.assert_allclose(y_eval, fnnet.apply_with_state(padded, params, state, Sequences(x, lengths))[0], **TOL)
+    without = fnnet.serial(fnnet.LSTM(H), fnnet.LSTM(H, return_sequences=False))
+    np.testing.assert_allclose(y_eval, without.apply((params[0], params[2]), Sequences(x, lengths)), **TOL)
 
 
 # -- 2. against PyTorch -------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ use float32 and the same shapes, batch size, optimizer and learning rate.
 
 One module per contender for the MLP and XOR workloads (``fnnet_fit``, ``jax_scan``,
 ``numpy_scratch``, ``torch_eager``, ``flax_nnx``); ``cnn`` and ``gpt`` hold their workload's four
-contenders each (fnnet manual and autodiff, plain JAX, PyTorch). A module is imported only when
+contenders each (fnnet manual and autodiff, plain JAX, PyTorch), ``lstm`` its three (fnnet manual
+and autodiff, PyTorch's ``nn.LSTM``). A module is imported only when
 its contender runs, so the worker's base memory and a skipped optional peer load nothing of it.
 """
 
@@ -19,7 +20,7 @@ import importlib
 
 # Which modules hold the contenders of each kind of workload.
 MODULES = {"mlp": ("fnnet_fit", "jax_scan", "numpy_scratch", "torch_eager", "flax_nnx"),
-           "cnn": ("cnn",), "gpt": ("gpt",)}
+           "cnn": ("cnn",), "gpt": ("gpt",), "lstm": ("lstm",)}
 
 # Which contenders run on which workload.
 PLAN = {
@@ -32,6 +33,7 @@ PLAN = {
     "tiny-batch-1": ["fnnet-manual", "jax-scan", "jax-loop", "numpy", "torch-eager"],
     "cnn": ["fnnet-manual", "fnnet-monitor", "fnnet-autodiff", "jax-scan", "jax-loop", "torch-eager"],
     "gpt": ["fnnet-manual", "fnnet-autodiff", "jax-scan", "torch-eager"],
+    "lstm": ["fnnet-manual", "fnnet-autodiff", "torch-eager"],
     "xor": ["fnnet-manual", "jax-scan", "numpy", "torch-eager"],
     "xor-ensemble": ["fnnet-manual", "jax-scan"],
 }

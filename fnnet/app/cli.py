@@ -239,6 +239,9 @@ def _add_inspection_commands(commands) -> None:
     p.add_argument("--max-units", type=int, default=16, help="rows and columns shown per table (16)")
     p.add_argument("--json", help="also write the trace as JSON to this file")
     p.add_argument("--arrays", action="store_true", help="with --json: include every array")
+    p.add_argument("--through-time", nargs="?", const="", metavar="PNG",
+                   help="for a model with RNN, LSTM or GRU layers: print how the gradient ‖∂L/∂h_t‖ fares from "
+                        "t = T back to 1 and draw it into PNG (default RUN_DIR/through_time.png)")
 
     p = commands.add_parser(
         "doctor", help="the checks to run before trusting training: loss at init, overfit a batch, ...",

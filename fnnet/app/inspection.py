@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -85,15 +86,49 @@ def _check_trace_indices(result, layer, unit) -> None:
                          f"has {plural(units, 'unit')} on its last axis (0..{units - 1})")
 
 
+def _through_time_path(result, given, run_dir) -> pathlib.Path | None:
+    """Where ``--through-time`` draws (``None``: not asked); a UsageError, before anything is printed,
+    for a model with no recurrent layer or a PNG that cannot be written."""
+    if given is None:
+        return None
+    if not any(lt.time is not None for lt in result.layers):
+        raise UsageError("--through-time: this model has no RNN, LSTM or GRU layer: nothing in it runs through "
+                         "time (the flag is for runs of recurrent models)")
+    if not given and run_dir is None:
+        raise UsageError("--through-time: give the PNG to write")
+    return check_output_path(given or pathlib.Path(run_dir) / "through_time.png", "--through-time", folder=False)
+
+
+def through_time_text(result, most: int = 16) -> str:
+    """Per recurrent layer of a :class:`fnnet.Trace`, ``‖∂L/∂h_t‖`` from ``t = T`` back to 1 (at most
+    ``most`` steps, evenly spaced), the total and that of the last output's gradient alone."""
+    lines = []
+    for lt in result.layers:
+        if lt.time is None:
+            continue
+        steps = len(lt.through_time)
+        shown = np.unique(np.linspace(1, steps, min(steps, most)).round().astype(int))[::-1]
+        lines.append(f"{lt.label}: ‖∂L/∂h_t‖ over the {len(lt.time.dh)} sequences, t = {steps}…1 "
+                     f"(first/last {lt.time.ratio():.3g}; of the last output's gradient alone "
+                     f"{lt.time.ratio(from_last=True):.3g}):")
+        for name, norms in (("total", lt.time.norms()), ("last output alone", lt.time.norms(from_last=True))):
+            lines.append(f"  {name:<17} " + "  ".join(f"t={t}: {norms[t - 1]:.2e}" for t in shown))
+    return "\n".join(lines)
+
+
 def trace_command(args) -> int:
     """``fnnet trace xor``: the tutorials' XOR network, every table; ``fnnet trace RUN_DIR``: a trained
-    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables). A
-    ``--layer`` or ``--explain`` the model does not have is a usage error, before anything is printed."""
+    run on ``--examples`` test examples, one row per layer (``--layer K``: that layer's tables;
+    ``--through-time``: the gradient through time of its recurrent layers, and its figure). A
+    ``--layer``, ``--explain`` or ``--through-time`` the model does not have is a usage error, before
+    anything is printed."""
+    figure = None
     if args.target == "xor":
         with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
             model, params, loss, x, y = recipes.tutorial_xor()
             result = tracing.trace(model, loss, params, x, y)
         _check_trace_indices(result, args.layer, args.explain)
+        _through_time_path(result, args.through_time, None)
         print("The tutorials' 2-3-1 XOR network (Dense(3) → ReLU → Dense(1) → sigmoid, binary cross-entropy), "
               "from their published weights, on its 4 examples:\n")
         print(result)
@@ -103,12 +138,17 @@ def trace_command(args) -> int:
         run = load_run(args.target)
         result = run.trace(args.examples)
         _check_trace_indices(result, args.layer, args.explain)
+        figure = _through_time_path(result, args.through_time, run.dir)
         print(f"{run.dir}: {run.config.get('dataset', 'run')} on {len(result.x)} "
               f"{'validation windows' if run.is_language_model else 'test examples'}\n")
         print(result)
         if args.layer is not None:
             print()
             print(result.tables(max_units=args.max_units, layer=args.layer))
+    if figure is not None:
+        print()
+        print(through_time_text(result))
+        print(f"wrote {result.plot_through_time(figure)}")
     if args.explain is not None:
         print()
         print(explanation.explain(result, args.layer if args.layer is not None else 0, args.explain))

@@ -19,6 +19,9 @@ node(s) of the same formula, its params the graph's initializers, written with `
 ``Dropout``                    nothing (evaluation mode)
 ``Flatten`` / ``Reshape``      ``Reshape`` (the batch axis kept)
 ``Embedding``                  ``Gather`` (ids are int64)
+``RNN`` ``LSTM`` ``GRU``       ONNX's ``RNN``, ``LSTM``, ``GRU`` (gates reordered, GRU's
+``Bidirectional``              ``linear_before_reset=1``; ``direction="bidirectional"``),
+                               transposed to time-major and back (:mod:`~fnnet.interop.onnx_recurrent`)
 ``PositionalEmbedding``        ``Add`` of the first ``T`` rows
 ``CausalSelfAttention``        the projections, heads, masked ``Softmax`` and merge as ops
 ``Unembed`` (a tied head)      ``MatMul`` by the ``Transpose`` of the shared table
@@ -28,7 +31,8 @@ combinators                    their children in order; ``FanOut``, ``parallel``
 =============================  ===============================================================
 
 The input is ``(batch, *in_shape)`` with a dynamic batch axis (float, or int64 token ids for a
-model that starts with an ``Embedding``); the output the model's. Needs the ``onnx`` package
+model that starts with an ``Embedding``); the output the model's. One array: padded
+:class:`fnnet.Sequences` are not exported. Needs the ``onnx`` package
 (``pip install 'fnnet[interop]'``); ``onnxruntime`` runs the result.
 """
 
@@ -41,9 +45,11 @@ import pathlib
 import jax
 import numpy as np
 
+from fnnet.interop.onnx_recurrent import emit_recurrent
 from fnnet.interop.pytorch import INSTALL, ConversionError
 from fnnet.layer import Layer, abstract_init, apply_with_state, describe_path, layer_children, layer_name
 from fnnet.layers._checks import window_geometry
+from fnnet.layers._sequences import Sequences
 
 DEFAULT_OPSET = 18
 """The ONNX opset written by default (``LayerNormalization`` needs 17; 18 takes reduction axes as inputs)."""
@@ -84,7 +90,7 @@ def to_onnx(model: Layer, params, in_shape, path, *, model_state=None, opset: in
     if not 17 <= opset <= onnx.defs.onnx_opset_version():
         raise ConversionError(f"to_onnx: opset {opset} is not supported: fnnet writes opsets 17 (LayerNormalization) "
                               f"to {onnx.defs.onnx_opset_version()} (this onnx package's newest)")
-    in_shape = tuple(int(d) for d in in_shape)
+    in_shape = _example_shape(in_shape)
     out_shape, like_params, like_state = abstract_init(model, in_shape)
     if jax.tree.leaves(like_state) and not jax.tree.leaves(model_state):
         raise ConversionError(f"to_onnx: {layer_name(model)} has state (BatchNorm's running statistics): pass "
@@ -133,6 +139,8 @@ def check_onnx(path, model: Layer, params, x, *, model_state=None) -> float:
         import onnxruntime  # optional dependency: the interop extra
     except ImportError as error:
         raise ImportError(f"fnnet.interop.check_onnx needs onnxruntime: {INSTALL}") from error
+    if isinstance(x, Sequences):
+        raise ConversionError(_ONE_ARRAY.format(what="check_onnx: x"))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.asarray(x)
     if np.issubdtype(x.dtype, np.integer):
@@ -144,6 +152,21 @@ def check_onnx(path, model: Layer, params, x, *, model_state=None) -> float:
     if theirs.shape != ours.shape:
         raise ConversionError(f"check_onnx: {path} gives outputs of shape {theirs.shape}, fnnet {ours.shape}")
     return float(np.max(np.abs(theirs - ours)) / max(float(np.max(np.abs(ours))), 1e-30)) if ours.size else 0.0
+
+
+_ONE_ARRAY = ("{what} is a padded fnnet.Sequences (lengths, an initial carry): an ONNX graph takes one array, "
+              "(batch, T, F) for a recurrent model, whose every sequence has all T steps and starts from zeros")
+
+
+def _example_shape(in_shape) -> tuple:
+    """``in_shape`` as a tuple of ints, or a :class:`ConversionError` saying what a graph takes."""
+    if isinstance(in_shape, Sequences):
+        raise ConversionError(_ONE_ARRAY.format(what="to_onnx: in_shape"))
+    try:
+        return tuple(int(d) for d in in_shape)
+    except TypeError:
+        raise ConversionError(f"to_onnx: in_shape must be one example's shape, a tuple of ints (T, F for "
+                              f"sequences), got {in_shape!r}") from None
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -301,6 +324,11 @@ class _Graph:
         return self.transpose(y, back)
 
     _emit_Conv1D = _emit_Conv
+
+    def _emit_RNN(self, layer, spec, params, state, x, shape, label, where):
+        return emit_recurrent(self, spec, params, x, shape)
+
+    _emit_LSTM = _emit_GRU = _emit_Bidirectional = _emit_RNN
 
     def _pool(self, op_type, spec, x, shape, **extra):
         window, strides = spec["window"], spec["strides"]

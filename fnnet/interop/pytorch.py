@@ -19,7 +19,22 @@ Supported, both ways (torch → fnnet):
 ``Identity`` ``Softmax(dim=-1)``
 ``LeakyReLU(slope)``                    ``LeakyRelu(slope)``
 ``GELU()`` / ``GELU("tanh")``           ``Gelu(approximate=False)`` / ``Gelu``
+``RNN`` / ``LSTM`` / ``GRU``            ``RNN`` (tanh or relu) / ``LSTM`` / ``GRU``, one per layer of
+                                        ``num_layers``, ``Dropout(p)`` between where ``dropout=p``;
+                                        ``Bidirectional`` of each where ``bidirectional=True``;
+                                        ``w_ih = weight_ih_l{k}ᵀ``, ``w_hh = weight_hh_l{k}ᵀ``, biases
+                                        (or ``bias=False``); batch first either way; no ``proj_size``
+``SequenceOutput`` / ``LastHidden``     (after a recurrent module) ``return_sequences=True`` / ``False``
 ======================================  =========================================================
+
+Recurrent modules (:mod:`fnnet.interop.recurrent_torch`): torch's return ``(output, h_n)``, so in a
+Sequential one of fnnet's two small torch modules, ``fnnet.interop.SequenceOutput()`` (``output``)
+or ``fnnet.interop.LastHidden()`` (the last layer's ``h_n``, its directions side by side), must
+follow each; a recurrent module passed alone, or last in the Sequential, converts as its
+``output``. The converted model is batch-major, ``(N, T, F)``, also for a ``batch_first=False``
+module, whose twin is the module with its input's and ``output``'s first two axes swapped.
+``to_torch`` writes a stack of recurrent layers that fit (same kind, size, bias and direction,
+nothing or the same ``Dropout`` between each two) as one multi-layer module, ``batch_first=True``.
 
 Layout: torch images are channels-first (NCHW), fnnet's channels-last (NHWC). The converted
 model takes fnnet's layout; where a ``Flatten`` turns an image into features, the features
@@ -48,6 +63,7 @@ import jax.numpy as jnp
 from fnnet.combinators import serial
 from fnnet.interop._torch import INSTALL, ConversionError, Walk, flatten_order, import_torch, jax_array
 from fnnet.interop.pytorch_export import to_torch
+from fnnet.interop.recurrent_torch import check_picked, check_time_major, from_recurrent, picker_name, take_picker
 from fnnet.layer import Layer, init_with_state, is_stateful, layer_name
 from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Embedding, Flatten, Gelu,
                           GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, Sigmoid, Softmax,
@@ -59,12 +75,14 @@ __all__ = ["ConversionError", "INSTALL", "from_torch", "import_torch", "jax_arra
 # --- torch → fnnet ----------------------------------------------------------------------------
 
 def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
-    """``(model, params, model_state)``: the fnnet twin of a PyTorch ``nn.Sequential``.
+    """``(model, params, model_state)``: the fnnet twin of a PyTorch ``nn.Sequential`` (or of one
+    ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU``: its ``output``).
 
     ``in_shape`` is one example's shape in fnnet's layout: ``(H, W, C)`` for an image model
     (the converted model takes channels-last images), ``(features,)`` for an MLP, ``(T,)`` for
-    token ids. ``model_state`` holds BatchNorm's running statistics (``()`` when there is
-    none). ``AdaptiveAvgPool2d(1)`` keeps torch's shape: ``GlobalAvgPool`` then
+    token ids, ``(T, F)`` for sequences (the converted model is batch-major, ``(N, T, F)``, even
+    for a ``batch_first=False`` module; :mod:`fnnet.interop.recurrent_torch`). ``model_state``
+    holds BatchNorm's running statistics (``()`` when there is none). ``AdaptiveAvgPool2d(1)`` keeps torch's shape: ``GlobalAvgPool`` then
     ``Reshape((1, 1, C))``, unless a ``Flatten`` follows it. A module that has no fnnet twin is
     a :class:`ConversionError` naming it and its position (``"3.1"`` inside a nested
     Sequential). Parameters keep their dtype (float16 and bfloat16 too; float64 needs JAX's x64
@@ -84,6 +102,7 @@ def from_torch(module, in_shape, *, key=None) -> tuple[Layer, object, object]:
     if not isinstance(module, torch.nn.Module):
         raise ConversionError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
     in_shape = tuple(int(d) for d in (in_shape if isinstance(in_shape, (tuple, list)) else (in_shape,)))
+    check_time_major(torch, module)
     image = len(in_shape) == 3 or (len(in_shape) == 2 and _first_is_conv(torch, module))  # (L, C) or (T, F)
     walk = Walk(in_shape, "image" if image else "features")
     key = jax.random.PRNGKey(0) if key is None else key
@@ -96,7 +115,7 @@ def _first_is_conv(torch, module) -> bool:
         if isinstance(child, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d,
                               torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d)):
             return True
-        if isinstance(child, (torch.nn.Linear, torch.nn.Embedding, torch.nn.Flatten)):
+        if isinstance(child, (torch.nn.Linear, torch.nn.Embedding, torch.nn.Flatten, torch.nn.RNNBase)):
             return False
     return False
 
@@ -108,6 +127,10 @@ def _convert_serial(torch, modules, walk, key, prefix, end=False):
     converted = []  # (layer, params, state) of each fnnet layer
     for position, module in enumerate(modules):
         where = f"{prefix}{position}"
+        if picker_name(module) is not None:  # SequenceOutput / LastHidden: the recurrent module gave its output
+            take_picker(walk, module, where)
+            continue
+        check_picked(walk, module, where)
         if isinstance(module, nn.Flatten) and walk.layout == "pooled":
             _check_flatten(module, where)
             walk.layout = "features"      # (C, 1, 1) → (C,): GlobalAvgPool already gave fnnet's (C,)
@@ -118,10 +141,15 @@ def _convert_serial(torch, modules, walk, key, prefix, end=False):
             converted.append(_unpool(walk, child_key, where))  # no Flatten: torch's (C, 1, 1) it is
         if isinstance(module, nn.Sequential):
             converted.append(_convert_serial(torch, list(module), walk, child_key, f"{where}."))
+        elif isinstance(module, nn.RNNBase):  # one fnnet layer per torch layer, side by side
+            following = modules[position + 1] if position + 1 < len(modules) else None
+            converted.extend(from_recurrent(torch, module, walk, child_key, where, following))
         else:
             converted.append(_convert_module(torch, module, walk, child_key, where))
     if end and walk.layout == "pooled":   # the model ends with AdaptiveAvgPool2d(1): (N, C, 1, 1)
         converted.append(_unpool(walk, key, f"{prefix}{len(modules)}"))
+    if end and walk.layout == "unpicked":  # the model ends with a recurrent module: its output
+        walk.layout = "features"
     layers, params, states = zip(*converted) if converted else ((), (), ())
     model = serial(*layers)
     return model, tuple(params), tuple(states) if is_stateful(model) else ()
@@ -174,8 +202,8 @@ def _convert_module(torch, module, walk, key, where):
         return _fill(activation, walk, key, {}, where)
     raise ConversionError(f"module {where} ({kind}) has no fnnet twin; supported: Linear, Conv1d, Conv2d, "
                           f"BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, Dropout, MaxPool2d, AvgPool2d, "
-                          f"AdaptiveAvgPool2d(1), Flatten, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Softmax, Identity "
-                          f"and nested Sequentials")
+                          f"AdaptiveAvgPool2d(1), Flatten, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Softmax, Identity, "
+                          f"RNN, LSTM, GRU and nested Sequentials")
 
 
 # --- one converter per module class: (nn, module, walk, key, where, kind) -> (layer, params, state) ---

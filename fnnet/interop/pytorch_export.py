@@ -7,6 +7,7 @@ import numpy as np
 
 from fnnet.combinators import serial, stateful_names
 from fnnet.interop._torch import ConversionError, Walk, flatten_order, import_torch, inverse, tensor, torch_dtype
+from fnnet.interop.recurrent_torch import is_recurrent, to_recurrent
 from fnnet.layer import Layer, example_shape, is_combinator_kind, is_stateful, layer_children, layer_name
 
 
@@ -20,7 +21,10 @@ def to_torch(model: Layer, params, model_state=None):
     statistics), the mode of ``fnnet.apply_with_state``'s default ``train=False``; call
     ``.train()`` on it to train. Tensors keep the params' dtype (bfloat16 too). ``GlobalAvgPool``
     becomes ``AdaptiveAvgPool2d(1)`` and a ``Flatten``, or no Flatten when a ``Reshape((1, 1, C))``
-    follows it. A layer without a PyTorch twin (a ``parallel``, an attention layer, a ``Reshape``
+    follows it. Recurrent layers become ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` (``batch_first=True``;
+    a stack of them that fit, one multi-layer module), each followed by
+    ``fnnet.interop.SequenceOutput()`` or ``LastHidden()``, which picks from its ``(output, h_n)``.
+    A layer without a PyTorch twin (a ``parallel``, an attention layer, a ``Reshape``
     other than that one, "SAME" padding with strides) is a :class:`ConversionError` naming it
     and its position.
 
@@ -68,14 +72,20 @@ _ELEMENTWISE = ("Relu", "Tanh", "Sigmoid", "Identity", "LeakyRelu", "Gelu", "Dro
 
 
 def _sequential(torch, model, params, state, walk, prefix):
-    modules = []
-    for position, child in enumerate(layer_children(model)):
-        where = f"{prefix}{position}"
+    modules, children, position = [], layer_children(model), 0
+    while position < len(children):
+        child, where = children[position], f"{prefix}{position}"
+        if is_recurrent(child):  # a run of recurrent layers that fit: one module, and what picks its output
+            label = f"layer {where} ({layer_name(child)})"
+            position, made = to_recurrent(torch, children, params, position, walk, label)
+            modules.extend(made)
+            continue
         child_state = state[position] if state else None
         spec = child.spec
         if walk.layout == "pooled" and (spec is None or spec.kind not in ("serial",) + _ELEMENTWISE):
             if _unpools(child, params[position]):
                 walk.layout, walk.rank = "image", 2   # AdaptiveAvgPool2d(1)'s (C, 1, 1) as it is
+                position += 1
                 continue
             modules.append(torch.nn.Flatten())        # (C, 1, 1) → GlobalAvgPool's (C,)
             walk.layout = "features"
@@ -83,6 +93,7 @@ def _sequential(torch, model, params, state, walk, prefix):
             modules.append(_sequential(torch, child, params[position], child_state, walk, f"{where}/"))
         else:
             modules.extend(_to_module(torch, child, params[position], child_state, walk, where))
+        position += 1
     return torch.nn.Sequential(*modules)
 
 
@@ -103,7 +114,8 @@ def _to_module(torch, layer, params, state, walk, where):
     if convert is None:
         raise ConversionError(f"{label} has no PyTorch twin in an nn.Sequential; supported: Dense, "
                               f"Conv, Conv1D, BatchNorm, LayerNorm, Embedding, Dropout, MaxPool, AvgPool, "
-                              f"GlobalAvgPool, Flatten, the activations and nested serial")
+                              f"GlobalAvgPool, Flatten, the activations, RNN, LSTM, GRU, Bidirectional and "
+                              f"nested serial")
     return convert(torch, layer.spec, params, state, walk, label)
 
 
@@ -263,4 +275,6 @@ _TO_TORCH = {
     "Sigmoid": _elementwise("Sigmoid"),
     "Identity": _elementwise("Identity"),
 }
-"""fnnet layer kind → its converter to PyTorch modules."""
+"""fnnet layer kind → its converter to PyTorch modules. (The recurrent kinds, RNN, LSTM, GRU and
+Bidirectional, convert in runs, several layers to one module: :func:`_sequential` hands them to
+:func:`fnnet.interop.recurrent_torch.to_recurrent`.)"""

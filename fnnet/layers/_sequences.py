@@ -206,9 +206,11 @@ class Cell(NamedTuple):
 
 class RecurrentResiduals(NamedTuple):
     """What a recurrent layer's ``forward`` keeps: the input as given (``dx``'s structure and
-    shapes) and its cell's residuals (``RNNResiduals``, ``LSTMResiduals``, ``GRUResiduals``)."""
-    inputs: Any   # the layer's input as given: an array (..., T, F) or a Sequences
-    cell: Any     # the cell's residuals, time-major (T, N, ...)
+    shapes), its cell's residuals (``RNNResiduals``, ``LSTMResiduals``, ``GRUResiduals``) and the
+    carry it ended with (what :func:`fnnet.layers.recurrent.carry_forward` hands to the next window)."""
+    inputs: Any        # the layer's input as given: an array (..., T, F) or a Sequences
+    cell: Any          # the cell's residuals, time-major (T, N, ...)
+    carry: Any = None  # the carry after each sequence's last valid step, shaped as `initial`: (..., H), an LSTM's pair
 
 
 class _Setup(NamedTuple):
@@ -217,6 +219,17 @@ class _Setup(NamedTuple):
     hidden: int
     return_sequences: bool
     use_bias: bool
+
+
+def _last_carry(kind: str, residuals, h_last, carry0, batch: tuple):
+    """The carry after each sequence's last valid step, in the batch layout ``initial`` takes: ``h_T``
+    ``(..., H)``, for an LSTM the pair ``(h_T, c_T)`` (``c_T`` is the LSTM's last ``c``, which stays put
+    past a sequence's end; with no steps at all, the carry is the one given)."""
+    h_last = h_last.reshape(batch + h_last.shape[-1:])
+    if kind != "LSTM":
+        return h_last
+    c_last = residuals.c[-1] if residuals.c.shape[0] else carry0[1]
+    return h_last, c_last.reshape(batch + c_last.shape[-1:])
 
 
 def _forward(setup: _Setup, params, x):
@@ -236,19 +249,20 @@ def _forward(setup: _Setup, params, x):
         carry0 = jax.tree.map(lambda a: jnp.asarray(a).astype(dt).reshape(xs.shape[1], hidden), given.initial)
         carry0 = tuple(carry0) if cell.kind == "LSTM" else carry0
     h, h_last, residuals = cell.forward(_cast(params, dt), xs, mask, carry0, **dict(cell.options))
+    carry = _last_carry(cell.kind, residuals, h_last, carry0, given.batch)
     if not setup.return_sequences:
         y = h_last.reshape(given.batch + (hidden,))
     else:
         y = batch_major(h if mask is None else jnp.where(mask[:, :, None], h, 0), given.batch)
         y = y if given.lengths is None else Sequences(y, given.lengths)  # the lengths go on to the next layer
-    return y, RecurrentResiduals(x, residuals)
+    return y, RecurrentResiduals(x, residuals, carry)
 
 
 def _backward(setup: _Setup, params, residuals: RecurrentResiduals, dy):
     """``(dparams, dx)``: ``dy`` laid out ``(T, N, H)`` (or the last step's ``(N, H)``), the cell's
     reverse scan, and ``dx`` in the input's form (a :class:`Sequences`: ``float0`` for the lengths,
     the initial carry's gradient)."""
-    inputs, cell_residuals = residuals
+    inputs, cell_residuals = residuals.inputs, residuals.cell
     data, lengths, initial = unpack(inputs)
     cell, dt = setup.cell, cell_residuals.x.dtype
     dy = (dy.x if isinstance(dy, Sequences) else dy).astype(dt)

@@ -45,9 +45,11 @@ def gru_forward(params, x, mask, h0):
     return h, h_last, GRUResiduals(x, mask, shifted(h0, h), gates)
 
 
-def gru_backward(params, res: GRUResiduals, dys, dh_last):
-    """:func:`gru_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
-    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), dh_0 (N, H))``."""
+def _gru_scan(params, res: GRUResiduals, dys, dh_last, carried: bool):
+    """The reverse scan of :func:`gru_backward` and :func:`gru_through_time`: ``(dh_0, (da_x, du)
+    (T, N, 3H) each, dh (T, N, H) or None)``, ``dh`` (the ``∂L/∂h_t`` the scan carries into each step,
+    zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
+    emits nothing more)."""
     w_hh_t, hidden = params["w_hh"].T, params["w_hh"].shape[0]   # loop-invariant: transposed once
 
     def step(dh_next, inputs):
@@ -63,12 +65,26 @@ def gru_backward(params, res: GRUResiduals, dys, dh_last):
         da_x = jnp.concatenate([da_r, da_z, da_n], axis=-1)
         du = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
         # stage 2, through  u = h_prev @ w_hh + b_hh:  dh_{t-1} += du·W_hhᵀ  (past the end the carry passes)
-        return where_valid(m_t, dh_prev + du @ w_hh_t, dh_next), (da_x, du)
+        return where_valid(m_t, dh_prev + du @ w_hh_t, dh_next), ((da_x, du), dh) if carried else (da_x, du)
 
-    dh0, (da_x, du) = lax.scan(step, jnp.zeros_like(res.h_prev[0]) if dh_last is None else dh_last,
-                               (res.gates, res.h_prev, dys, res.mask), reverse=True)
+    dh0, out = lax.scan(step, jnp.zeros_like(res.h_prev[0]) if dh_last is None else dh_last,
+                        (res.gates, res.h_prev, dys, res.mask), reverse=True)
+    return (dh0,) + (out if carried else (out, None))
+
+
+def gru_backward(params, res: GRUResiduals, dys, dh_last):
+    """:func:`gru_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
+    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), dh_0 (N, H))``."""
+    dh0, (da_x, du), _ = _gru_scan(params, res, dys, dh_last, carried=False)
     # stage 1, through  ax = project(x, w_ih, b_ih)  (and stage 2's u):  one product each over all steps
     return input_grads(params, res.x, res.h_prev, da_x, du), rows(da_x) @ params["w_ih"].T, dh0
+
+
+def gru_through_time(params, res: GRUResiduals, dys, dh_last):
+    """``∂L/∂h_t`` for every step, ``(T, N, H)``: what :func:`gru_backward`'s reverse scan carries
+    into step ``t`` (the output's own ``dy_t`` plus, from step ``t + 1``, ``dh_{t+1}·z_{t+1}`` and
+    ``du_{t+1}·W_hhᵀ``), zero past a sequence's end (:mod:`fnnet.through_time`)."""
+    return _gru_scan(params, res, dys, dh_last, carried=True)[2]
 
 
 def GRU(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init=None, b_init=None, dtype=None,

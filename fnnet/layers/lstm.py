@@ -47,9 +47,11 @@ def lstm_forward(params, x, mask, carry0):
     return h, h_last, LSTMResiduals(x, mask, shifted(carry0[0], h), shifted(carry0[1], c), c, gates)
 
 
-def lstm_backward(params, res: LSTMResiduals, dys, dh_last):
-    """:func:`lstm_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
-    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), (dh_0, dc_0))``."""
+def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
+    """The reverse scan of :func:`lstm_backward` and :func:`lstm_through_time`: ``((dh_0, dc_0),
+    da (T, N, 4H), dh (T, N, H) or None)``, ``dh`` (the ``∂L/∂h_t`` the scan carries into each step,
+    zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
+    emits nothing more)."""
     w_hh_t, hidden = params["w_hh"].T, params["w_hh"].shape[0]   # loop-invariant: transposed once
 
     def step(carry, inputs):
@@ -68,12 +70,27 @@ def lstm_backward(params, res: LSTMResiduals, dys, dh_last):
         # stage 2, through  i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o):  σ' = σ(1 - σ), tanh' = 1 - tanh²
         da = jnp.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=-1)
         #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ  (past the end the carry passes)
-        return (where_valid(m_t, da @ w_hh_t, dh_next), where_valid(m_t, dc_prev, dc_next)), da
+        new_carry = (where_valid(m_t, da @ w_hh_t, dh_next), where_valid(m_t, dc_prev, dc_next))
+        return new_carry, (da, dh) if carried else da
 
     start = (jnp.zeros_like(res.c[0]) if dh_last is None else dh_last, jnp.zeros_like(res.c[0]))
-    dcarry0, da = lax.scan(step, start, (res.gates, res.c_prev, res.c, dys, res.mask), reverse=True)
+    dcarry0, out = lax.scan(step, start, (res.gates, res.c_prev, res.c, dys, res.mask), reverse=True)
+    return (dcarry0,) + (out if carried else (out, None))
+
+
+def lstm_backward(params, res: LSTMResiduals, dys, dh_last):
+    """:func:`lstm_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
+    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), (dh_0, dc_0))``."""
+    dcarry0, da, _ = _lstm_scan(params, res, dys, dh_last, carried=False)
     # stage 1, through  ax = project(x, w_ih, b_ih + b_hh)  and  h_{t-1}·W_hh:  one product each over all steps
     return input_grads(params, res.x, res.h_prev, da, da), rows(da) @ params["w_ih"].T, dcarry0
+
+
+def lstm_through_time(params, res: LSTMResiduals, dys, dh_last):
+    """``∂L/∂h_t`` for every step, ``(T, N, H)``: what :func:`lstm_backward`'s reverse scan carries
+    into step ``t`` (the output's own ``dy_t`` plus ``da_{t+1}·W_hhᵀ`` from step ``t + 1``), zero past a
+    sequence's end (:mod:`fnnet.through_time`)."""
+    return _lstm_scan(params, res, dys, dh_last, carried=True)[2]
 
 
 def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init=None, b_init=None, dtype=None,

@@ -27,9 +27,9 @@ for the ``x·W`` of :func:`fnnet.Dense`::
 
 (and ``_reverse`` for the second direction of :func:`Bidirectional`, whose params are
 ``{"forward": ..., "reverse": ...}``). A stack of ``num_layers`` is :func:`fnnet.serial` of as many
-layers, with :func:`fnnet.Dropout` between them where PyTorch has ``dropout=`` (on arrays: Dropout
-does not take a :class:`Sequences` in training). Every weight and
-bias starts as PyTorch's: uniform in ``±1/√H``.
+layers, with :func:`fnnet.Dropout` between them where PyTorch has ``dropout=`` (on a padded batch
+Dropout takes the :class:`Sequences` a layer passes on: it drops steps and passes the lengths).
+Every weight and bias starts as PyTorch's: uniform in ``±1/√H``.
 
 Padded batches and an initial carry
 -----------------------------------
@@ -85,14 +85,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnnet.layer import Layer, as_shape, make_layer, spec
+from fnnet.layer import Layer, as_shape, at_layer, is_combinator_kind, layer_children, layer_kind, make_layer, spec
 from fnnet.layers._checks import check_param_keys
 from fnnet.layers._sequences import GATES, Sequences, check_params, no_cotangent, parse_input, unpack
 from fnnet.layers.gru import GRU
 from fnnet.layers.lstm import LSTM
 from fnnet.layers.rnn import RNN
 
-__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Sequences", "reverse_sequences"]
+__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Sequences", "Stateful", "carry_forward", "reverse_sequences"]
 
 
 def reverse_sequences(x, lengths=None):
@@ -222,3 +222,151 @@ def Bidirectional(layer: Layer) -> Layer:
 
     return make_layer(both.name, init, apply, forward, backward, doc=Bidirectional.__doc__,
                       spec=spec("Bidirectional", layer=layer.spec))
+
+
+# -- carries handed from one window to the next: sampling, and truncated backprop through time --------
+
+def carry_forward(layer: Layer, params, x, initial=None):
+    """``(y, carry)``: ``layer`` on ``x`` from the carry ``initial`` (``None``: zeros), in evaluation
+    mode, and the carry it ends with, to start the next window from. What sampling runs, one
+    character a call, instead of the whole text again for every new character.
+
+    ``layer``: an :func:`RNN`, :func:`LSTM` or :func:`GRU` (the carry as its ``initial``: ``h``, an
+    LSTM's ``(h, c)``), a :func:`Stateful` one (the same), or a :func:`fnnet.serial` stack, whose carry
+    is a tuple with one entry per layer (``None`` for a layer without one; every other layer runs its
+    ``apply``: :func:`fnnet.Dropout` is the identity). Forward only: a carry crosses windows in
+    training through :func:`Stateful`'s state, which the backward treats as a constant.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> from fnnet.layers.recurrent import carry_forward
+      >>> stack = fnnet.serial(fnnet.LSTM(4), fnnet.Dropout(0.2), fnnet.GRU(3))
+      >>> _, params = stack.init(jax.random.PRNGKey(0), (6, 2))
+      >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 2))
+      >>> whole, _ = carry_forward(stack, params, x)
+      >>> first, carry = carry_forward(stack, params, x[:, :4])          # 4 steps, then 2 more
+      >>> second, _ = carry_forward(stack, params, x[:, 4:], carry)
+      >>> [tuple(c.shape) for c in carry[0]], carry[1], carry[2].shape    # LSTM (h, c), Dropout, GRU h
+      ([(2, 4), (2, 4)], None, (2, 3))
+      >>> bool(jnp.allclose(jnp.concatenate([first, second], axis=1), whole, atol=1e-6))
+      True
+    """
+    kind = layer_kind(layer)
+    if kind in GATES:
+        if initial is not None:
+            data, lengths, _ = unpack(x)
+            x = Sequences(data, lengths, initial)
+        y, residuals = layer.forward(params, x)
+        return y, residuals.carry
+    if kind == "Stateful":
+        return carry_forward(layer_children(layer)[0], params, x, initial)
+    if is_combinator_kind(layer, "serial"):
+        children = layer_children(layer)
+        initial = (None,) * len(children) if initial is None else tuple(initial)
+        carries = []
+        for index, (child, child_params, child_initial) in enumerate(zip(children, params, initial)):
+            with at_layer(index, child):
+                x, carry = carry_forward(child, child_params, x, child_initial)
+            carries.append(carry)
+        return x, tuple(carries)
+    if kind == "Bidirectional" or _holds_recurrent(layer):
+        raise ValueError(f"carry_forward: {layer.name} holds a recurrent layer whose carry cannot be handed on "
+                         f"({'its reverse direction reads the window from its end' if kind == 'Bidirectional' else 'only serial stacks are walked'})")
+    return layer.apply(params, x), None
+
+
+def _holds_recurrent(layer: Layer) -> bool:
+    return any(layer_kind(child) in GATES or _holds_recurrent(child) for child in layer_children(layer))
+
+
+class _Kept(NamedTuple):
+    name: str
+    inner: Layer
+    kind: str        # RNN, LSTM or GRU
+    hidden: int
+    batch_size: int  # the sequences whose carries the state keeps
+
+
+def _zero_carry(kept: _Kept, dtype):
+    zeros = jnp.zeros((kept.batch_size, kept.hidden), dtype)
+    return (zeros, zeros) if kept.kind == "LSTM" else zeros
+
+
+def _stateful_forward(kept: _Kept, params, state, x, *, key=None, train=False):
+    """``(y, residuals, new_state)``: in training from the kept carry (a constant), leaving the last one."""
+    if isinstance(x, Sequences):
+        raise ValueError(f"{kept.name}: expected an array (batch_size, T, F): the carry it keeps is the start of "
+                         f"each row's next window, which lengths or an initial carry would break")
+    if not train:
+        y, residuals = kept.inner.forward(params, x)
+        return y, residuals, state
+    if jnp.ndim(x) != 3 or jnp.shape(x)[0] != kept.batch_size:
+        raise ValueError(f"{kept.name}: in training it continues the carries of {kept.batch_size} sequences, so it "
+                         f"needs input of shape ({kept.batch_size}, T, F), got {jnp.shape(x)}")
+    y, residuals = kept.inner.forward(params, Sequences(x, initial=jax.lax.stop_gradient(state)))
+    new_state = jax.tree.map(lambda a, old: jax.lax.stop_gradient(a).astype(old.dtype), residuals.carry, state)
+    return y, residuals, new_state
+
+
+def Stateful(layer: Layer, batch_size: int) -> Layer:
+    """``layer`` (an :func:`RNN`, :func:`LSTM` or :func:`GRU`) keeping its last carry as state, for
+    truncated backprop through time over ``batch_size`` streams of text (Keras's ``stateful=True``; the
+    ``hidden = repackage_hidden(hidden)`` of PyTorch's word language model).
+
+    In training (``train=True``: :func:`fnnet.train.fit_language_model`'s steps), each call starts row
+    ``n`` from the carry that row ``n`` of the previous call ended with (zeros at init), and leaves its
+    own last carry as the new state, as :func:`fnnet.BatchNorm` leaves its running statistics: windows
+    that continue each other read as one long sequence. The kept carry is a constant, so gradients stop
+    at the window's start, and the backward is the layer's own, its ``dinitial`` dropped::
+
+        (y, carry_T) = layer(x, initial=stop_gradient(state))     new state = carry_T
+        (dparams, dx) = layer.backward(...)                        no gradient to the kept carry
+
+    In evaluation (``train=False``), and in the plain ``apply``, it starts from zeros as the layer does
+    and keeps its state as it is. State: ``h`` ``(batch_size, H)``, an LSTM's ``(h, c)``; params: the
+    layer's.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> from fnnet.layers.recurrent import Stateful
+      >>> lstm = Stateful(fnnet.LSTM(4), batch_size=2)
+      >>> _, params, state = fnnet.init_with_state(lstm, jax.random.PRNGKey(0), (6, 3))
+      >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 12, 3))
+      >>> first, state = fnnet.apply_with_state(lstm, params, state, x[:, :6], train=True)
+      >>> second, state = fnnet.apply_with_state(lstm, params, state, x[:, 6:], train=True)
+      >>> whole = fnnet.LSTM(4).apply(params, x)                  # one sequence of 12 steps
+      >>> bool(jnp.allclose(jnp.concatenate([first, second], axis=1), whole, atol=1e-6))
+      True
+    """
+    kind = layer_kind(layer) if isinstance(layer, Layer) else None
+    if kind not in GATES:
+        raise ValueError(f"Stateful: expected an RNN, LSTM or GRU layer, got "
+                         f"{getattr(layer, 'name', None) or type(layer).__name__}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"Stateful: batch_size must be a positive int, got {batch_size!r}")
+    kept = _Kept(f"Stateful({layer.name}, batch {batch_size})", layer, kind, layer.spec["hidden"], batch_size)
+
+    def stateful_init(key, in_shape):
+        out_shape, params = layer.init(key, in_shape)
+        return out_shape, params, _zero_carry(kept, params["w_hh"].dtype)
+
+    def forward(params, x):
+        return _stateful_forward(kept, params, None, x)[:2]
+
+    def apply(params, x):
+        return forward(params, x)[0]
+
+    def stateful_forward(params, state, x, *, key=None, train=False):
+        return _stateful_forward(kept, params, state, x, key=key, train=train)
+
+    def stateful_apply(params, state, x, *, key=None, train=False):
+        y, _, state = _stateful_forward(kept, params, state, x, key=key, train=train)
+        return y, state
+
+    def backward(params, residuals, dy):
+        grads, dx = layer.backward(params, residuals, dy)
+        return grads, unpack(dx)[0]   # the kept carry is a constant: its gradient goes nowhere
+
+    return make_layer(kept.name, layer.init, apply, forward, backward, children=(layer,), doc=Stateful.__doc__,
+                      stateful_init=stateful_init, stateful_apply=stateful_apply, stateful_forward=stateful_forward,
+                      spec=spec("Stateful", layer=layer.spec, batch_size=batch_size))

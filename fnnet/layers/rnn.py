@@ -38,9 +38,10 @@ def rnn_forward(params, x, mask, h0, activation: str = "tanh"):
     return h, h_last, RNNResiduals(x, mask, shifted(h0, h), h)
 
 
-def rnn_backward(params, res: RNNResiduals, dys, dh_last, activation: str = "tanh"):
-    """:func:`rnn_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
-    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), dh_0 (N, H))``."""
+def _rnn_scan(params, res: RNNResiduals, dys, dh_last, activation: str, carried: bool):
+    """The reverse scan of :func:`rnn_backward` and :func:`rnn_through_time`: ``(dh_0, da (T, N, H),
+    dh (T, N, H) or None)``, ``dh`` (what the scan carries into each step, zero past a sequence's
+    end) emitted only when ``carried`` (a Python bool: the training backward emits nothing more)."""
     w_hh_t = params["w_hh"].T                   # loop-invariant: transposed once
 
     # stage 2, through  h = where_valid(m_t, act(ax_t + h_prev @ w_hh), h_prev):
@@ -51,13 +52,29 @@ def rnn_backward(params, res: RNNResiduals, dys, dh_last, activation: str = "tan
         h_t, dy_t, m_t = inputs
         dh = dh_next if dy_t is None else dh_next + dy_t
         slope = 1 - h_t * h_t if activation == "tanh" else (h_t > 0).astype(h_t.dtype)
-        da = where_valid(m_t, dh * slope, jnp.zeros_like(dh))
-        return where_valid(m_t, da @ w_hh_t, dh_next), da
+        zero = jnp.zeros_like(dh)
+        da = where_valid(m_t, dh * slope, zero)
+        emitted = (da, where_valid(m_t, dh, zero)) if carried else da
+        return where_valid(m_t, da @ w_hh_t, dh_next), emitted
 
-    dh0, da = lax.scan(step, jnp.zeros_like(res.h[0]) if dh_last is None else dh_last,
-                       (res.h, dys, res.mask), reverse=True)
+    dh0, out = lax.scan(step, jnp.zeros_like(res.h[0]) if dh_last is None else dh_last,
+                        (res.h, dys, res.mask), reverse=True)
+    return (dh0,) + (out if carried else (out, None))
+
+
+def rnn_backward(params, res: RNNResiduals, dys, dh_last, activation: str = "tanh"):
+    """:func:`rnn_forward` in reverse: ``dys (T, N, H)`` (or None: only the last step is an
+    output, its gradient ``dh_last (N, H)``) -> ``(dparams, dx (T, N, F), dh_0 (N, H))``."""
+    dh0, da, _ = _rnn_scan(params, res, dys, dh_last, activation, carried=False)
     # stage 1, through  ax = project(x, w_ih, b_ih + b_hh)  and  h_{t-1}·W_hh:  one product each over all steps
     return input_grads(params, res.x, res.h_prev, da, da), rows(da) @ params["w_ih"].T, dh0
+
+
+def rnn_through_time(params, res: RNNResiduals, dys, dh_last, activation: str = "tanh"):
+    """``∂L/∂h_t`` for every step, ``(T, N, H)``: what :func:`rnn_backward`'s reverse scan carries
+    into step ``t`` (the output's own ``dy_t`` plus ``da_{t+1}·W_hhᵀ`` from step ``t + 1``), zero past a
+    sequence's end (:mod:`fnnet.through_time`)."""
+    return _rnn_scan(params, res, dys, dh_last, activation, carried=True)[2]
 
 
 def RNN(hidden: int, activation: str = "tanh", return_sequences: bool = True, w_init=None, recurrent_init=None,

@@ -8,7 +8,11 @@ validation loss (``eval_batches`` random batches) are recorded, as nanoGPT does.
 :func:`evaluate_language_model` gives the exact loss over a whole split.
 
 The windows of step ``s`` come from ``fold_in(data_key, s)``, a function of the state's key
-and step alone, so a run resumed from a checkpoint continues bit for bit.
+and step alone, so a run resumed from a checkpoint continues bit for bit. With
+``windows="streams"`` (truncated backprop through time for a recurrent model that keeps its
+carry, :func:`fnnet.layers.recurrent.Stateful`), step ``s`` reads instead the ``s``-th window of
+each of ``batch_size`` streams that read the text in order (:func:`stream_windows`), a function
+of the step alone too.
 """
 
 from __future__ import annotations
@@ -103,6 +107,24 @@ def random_windows(tokens, key, batch_size: int, block_size: int):
     return windows[:, :-1], windows[:, 1:]
 
 
+def stream_windows(tokens, step, batch_size: int, block_size: int):
+    """``(x, y)`` of step ``step`` for ``batch_size`` streams reading the text in order: the text's
+    whole windows cut into ``batch_size`` equal parts of ``L`` tokens, stream ``n`` starts at ``n·L``
+    and step ``s`` reads its ``s``-th window, so that row ``n`` of one step is continued by row ``n``
+    of the next. Each stream reads the text cyclically (past its part, the next part, which is what
+    follows in the text; past the last part, the first), so the batches repeat every ``L /
+    block_size`` steps (an epoch). Runs on the device (jit- and scan-friendly)."""
+    part = (tokens.shape[0] - 1) // (batch_size * block_size) * block_size
+    starts = (jnp.arange(batch_size) * part + step * block_size) % (batch_size * part)
+    windows = jax.vmap(lambda s: jax.lax.dynamic_slice(tokens, (s,), (block_size + 1,)))(starts)
+    return windows[:, :-1], windows[:, 1:]
+
+
+WINDOWS = ("random", "streams")
+"""How :func:`fit_language_model` draws a step's windows: :func:`random_windows` (each from a fresh
+start, nanoGPT's) or :func:`stream_windows` (consecutive, for truncated backprop through time)."""
+
+
 def _vocab_size(model: Layer, block_size: int) -> int:
     out_shape, _, _ = abstract_init(model, (block_size,))
     return int(out_shape[-1])
@@ -163,24 +185,28 @@ def consecutive_windows(tokens, block_size: int, count: int | None = None):
             tokens[1:windows * block_size + 1].reshape(windows, block_size))
 
 
-def step_windows(tokens, state: TrainState, batch_size: int, block_size: int):
+def step_windows(tokens, state: TrainState, batch_size: int, block_size: int, windows: str = "random"):
     """The windows ``(x, y)`` the training step at ``state`` draws: from
-    ``fold_in(fold_in(state.key, DATA), state.step)``, so a replay draws the same ones."""
+    ``fold_in(fold_in(state.key, DATA), state.step)`` (``windows="streams"``: the step's windows of
+    :func:`stream_windows`), so a replay draws the same ones."""
+    if windows == "streams":
+        return stream_windows(tokens, state.step, batch_size, block_size)
     return random_windows(tokens, jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM), state.step),
                           batch_size, block_size)
 
 
 def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, block_size: int,
-                  batch_size: int, grad: str = "manual", compute_dtype=None):
+                  batch_size: int, grad: str = "manual", compute_dtype=None, windows: str = "random"):
     """``interval(state, tokens, length) -> (state, losses)``: ``length`` training steps in one
     ``lax.scan`` (``length`` static), each on random windows drawn on the device from
-    ``fold_in(fold_in(state.key, DATA), state.step)``; ``losses`` holds each step's batch loss.
-    What :func:`fit_language_model` jits, and what the benchmarks time."""
+    ``fold_in(fold_in(state.key, DATA), state.step)`` (``windows="streams"``: :func:`stream_windows`);
+    ``losses`` holds each step's batch loss. What :func:`fit_language_model` jits, and what the
+    benchmarks time."""
     step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype)
 
     def interval(state, tokens, length):
         def body(state, _):
-            x, y = step_windows(tokens, state, batch_size, block_size)
+            x, y = step_windows(tokens, state, batch_size, block_size, windows)
             state, metrics = step_fn(state, x, y)
             return state, metrics["loss"]
 
@@ -190,17 +216,17 @@ def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, bloc
 
 
 def _programs(model: Layer, optimizer, *, block_size: int, batch_size: int, eval_batches: int, grad: str,
-              compute_dtype):
+              compute_dtype, windows: str, eval_block_size: int):
     """:func:`fit_language_model`'s two jitted programs: ``run_interval(state, tokens, length)``
     (:func:`make_interval`; not donated: the state before an interval replays a divergence) and
     ``val_estimate(state, tokens)`` (:func:`estimate_loss` on windows of a key of its own)."""
     run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
-                                         grad=grad, compute_dtype=compute_dtype), static_argnums=2)
+                                         grad=grad, compute_dtype=compute_dtype, windows=windows), static_argnums=2)
 
     @jax.jit
     def val_estimate(state, tokens):
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, _DATA_STREAM + 1), state.step)
-        return estimate_loss(model, state.params, tokens, eval_key, block_size=block_size,
+        return estimate_loss(model, state.params, tokens, eval_key, block_size=eval_block_size,
                              batch_size=batch_size, batches=eval_batches, model_state=state.model_state)
 
     return run_interval, val_estimate
@@ -211,7 +237,8 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                        eval_batches: int = 20, key, grad: str = "manual", params=None,
                        compute_dtype=None, verbose: bool = True, checkpoint_dir=None,
                        resume: bool = False, metadata: dict | None = None,
-                       overwrite: bool = False) -> tuple[TrainState, LanguageHistory]:
+                       overwrite: bool = False, windows: str = "random",
+                       eval_block_size: int | None = None) -> tuple[TrainState, LanguageHistory]:
     """Trains a next-token model (e.g. :func:`fnnet.gpt.GPT`) on 1-D arrays of token ids.
 
     Every ``eval_interval`` steps (one compiled ``lax.scan``), it records the mean training
@@ -236,6 +263,11 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
       resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
       overwrite: replace a checkpoint already in ``checkpoint_dir``; without it (or ``resume``)
         such a folder is refused with :class:`fnnet.train.RunExists`.
+      windows: ``"random"`` (each step's windows at random starts) or ``"streams"`` (consecutive
+        windows of ``batch_size`` streams, :func:`stream_windows`: truncated backprop through time
+        for a model that keeps its carry, :func:`fnnet.layers.recurrent.Stateful`).
+      eval_block_size: the validation estimate's window (default ``block_size``): a recurrent
+        model trains on windows of one length and is estimated on the GPT's.
 
     Raises:
       TrainingDiverged: the loss became NaN or infinite (the message names the step); the last
@@ -248,18 +280,23 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
     """
     check_grad_mode(grad)
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit_language_model")
+    eval_block_size = block_size if eval_block_size is None else eval_block_size
     for name, value in (("block_size", block_size), ("batch_size", batch_size), ("steps", steps),
-                        ("eval_interval", eval_interval), ("eval_batches", eval_batches)):
+                        ("eval_interval", eval_interval), ("eval_batches", eval_batches),
+                        ("eval_block_size", eval_block_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"fit_language_model: {name} must be a positive int, got {value!r}")
+    if windows not in WINDOWS:
+        raise ValueError(f"fit_language_model: windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
     vocab_size = _vocab_size(model, block_size)
     train_tokens = check_tokens(train_tokens, vocab_size, "fit_language_model (train_tokens)",
-                                min_length=block_size + 1)
+                                min_length=(batch_size if windows == "streams" else 1) * block_size + 1)
     val_tokens = check_tokens(val_tokens, vocab_size, "fit_language_model (val_tokens)",
-                              min_length=block_size + 1)
+                              min_length=eval_block_size + 1)
     train_device, val_device = jnp.asarray(train_tokens), jnp.asarray(val_tokens)
     run_interval, val_estimate = _programs(model, optimizer, block_size=block_size, batch_size=batch_size,
-                                           eval_batches=eval_batches, grad=grad, compute_dtype=compute_dtype)
+                                           eval_batches=eval_batches, grad=grad, compute_dtype=compute_dtype,
+                                           windows=windows, eval_block_size=eval_block_size)
     shapes = state_shapes(model, optimizer, key, (block_size,), params)  # to compile while the model initialises
     ahead = None if shapes is None else compile_ahead(
         shapes, lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
@@ -273,7 +310,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         ahead.join()
 
     def batch_of(state, b):  # the windows of the replayed steps
-        return (*step_windows(train_device, state, batch_size, block_size), None)
+        return (*step_windows(train_device, state, batch_size, block_size, windows), None)
 
     checkpoints = Checkpointer(ckpt_path, history, state, metadata=lambda done: dict(metadata or {}))
     fit_started = time.perf_counter()

@@ -7,8 +7,12 @@ tanh outputs, the gradient norm ``‖dθ‖`` and the update-to-weight ratio ``�
 rule of thumb: about 1e-3). The statistics are reductions inside the step (a ``lax.cond`` picks
 the observed steps): no host callback per step. They describe the batch's real examples only: the
 padded rows of an epoch's short last batch (``weights`` 0) are left out of the activation
-statistics, as they are out of the loss and so out of ``‖dθ‖``. :func:`health_warnings` turns
-them into the warnings an experienced practitioner would give, once per layer.
+statistics, as they are out of the loss and so out of ``‖dθ‖``. A recurrent layer (RNN, LSTM, GRU)
+also records how its gradient fares through time (:func:`fnnet.through_time.time_health`:
+``time_ratio``, the share of the last output's gradient that reaches step 1, and ``time_factor``,
+its average factor per step back; one more forward and backward scan of the layer on observed
+steps only). :func:`health_warnings` turns them into the warnings an experienced practitioner
+would give, once per layer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from fnnet.health import ELEMENTWISE, FRACTION_HIGH, activation_stats
 from fnnet.layer import layer_kind, layer_label
 from fnnet.tape import Tape, subtree
 from fnnet.plots import pyplot, save_figure
+from fnnet.through_time import TIME_EXPLODING, TIME_VANISHING, is_recurrent, time_health
 
 UPDATE_RATIO_HIGH = 1e-2
 """An update-to-weight ratio above this (sustained) suggests the learning rate is too high."""
@@ -46,7 +51,8 @@ def layer_health(tape: Tape, params, new_params, weights=None) -> dict:
     ``saturated`` (sigmoid, tanh) of its output; every layer with parameters: ``grad_norm``
     ``‖dθ‖``, ``param_norm`` ``‖θ‖`` and ``update_ratio`` ``‖Δθ‖/‖θ‖``. ``weights``: the step's
     0/1 per example (leading axis of every output), whose 0 rows (padding) the activation
-    statistics leave out; ``dθ`` has them out already (their loss gradient is scaled to 0)."""
+    statistics leave out; ``dθ`` has them out already (their loss gradient is scaled to 0). A
+    recurrent layer adds ``time_ratio`` and ``time_factor`` (:func:`fnnet.through_time.time_health`)."""
     health = {}
     for index, call in enumerate(tape.leaves()):
         kind = layer_kind(call.layer)
@@ -64,6 +70,9 @@ def layer_health(tape: Tape, params, new_params, weights=None) -> dict:
                 stats["param_norm"] = _norm(old)
                 update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), new, old)
                 stats["update_ratio"] = _norm(update) / jnp.maximum(stats["param_norm"], 1e-30)
+            if is_recurrent(call.layer) and call.dy is not None:  # padding rows: dy 0, so they add nothing
+                stats.update(time_health(call.layer, call.params, call.x, call.dy, state=call.state,
+                                         train=call.train))
         health[layer_label(call.path, call.layer)] = {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
     return health
 
@@ -114,7 +123,9 @@ def _trailing(values, steps, threshold) -> int | None:
 def health_warnings(history) -> list[str]:
     """New warnings for the health recorded so far (each layer and kind warned once; the ones
     given are kept in ``history.warnings``): dead or saturated units, a too-large update/weight
-    ratio, gradients vanishing or exploding across depth."""
+    ratio, gradients vanishing or exploding through time (a recurrent layer's ``time_factor``
+    below :data:`fnnet.through_time.TIME_VANISHING` or above ``TIME_EXPLODING`` for three records
+    in a row) and across depth."""
     given = {w["key"] for w in history.warnings}
     new = []
 
@@ -133,6 +144,7 @@ def health_warnings(history) -> list[str]:
                 since = _trailing(values, steps, FRACTION_HIGH)
                 if since is not None:
                     warn(f"{label}|{stat}", steps[-1], f"{label}: {values[-1]:.0%} {what} since step {since}")
+        _time_warnings(label, stats, steps, warn)
         ratios = [r for r in stats.get("update_ratio", [])[-5:] if r is not None]
         if len(ratios) >= min(3, len(stats.get("update_ratio", []))) and ratios:
             typical = float(np.median(ratios))
@@ -154,6 +166,24 @@ def health_warnings(history) -> list[str]:
             warn("depth|exploding", steps[-1], f"gradients explode across depth: ‖dθ‖/‖θ‖ is {low:.1e} at {first} "
                                                f"but {high:.1e} at {last}")
     return new
+
+
+def _time_warnings(label, stats, steps, warn) -> None:
+    """Warns when a recurrent layer's last output's gradient has shrunk (or grown) by more than
+    ``TIME_VANISHING`` (``TIME_EXPLODING``) per step back, on average, in the last three records."""
+    factors, ratios = stats.get("time_factor") or [], stats.get("time_ratio") or []
+    recent = factors[-3:]
+    if len(recent) < 3 or any(f is None for f in recent):
+        return
+    ratio = ratios[-1] if ratios and ratios[-1] is not None else float("nan")
+    said = (f"the last output's gradient that reaches step 1 is {ratio:.1e} of its size at the last step "
+            f"(×{recent[-1]:.2g} per step back on average) since step {steps[len(factors) - 3]}")
+    if all(f < TIME_VANISHING for f in recent):
+        warn(f"{label}|time_vanishing", steps[-1], f"{label}: gradients vanish through time: {said}; it cannot "
+                                                   f"learn from more than a few steps back")
+    if all(f > TIME_EXPLODING for f in recent):
+        warn(f"{label}|time_exploding", steps[-1], f"{label}: gradients explode through time: {said}; clip "
+                                                   f"the gradients or lower the learning rate")
 
 
 def plot_health(history, path):
