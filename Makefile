@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,interop]'
+	# the page tests' browser: Debian's chromium, where it is missing and apt-get can install it
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    { apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } >/dev/null 2>&1; } || \
+	  echo "chromium not installed: the page tests (tests/test_pages.py) will be skipped"
 	touch $@
 
 demo: $(STAMP)

@@ -19,7 +19,7 @@ T 50, batch 50, clip ±5 + Adam), in one process:
 
 Writes ``benchmarks/results/lstm_profile.json``.
 
-Run: ``python benchmarks/profile_lstm.py [--trace]`` (about a minute on 2 cores)
+Run: ``python benchmarks/profile_lstm.py [--trace]`` (about two minutes on 2 cores, three with ``--trace``)
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ after imports, before any data, so the two can be told apart).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -59,8 +60,8 @@ def main():
         except ImportError:
             print(json.dumps({"skipped": f"{module} is not installed (pip install -e '.[bench]')"}))
             return
-    import jax  # noqa: F401  (imported by every JAX contender; counted in the base memory)
-    import numpy  # noqa: F401
+    for name in ("jax", "numpy"):  # imported by every JAX contender: counted in the base memory
+        importlib.import_module(name)
 
     base = rss_mb()
     runner = contenders.runner(args.contender, workload)

@@ -28,7 +28,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import fnnet
 from fnnet.plots import plot_through_time

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,9 @@ from fnnet.health import ELEMENTWISE
 from fnnet.layer import Layer, apply_with_state
 from fnnet.layers._sequences import unpack
 from fnnet.through_time import core, derived
-from fnnet.tracing import LayerTrace, Trace
+
+if TYPE_CHECKING:  # annotations only: fnnet.tracing draws its page with explain (fnnet.pages.trace_page)
+    from fnnet.tracing import LayerTrace, Trace
 
 MIXING = {"BatchNorm", "LayerNorm", "CausalSelfAttention", "Softmax", "Conv", "Conv1D", "MaxPool", "AvgPool",
           "GlobalAvgPool"}

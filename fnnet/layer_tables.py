@@ -17,6 +17,13 @@ def shape_text(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
+def tree_shape(tree):
+    """An array's shape, or a tuple of shapes for a tuple of branches."""
+    if isinstance(tree, (tuple, list)):
+        return tuple(tree_shape(t) for t in tree)
+    return tuple(np.shape(tree)) if tree is not None else ()
+
+
 def matrix(label: str, array, max_units: int) -> str:
     """``label (shape):`` then the array as rows of 8-digit numbers, at most ``max_units`` rows and
     columns (the rest elided); more than two axes are shown as (first axis, the rest flattened)."""

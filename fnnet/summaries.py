@@ -9,6 +9,7 @@ import jax
 
 from fnnet.layer import (Layer, abstract_init, as_shape, is_combinator_kind, is_stateful, layer_children,
                          layer_name)
+from fnnet.pages import charts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Summary:
         if with_state:
             out.append(f"total state: {self.total_state:,} (not trained: updated in training, used in evaluation)")
         return "\n".join(line.rstrip() for line in out)
+
+    def _repr_html_(self) -> str:
+        return charts.styled(charts.summary_html(self))  # a notebook shows the table
 
 
 def summary(model: Layer, in_shape) -> Summary:

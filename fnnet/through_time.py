@@ -129,7 +129,7 @@ def _reference_cell(layer: Layer, params):
     """``(recurrent, after)``: ``u = h_{t-1}·W_hh + b_hh``, and the rest of step ``t`` given ``u``,
     ``after(u, x_t, carry_{t-1}) -> carry_t`` (PyTorch's equations, as :mod:`fnnet.layers.recurrent` writes them)."""
     kind, w_ih, w_hh = layer.spec.kind, params["w_ih"], params["w_hh"]
-    b_ih, b_hh = params.get("b_ih", 0.0), params.get("b_hh", 0.0)
+    b_ih, b_hh = (params[k][None] if k in params else 0.0 for k in ("b_ih", "b_hh"))   # (1, G·H): rows of N
     sigmoid, act = jax.nn.sigmoid, jnp.tanh if _activation(layer).get("activation", "tanh") == "tanh" else jax.nn.relu
 
     def recurrent(h_prev):
@@ -257,7 +257,23 @@ def derived(layer: Layer, params, x, dy, *, state=(), train: bool = False) -> di
 @dataclasses.dataclass
 class ThroughTime:
     """A recurrent layer's gradients through time in a traced step (float64, ``N`` sequences: the
-    leading axes flattened). ``dh[n, t - 1]`` is ``∂L/∂h_t``, from the hand-written backward scan."""
+    leading axes flattened). ``dh[n, t - 1]`` is ``∂L/∂h_t``, from the hand-written backward scan.
+
+    A :func:`fnnet.trace` keeps one for each RNN, LSTM or GRU layer (``LayerTrace.time``;
+    ``LayerTrace.through_time`` is its :meth:`norms`), and draws them with ``Trace.plot_through_time``.
+
+    Example:
+      >>> import pathlib, tempfile, jax, fnnet
+      >>> model = fnnet.serial(fnnet.LSTM(4), fnnet.Dense(2))
+      >>> _, params = model.init(jax.random.PRNGKey(0), (5, 3))
+      >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 3))
+      >>> traced = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, (x[..., 0] > 0).astype(int))
+      >>> seen = traced.layers[0].time
+      >>> seen.dh.shape, traced.layers[0].through_time.shape, seen.passed
+      ((2, 5, 4), (5,), True)
+      >>> traced.plot_through_time(pathlib.Path(tempfile.mkdtemp()) / "time.png").suffix
+      '.png'
+    """
 
     dh: np.ndarray
     """``(N, T, H)``: ``∂L/∂h_t``, the total (the output at ``t`` plus step ``t + 1``); zero past each end."""
@@ -377,7 +393,18 @@ def time_health(layer: Layer, params, x, dy, *, state=(), train: bool = False) -
     """``{"time_ratio": ‖∂L_last/∂h_1‖ / ‖∂L_last/∂h_T‖, "time_factor": its (T − 1)-th root}`` for
     the gradient of each sequence's last output alone (JAX scalars, inside a compiled step: one more
     forward and backward scan of the layer); ``{}`` for a single step. NaN when no gradient reached
-    the last step."""
+    the last step.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> from fnnet.through_time import time_health
+      >>> rnn = fnnet.RNN(4, return_sequences=False, recurrent_init=fnnet.initializers.normal(0.01))
+      >>> _, params = rnn.init(jax.random.PRNGKey(0), (6, 3))
+      >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 3))
+      >>> health = time_health(rnn, params, x, jnp.ones((2, 4)))   # W_hh ≈ 0: nothing carries back
+      >>> sorted(health), bool(health["time_factor"] < 0.1)
+      (['time_factor', 'time_ratio'], True)
+    """
     layer, x = _core(layer, x, state, train)
     dh = carried(layer, params, x, dy, from_last=True)           # (N, T, H)
     steps = dh.shape[1]

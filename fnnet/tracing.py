@@ -39,9 +39,10 @@ from fnnet.gradcheck._numerics import describe_counts, nonfinite_counts, to_floa
 from fnnet.health import activation_stats, norm
 from fnnet.layer import (Layer, apply_with_state, init_with_state, is_stateful, layer_kind, layer_name,
                          path_text)
-from fnnet.layer_tables import layer_tables, matrix, shape_text
+from fnnet.layer_tables import layer_tables, matrix, shape_text, tree_shape
 from fnnet.tape import Call, child_backward, child_forward, recording
 from fnnet.losses import Loss, check_targets, loss_name
+from fnnet.pages import trace_page
 from fnnet.plots import plot_through_time
 from fnnet.through_time import ThroughTime, is_recurrent, through_time
 
@@ -49,13 +50,6 @@ VJP_RTOL = _one_layer.RTOL
 """A layer's ``forward`` (against its ``apply``) and hand-written ``(dparams, dx)`` (against
 ``jax.vjp``) are ``OK`` when their largest relative difference (float64, at the traced point) is
 at most this; a NaN or inf on one side where the other is finite is never ``OK``."""
-
-
-def _shape(tree):
-    """An array's shape, or a tuple of shapes for a tuple of branches."""
-    if isinstance(tree, (tuple, list)):
-        return tuple(_shape(t) for t in tree)
-    return tuple(np.shape(tree)) if tree is not None else ()
 
 
 @dataclasses.dataclass
@@ -331,8 +325,8 @@ class Trace:
         out = []
         for lt in self.layers:
             norms = lt.norms()
-            out.append({"index": lt.index, "path": lt.path, "name": lt.name, "in_shape": _shape(lt.x),
-                        "out_shape": _shape(lt.y), **lt.stats, "dy_norm": norms["dy"],
+            out.append({"index": lt.index, "path": lt.path, "name": lt.name, "in_shape": tree_shape(lt.x),
+                        "out_shape": tree_shape(lt.y), **lt.stats, "dy_norm": norms["dy"],
                         "dparams_norm": norms["dparams"] if lt.has_params else None,
                         "forward_error": lt.forward_error, "vjp_error": lt.vjp_error,
                         "forward": "OK" if not lt.forward_error > VJP_RTOL else "NOT OK",
@@ -357,7 +351,7 @@ class Trace:
                 check += f"; NOT OK: {row['nonfinite']}"
             lines.append((str(row["index"]), row["path"] or "-", row["name"], shape_text(row["in_shape"]),
                           shape_text(row["out_shape"]), _num(row.get("mean")), _num(row.get("std")),
-                          _pct(row.get("zeros")), _pct(special), _num(row["dy_norm"]),
+                          _num(row.get("zeros"), ".0%"), _num(special, ".0%"), _num(row["dy_norm"]),
                           _num(row["dparams_norm"]), forward, check)
                          + ((_num(row["through_time_ratio"]),) if recurrent else ()))
         widths = [max(len(c) for c in column) for column in zip(header, *lines)]
@@ -408,6 +402,13 @@ class Trace:
                                              max_units)]))
         return "\n\n".join(blocks)
 
+    def to_html(self, path, title: str | None = None):
+        """Writes this step as one self-contained HTML page (:mod:`fnnet.pages.trace_page`); returns its path."""
+        return trace_page.write(self, path, title)
+
+    def _repr_html_(self) -> str:
+        return trace_page.component(self)  # a notebook shows the page inline
+
     def plot_through_time(self, path, from_last: bool = False):
         """Writes a PNG of ``‖∂L/∂h_t‖`` against ``t`` (log scale) for each recurrent layer (``from_last``:
         of the last output's gradient alone); returns the path. ValueError when there is none."""
@@ -440,9 +441,5 @@ def _listify(tree):
     return str(tree)
 
 
-def _num(value) -> str:
-    return "" if value is None else f"{value:.3g}"
-
-
-def _pct(value) -> str:
-    return "" if value is None else f"{value:.0%}"
+def _num(value, spec: str = ".3g") -> str:
+    return "" if value is None else f"{value:{spec}}"

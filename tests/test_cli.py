@@ -79,6 +79,9 @@ def test_export_of_the_mlp_run_gives_predict_in_onnxruntime(mnist_run, capsys, s
     (["train", "xor", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["eval", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
     (["predict", "/nonexistent/run", "/nonexistent/x.npy"], "/nonexistent/x.npy: no such file"),
+    (["trace", "xor", "--html", "/"], "--html /: is a folder"),
+    (["report", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
+    (["report", "/nonexistent/run", "--examples", "0"], "--examples must be >= 1"),
     ([], "required: command"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(capsys, args, message):

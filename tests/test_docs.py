@@ -16,7 +16,8 @@ MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations
            "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.tracing",
            "fnnet.explanation", "fnnet.health", "fnnet.tape",
            "fnnet.diagnosis", "fnnet.train.augment", "fnnet.layers.recurrent", "fnnet.layers.rnn",
-           "fnnet.layers.lstm", "fnnet.layers.gru", "fnnet.tied"]
+           "fnnet.layers.lstm", "fnnet.layers.gru", "fnnet.tied", "fnnet.through_time", "fnnet.charrnn",
+           "fnnet.pages.trace_page", "fnnet.pages.mathml", "fnnet.pages.charts"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,7 +6,8 @@
   optimizer are built from a run's settings;
 * :mod:`~fnnet.app.jobs`: run folders (what a training job writes, resume and overwrite);
 * :mod:`~fnnet.app.runs`: :func:`load_run`, a trained run folder loaded back;
-* :mod:`~fnnet.app.shakespeare`: the Tiny Shakespeare GPT recipe.
+* :mod:`~fnnet.app.shakespeare`: the Tiny Shakespeare GPT recipe; :mod:`~fnnet.app.char_rnn`: its
+  char-rnn (``--model lstm``, ``rnn``, ``gru``).
 
 The library (``fnnet.layer``, ``layers``, ``combinators``, ``losses``, ``gradients``, ``train``,
 ``gradcheck``, ``gpt``...) never imports this package (``tests/test_layering.py``).

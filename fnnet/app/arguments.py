@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import pathlib
 
-from fnnet.app import process, recipes, shakespeare
-from fnnet.app.choices import TEXT as _TEXT
+from fnnet.app import char_rnn, process, recipes, shakespeare
+from fnnet.app.choices import CHAR_RNN_MODELS, MODELS, TEXT as _TEXT, TEXT_MODELS
 from fnnet.app.recipes import RecipeError
 from fnnet.app.usage import UsageError
 
@@ -41,9 +41,12 @@ def config_from_args(args, dataset: str | None = None) -> dict:
     """The settings of ``fnnet train DATASET`` (``dataset``: by default ``args.dataset``) with these flags
     (:func:`fnnet.app.recipes.settings`); a UsageError naming the flag that does not fit."""
     dataset = dataset or args.dataset
-    given = [name for name in _GPT_FLAGS if getattr(args, name) is not None]
+    given = [name for name in _TEXT_FLAGS if getattr(args, name, None) is not None]
     if given:
-        raise UsageError(f"--{given[0].replace('_', '-')} is for the GPT ({_TEXT}), not {dataset}")
+        owner = f"the GPT ({_TEXT})" if given[0] in _GPT_FLAGS else f"a char-rnn ({_TEXT} --model lstm)"
+        raise UsageError(f"--{given[0].replace('_', '-')} is for {owner}, not {dataset}")
+    if args.model in TEXT_MODELS:
+        raise UsageError(f"--model {args.model} is for {_TEXT}, not {dataset} (--model {', '.join(MODELS)})")
     try:
         return recipes.settings(dataset, args.model, args.recipe,
                                 **{name: getattr(args, name) for name in recipes.SETTING_NAMES})
@@ -52,25 +55,76 @@ def config_from_args(args, dataset: str | None = None) -> dict:
 
 
 _GPT_FLAGS = ("layers", "heads", "features", "block_size", "dropout", "steps", "eval_interval", "eval_batches")
+_GPT_ONLY = ("heads", "features", "block_size", "weight_decay")
+"""The GPT's flags that a char-rnn has no use for."""
+_RNN_ONLY = ("hidden", "seq_len", "windows")
+"""A char-rnn's flags that the GPT has no use for (``--hidden`` is an MLP's flag too)."""
+_TEXT_FLAGS = _GPT_FLAGS + ("seq_len", "windows")
+"""The flags of ``fnnet train shakespeare`` alone (``--batch-size``, ``--lr``... serve every data set)."""
 
 
-_IMAGE_FLAGS = ("hidden", "activation", "epochs", "optimizer", "schedule", "limit", "monitor", "recipe", "augment")
+_IMAGE_FLAGS = ("activation", "epochs", "optimizer", "schedule", "limit", "monitor", "recipe", "augment")
+
+
+def _text_model(args, saved: dict) -> str:
+    """The model ``fnnet train shakespeare`` trains: ``--model``, or without it the GPT (on ``--resume``,
+    the run's own model)."""
+    given = [name for name in _IMAGE_FLAGS if getattr(args, name, None) is not None]
+    if given:
+        raise UsageError(f"--{given[0]} is not used by {_TEXT} (a GPT: --layers, --heads, --features, "
+                         f"--block-size, --steps, --batch-size, --lr, --dropout; or --model "
+                         f"{'/'.join(CHAR_RNN_MODELS)}: --layers, --hidden, --seq-len)")
+    if args.model == "mlp":  # --model not given
+        return saved.get("model") if saved.get("model") in TEXT_MODELS else "gpt"
+    if args.model not in TEXT_MODELS:
+        raise UsageError(f"--model {args.model} is not used by {_TEXT} (--model {', '.join(TEXT_MODELS)})")
+    return args.model
+
+
+def _given_text_flags(args, model: str) -> list[str]:
+    """The settings ``fnnet train shakespeare`` takes from flags for ``model``; a UsageError naming a flag
+    that does not apply to it."""
+    names = [name for name in _TEXT_FLAGS + ("hidden", "batch_size", "lr", "weight_decay")
+             if getattr(args, name, None) is not None]
+    wrong = [name for name in names if name in (_RNN_ONLY if model == "gpt" else _GPT_ONLY)]
+    if wrong:
+        flag = "--" + wrong[0].replace("_", "-")
+        if model == "gpt":
+            raise UsageError(f"{flag} is not used by {_TEXT}'s GPT; it is for a char-rnn (--model "
+                             f"{'/'.join(CHAR_RNN_MODELS)}: --layers, --hidden, --seq-len, --windows)")
+        raise UsageError(f"{flag} is for {_TEXT}'s GPT (--model gpt), not --model {model} (a char-rnn: --layers, "
+                         f"--hidden, --seq-len, --windows, --dropout, --steps, --batch-size, --lr)")
+    return names
+
+
+def _hidden_width(value: str) -> int:
+    """A char-rnn's ``--hidden``: one width (the units of every recurrent layer)."""
+    try:
+        width = int(value)
+    except ValueError:
+        raise UsageError(f"--hidden for a char-rnn is one width, the units of every recurrent layer (--layers "
+                         f"sets how many), got {value!r}") from None
+    if width < 1:
+        raise UsageError(f"--hidden must be a positive integer, got {width}")
+    return width
 
 
 def text_config_from_args(args) -> dict:
-    given = [name for name in _IMAGE_FLAGS if getattr(args, name) is not None]
-    if given or args.model != "mlp":
-        flag = f"--{given[0]}" if given else "--model"
-        raise UsageError(f"{flag} is not used by {_TEXT} (a GPT: --layers, --heads, --features, "
-                         f"--block-size, --steps, --batch-size, --lr, --dropout)")
-    config = dict(shakespeare.DEFAULTS)
-    if getattr(args, "resume", False):  # the run's own settings where no flag is given (a converted model's form)
-        config.update(shakespeare.saved_settings(process.train_out(args)))
-    for name in _GPT_FLAGS + ("batch_size", "lr", "weight_decay"):
-        if getattr(args, name) is not None:
-            config[name] = getattr(args, name)
+    """The settings of ``fnnet train shakespeare`` with these flags: the GPT's (:data:`fnnet.app.shakespeare.DEFAULTS`)
+    or with ``--model rnn/lstm/gru`` a char-rnn's (:data:`fnnet.app.char_rnn.DEFAULTS`); a UsageError naming
+    the flag that does not fit the model."""
+    out = process.train_out(args) if getattr(args, "command", None) == "train" else None
+    saved = shakespeare.saved_settings(out) if out is not None and getattr(args, "resume", False) else {}
+    model = _text_model(args, saved)
+    if saved and saved.get("model", "gpt") != model:
+        raise UsageError(f"--resume: {out} holds a run of --model {saved.get('model', 'gpt')}; --model {model} "
+                         f"would be another model (drop --model, or give another --out)")
+    config = dict(shakespeare.DEFAULTS) if model == "gpt" else dict(char_rnn.DEFAULTS, model=model)
+    config.update(saved)  # the run's own settings where no flag is given (a converted model's form)
+    for name in _given_text_flags(args, model):
+        config[name] = _hidden_width(args.hidden) if name == "hidden" else getattr(args, name)
     config["grad"], config["seed"] = args.grad, args.seed
-    problem = shakespeare.settings_error(config)
+    problem = shakespeare.settings_error(config) if model == "gpt" else char_rnn.settings_error(config)
     if problem:
         raise UsageError(problem)
     return config

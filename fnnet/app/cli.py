@@ -1,4 +1,4 @@
-"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor, convert,
+"""The ``fnnet`` command line: train, eval, predict, sample, gradcheck, summary, trace, doctor, report, convert,
 export and the demo.
 
 Examples::
@@ -10,9 +10,12 @@ Examples::
     fnnet summary mnist
     fnnet train shakespeare --out runs/shakespeare                # a character-level GPT
     fnnet sample runs/shakespeare --prompt "ROMEO:" --tokens 500 --temperature 0.8
+    fnnet train shakespeare --model lstm --out runs/lstm         # a char-rnn: 2 layers of 128 LSTM units
     fnnet trace xor                                                # one step, every layer, as tables
+    fnnet trace xor --html trace.html                              # the same step drawn, to open in a browser
     fnnet trace runs/mnist --layer 2                               # a trained run from inside
     fnnet doctor mnist                                             # the checks to run before training
+    fnnet report runs/mnist                                        # runs/mnist/report.html: the run as one page
     fnnet convert nanogpt out-shakespeare-char/ckpt.pt --out runs/nanogpt   # nanoGPT's model as a run
     fnnet export runs/mnist mnist.onnx                             # ONNX, checked with onnxruntime
     fnnet demo
@@ -29,7 +32,7 @@ import sys
 import threading
 
 from fnnet.app.choices import (ACTIVATIONS, CHECKPOINT_EVERY, CNN_RECIPE_NAMES, DATASETS, MODELS, OPTIMIZERS,
-                               SCHEDULES, TEXT)
+                               SCHEDULES, TEXT, TEXT_MODELS, WINDOWS)
 from fnnet.app.usage import UsageError
 
 __all__ = ["ACTIVATIONS", "DATASETS", "EXIT_CODES", "OPTIMIZERS", "SCHEDULES", "UsageError", "build_parser", "entry_point", "main"]
@@ -56,8 +59,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_flags(p) -> None:
     """The flags that choose and train a model: ``fnnet train``, ``gradcheck`` and ``summary`` share them,
     so every model the CLI trains can be summarised and gradient-checked with the same arguments."""
-    p.add_argument("--model", choices=MODELS, default="mlp",
-                   help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.app.recipes.build_cnn)")
+    p.add_argument("--model", choices=MODELS + TEXT_MODELS, default="mlp",
+                   help="mlp (Dense layers, --hidden), or for images a cnn or resnet (fnnet.app.recipes.build_cnn); "
+                        f"for {TEXT} gpt (the default) or a char-rnn: rnn, lstm or gru (fnnet.app.char_rnn)")
     p.add_argument("--recipe", choices=CNN_RECIPE_NAMES,
                    help="how --model cnn trains (fnnet.app.recipes.CNN_RECIPES): fast (a small network, one-cycle "
                         "Adam, shifted images, 8 epochs; MNIST's default) or classic (BatchNorm network, cosine "
@@ -65,7 +69,7 @@ def _add_model_flags(p) -> None:
     p.add_argument("--augment", type=int, metavar="PIXELS",
                    help="shift each training image by up to PIXELS pixels, on the device (default: the recipe's; "
                         "0 for none)")
-    p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none)")
+    p.add_argument("--hidden", help="hidden widths, e.g. 512,512 ('' for none); a char-rnn's: one width (128)")
     p.add_argument("--activation", choices=ACTIVATIONS)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -81,8 +85,9 @@ def _add_model_flags(p) -> None:
     p.add_argument("--monitor", type=int, metavar="N",
                    help="every N steps record each layer's health (activations, dead/saturated units, gradient "
                         "norm, update/weight ratio) inside the compiled step: warnings, metrics.json, health.png")
-    gpt_flags = p.add_argument_group(f"GPT ({TEXT}; defaults: nanoGPT's CPU recipe, fnnet.app.shakespeare.DEFAULTS)")
-    gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4)")
+    gpt_flags = p.add_argument_group(f"GPT and char-rnn ({TEXT}; defaults: nanoGPT's CPU recipe, "
+                                     f"fnnet.app.shakespeare.DEFAULTS; char-rnn's, fnnet.app.char_rnn.DEFAULTS)")
+    gpt_flags.add_argument("--layers", type=int, help="transformer blocks (4); a char-rnn's recurrent layers (2)")
     gpt_flags.add_argument("--heads", type=int, help="attention heads (4)")
     gpt_flags.add_argument("--features", type=int, help="embedding width (128)")
     gpt_flags.add_argument("--block-size", type=int, help="context length in characters (64)")
@@ -90,12 +95,17 @@ def _add_model_flags(p) -> None:
     gpt_flags.add_argument("--steps", type=int, help="optimizer steps (2000)")
     gpt_flags.add_argument("--eval-interval", type=int, help="steps between validation estimates (250)")
     gpt_flags.add_argument("--eval-batches", type=int, help="batches per validation estimate (20)")
+    gpt_flags.add_argument("--seq-len", type=int, help="a char-rnn's training windows, in characters (50)")
+    gpt_flags.add_argument("--windows", choices=WINDOWS,
+                           help="a char-rnn's training windows: at random starts, or streams that keep each "
+                                "layer's carry from step to step (truncated backprop through time); default: random")
 
 
-_FORM_FLAGS = ("model", "recipe", "hidden", "activation", "layers", "heads", "features", "block_size", "dropout")
+_FORM_FLAGS = ("model", "recipe", "hidden", "activation", "layers", "heads", "features", "block_size", "dropout",
+               "windows")
 """The flags of :func:`_add_model_flags` that shape the model itself: what gradcheck, summary and doctor build."""
 _TRAINING_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "grad", "limit", "monitor",
-                   "augment", "steps", "eval_interval", "eval_batches")
+                   "augment", "steps", "eval_interval", "eval_batches", "seq_len")
 """The flags of :func:`_add_model_flags` that only training uses."""
 _DEFAULTS = {"model": "mlp", "grad": "manual"}  # the flags above whose default is not None
 
@@ -119,6 +129,8 @@ def _check_args(args) -> None:
         if args.layer is not None and not re.fullmatch(r"-?\d+|\d+(/\d+)+", args.layer):
             raise UsageError(f"--layer must be a layer's index (2; -1 counts from the end) or path (3/1/0), "
                              f"got {args.layer!r}")
+    elif args.command == "report" and args.examples < 1:
+        raise UsageError(f"--examples must be >= 1, got {args.examples}")
     elif args.command == "doctor":
         training = _given(args, _TRAINING_FLAGS)
         if training:
@@ -163,7 +175,8 @@ def _add_training_commands(commands) -> None:
                                         "metrics.json and curves.png. A folder that holds a run already needs "
                                         "--resume (continue it) or --overwrite (replace it).")
     p.add_argument("dataset", choices=list(DATASETS) + [TEXT],
-                   help=f"a data set; {TEXT} trains a character-level GPT (fnnet.app.shakespeare)")
+                   help=f"a data set; {TEXT} trains a character-level GPT (fnnet.app.shakespeare), or with "
+                        f"--model lstm (rnn, gru) a char-rnn (fnnet.app.char_rnn)")
     _add_model_flags(p)
     p.add_argument("--out", help="output folder (default runs/DATASET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -173,8 +186,11 @@ def _add_training_commands(commands) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoint, config, metrics and plots)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--report", action="store_true",
+                   help="at the end, also write RUN_DIR/report.html (what 'fnnet report RUN_DIR' writes; a few "
+                        "seconds, so off by default) and print its path")
 
-    p = commands.add_parser("sample", help="generate text with a trained GPT run",
+    p = commands.add_parser("sample", help="generate text with a trained GPT or char-rnn run",
                             description="Loads RUN_DIR (the --out folder of 'fnnet train shakespeare') and "
                                         "prints PROMPT followed by --tokens sampled characters.")
     p.add_argument("run_dir", help="the --out folder of 'fnnet train shakespeare'")
@@ -209,7 +225,7 @@ def _add_training_commands(commands) -> None:
 
 
 def _add_inspection_commands(commands) -> None:
-    """gradcheck, summary, trace, doctor: look inside a model before and after training."""
+    """gradcheck, summary, trace, doctor, report: look inside a model before and after training."""
     p = commands.add_parser("gradcheck", help="check hand-written backward passes against jax.grad",
                             description="Without a data set: every built-in layer, loss and model. With one: "
                                         "the model 'fnnet train' builds from the same flags, on real examples.")
@@ -239,6 +255,8 @@ def _add_inspection_commands(commands) -> None:
     p.add_argument("--max-units", type=int, default=16, help="rows and columns shown per table (16)")
     p.add_argument("--json", help="also write the trace as JSON to this file")
     p.add_argument("--arrays", action="store_true", help="with --json: include every array")
+    p.add_argument("--html", metavar="FILE", help="also write the step as one self-contained page to look at in a "
+                                                  "browser: every layer's numbers drawn, each unit's chain rule")
     p.add_argument("--through-time", nargs="?", const="", metavar="PNG",
                    help="for a model with RNN, LSTM or GRU layers: print how the gradient ‖∂L/∂h_t‖ fares from "
                         "t = T back to 1 and draw it into PNG (default RUN_DIR/through_time.png)")
@@ -252,6 +270,17 @@ def _add_inspection_commands(commands) -> None:
                     "or a run folder (its trained parameters). Exit status 1 when a check fails.")
     p.add_argument("target", help="a data set (" + ", ".join(list(DATASETS) + [TEXT]) + ") or a run folder")
     _add_model_flags(p)
+
+    p = commands.add_parser(
+        "report", help="a trained run as one page: settings, curves, health, a trace, what the model does",
+        description="Writes RUN_DIR/report.html, one self-contained page to open in a browser: the settings and "
+                    "the command that made the run, its results and model summary, the learning curves, the "
+                    "per-layer health when it was monitored, the trace of a few test examples (every layer's "
+                    "numbers), and what the model does (labelled test images and the confusion matrix; for Tiny "
+                    "Shakespeare, samples at a few temperatures).")
+    p.add_argument("dir", help="a run folder (the --out of 'fnnet train')")
+    p.add_argument("--out", help="write the page here instead (default RUN_DIR/report.html)")
+    p.add_argument("--examples", type=int, default=4, help="test examples to trace (4; at least 1)")
 
 
 def _add_exchange_commands(commands) -> None:

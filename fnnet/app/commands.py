@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from fnnet import datasets, losses, plots, train
-from fnnet.app import inspection, jobs, process, recipes, shakespeare
+from fnnet.app import inspection, jobs, process, recipes, report, shakespeare
 from fnnet.app.arguments import check_output_path, config_from_args, plural, text_config_from_args
 from fnnet.app.choices import CHECKPOINT_EVERY, TEXT as _TEXT
 from fnnet.app.process import use_compilation_cache
@@ -134,10 +134,12 @@ def _cmd_train(args) -> int:
         config = text_config_from_args(args)
         out = check_output_path(process.train_out(args), "--out", folder=True)
         shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
-        return 0
-    config = config_from_args(args)
-    run_train(config, process.train_out(args), resume=args.resume, verbose=not args.quiet,
-              overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
+    else:
+        out = process.train_out(args)
+        run_train(config_from_args(args), out, resume=args.resume, verbose=not args.quiet,
+                  overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
+    if args.report:   # 1-5 s (a trace, the test set's predictions, samples): asked for, not by default
+        print(f"report: {report.write_report(load_run(out))}")
     return 0
 
 
@@ -313,6 +315,7 @@ COMMANDS = {
     "summary": inspection.summary_command,
     "trace": inspection.trace_command,
     "doctor": inspection.doctor_command,
+    "report": report.report_command,
     "convert": _cmd_convert,
     "export": _cmd_export,
     "demo": _cmd_demo,

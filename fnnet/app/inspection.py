@@ -27,8 +27,9 @@ def _model_for(dataset: str, settings: dict):
     if dataset == _TEXT:
         text = datasets.tiny_shakespeare()
         model, in_shape = recipes.model_from_config(dict(settings, vocab=text.vocab))
-        ids = np.asarray(text.train[:4 * (settings["block_size"] + 1)]).reshape(4, -1)
-        return f"{_TEXT} GPT", model, in_shape, losses.softmax_cross_entropy, ids[:, :-1], ids[:, 1:]
+        ids = np.asarray(text.train[:4 * (in_shape[0] + 1)]).reshape(4, -1)
+        label = f"{_TEXT} {settings['model'].upper()}"   # shakespeare GPT, shakespeare LSTM...
+        return label, model, in_shape, losses.softmax_cross_entropy, ids[:, :-1], ids[:, 1:]
     spec = DATASETS[dataset]
     model, in_shape = recipes.model_from_config(dict(settings, in_shape=list(spec.in_shape), out_dim=spec.out_dim))
     return dataset, model, in_shape, losses.ALL[spec.loss], None, None
@@ -123,6 +124,7 @@ def trace_command(args) -> int:
     ``--layer``, ``--explain`` or ``--through-time`` the model does not have is a usage error, before
     anything is printed."""
     figure = None
+    page = check_output_path(args.html, "--html", folder=False) if args.html else None
     if args.target == "xor":
         with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
             model, params, loss, x, y = recipes.tutorial_xor()
@@ -152,6 +154,8 @@ def trace_command(args) -> int:
     if args.explain is not None:
         print()
         print(explanation.explain(result, args.layer if args.layer is not None else 0, args.explain))
+    if page is not None:
+        print(f"\nwrote {result.to_html(page)}")
     if args.json:
         path = check_output_path(args.json, "--json", folder=False)
         path.write_text(json.dumps(result.to_dict(arrays=args.arrays), indent=1))

@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import optax
 
 from fnnet import datasets, losses, train
-from fnnet.app import choices
-from fnnet.app.choices import ACTIVATIONS, CNN_RECIPE_NAMES, MODELS, OPTIMIZERS, SCHEDULES
+from fnnet.app import char_rnn, choices
+from fnnet.app.choices import ACTIVATIONS, CHAR_RNN_MODELS, CNN_RECIPE_NAMES, MODELS, OPTIMIZERS, SCHEDULES
 from fnnet.combinators import Residual, serial
 from fnnet.gpt import GPT, GPTConfig
 from fnnet.initializers import glorot_uniform, he_uniform
@@ -389,6 +389,13 @@ def model_from_config(config: dict):
     Configs written before ``in_shape``, ``out_dim`` and ``model`` were recorded fall back to
     the data set's :class:`DatasetSpec` and an MLP.
     """
+    if config.get("model") in CHAR_RNN_MODELS:  # fnnet train shakespeare --model lstm
+        try:
+            return char_rnn.build(config)
+        except KeyError as error:
+            raise RecipeError(f"config has no {error.args[0]!r} entry") from None
+        except (TypeError, ValueError) as error:
+            raise RecipeError(str(error)) from None
     if config.get("model") == "gpt":
 
         missing = [key for key in ("vocab", "block_size", "layers", "heads", "features", "dropout")

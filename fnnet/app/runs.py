@@ -29,7 +29,8 @@ import numpy as np
 import jax
 
 from fnnet import checkpoint, datasets, losses, tracing, train
-from fnnet.app import recipes, shakespeare
+from fnnet.app import char_rnn, recipes, shakespeare
+from fnnet.app.choices import TEXT_MODELS
 from fnnet.app.jobs import CONFIG_NAME, METRICS_NAME
 from fnnet.app.recipes import RecipeError
 from fnnet.checkpoint import CheckpointError
@@ -96,8 +97,8 @@ class Run:
 
     @property
     def is_language_model(self) -> bool:
-        """True for a GPT run (``fnnet train shakespeare``): it samples text instead of predicting."""
-        return self.config.get("model") == "gpt"
+        """True for a GPT or char-rnn run (``fnnet train shakespeare``): it samples text instead of predicting."""
+        return self.config.get("model") in TEXT_MODELS
 
     def sample(self, prompt: str = "\n", num_tokens: int = 500, *, temperature: float = 0.8,
                top_k: int | None = None, seed: int = 0) -> str:
@@ -183,14 +184,15 @@ class Run:
 
     def examples(self, count: int = 8, split: str = "test") -> tuple:
         """``(x, y)``: the first ``count`` examples of the ``"test"`` (or ``"train"``) split as
-        ``fnnet train`` used it (for a language model: ``count`` windows of ``block_size``
-        validation, or training, tokens and their next tokens)."""
+        ``fnnet train`` used it (for a language model: ``count`` windows of its validation window's
+        length, :func:`fnnet.app.char_rnn.validation_window`, of validation, or training, tokens and
+        their next tokens)."""
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"examples: count must be a positive int, got {count!r}")
         if split not in ("train", "test"):
             raise ValueError(f"examples: split must be 'train' or 'test', got {split!r}")
         if self.is_language_model:
-            block = int(self.config["block_size"])
+            block = char_rnn.validation_window(self.config)
             text = self._text()
             return language.consecutive_windows(text.val if split == "test" else text.train, block, count)
         if self.spec is None:
@@ -214,7 +216,7 @@ class Run:
 
             tokens = self._text().val if data is None else data
             return language.evaluate_language_model(self.model, self.params, tokens,
-                                                    block_size=int(self.config["block_size"]),
+                                                    block_size=char_rnn.validation_window(self.config),
                                                     model_state=self.model_state)
         if data is None:
             if self.spec is None:

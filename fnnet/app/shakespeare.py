@@ -1,4 +1,6 @@
-"""The Tiny Shakespeare recipe: a character-level GPT, as ``fnnet train shakespeare`` runs it.
+"""The Tiny Shakespeare recipe: a character-level GPT, as ``fnnet train shakespeare`` runs it (with
+``--model lstm``, ``rnn`` or ``gru`` a char-rnn instead: :mod:`fnnet.app.char_rnn`, whose runs this
+module trains and samples too).
 
 The defaults are nanoGPT's CPU recipe for ``shakespeare_char`` (4 layers, 4 heads, 128
 features, context 64, batch 12, 2,000 iterations, no dropout; AdamW with β₂ = 0.99,
@@ -24,8 +26,8 @@ import time
 
 import jax
 
-from fnnet import datasets, gpt
-from fnnet.app import jobs
+from fnnet import charrnn, datasets, gpt
+from fnnet.app import char_rnn, jobs
 from fnnet.app.recipes import RecipeError, gpt_config
 from fnnet.datasets import CharText
 from fnnet.interop import nanogpt
@@ -78,9 +80,21 @@ def settings_error(config: dict) -> str | None:
     return None
 
 
+def _recipe(config: dict):
+    """``(model, optimizer, fit options, target, whose target)`` of a run's settings: the GPT's, or a
+    char-rnn's (:func:`fnnet.app.char_rnn.recipe`)."""
+    if char_rnn.is_char_rnn(config):
+        return (*char_rnn.recipe(config), char_rnn.TARGET_VAL_LOSS, "the char-rnn target")
+    optimizer = gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"],
+                              warmup=config["warmup"], weight_decay=config["weight_decay"])
+    return (gpt.GPT(gpt_config(config)), optimizer, {"block_size": config["block_size"]}, TARGET_VAL_LOSS,
+            "nanoGPT's target")
+
+
 def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verbose: bool = True,
               sample_tokens: int = 500, overwrite: bool = False) -> dict:
-    """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes) and writes the run folder.
+    """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes), or the char-rnn
+    (:data:`fnnet.app.char_rnn.DEFAULTS` with changes), and writes the run folder.
 
     A folder that holds a run already needs ``resume`` (same settings but ``steps`` and the
     validation estimates' ``eval_interval`` and ``eval_batches``) or ``overwrite``
@@ -97,25 +111,24 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     text = datasets.tiny_shakespeare()
     data_seconds = time.perf_counter() - started
     config = dict(config, vocab=text.vocab)
-    model = gpt.GPT(gpt_config(config))
+    model, optimizer, fit_options, target, whose = _recipe(config)
+    window = char_rnn.validation_window(config)
     config_path = out_dir / jobs.CONFIG_NAME
     if resume and config_path.exists() and json.loads(config_path.read_text()).get("vocab") != text.vocab:
         raise RecipeError(f"--resume: {config_path} was written for another vocabulary")
     with jobs.writing_run(out_dir, config, replaced):
         if verbose:
-            print(summary(model, (config["block_size"],)))
+            print(summary(model, (window,)))
             print(f"tiny shakespeare: {len(text.train):,} training and {len(text.val):,} validation "
                   f"characters, vocabulary {text.vocab_size}")
-        optimizer = gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"],
-                                  warmup=config["warmup"], weight_decay=config["weight_decay"])
         fit_started = time.perf_counter()
         state, history = language.fit_language_model(
-            model, optimizer, text.train, text.val, block_size=config["block_size"],
-            batch_size=config["batch_size"], steps=config["steps"], eval_interval=config["eval_interval"],
-            eval_batches=config["eval_batches"], key=jax.random.PRNGKey(config["seed"]), grad=config["grad"],
+            model, optimizer, text.train, text.val, **fit_options, batch_size=config["batch_size"],
+            steps=config["steps"], eval_interval=config["eval_interval"], eval_batches=config["eval_batches"],
+            key=jax.random.PRNGKey(config["seed"]), grad=config["grad"],
             verbose=verbose, checkpoint_dir=out_dir, resume=resume, overwrite=overwrite)
     fit_seconds = time.perf_counter() - fit_started
-    result = language.evaluate_language_model(model, state.params, text.val, block_size=config["block_size"],
+    result = language.evaluate_language_model(model, state.params, text.val, block_size=window,
                                               model_state=state.model_state)
     total_seconds = time.perf_counter() - started
     train_seconds = float(sum(history.seconds))
@@ -123,14 +136,14 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         "dataset": "shakespeare",
         "val_loss": result["loss"],
         "val_tokens": result["tokens"],
-        "target_val_loss": TARGET_VAL_LOSS,
+        "target_val_loss": target,
         "steps": int(state.step),
         "train_seconds": train_seconds,
-        "tokens_per_second": int(state.step) * config["batch_size"] * config["block_size"] / train_seconds,
+        "tokens_per_second": int(state.step) * config["batch_size"] * fit_options["block_size"] / train_seconds,
         "data_seconds": data_seconds,
         "fit_seconds": fit_seconds,
         "seconds_to_val_loss": total_seconds,
-        "seconds_to_target": seconds_to_target(history, TARGET_VAL_LOSS, fit_started - started, done_steps),
+        "seconds_to_target": seconds_to_target(history, target, fit_started - started, done_steps),
         "grad": config["grad"],
         "history": history.to_dict(),
     }
@@ -143,8 +156,8 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         (f"resumed at step {done_steps}: {int(state.step) - done_steps} steps in this session "
          f"({fit_seconds:.1f} s), {train_seconds:.1f} s of training in all sessions")
     report = (f"shakespeare: validation loss {result['loss']:.4f} over all {result['tokens']:,} validation "
-              f"tokens (nanoGPT's target {TARGET_VAL_LOSS}); {int(state.step)} steps, {timing}", f"\n{text_out}\n")
-    jobs.finish_run(out_dir, metrics, {jobs.LOSS_NAME: lambda path: history.plot(path, target=TARGET_VAL_LOSS),
+              f"tokens ({whose} {target}); {int(state.step)} steps, {timing}", f"\n{text_out}\n")
+    jobs.finish_run(out_dir, metrics, {jobs.LOSS_NAME: lambda path: history.plot(path, target=target),
                                        jobs.SAMPLE_NAME: lambda path: path.write_text(text_out + "\n")},
                     verbose=verbose, report=report)
     return metrics
@@ -168,6 +181,9 @@ def sample(model, params, config: dict, prompt: str, num_tokens: int, *, tempera
 
     vocab = CharText(None, None, config["vocab"])
     ids = vocab.encode(prompt)
+    if char_rnn.is_char_rnn(config):  # the carry handed on from character to character
+        return vocab.decode(charrnn.generate(model, params, ids, num_tokens, key=jax.random.PRNGKey(seed),
+                                             temperature=temperature, top_k=top_k))
     out = gpt.generate(model, params, ids, num_tokens, block_size=int(config["block_size"]),
                        key=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k, state=model_state)
     return vocab.decode(out)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from fnnet.pages import charts
 from fnnet.plots import pyplot, save_figure
 from fnnet.train import monitor
 
@@ -32,6 +33,11 @@ class Record:
         """The fields as plain lists and dicts (copied, not deep-copied element by element: a
         checkpoint writes this after every epoch, so it stays linear in the history's length)."""
         return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    def _repr_html_(self) -> str:
+        """A notebook draws the learning curves (and the monitor's health, if recorded) as SVG."""
+        record = self.to_dict()
+        return charts.styled(charts.history_html(record) + charts.health_html(record))
 
     @classmethod
     def from_dict(cls, data: dict):

@@ -170,20 +170,24 @@ def health_warnings(history) -> list[str]:
 
 def _time_warnings(label, stats, steps, warn) -> None:
     """Warns when a recurrent layer's last output's gradient has shrunk (or grown) by more than
-    ``TIME_VANISHING`` (``TIME_EXPLODING``) per step back, on average, in the last three records."""
+    ``TIME_VANISHING`` (``TIME_EXPLODING``) per step back, on average, in the last three records
+    (or more: the message gives the step the trailing stretch began at)."""
     factors, ratios = stats.get("time_factor") or [], stats.get("time_ratio") or []
-    recent = factors[-3:]
-    if len(recent) < 3 or any(f is None for f in recent):
-        return
     ratio = ratios[-1] if ratios and ratios[-1] is not None else float("nan")
-    said = (f"the last output's gradient that reaches step 1 is {ratio:.1e} of its size at the last step "
-            f"(×{recent[-1]:.2g} per step back on average) since step {steps[len(factors) - 3]}")
-    if all(f < TIME_VANISHING for f in recent):
-        warn(f"{label}|time_vanishing", steps[-1], f"{label}: gradients vanish through time: {said}; it cannot "
-                                                   f"learn from more than a few steps back")
-    if all(f > TIME_EXPLODING for f in recent):
-        warn(f"{label}|time_exploding", steps[-1], f"{label}: gradients explode through time: {said}; clip "
-                                                   f"the gradients or lower the learning rate")
+    for key, beyond, what, advice in (
+            ("time_vanishing", lambda f: f < TIME_VANISHING, "vanish",
+             "it cannot learn from more than a few steps back"),
+            ("time_exploding", lambda f: f > TIME_EXPLODING, "explode", "clip the gradients or lower the learning rate")):
+        count = 0
+        for factor in reversed(factors):
+            if factor is None or not beyond(factor):
+                break
+            count += 1
+        if count >= 3:
+            warn(f"{label}|{key}", steps[-1],
+                 f"{label}: gradients {what} through time: the last output's gradient that reaches step 1 is "
+                 f"{ratio:.1e} of its size at the last step (×{factors[-1]:.2g} per step back on average) since "
+                 f"step {steps[len(factors) - count]}; {advice}")
 
 
 def plot_health(history, path):
