@@ -30,13 +30,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from fnnet.combinators import serial
 from fnnet.layer import Layer, abstract_init
 from fnnet.layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
-from fnnet.layers.embedding import check_token_ids
+from fnnet.sampling import check_request, pick_token
 from fnnet.layers.recurrent import Stateful, carry_forward
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -110,18 +109,8 @@ def generate(model: Layer, params, prompt_ids, num_tokens: int, *, key, temperat
     ``lax.scan`` whose cost per character is one step, however long the text (the GPT's
     :func:`fnnet.gpt.generate` runs its whole window again per character).
     """
-    if temperature <= 0:
-        raise ValueError(f"generate: temperature must be > 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
-    prompt_ids = np.asarray(prompt_ids)
-    if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
-        raise ValueError(f"generate: prompt_ids must be a non-empty 1-D array of ids, got shape "
-                         f"{prompt_ids.shape}")
     vocab_size = int(abstract_init(model, (1,))[0][-1])
-    check_token_ids(prompt_ids, vocab_size, "generate: prompt_ids")
-    if top_k is not None and top_k > vocab_size:
-        raise ValueError(f"generate: top_k {top_k} is larger than the vocabulary ({vocab_size})")
+    prompt_ids = check_request(prompt_ids, vocab_size=vocab_size, temperature=temperature, top_k=top_k)
     new = _sample_loop(model, params, jnp.asarray(prompt_ids, jnp.int32), key, jnp.asarray(temperature, jnp.float32),
                        num_tokens=int(num_tokens), top_k=top_k)
     return jnp.concatenate([jnp.asarray(prompt_ids, jnp.int32), new])
@@ -132,10 +121,7 @@ def _sample_loop(model, params, prompt_ids, key, temperature, *, num_tokens, top
     """The jitted loop of :func:`generate`: the prompt, then one step per new character (compiled once
     per model, prompt length and count; the temperature is traced)."""
     def pick(logits, index):
-        logits = logits / temperature.astype(logits.dtype)
-        if top_k is not None:
-            logits = jnp.where(logits < jax.lax.top_k(logits, top_k)[0][-1], -jnp.inf, logits)
-        return jax.random.categorical(jax.random.fold_in(key, index), logits).astype(jnp.int32)
+        return pick_token(logits, jax.random.fold_in(key, index), temperature, top_k)
 
     logits, carry = carry_forward(model, params, prompt_ids[None])
 

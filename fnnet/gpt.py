@@ -32,7 +32,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from fnnet import initializers
@@ -41,7 +40,7 @@ from fnnet.tied import Tied
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
                           PositionalEmbedding, Unembed)
-from fnnet.layers.embedding import check_token_ids
+from fnnet.sampling import check_request, pick_token
 
 
 class GPTConfig(NamedTuple):
@@ -149,16 +148,8 @@ def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: i
     mask makes harmless, so it compiles once per model and sizes (not per call). Cost: a full forward pass of ``block_size``
     positions per new token.
     """
-    if temperature <= 0:
-        raise ValueError(f"generate: temperature must be > 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"generate: top_k must be a positive int or None, got {top_k!r}")
-    prompt_ids = np.asarray(prompt_ids)
-    if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
-        raise ValueError(f"generate: prompt_ids must be a non-empty 1-D array of ids, got shape "
-                         f"{prompt_ids.shape}")
-    vocab_size = abstract_init(model, (int(block_size),))[0][-1]  # the logits' width, traced from init alone
-    check_token_ids(prompt_ids, int(vocab_size), "generate: prompt_ids")
+    vocab_size = int(abstract_init(model, (int(block_size),))[0][-1])  # the logits' width, traced from init alone
+    prompt_ids = check_request(prompt_ids, vocab_size=vocab_size, temperature=temperature, top_k=top_k)
     prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
     return _generate(model, params, state, prompt_ids, int(num_tokens), int(block_size), key,
                      float(temperature), top_k)
@@ -180,13 +171,7 @@ def _sample_loop(model, params, state, buffer, key, temperature, *, prompt_lengt
         start = jnp.maximum(position - block_size, 0)           # the window ends at `position`
         window = jax.lax.dynamic_slice(buffer, (start,), (block_size,))
         logits, _ = apply_with_state(model, params, state, window[None], train=False)
-        logits = logits[0, position - 1 - start] / temperature.astype(logits.dtype)
-        if top_k is not None:
-            if top_k > logits.shape[-1]:
-                raise ValueError(f"generate: top_k {top_k} is larger than the vocabulary ({logits.shape[-1]})")
-            cutoff = jax.lax.top_k(logits, top_k)[0][-1]
-            logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-        token = jax.random.categorical(jax.random.fold_in(key, position), logits)
-        return buffer.at[position].set(token.astype(jnp.int32))
+        token = pick_token(logits[0, position - 1 - start], jax.random.fold_in(key, position), temperature, top_k)
+        return buffer.at[position].set(token)
 
     return jax.lax.fori_loop(prompt_length, total, body, buffer)

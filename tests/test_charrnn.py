@@ -27,15 +27,9 @@ TINY = ["--model", "lstm", "--layers", "1", "--hidden", "16", "--seq-len", "16",
 @pytest.fixture(scope="module")
 def rnn_run(tmp_path_factory, shakespeare_data):
     out = tmp_path_factory.mktemp("runs") / "lstm"
-    old = os.environ.get("FNNET_DATA")
-    os.environ["FNNET_DATA"] = str(shakespeare_data)
-    try:
+    with pytest.MonkeyPatch.context() as env:   # a module fixture: no monkeypatch of its own
+        env.setenv("FNNET_DATA", str(shakespeare_data))
         code = cli.main(["train", "shakespeare", *TINY, "--steps", "20", "--out", str(out), "--quiet"])
-    finally:
-        if old is None:
-            os.environ.pop("FNNET_DATA")
-        else:
-            os.environ["FNNET_DATA"] = old
     assert code == 0
     return out
 

@@ -13,7 +13,7 @@ MODULES = ["fnnet.initializers", "fnnet.layers.dense", "fnnet.layers.activations
            "fnnet.layer", "fnnet.combinators", "fnnet.app.recipes",
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.gradcheck._checks", "fnnet.summaries", "fnnet.checkpoint", "fnnet.train.steps",
            "fnnet.train.compiled", "fnnet.losses",
-           "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.tracing",
+           "fnnet.datasets", "fnnet.layers.embedding", "fnnet.layers.attention", "fnnet.gpt", "fnnet.sampling", "fnnet.tracing",
            "fnnet.explanation", "fnnet.health", "fnnet.tape",
            "fnnet.diagnosis", "fnnet.train.augment", "fnnet.layers.recurrent", "fnnet.layers.rnn",
            "fnnet.layers.lstm", "fnnet.layers.gru", "fnnet.tied", "fnnet.through_time", "fnnet.charrnn",

@@ -269,17 +269,11 @@ def test_example_full_run_reaches_nanogpt_validation_loss(shakespeare_data, tmp_
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory, shakespeare_data):
     out = tmp_path_factory.mktemp("runs") / "shakespeare"
-    old = os.environ.get("FNNET_DATA")
-    os.environ["FNNET_DATA"] = str(shakespeare_data)
-    try:
+    with pytest.MonkeyPatch.context() as env:   # a module fixture: no monkeypatch of its own
+        env.setenv("FNNET_DATA", str(shakespeare_data))
         code = cli.main(["train", "shakespeare", "--steps", "40", "--eval-interval", "20", "--eval-batches", "2",
                          "--layers", "1", "--heads", "2", "--features", "16", "--block-size", "16",
                          "--out", str(out), "--quiet"])
-    finally:
-        if old is None:
-            os.environ.pop("FNNET_DATA")
-        else:
-            os.environ["FNNET_DATA"] = old
     assert code == 0
     return out
 
