@@ -16,7 +16,7 @@ import pytest
 import fnnet
 from fnnet import charrnn
 from fnnet.app import char_rnn, cli
-from fnnet.layer import apply_with_state, init_with_state
+from fnnet.layer import apply_with_state, init_with_state, layer_children, layer_kind
 from fnnet.train import language
 from test_see_inside import trace_rows
 
@@ -91,6 +91,23 @@ def test_trace_of_a_char_rnn_run(rnn_run, capsys, monkeypatch, shakespeare_data)
     monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
     rows, out = trace_rows(capsys, rnn_run)
     assert len(rows) == 3 and "Embedding(65, 16)" in rows[0] and "LSTM(16)" in rows[1] and "Dense(65)" in rows[2]
+
+
+def test_a_streams_run_is_inspected_from_a_zero_carry(tmp_path, capsys, monkeypatch, shakespeare_data):
+    """A --windows streams run trains Stateful layers over its 8 streams; eval, trace, sample and doctor
+    read it as the plain layers it holds (the same params), on any number of windows."""
+    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
+    out = tmp_path / "streams"
+    assert cli.main(["train", "shakespeare", *TINY, "--windows", "streams", "--steps", "10", "--out", str(out),
+                     "--quiet"]) == 0
+    run = fnnet.load_run(out)
+    assert [layer_kind(layer) for layer in layer_children(run.model)] == ["Embedding", "LSTM", "Dense"]
+    assert run.model_state == ()
+    trace = run.trace(3)                                    # 3 windows, not the 8 streams it trained on
+    assert len(trace.x) == 3 and "LSTM(16)" in trace.layers[1].label
+    assert cli.main(["eval", str(out)]) == 0 and "matches metrics.json" in capsys.readouterr().out
+    cli.main(["doctor", str(out)])                          # a 16-unit LSTM may fail to memorise a batch
+    assert "✓ gradcheck at these parameters" in capsys.readouterr().out
 
 
 def test_resume_continues_and_refuses_another_model(rnn_run, capsys, monkeypatch, shakespeare_data):

@@ -50,24 +50,28 @@ def validation_window(config: dict) -> int:
     return int(config["eval_block_size"] if is_char_rnn(config) else config["block_size"])
 
 
-def model_config(config: dict) -> charrnn.CharRNNConfig:
-    """The :class:`fnnet.charrnn.CharRNNConfig` of a char-rnn run's settings (``vocab`` included)."""
-    streams = config.get("windows") == "streams"
+def model_config(config: dict, training: bool = False) -> charrnn.CharRNNConfig:
+    """The :class:`fnnet.charrnn.CharRNNConfig` of a char-rnn run's settings (``vocab`` included). Its
+    recurrent layers keep their carry between windows (``stream_batch``) only for ``training`` a
+    ``--windows streams`` run: the params are the same either way, and everything else (eval, sample,
+    trace, doctor, export) reads windows of any batch from a zero carry, as the plain layers do."""
+    streams = training and config.get("windows") == "streams"
     return charrnn.CharRNNConfig(vocab_size=len(config["vocab"]), cell=config["model"],
                                  num_layers=int(config["layers"]), hidden=int(config["hidden"]),
                                  dropout=float(config["dropout"]),
                                  stream_batch=int(config["batch_size"]) if streams else None).check()
 
 
-def build(config: dict):
-    """``(model, in_shape)`` of a char-rnn run's settings: ``in_shape`` one validation window."""
-    return charrnn.CharRNN(model_config(config)), (validation_window(config),)
+def build(config: dict, training: bool = False):
+    """``(model, in_shape)`` of a char-rnn run's settings: ``in_shape`` one validation window
+    (``training``: the model :func:`recipe` trains, :func:`model_config`)."""
+    return charrnn.CharRNN(model_config(config, training)), (validation_window(config),)
 
 
 def recipe(config: dict):
     """``(model, optimizer, fit options)``: what :func:`fnnet.train.language.fit_language_model` trains,
     and with which of its arguments (the windows)."""
-    model, _ = build(config)
+    model, _ = build(config, training=True)
     optimizer = charrnn.optimizer(int(config["steps"]), lr=float(config["lr"]), min_lr=float(config["min_lr"]),
                                   clip=float(config["clip"]))
     return model, optimizer, {"block_size": int(config["seq_len"]), "windows": config["windows"],
