@@ -236,10 +236,11 @@ def main(path=None, *, iters: int = 20_000, limit: int | None = None, seed: int 
         print("Why they differ: the smooth loss sums the loss over 25 characters rather than averaging it, "
               "and it is an exponential average (weight 0.1% per iteration) of losses measured on the "
               "training text while the weights were still learning, so it lags, still holding earlier, "
-              f"worse losses (and {0.999 ** n:.0%} of its starting value); the held-out loss is the "
+              f"worse losses (its starting value still weighs {0.999 ** n:.2g} of it); the held-out loss is the "
               "final weights' mean loss per character on unseen text. Training carried h from chunk to chunk, "
               "and most of its units sit at ±1 and keep their sign (they latch): the weights learned around "
-              "that state, so from h = 0, where the latches may settle otherwise, the loss can be far worse.")
+              "that state, so from h = 0, where the latches may settle otherwise, the loss can be far worse "
+              f"(here {from_zero:.3f} against {held_out:.3f}; in 5 of 10 seeds tried, 4.5-9.8 nats).")
     return {"iters": n, "vocab_size": vocab_size, "smooth_loss": smooth_loss, "start_loss": start_loss,
             "held_out_loss": held_out, "held_out_loss_per_25": SEQ_LENGTH * held_out,
             "held_out_loss_from_zero": from_zero, "history": history, "gradient_rel_diff": worst,

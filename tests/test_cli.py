@@ -79,7 +79,7 @@ def test_export_of_the_mlp_run_gives_predict_in_onnxruntime(mnist_run, capsys, s
     (["train", "xor", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["eval", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
     (["predict", "/nonexistent/run", "/nonexistent/x.npy"], "/nonexistent/x.npy: no such file"),
-    (["trace", "xor", "--html", "/"], "--html /: is a folder"),
+    (["trace", "xor", "--html", "/"], "--html /: is a folder; give a file name such as /trace.html"),
     (["report", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
     (["report", "/nonexistent/run", "--examples", "0"], "--examples must be >= 1"),
     ([], "required: command"),

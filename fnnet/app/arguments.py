@@ -17,15 +17,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def check_output_path(path, option: str, *, folder: bool) -> pathlib.Path:
+def check_output_path(path, option: str, *, folder: bool, example: str = "predictions.npy") -> pathlib.Path:
     """Refuses, before any work, an output ``path`` that cannot be written: an existing file
-    where a folder is wanted (or the reverse), a path under a file, or a read-only folder."""
+    where a folder is wanted (or the reverse: the message suggests ``path / example``), a path
+    under a file, or a read-only folder."""
     path = pathlib.Path(path)
     if os.path.exists(path):
         if folder and not os.path.isdir(path):
             raise UsageError(f"{option} {path}: is a file, not a folder")
         if not folder and os.path.isdir(path):
-            raise UsageError(f"{option} {path}: is a folder; give a file name such as {path / 'predictions.npy'}")
+            raise UsageError(f"{option} {path}: is a folder; give a file name such as {path / example}")
         if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
             raise UsageError(f"{option} {path}: is not writable")
         return path

@@ -256,7 +256,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    out = check_output_path(args.out, "output", folder=False)
+    out = check_output_path(args.out, "output", folder=False, example="model.onnx")
     run = load_run(args.run_dir)
     path = to_onnx(run.model, run.params, run.in_shape, out, model_state=run.model_state, opset=args.opset)
     kind = "int64 token ids" if run.is_language_model else "float32"

@@ -97,7 +97,8 @@ def _through_time_path(result, given, run_dir) -> pathlib.Path | None:
                          "time (the flag is for runs of recurrent models)")
     if not given and run_dir is None:
         raise UsageError("--through-time: give the PNG to write")
-    return check_output_path(given or pathlib.Path(run_dir) / "through_time.png", "--through-time", folder=False)
+    return check_output_path(given or pathlib.Path(run_dir) / "through_time.png", "--through-time", folder=False,
+                             example="through_time.png")
 
 
 def through_time_text(result, most: int = 16) -> str:
@@ -124,7 +125,7 @@ def trace_command(args) -> int:
     ``--layer``, ``--explain`` or ``--through-time`` the model does not have is a usage error, before
     anything is printed."""
     figure = None
-    page = check_output_path(args.html, "--html", folder=False) if args.html else None
+    page = check_output_path(args.html, "--html", folder=False, example="trace.html") if args.html else None
     if args.target == "xor":
         with jax.enable_x64(True):  # NumPy's float64, as the tutorials print it
             model, params, loss, x, y = recipes.tutorial_xor()
@@ -157,7 +158,7 @@ def trace_command(args) -> int:
     if page is not None:
         print(f"\nwrote {result.to_html(page)}")
     if args.json:
-        path = check_output_path(args.json, "--json", folder=False)
+        path = check_output_path(args.json, "--json", folder=False, example="trace.json")
         path.write_text(json.dumps(result.to_dict(arrays=args.arrays), indent=1))
         print(f"\nwrote {path}")
     return 0 if result.passed else 1

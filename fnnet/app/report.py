@@ -137,7 +137,7 @@ def write_report(run: Run, path=None, examples: int = 4) -> pathlib.Path:
 
 def report_command(args) -> int:
     """``fnnet report RUN_DIR [--out FILE] [--examples N]``: writes the run's report and prints its path."""
-    out = check_output_path(args.out, "--out", folder=False) if args.out else None
+    out = check_output_path(args.out, "--out", folder=False, example="report.html") if args.out else None
     run = load_run(args.dir)
     started = time.perf_counter()
     path = write_report(run, out, args.examples)

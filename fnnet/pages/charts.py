@@ -61,7 +61,9 @@ def line_chart(series, title: str, xlabel: str, *, log: bool = False, reference:
     xs = [p[0] for _, pts in points for p in pts] or [0.0, 1.0]
     ys = [p[1] for p in every] or [0.0, 1.0]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + (1 if log else abs(y0) * 0.1 or 1))
+    if x1 <= x0:  # one measurement (a single epoch or evaluation): its dot in the middle
+        x0, x1 = x0 - 0.5, x0 + 0.5
+    y1 = y1 if y1 > y0 else y0 + (1 if log else abs(y0) * 0.1 or 1)
 
     def sx(x):
         return _LEFT + (_W - _LEFT - 10) * (x - x0) / (x1 - x0)
