@@ -87,6 +87,7 @@ def test_the_gpt_report_shows_samples_and_attention(browser, tmp_path_factory, s
     page = opened.page
     assert page.locator(".fn-curves .fn-curve").count() == 2   # train and validation loss over the steps
     assert page.locator(".fr-sample").count() == 3 and len(page.inner_text(".fr-sample")) > 100
+    assert page.locator(".fr-sample").first.inner_text().startswith("ROMEO:")   # fnnet sample's prompt
     page.click(".ft-box >> text=CausalSelfAttention")
     assert "attention, head 1, example 0" in page.inner_text(".ft-detail")
     opened.close()

@@ -280,7 +280,7 @@ def _add_inspection_commands(commands) -> None:
                     "Shakespeare, samples at a few temperatures).")
     p.add_argument("dir", help="a run folder (the --out of 'fnnet train')")
     p.add_argument("--out", help="write the page here instead (default RUN_DIR/report.html)")
-    p.add_argument("--examples", type=int, default=4, help="test examples to trace (4; at least 1)")
+    p.add_argument("--examples", type=int, default=4, help="test examples (for Tiny Shakespeare: validation windows) to trace (4; at least 1)")
 
 
 def _add_exchange_commands(commands) -> None:

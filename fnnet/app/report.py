@@ -19,6 +19,7 @@ import numpy as np
 from fnnet.app import cli
 from fnnet.app.arguments import check_output_path
 from fnnet.app.runs import Run, load_run
+from fnnet.app.shakespeare import SAMPLE_PROMPT
 from fnnet.pages import _html, charts, trace_page
 from fnnet.summaries import summary
 
@@ -97,11 +98,12 @@ def _classifier(run: Run) -> str:
 
 
 def _samples(run: Run) -> str:
+    """300 characters after the prompt ``fnnet sample`` starts from (``ROMEO:``), at each temperature."""
     parts = []
     for temperature in SAMPLE_TEMPERATURES:
-        text = run.sample("\n", 300, temperature=temperature, seed=0)
+        text = run.sample(SAMPLE_PROMPT, 300, temperature=temperature, seed=0)
         parts.append(f'<h3>temperature {temperature}</h3><pre class="fr-sample">{_esc(text)}</pre>')
-    return "<h2>What the model writes</h2>" + "".join(parts)
+    return f"<h2>What the model writes</h2><p>after the prompt <code>{_esc(SAMPLE_PROMPT)}</code></p>" + "".join(parts)
 
 
 def _what_it_does(run: Run) -> str:
