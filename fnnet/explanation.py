@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet import tracing  # the module, not its names: tracing's page imports this module in turn
 from fnnet.gradcheck._numerics import to_float64
 from fnnet.gradcheck._one_layer import RTOL
 from fnnet.health import ELEMENTWISE
 from fnnet.layer import Layer, apply_with_state
 from fnnet.layers._sequences import unpack
 from fnnet.through_time import core, derived
-
-if TYPE_CHECKING:  # annotations only: fnnet.tracing draws its page with explain (fnnet.pages.trace_page)
-    from fnnet.tracing import LayerTrace, Trace
 
 MIXING = {"BatchNorm", "LayerNorm", "CausalSelfAttention", "Softmax", "Conv", "Conv1D", "MaxPool", "AvgPool",
           "GlobalAvgPool"}
@@ -51,7 +48,7 @@ def _rows(array) -> np.ndarray:
     return array.reshape(-1, array.shape[-1]) if array.ndim >= 1 else array.reshape(1, 1)
 
 
-def _sym(lt: LayerTrace) -> str:
+def _sym(lt: tracing.LayerTrace) -> str:
     """The layer's place in a symbol, ``W[3/1/0]``: its path (its index for a one-layer model)."""
     return lt.path or str(lt.index)
 
@@ -74,7 +71,7 @@ def _v(value) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
-def _row_label(lt: LayerTrace, n: int) -> str:
+def _row_label(lt: tracing.LayerTrace, n: int) -> str:
     """``"example 3"`` for a layer whose rows are examples; ``"example 0, position (2, 5)"`` for
     a row of a feature map or a sequence (leading axes beyond the batch)."""
     shape = np.shape(lt.y)[:-1]
@@ -107,7 +104,7 @@ def _versus(derived: float, traced: float, magnitude: float, tolerance: float, w
     return f"   ≠ traced {_g(traced)}: {who} disagree"
 
 
-def _derivative(lt: LayerTrace, z: float) -> float:
+def _derivative(lt: tracing.LayerTrace, z: float) -> float:
     """The activation's derivative at ``z`` (of its ``apply``, float64)."""
     with jax.enable_x64(True):
         return float(jax.grad(lambda v: jnp.sum(lt.layer.apply((), v)))(jnp.asarray(z, jnp.float64)))
@@ -121,7 +118,7 @@ def _derivative_text(kind: str, z: float, d: float, a: float) -> str:
     return f"{ELEMENTWISE[kind]}'(z={_g(z, 4)}) = {_g(d, 4)}"
 
 
-def _consumer_terms(trace: Trace, lt: LayerTrace, n: int, j: int) -> list[tuple[str, float, float]]:
+def _consumer_terms(trace: tracing.Trace, lt: tracing.LayerTrace, n: int, j: int) -> list[tuple[str, float, float]]:
     """``(text, value, magnitude)`` for every path by which ``y[n, j]`` of ``lt`` reaches the loss:
     the loss itself when ``y`` is the model's output, and each consumer's share of its ``dx``
     (a Dense consumer's as ``Σ_k δ[c][n,k]·W[c][j,k]``). A fan-out is walked through to its
@@ -154,7 +151,7 @@ def _consumer_terms(trace: Trace, lt: LayerTrace, n: int, j: int) -> list[tuple[
     return terms
 
 
-def _reference_dx(lt: LayerTrace):
+def _reference_dx(lt: tracing.LayerTrace):
     """``∂L/∂x`` of a traced layer from ``jax.vjp`` of its ``apply`` (at its params, input, state
     and key) along its traced ``dy``, in float64: the chain rule's step through that layer,
     independent of its hand-written backward."""
@@ -168,7 +165,7 @@ def _reference_dx(lt: LayerTrace):
         return jax.device_get(jax.vjp(apply, x)[1](dy)[0])
 
 
-def _incoming(trace: Trace, lt: LayerTrace, n: int, j: int) -> tuple[list[str], float]:
+def _incoming(trace: tracing.Trace, lt: tracing.LayerTrace, n: int, j: int) -> tuple[list[str], float]:
     """How ``∂L/∂y[n, j]`` of layer ``lt`` came to be: lines of explanation, each consumer's term,
     and the value they add up to (said to differ from the traced one when it does)."""
     traced = float(_rows(lt.dy)[n, j])
@@ -188,7 +185,7 @@ def _incoming(trace: Trace, lt: LayerTrace, n: int, j: int) -> tuple[list[str], 
     return lines, derived
 
 
-def explain(trace: Trace, layer, unit: int, example: int = 0) -> str:
+def explain(trace: tracing.Trace, layer, unit: int, example: int = 0) -> str:
     """How one unit's gradient came to be in ``trace``, term by term, with its numbers.
 
     ``layer`` is an index or path into ``trace.layers``, ``unit`` an index on the last axis of its
@@ -233,7 +230,7 @@ def explain(trace: Trace, layer, unit: int, example: int = 0) -> str:
     return _explain_mixing(trace, lt, n, j)
 
 
-def _explain_activation(trace, act: LayerTrace, n, j, target: str) -> list[str]:
+def _explain_activation(trace, act: tracing.LayerTrace, n, j, target: str) -> list[str]:
     z, a = float(_rows(act.x)[n, j]), float(_rows(act.y)[n, j])
     d = _derivative(act, z)
     incoming, upstream = _incoming(trace, act, n, j)
@@ -244,7 +241,7 @@ def _explain_activation(trace, act: LayerTrace, n, j, target: str) -> list[str]:
                                                   f"{act.label}'s backward and its derivative")]
 
 
-def _explain_dense(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
+def _explain_dense(trace: tracing.Trace, lt: tracing.LayerTrace, n: int, j: int) -> str:
     x, w = _rows(lt.x), np.asarray(lt.params["w"], np.float64)
     b = np.asarray(lt.params["b"], np.float64) if "b" in lt.params else None
     z = float(_rows(lt.y)[n, j])
@@ -298,7 +295,7 @@ def _doc_formula(layer: Layer) -> str:
     return inspect.cleandoc(doc.split("Example")[0])
 
 
-def _explain_mixing(trace: Trace, lt: LayerTrace, n: int, j: int) -> str:
+def _explain_mixing(trace: tracing.Trace, lt: tracing.LayerTrace, n: int, j: int) -> str:
     norms = lt.norms()
     why = (f"each output of this layer depends on many of its inputs (across units, positions or examples), "
            f"so ∂L/∂x[{n},{j}] is a sum over all of them" if lt.kind in MIXING else
@@ -329,7 +326,7 @@ _DU_TEXT = {"RNN": ("δ", "∂L/∂u_{next} = ∂L/∂h_{next} ⊙ {act}'(…)")
             "GRU": ("du", "∂L/∂u_{next}, the 3H of r, z, n")}
 
 
-def _recurrent_place(lt: LayerTrace, unit: int, example: int):
+def _recurrent_place(lt: tracing.LayerTrace, unit: int, example: int):
     """``(sequence, step t (1-based), its length)`` of row ``example`` of the layer's output (a step
     of a sequence; for a last-step layer, a sequence at its last valid step); a ValueError naming the
     range when ``unit`` or ``example`` is out of it."""
@@ -345,7 +342,7 @@ def _recurrent_place(lt: LayerTrace, unit: int, example: int):
     return e, example % steps + 1 if rows > sequences else length, length
 
 
-def _outputs(lt: LayerTrace) -> np.ndarray:
+def _outputs(lt: tracing.LayerTrace) -> np.ndarray:
     """The gradient of each step's output, ``(N, T, H)`` (a last-step layer's at each sequence's last step)."""
     dh = lt.time.dh
     dy = np.asarray(unpack(lt.dy)[0], np.float64)
@@ -359,7 +356,7 @@ def _outputs(lt: LayerTrace) -> np.ndarray:
     return out
 
 
-def _output_lines(trace: Trace, lt: LayerTrace, example: int, t: int, j: int, value: float) -> list[str]:
+def _output_lines(trace: tracing.Trace, lt: tracing.LayerTrace, example: int, t: int, j: int, value: float) -> list[str]:
     """The chosen step's gradient from its own output, derived from the layer's consumers as for a
     Dense layer (where the output is an array and the step is an output)."""
     if value == 0 and not core(lt.layer).spec["return_sequences"]:
@@ -370,7 +367,7 @@ def _output_lines(trace: Trace, lt: LayerTrace, example: int, t: int, j: int, va
     return [f"from the output at t = {t}: " + lines[0]] + lines[1:]
 
 
-def _explain_recurrent(trace: Trace, lt: LayerTrace, unit: int, example: int) -> str:
+def _explain_recurrent(trace: tracing.Trace, lt: tracing.LayerTrace, unit: int, example: int) -> str:
     """The chain through time of ``unit`` of ``lt`` (an RNN, LSTM or GRU) at row ``example``: the
     chosen step in detail, then the steps before it, each derived total against the traced one."""
     e, t, length = _recurrent_place(lt, unit, example)
@@ -400,7 +397,7 @@ def _explain_recurrent(trace: Trace, lt: LayerTrace, unit: int, example: int) ->
     return "\n".join(lines)
 
 
-def _through_lines(lt: LayerTrace, ref: dict, outputs, e: int, t: int, j: int, length: int) -> list[str]:
+def _through_lines(lt: tracing.LayerTrace, ref: dict, outputs, e: int, t: int, j: int, length: int) -> list[str]:
     """The chosen step's term from step ``t + 1``: ``Σ_k du[k]·W_hh[j,k]`` with its terms (and a
     GRU's ``z`` path), compared with the traced ``∂L/∂h_t − (from the output at t)``."""
     layer = core(lt.layer)

@@ -33,7 +33,7 @@ import pathlib
 import jax
 import numpy as np
 
-from fnnet.explanation import explain
+from fnnet import explanation  # the module: it imports fnnet.tracing, which imports this one
 from fnnet.gradcheck._one_layer import RTOL
 from fnnet.health import ELEMENTWISE
 from fnnet.layer_tables import shape_text, tree_shape
@@ -104,7 +104,7 @@ def _explanations(trace, lt) -> list[list[dict]]:
         row = []
         for unit in range(np.shape(lt.y)[-1]):
             try:
-                text = explain(trace, lt.index, unit, example)
+                text = explanation.explain(trace, lt.index, unit, example)
             except (ValueError, TypeError, IndexError, NotImplementedError) as error:
                 text = f"{lt.label}: unit {unit}, example {example}\nno explanation: {error}"
             row.append({"text": text, "html": explanation_html(text)})
