@@ -107,15 +107,15 @@ def record(history, health: dict, steps) -> None:
             series.setdefault(name, []).extend(None if not math.isfinite(v) else float(v) for v in kept)
 
 
-def _trailing(values, steps, threshold) -> int | None:
-    """The first step of the trailing stretch of ``values`` at or above ``threshold`` (at least
-    three records, or all of them when fewer), or ``None``."""
+def _trailing(values, steps, beyond, least: int | None = None) -> int | None:
+    """The first step of the trailing stretch of ``values`` where ``beyond(value)`` holds (at least
+    ``least`` records; by default three, or all of them when fewer), or ``None``."""
     count = 0
     for value in reversed(values):
-        if value is None or value < threshold:
+        if value is None or not beyond(value):
             break
         count += 1
-    if count == 0 or count < min(3, len(values)):
+    if count == 0 or count < (min(3, len(values)) if least is None else least):
         return None
     return steps[len(values) - count]
 
@@ -141,7 +141,7 @@ def health_warnings(history) -> list[str]:
         for stat, what in (("dead", "dead units"), ("saturated", "saturated outputs")):
             values = stats.get(stat)
             if values:
-                since = _trailing(values, steps, FRACTION_HIGH)
+                since = _trailing(values, steps, lambda value: value >= FRACTION_HIGH)
                 if since is not None:
                     warn(f"{label}|{stat}", steps[-1], f"{label}: {values[-1]:.0%} {what} since step {since}")
         _time_warnings(label, stats, steps, warn)
@@ -178,16 +178,12 @@ def _time_warnings(label, stats, steps, warn) -> None:
             ("time_vanishing", lambda f: f < TIME_VANISHING, "vanish",
              "it cannot learn from more than a few steps back"),
             ("time_exploding", lambda f: f > TIME_EXPLODING, "explode", "clip the gradients or lower the learning rate")):
-        count = 0
-        for factor in reversed(factors):
-            if factor is None or not beyond(factor):
-                break
-            count += 1
-        if count >= 3:
+        since = _trailing(factors, steps, beyond, least=3)
+        if since is not None:
             warn(f"{label}|{key}", steps[-1],
                  f"{label}: gradients {what} through time: the last output's gradient that reaches step 1 is "
                  f"{ratio:.1e} of its size at the last step (×{factors[-1]:.2g} per step back on average) since "
-                 f"step {steps[len(factors) - count]}; {advice}")
+                 f"step {since}; {advice}")
 
 
 def plot_health(history, path):
