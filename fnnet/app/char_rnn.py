@@ -18,7 +18,12 @@ The run folder is the GPT's too (:func:`fnnet.app.shakespeare.run_train` writes 
 from __future__ import annotations
 
 from fnnet import charrnn
-from fnnet.app.choices import CHAR_RNN_MODELS
+from fnnet.app.choices import CHAR_RNN_MODELS, WINDOWS
+from fnnet.train import language
+
+if CHAR_RNN_MODELS != tuple(charrnn.CELLS) or WINDOWS != language.WINDOWS:  # the parser's names, without JAX
+    raise RuntimeError(f"fnnet.app.choices.CHAR_RNN_MODELS and WINDOWS must be {tuple(charrnn.CELLS)} and "
+                       f"{language.WINDOWS} (fnnet.charrnn.CELLS, fnnet.train.language.WINDOWS)")
 
 EVAL_BLOCK_SIZE = 64
 """The validation windows' length: the GPT's context (``fnnet.app.shakespeare.DEFAULTS["block_size"]``),
