@@ -10,7 +10,6 @@ Shakespeare, samples at a few temperatures. Like the trace page it fetches nothi
 
 from __future__ import annotations
 
-import html
 import pathlib
 import time
 
@@ -30,9 +29,6 @@ _METRICS = ("test_accuracy", "test_loss", "val_loss", "epochs", "steps", "train_
             "examples_per_second", "tokens_per_second", "total_seconds")
 
 
-def _esc(text) -> str:
-    return html.escape(str(text))
-
 
 def train_command(run: Run) -> str:
     """``fnnet train DATASET --flag value ... --out RUN_DIR``: the settings of ``config.json`` that
@@ -51,7 +47,7 @@ def train_command(run: Run) -> str:
 
 
 def _table(rows) -> str:
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{_html.esc(k)}</th><td>{_html.esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="fn-table">{body}</table>'
 
 
@@ -59,7 +55,7 @@ def _settings(run: Run) -> str:
     config = [(k, v if not isinstance(v, str) or len(v) < 80 else v[:77] + "…") for k, v in run.config.items()]
     metrics = [(k, f"{run.metrics[k]:.4g}" if isinstance(run.metrics[k], float) else run.metrics[k])
                for k in _METRICS if run.metrics and run.metrics.get(k) is not None]
-    return (f"<h2>The run</h2><p>Made by (equivalently): <code class=\"fr-command\">{_esc(train_command(run))}</code></p>"
+    return (f"<h2>The run</h2><p>Made by (equivalently): <code class=\"fr-command\">{_html.esc(train_command(run))}</code></p>"
             f'<div class="fn-figures"><details class="fr-settings"><summary><h3>Settings (config.json)</h3>'
             f"</summary>{_table(config)}</details>"
             f"<div><h3>Results (metrics.json)</h3>{_table(metrics)}</div>"
@@ -88,10 +84,10 @@ def _classifier(run: Run) -> str:
         right = predicted[n] == y[n]
         label = f"predicted {names[predicted[n]]} · true {names[y[n]]}"
         image = _image(run, x[n])
-        picture = (f'<img src="{charts.png_data_uri(image)}" width="84" height="84" alt="test example {n}: {_esc(label)}">'
+        picture = (f'<img src="{charts.png_data_uri(image)}" width="84" height="84" alt="test example {n}: {_html.esc(label)}">'
                    if image is not None else "")
         cells.append(f'<figure class="fr-example {"fn-ok" if right else "fn-bad"}" data-predicted="{predicted[n]}" '
-                     f'data-true="{y[n]}">{picture}<figcaption>#{n}: {_esc(label)}{"" if right else " ✗"}</figcaption></figure>')
+                     f'data-true="{y[n]}">{picture}<figcaption>#{n}: {_html.esc(label)}{"" if right else " ✗"}</figcaption></figure>')
     return (f'<h2>What the model does</h2><h3>The first {len(cells)} test examples</h3>'
             f'<div class="fn-figures fr-examples">{"".join(cells)}</div>'
             f"<h3>Confusion matrix (the test set)</h3>{charts.confusion_html(y, predicted, names)}")
@@ -102,8 +98,8 @@ def _samples(run: Run) -> str:
     parts = []
     for temperature in SAMPLE_TEMPERATURES:
         text = run.sample(SAMPLE_PROMPT, 300, temperature=temperature, seed=0)
-        parts.append(f'<h3>temperature {temperature}</h3><pre class="fr-sample">{_esc(text)}</pre>')
-    return f"<h2>What the model writes</h2><p>after the prompt <code>{_esc(SAMPLE_PROMPT)}</code></p>" + "".join(parts)
+        parts.append(f'<h3>temperature {temperature}</h3><pre class="fr-sample">{_html.esc(text)}</pre>')
+    return f"<h2>What the model writes</h2><p>after the prompt <code>{_html.esc(SAMPLE_PROMPT)}</code></p>" + "".join(parts)
 
 
 def _what_it_does(run: Run) -> str:
@@ -120,7 +116,7 @@ def build_report(run: Run, examples: int = 4) -> str:
     health = charts.health_html(history)
     trace = run.trace(examples)
     what = ("validation windows" if run.is_language_model else "test examples")
-    body = [f'<div class="fnnet-report"><h1>fnnet report: {_esc(run.dir)}</h1>', _settings(run),
+    body = [f'<div class="fnnet-report"><h1>fnnet report: {_html.esc(run.dir)}</h1>', _settings(run),
             f'<h2>Learning curves</h2>{charts.history_html(history)}', _what_it_does(run),
             f"<h2>Per-layer health over training</h2>{health}" if health else
             '<p class="fn-muted">Not monitored (fnnet train --monitor N records per-layer health).</p>',

@@ -19,10 +19,17 @@ import math
 
 import numpy as np
 
+from fnnet.gradcheck._numerics import largest_finite
+
 _NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _IDS = itertools.count()
 HEAT_SIDE = 64
 """A heat map is block-averaged down to at most this many rows and columns."""
+
+
+def esc(text) -> str:
+    """``text`` (anything, as ``str``) escaped for HTML text and attribute values."""
+    return html.escape(str(text))
 
 
 def asset(name: str) -> str:
@@ -92,7 +99,7 @@ def heat(array, side: int = HEAT_SIDE, scale: float | None = None) -> dict:
     small = _blocks(array, side)
     finite = np.isfinite(small)
     if scale is None:
-        scale = float(np.max(np.abs(small[finite]))) if finite.any() else 0.0
+        scale = largest_finite(small)
     q = np.clip(np.round(127 + 127 * np.where(finite, small, 0.0) / (scale or 1.0)), 0, 254)
     q = np.where(finite, q, 255).astype(np.uint8)
     return {"rows": int(small.shape[0]), "cols": int(small.shape[1]), "shape": shape, "scale": number(scale, 4),

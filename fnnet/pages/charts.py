@@ -13,21 +13,17 @@ Example:
 from __future__ import annotations
 
 import base64
-import html
+import io
 import math
-import struct
-import zlib
 
 import numpy as np
 
 from fnnet.pages import _html
+from fnnet.plots import pyplot
 
 PALETTE = ("#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214", "#555555", "#35978f", "#c51b7d")
 _W, _H, _LEFT, _BOTTOM = 440, 230, 58, 34
 
-
-def _esc(text) -> str:
-    return html.escape(str(text))
 
 
 def _ticks(lo: float, hi: float, log: bool, whole: bool = False) -> list[float]:
@@ -72,34 +68,34 @@ def line_chart(series, title: str, xlabel: str, *, log: bool = False, reference:
         return 10 + (_H - _BOTTOM - 10) * (1 - (y - y0) / (y1 - y0))
 
     out = [f'<svg class="fn-chart" width="{_W}" height="{_H + 8 + 16 * len(series)}" role="img" '
-           f'aria-label="{_esc(title)}" xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="sans-serif">',
+           f'aria-label="{_html.esc(title)}" xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="sans-serif">',
            f'<line x1="{_LEFT}" y1="{_H - _BOTTOM}" x2="{_W - 10}" y2="{_H - _BOTTOM}" stroke="#333"/>',
            f'<line x1="{_LEFT}" y1="10" x2="{_LEFT}" y2="{_H - _BOTTOM}" stroke="#333"/>']
     for tick in _ticks(y0, y1, log):
         y = math.log10(tick) if log else tick
         if y0 - 1e-12 <= y <= y1 + 1e-12:
-            out.append(f'<text x="{_LEFT - 4}" y="{sy(y) + 4:.1f}" text-anchor="end">{_esc(f"{tick:.3g}")}</text>'
+            out.append(f'<text x="{_LEFT - 4}" y="{sy(y) + 4:.1f}" text-anchor="end">{_html.esc(f"{tick:.3g}")}</text>'
                        f'<line x1="{_LEFT}" x2="{_W - 10}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>')
     for tick in _ticks(x0, x1, False, whole=all(float(x).is_integer() for x in xs)):
-        out.append(f'<text x="{sx(tick):.1f}" y="{_H - _BOTTOM + 14}" text-anchor="middle">{_esc(f"{tick:.4g}")}</text>')
-    out.append(f'<text x="{(_W + _LEFT) / 2}" y="{_H - 6}" text-anchor="middle">{_esc(xlabel)}</text>')
+        out.append(f'<text x="{sx(tick):.1f}" y="{_H - _BOTTOM + 14}" text-anchor="middle">{_html.esc(f"{tick:.4g}")}</text>')
+    out.append(f'<text x="{(_W + _LEFT) / 2}" y="{_H - 6}" text-anchor="middle">{_html.esc(xlabel)}</text>')
     if ylabel:
         out.append(f'<text x="12" y="{(_H - _BOTTOM) / 2}" transform="rotate(-90 12 {(_H - _BOTTOM) / 2})" '
-                   f'text-anchor="middle">{_esc(ylabel)}</text>')
+                   f'text-anchor="middle">{_html.esc(ylabel)}</text>')
     if reference:
         ref = sy(math.log10(reference) if log else reference)
         out.append(f'<line x1="{_LEFT}" x2="{_W - 10}" y1="{ref:.1f}" y2="{ref:.1f}" stroke="#777" '
-                   f'stroke-dasharray="5 4"><title>{_esc(f"{reference:g}")}</title></line>')
+                   f'stroke-dasharray="5 4"><title>{_html.esc(f"{reference:g}")}</title></line>')
     for k, (name, pts) in enumerate(points):
         colour = PALETTE[k % len(PALETTE)]
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-        out.append(f'<polyline class="fn-curve" data-name="{_esc(name)}" points="{coords}" fill="none" '
+        out.append(f'<polyline class="fn-curve" data-name="{_html.esc(name)}" points="{coords}" fill="none" '
                    f'stroke="{colour}" stroke-width="2"/>')
         out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>' for x, y in pts[:60]]
-        out.append(f'<text x="{_LEFT}" y="{_H + 12 + 16 * k}" fill="{colour}">— {_esc(name)}</text>')
+        out.append(f'<text x="{_LEFT}" y="{_H + 12 + 16 * k}" fill="{colour}">— {_html.esc(name)}</text>')
     out.append("</svg>")
     note = f'<figcaption class="fn-nonfinite">{dropped} NaN/inf not drawn</figcaption>' if dropped else ""
-    return f'<figure class="fn-figure"><figcaption>{_esc(title)}</figcaption>{"".join(out)}{note}</figure>'
+    return f'<figure class="fn-figure"><figcaption>{_html.esc(title)}</figcaption>{"".join(out)}{note}</figure>'
 
 
 def history_html(history: dict) -> str:
@@ -136,7 +132,7 @@ def health_html(history: dict) -> str:
         series = [(label, steps, stats[key]) for label, stats in layers.items() if key in stats]
         if series:
             figures.append(line_chart(series, title, "step", log=log, reference=reference))
-    warnings = "".join(f"<li>step {_esc(w.get('step'))}: {_esc(w.get('message'))}</li>"
+    warnings = "".join(f"<li>step {_html.esc(w.get('step'))}: {_html.esc(w.get('message'))}</li>"
                        for w in history.get("warnings") or [])
     listed = f'<ul class="fn-warnings fn-bad">{warnings}</ul>' if warnings else '<p class="fn-ok">no warnings</p>'
     return f'<div class="fn-figures fn-health">{"".join(figures)}</div>{listed}'
@@ -146,10 +142,10 @@ def summary_html(summary) -> str:
     """A :class:`fnnet.Summary` as an HTML table (the rows ``print(summary)`` shows)."""
     with_state = summary.total_state > 0
     head = "<tr><th>#</th><th>layer</th><th>output shape</th><th>params</th>" + ("<th>state</th>" if with_state else "")
-    rows = [f"<tr><td></td><td>input</td><td>{_esc(summary.in_shape)}</td><td></td>" + ("<td></td>" if with_state else "")
+    rows = [f"<tr><td></td><td>input</td><td>{_html.esc(summary.in_shape)}</td><td></td>" + ("<td></td>" if with_state else "")
             + "</tr>"]
     for index, name, shape, count, state in summary.rows:
-        rows.append(f"<tr><td>{_esc(index)}</td><td>{_esc(name)}</td><td>{_esc(shape)}</td>"
+        rows.append(f"<tr><td>{_html.esc(index)}</td><td>{_html.esc(name)}</td><td>{_html.esc(shape)}</td>"
                     f'<td class="fn-num">{count:,}</td>' + (f'<td class="fn-num">{state:,}</td>' if with_state else "")
                     + "</tr>")
     foot = f"<p>total parameters: {summary.total_params:,}" + (
@@ -158,20 +154,13 @@ def summary_html(summary) -> str:
 
 
 def png_data_uri(image) -> str:
-    """A grey (H, W) or colour (H, W, 3) image with values in [0, 1] as a ``data:image/png`` URI."""
+    """A grey (H, W) or colour (H, W, 3) image with values in [0, 1] as a ``data:image/png`` URI
+    (matplotlib's PNG writer)."""
     array = np.clip(np.nan_to_num(np.asarray(image, np.float64)), 0, 1)
     array = (array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
-    pixels = np.round(255 * array).astype(np.uint8)
-    height, width = pixels.shape[:2]
-    colour = 2 if pixels.ndim == 3 else 0
-    raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    buffer = io.BytesIO()
+    pyplot().imsave(buffer, array, vmin=0.0, vmax=1.0, cmap="gray", format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def confusion_html(true, predicted, names) -> str:
@@ -181,14 +170,14 @@ def confusion_html(true, predicted, names) -> str:
     count = len(names)
     matrix = np.zeros((count, count), int)
     np.add.at(matrix, (true, predicted), 1)
-    head = "<tr><th>true ↓ predicted →</th>" + "".join(f"<th>{_esc(n)}</th>" for n in names) + "</tr>"
+    head = "<tr><th>true ↓ predicted →</th>" + "".join(f"<th>{_html.esc(n)}</th>" for n in names) + "</tr>"
     rows = []
     for i, name in enumerate(names):
         total = max(1, matrix[i].sum())
         cells = "".join(
             f'<td class="fn-num" style="background:rgba({"27,120,55" if i == j else "178,24,43"},'
             f'{0.85 * matrix[i, j] / total:.2f})">{matrix[i, j]}</td>' for j in range(count))
-        rows.append(f"<tr><th>{_esc(name)}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{_html.esc(name)}</th>{cells}</tr>")
     accuracy = np.trace(matrix) / max(1, matrix.sum())
     return (f'<table class="fn-table fn-confusion">{head}{"".join(rows)}</table>'
             f"<p>{matrix.sum():,} test examples, {accuracy:.2%} on the diagonal</p>")

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from fnnet import explanation  # the module: it imports fnnet.tracing, which imports this one
+from fnnet.gradcheck._numerics import largest_finite
 from fnnet.gradcheck._one_layer import RTOL
 from fnnet.health import ELEMENTWISE
 from fnnet.layer_tables import shape_text, tree_shape
@@ -118,8 +119,7 @@ def _maps(array, examples: int) -> list | None:
     array = _single(array)
     if array is None or array.ndim < 3:
         return None
-    finite = array[np.isfinite(array)]
-    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    scale = largest_finite(array)
     if array.ndim == 4:
         return [[_html.heat(array[e, :, :, c], side=32, scale=scale) for c in range(min(MAP_CHANNELS, array.shape[-1]))]
                 for e in range(min(examples, len(array)))]
@@ -143,7 +143,7 @@ def _kernels(lt) -> list | None:
     w = dict(_param_leaves(lt.params)).get("w")
     if lt.kind != "Conv" or w is None or w.ndim != 4:
         return None
-    scale = float(np.max(np.abs(w[np.isfinite(w)]))) if np.isfinite(w).any() else 0.0
+    scale = largest_finite(w)
     return [_html.heat(w[:, :, 0, c], scale=scale) for c in range(min(16, w.shape[-1]))]
 
 
