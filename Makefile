@@ -61,6 +61,8 @@ bench-e2e: $(STAMP)
 	$(PY) benchmarks/e2e_shakespeare.py
 	$(PY) benchmarks/e2e_cnn.py
 	$(PY) benchmarks/e2e_small.py
+	$(PY) benchmarks/speedrun.py
+	$(PY) benchmarks/speedrun.py --ablations --seeds 2
 
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/scaling.py

@@ -13,7 +13,11 @@ batch 12, so every projection is a product over B·T = 768 rows), on one process
    windows drawn on the device, forward, backward, clipping, AdamW), with its rate in GFLOP/s of the
    products of (2) (the model's arithmetic; the elementwise work is not counted);
 4. PyTorch eager's nanoGPT step (``contenders/gpt.py``'s ``TorchGPT``, 2 threads) in the same run,
-   when torch is installed.
+   when torch is installed;
+5. the same matrix products as (2) in PyTorch (oneDNN / MKL ``torch.mm`` and ``bmm``, 2 threads), and
+   one 1024³ product in each, this machine's best GEMM rate, so that XLA's dots are measured against the
+   machine and not against themselves. The CPU's model and vector ISA head the output (ratios differ
+   between the AMD EPYC and the Intel Xeon machines).
 
 Writes ``benchmarks/results/gpt_profile.json`` and the optimised HLO of the scanned step to
 ``benchmarks/results/gpt_step.hlo.txt``.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import pathlib
 import statistics
 import time
@@ -38,6 +43,7 @@ from contenders.gpt import BLOCK, FEATURES, HEADS, LAYERS, VOCAB, FnnetGPT, Torc
 from fnnet import gpt
 from fnnet.layer import abstract_init, layer_children
 from profiling import REPEAT, layer_ms, timed
+from run import cpu
 from workloads import WORKLOADS
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -108,6 +114,50 @@ def matmuls_alone():
     return timed(jax.jit(scanned), weights, x, q), flops
 
 
+def torch_products():
+    """``(ms of (2)'s products in PyTorch, GFLOP/s of a 1024³ torch.mm)``, or None without torch."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+    torch.set_num_threads(2)
+    c, heads, t, head_dim = FEATURES, HEADS, BLOCK, FEATURES // HEADS
+    dense = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] * LAYERS + [(c, VOCAB)]
+    weights = [torch.randn(shape) * 0.02 for shape in dense]
+    x = {n_in: torch.randn(ROWS, n_in) for n_in in {n for n, _ in dense}}
+    q = torch.randn(BATCH * heads, t, head_dim)
+
+    def one_step():
+        for w in weights:
+            y = x[w.shape[0]] @ w
+            y @ w.T, x[w.shape[0]].T @ y                                           # forward, dx, dW
+        for _ in range(LAYERS):
+            scores = torch.bmm(q, q.transpose(1, 2))
+            out = torch.bmm(scores, q)
+            torch.bmm(out, q.transpose(1, 2)), torch.bmm(scores.transpose(1, 2), out)
+            torch.bmm(scores, q), torch.bmm(scores.transpose(1, 2), q)
+
+    def best_ms(fn, repeat):
+        fn()
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            times.append((time.perf_counter() - started) / repeat * 1e3)
+        return statistics.median(times)
+
+    big = torch.randn(1024, 1024)
+    return best_ms(one_step, REPEAT), 2 * 1024 ** 3 / best_ms(lambda: big @ big, 5) / 1e6
+
+
+def xla_big_gemm() -> float:
+    """GFLOP/s of one 1024³ product in XLA (``jnp.dot``), ten in a jitted scan."""
+    big = jax.random.normal(jax.random.PRNGKey(0), (1024, 1024))
+    scanned = jax.jit(lambda a: jax.lax.scan(lambda carry, _: (carry + 1e-12 * jnp.sum((a + carry) @ a), None),
+                                             jnp.zeros(()), jnp.arange(10))[0])   # (a + carry): not hoisted
+    return 2 * 1024 ** 3 / timed(scanned, big, per=10) / 1e6
+
+
 def ms_per_step(runner) -> float:
     """Milliseconds per step of a contender (``run_epoch`` runs ``runner.steps`` of them): the
     median of 5 epochs after a warm-up one."""
@@ -136,10 +186,14 @@ def torch_step():
 
 def main():
     (HERE / "results").mkdir(exist_ok=True)
+    machine = cpu()
+    print(f"CPU: {machine['model']}; ISA: {', '.join(machine['isa'])}; {os.cpu_count()} cores")
     rows = layer_costs()
     products_ms, flops = matmuls_alone()
     step = whole_step(HERE / "results" / "gpt_step.hlo.txt")
     torch_ms = torch_step()
+    in_torch = torch_products()
+    xla_gemm = xla_big_gemm()
     rate = flops / products_ms / 1e6
     print(f"\nthe step's matrix products alone: {products_ms:.1f} ms ({flops / 1e9:.2f} GFLOP, {rate:.0f} GFLOP/s)")
     print(f"the whole step (windows, forward, backward, clipping, AdamW): {step:.1f} ms, "
@@ -149,8 +203,15 @@ def main():
         print(f"PyTorch eager's step: {torch_ms:.1f} ms, {ROWS / torch_ms * 1e3:,.0f} tokens/s: "
               f"fnnet is {torch_ms / step:.2f}x; 2x would need {torch_ms / 2:.1f} ms, "
               f"{'less than' if torch_ms / 2 < products_ms else 'more than'} the products alone")
+    print(f"one 1024³ product: XLA {xla_gemm:.0f} GFLOP/s" +
+          (f", PyTorch {in_torch[1]:.0f} GFLOP/s" if in_torch else ""))
+    if in_torch:
+        print(f"the step's products in PyTorch: {in_torch[0]:.1f} ms ({flops / in_torch[0] / 1e6:.0f} GFLOP/s): "
+              f"XLA's are {in_torch[0] / products_ms:.2f}x PyTorch's rate")
     (HERE / "results" / "gpt_profile.json").write_text(json.dumps(
-        {"layers": rows, "products_ms": products_ms, "products_gflop": flops / 1e9, "products_gflops_per_s": rate,
+        {"cpu": machine, "xla_gemm_1024_gflops": xla_gemm,
+         "torch_products_ms": in_torch[0] if in_torch else None,
+         "torch_gemm_1024_gflops": in_torch[1] if in_torch else None, "layers": rows, "products_ms": products_ms, "products_gflop": flops / 1e9, "products_gflops_per_s": rate,
          "step_ms": step, "tokens_per_second": ROWS / step * 1e3, "torch_step_ms": torch_ms,
          "torch_tokens_per_second": ROWS / torch_ms * 1e3 if torch_ms else None, "batch": BATCH, "block": BLOCK},
         indent=2))

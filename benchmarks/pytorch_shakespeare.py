@@ -8,6 +8,7 @@ validation loss over the whole split in consecutive windows. 2 threads. Prints o
 line. Run: ``python benchmarks/pytorch_shakespeare.py`` (``FNNET_DATA`` or ``../shared/data``).
 """
 
+import argparse
 import json
 import math
 import os
@@ -23,6 +24,19 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from contenders.gpt import torch_gpt, torch_train_step  # noqa: E402
 
 STEPS, BATCH, BLOCK, LR, MIN_LR, WARMUP, EVAL_INTERVAL, EVAL_BATCHES = 2000, 12, 64, 2e-3, 1e-4, 100, 250, 20
+SEED = 0
+
+
+def _options() -> None:
+    """``[--lr LR] [--seed S] [--eval-interval N]``: benchmarks/speedrun.py runs nanoGPT's own CPU recipe
+    (``--lr 1e-3``, its README's command) with seeds and a finer curve."""
+    global LR, SEED, EVAL_INTERVAL
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--eval-interval", type=int, default=EVAL_INTERVAL)
+    args = parser.parse_args()
+    LR, SEED, EVAL_INTERVAL = args.lr, args.seed, args.eval_interval
 
 
 def find_text() -> pathlib.Path:
@@ -43,8 +57,9 @@ def lr_at(step):  # nanoGPT's get_lr
 
 def main():
     started = time.perf_counter()
+    _options()
     torch.set_num_threads(2)
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     text = find_text().read_text(encoding="utf-8")
     vocab = sorted(set(text))
     lookup = {c: i for i, c in enumerate(vocab)}
@@ -53,7 +68,7 @@ def main():
     train, val = ids[:cut], ids[cut:]
     model, groups = torch_gpt(vocab=len(vocab))
     opt = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.99))
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(1 + SEED)
     train_started = time.perf_counter()
     curve = []
     for step in range(STEPS):
@@ -69,7 +84,7 @@ def main():
                     x = torch.stack([val[s:s + BLOCK] for s in starts])
                     y = torch.stack([val[s + 1:s + 1 + BLOCK] for s in starts])
                     losses.append(F.cross_entropy(model(x).view(-1, len(vocab)), y.view(-1)).item())
-            curve.append((step + 1, float(np.mean(losses))))
+            curve.append((step + 1, float(np.mean(losses)), time.perf_counter() - started))
             model.train()
     train_seconds = time.perf_counter() - train_started
     model.eval()

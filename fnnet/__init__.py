@@ -5,7 +5,8 @@ The public API, at a glance:
 * layers (``fnnet.Layer`` = ``(init, apply, forward, backward)``, :mod:`fnnet.layers`):
   :func:`Dense`, :data:`Relu`, :data:`Sigmoid`, :data:`Tanh`, :data:`Softmax`, :data:`Identity`,
   :func:`LeakyRelu`, :data:`Gelu`, :data:`Flatten`, :func:`Reshape`, :func:`Conv`, :func:`Conv1D`,
-  :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`, :func:`Embedding`,
+  :func:`MaxPool`, :func:`AvgPool`, :data:`GlobalAvgPool`, :func:`LayerNorm`, :func:`RMSNorm`,
+  :data:`ReluSquared`, :func:`SoftCap`, :func:`Embedding`,
   :func:`PositionalEmbedding`, :func:`Unembed`, :func:`CausalSelfAttention`, the recurrent
   :func:`RNN`, :func:`LSTM`, :func:`GRU` and :func:`Bidirectional` (on arrays or a
   :class:`Sequences`: padded lengths, an initial carry); with a key and state
@@ -59,8 +60,8 @@ _FROM = {
                     "layer_name"),
     "fnnet.layers": ("AvgPool", "BatchNorm", "Bidirectional", "CausalSelfAttention", "Conv", "Conv1D", "Dense",
                      "Dropout", "Embedding", "Flatten", "GRU", "Gelu", "GlobalAvgPool", "Identity", "LSTM", "LayerNorm",
-                     "LeakyRelu", "MaxPool", "PositionalEmbedding", "RNN", "Relu", "Reshape", "Sigmoid", "Softmax",
-                     "Tanh", "Unembed"),
+                     "LeakyRelu", "MaxPool", "PositionalEmbedding", "RMSNorm", "RNN", "Relu", "ReluSquared", "Reshape",
+                     "Sigmoid", "SoftCap", "Softmax", "Tanh", "Unembed"),
     "fnnet.layers.recurrent": ("Sequences",),  # not a layer: the input of one (the catalogue covers fnnet.layers')
     "fnnet.losses": ("Loss",),
     "fnnet.summaries": ("Summary", "summary"),

@@ -15,7 +15,8 @@ from fnnet.gradients import autodiff_value_and_grad, objective, per_example_grad
 from fnnet.layer import Layer, Spec, apply_with_state, forward_with_state, init_with_state, is_stateful, layer_name
 from fnnet.layers import (GRU, LSTM, RNN, AvgPool, BatchNorm, Bidirectional, CausalSelfAttention, Conv, Conv1D, Dense,
                           Dropout, Embedding, Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
-                          PositionalEmbedding, Relu, Reshape, Sigmoid, Softmax, Tanh, Unembed)
+                          PositionalEmbedding, Relu, ReluSquared, Reshape, RMSNorm, Sigmoid, Softmax, SoftCap, Tanh,
+                          Unembed)
 from fnnet.layers.recurrent import Sequences
 from fnnet.losses import Loss
 from fnnet.nans import NonFinite, debug_nans

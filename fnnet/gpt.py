@@ -15,6 +15,13 @@ biases of every Dense, attention projection and LayerNorm, and ``gelu_approximat
 the exact (erf) GELU: with all three, the model is nanoGPT's exactly
 (:func:`fnnet.interop.from_nanogpt` loads its checkpoints).
 
+The speedrun's pieces (modded-nanogpt's; each off by default, each a layer with its backward by
+hand): ``norm="rms"`` (:func:`fnnet.RMSNorm` instead of LayerNorm), ``rope=True`` (rotary
+positions in attention instead of the learned :func:`fnnet.PositionalEmbedding`), ``qk_norm=True``,
+``mlp_activation="relu2"`` (:data:`fnnet.ReluSquared` instead of GELU), ``logit_cap=c``
+(:func:`fnnet.SoftCap` on the logits) and ``zero_init=True`` (the two projections back into the
+residual stream start at zero, so each block starts as the identity).
+
 Example:
   >>> import jax, jax.numpy as jnp, fnnet
   >>> config = fnnet.gpt.GPTConfig(vocab_size=11, block_size=8, num_layers=1, num_heads=2, features=8)
@@ -33,13 +40,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.contrib import MuonDimensionNumbers
 
 from fnnet import initializers
 from fnnet.combinators import Residual, serial
 from fnnet.tied import Tied
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
-                          PositionalEmbedding, Unembed)
+                          PositionalEmbedding, ReluSquared, RMSNorm, SoftCap, Unembed)
 from fnnet.sampling import check_request, pick_token
 
 
@@ -59,6 +67,18 @@ class GPTConfig(NamedTuple):
     """The output head is the token embedding's table, transposed (and has no bias)."""
     gelu_approximate: bool = True
     """The MLP's GELU: the tanh form (``True``) or the exact erf form (``False``, PyTorch's ``nn.GELU()``)."""
+    norm: str = "layer"
+    """``"layer"`` (LayerNorm) or ``"rms"`` (:func:`fnnet.RMSNorm`, with a scale; no offset)."""
+    rope: bool = False
+    """Rotary positions on q and k in every attention layer, instead of a learned positional embedding."""
+    qk_norm: bool = False
+    """RMS-normalise each head's q and k before the scores."""
+    mlp_activation: str = "gelu"
+    """The MLP's activation: ``"gelu"`` or ``"relu2"`` (:data:`fnnet.ReluSquared`)."""
+    logit_cap: float = 0.0
+    """``> 0``: logits ``c · tanh(z / c)`` (:func:`fnnet.SoftCap`); 0: none."""
+    zero_init: bool = False
+    """The attention's output projection and the MLP's second Dense start at zero (else GPT-2's scaled normal)."""
 
     def check(self) -> "GPTConfig":
         """Raises ValueError naming the field that cannot make a GPT."""
@@ -71,10 +91,28 @@ class GPTConfig(NamedTuple):
                              f"{self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
-        for field in ("bias", "tie_embeddings", "gelu_approximate"):
+        for field in ("bias", "tie_embeddings", "gelu_approximate", "rope", "qk_norm", "zero_init"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"GPTConfig: {field} must be True or False, got {getattr(self, field)!r}")
+        for field, allowed in (("norm", NORMS), ("mlp_activation", MLP_ACTIVATIONS)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"GPTConfig: {field} must be one of {', '.join(allowed)}, got {getattr(self, field)!r}")
+        if isinstance(self.logit_cap, bool) or not isinstance(self.logit_cap, (int, float)) or \
+                not 0 <= self.logit_cap < math.inf:
+            raise ValueError(f"GPTConfig: logit_cap must be a number >= 0 (0: no cap), got {self.logit_cap!r}")
+        if self.rope and (self.features // self.num_heads) % 2:
+            raise ValueError(f"GPTConfig: rope turns pairs of features, so the head size features / num_heads "
+                             f"= {self.features // self.num_heads} must be even")
         return self
+
+
+NORMS = ("layer", "rms")
+MLP_ACTIVATIONS = ("gelu", "relu2")
+
+
+def _norm(config: GPTConfig) -> Layer:
+    """The block's and the final norm: LayerNorm (with ``bias``'s offset) or RMSNorm."""
+    return RMSNorm() if config.norm == "rms" else LayerNorm(use_bias=config.bias)
 
 
 def TransformerBlock(config: GPTConfig) -> Layer:
@@ -82,15 +120,19 @@ def TransformerBlock(config: GPTConfig) -> Layer:
 
     Weights ``N(0, 0.02²)``; the two projections back into the residual stream
     ``N(0, (0.02 / √(2·layers))²)`` (GPT-2's scaling, so the stream's variance does not
-    grow with depth).
+    grow with depth), or zeros with ``zero_init``. The norm, the MLP's activation, rotary
+    positions and QK-norm as ``config`` says.
     """
     weights = initializers.normal(0.02)
-    into_residual = initializers.normal(0.02 / math.sqrt(2 * config.num_layers))
+    into_residual = initializers.zeros if config.zero_init else \
+        initializers.normal(0.02 / math.sqrt(2 * config.num_layers))
     bias = config.bias
-    attention = [LayerNorm(use_bias=bias), CausalSelfAttention(config.num_heads, max_length=config.block_size,
-                                                               w_init=weights, out_init=into_residual, use_bias=bias)]
-    mlp = [LayerNorm(use_bias=bias), Dense(4 * config.features, w_init=weights, use_bias=bias),
-           Gelu(approximate=config.gelu_approximate), Dense(config.features, w_init=into_residual, use_bias=bias)]
+    activation = ReluSquared if config.mlp_activation == "relu2" else Gelu(approximate=config.gelu_approximate)
+    attention = [_norm(config), CausalSelfAttention(config.num_heads, max_length=config.block_size, w_init=weights,
+                                                    out_init=into_residual, use_bias=bias, rope=config.rope,
+                                                    qk_norm=config.qk_norm)]
+    mlp = [_norm(config), Dense(4 * config.features, w_init=weights, use_bias=bias),
+           activation, Dense(config.features, w_init=into_residual, use_bias=bias)]
     if config.dropout:
         attention.append(Dropout(config.dropout))
         mlp.append(Dropout(config.dropout))
@@ -104,20 +146,37 @@ def GPT(config: GPTConfig) -> Layer:
     and the train/eval mode (:func:`fnnet.apply_with_state`).
 
     The layers: ``serial(Embedding, PositionalEmbedding, [Dropout], blocks..., LayerNorm,
-    Dense(vocab))``; with ``tie_embeddings``, ``Tied(Embedding, serial(PositionalEmbedding,
-    [Dropout], blocks..., LayerNorm), Unembed)``.
+    Dense(vocab), [SoftCap])``; with ``tie_embeddings``, ``Tied(Embedding, serial(PositionalEmbedding,
+    [Dropout], blocks..., LayerNorm), Unembed)``. With ``rope`` there is no PositionalEmbedding
+    (attention turns q and k by position instead).
     """
     config = config.check()
     embedding = Embedding(config.vocab_size, config.features, w_init=initializers.normal(0.02))
-    body = [PositionalEmbedding(config.block_size)]
+    body = [] if config.rope else [PositionalEmbedding(config.block_size)]
     if config.dropout:
         body.append(Dropout(config.dropout))
     body += [TransformerBlock(config) for _ in range(config.num_layers)]
-    body.append(LayerNorm(use_bias=config.bias))
+    body.append(_norm(config))
+    cap = [SoftCap(config.logit_cap)] if config.logit_cap else []
     if config.tie_embeddings:
-        return Tied(embedding, serial(*body), Unembed(config.vocab_size, config.features))
+        model = Tied(embedding, serial(*body), Unembed(config.vocab_size, config.features))
+        return serial(model, *cap) if cap else model
     head = Dense(config.vocab_size, w_init=initializers.normal(0.02), use_bias=config.bias)
-    return serial(embedding, *body, head)
+    return serial(embedding, *body, head, *cap)
+
+
+def hidden_matrices(config: GPTConfig):
+    """A tree shaped as the params of ``GPT(config)``: ``True`` at the 2-D weights inside the transformer
+    blocks (q/k/v and output projections, the MLP's two Dense), ``False`` everywhere else (embeddings,
+    head, norms, biases): the leaves Muon optimises (:func:`optimizer`), the others AdamW's."""
+    model = GPT(config)
+    _, like, _ = abstract_init(model, (config.block_size,))
+    if config.tie_embeddings:
+        return jax.tree.map(lambda leaf: False, like)  # a tied model's blocks sit inside Tied's body
+    first_block = 1 + (0 if config.rope else 1) + (1 if config.dropout else 0)
+    blocks = range(first_block, first_block + config.num_layers)
+    return type(like)(jax.tree.map(lambda leaf, inside=index in blocks: inside and leaf.ndim == 2, layer_params)
+                      for index, layer_params in enumerate(like))
 
 
 def decay_mask(params):
@@ -126,16 +185,60 @@ def decay_mask(params):
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
+SCHEDULES = ("cosine", "wsd")
+
+
+def learning_rate_schedule(steps: int, lr: float, *, min_lr: float, warmup: int, schedule: str = "cosine",
+                           cooldown: float = 0.3):
+    """The learning rate of each step: a linear warmup over ``warmup`` steps to ``lr``, then
+    ``"cosine"``: a cosine decay to ``min_lr`` at ``steps`` (nanoGPT's), or ``"wsd"``
+    (warmup-stable-decay): ``lr`` until the last ``cooldown`` fraction of the steps, then a linear
+    decay to ``min_lr`` (modded-nanogpt's)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    warmup = min(warmup, max(steps - 1, 0))
+    if schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=max(steps, 1),
+                                                  end_value=min_lr)
+    if not 0 < cooldown <= 1:
+        raise ValueError(f"cooldown must be a fraction of the steps in (0, 1], got {cooldown!r}")
+    decay = max(1, round(cooldown * steps))
+    stable = max(steps - decay - warmup, 0)
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr),
+                                 optax.linear_schedule(lr, min_lr, decay)], [warmup, warmup + stable])
+
+
 def optimizer(steps: int, *, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int = 100,
               weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.99,
-              clip: float = 1.0) -> optax.GradientTransformation:
+              clip: float = 1.0, schedule: str = "cosine", cooldown: float = 0.3,
+              muon_lr: float | None = None, hidden=None, muon_ns_steps: int = 5) -> optax.GradientTransformation:
     """nanoGPT's recipe in optax: gradients clipped to global norm ``clip``, then AdamW with a
     linear warmup over ``warmup`` steps to ``lr`` and a cosine decay to ``min_lr`` at ``steps``;
-    weight decay on the matrices only (:func:`decay_mask`)."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=min(warmup, max(steps - 1, 0)),
-                                                  decay_steps=max(steps, 1), end_value=min_lr)
+    weight decay on the matrices only (:func:`decay_mask`). ``schedule="wsd"``: warmup, stable,
+    then a linear decay over the last ``cooldown`` of the steps (:func:`learning_rate_schedule`).
+
+    With ``muon_lr``, the leaves where ``hidden`` (:func:`hidden_matrices`) is True are optimised
+    by Muon (``optax.contrib.muon``: momentum 0.95, Nesterov, the update orthogonalised by
+    ``muon_ns_steps`` Newton-Schulz steps, peak rate ``muon_lr``, no weight decay) and the rest (embeddings, head,
+    norms, biases) by optax's AdamW inside it (Nesterov, ``b1``, ``b2``, peak rate ``lr``, no weight
+    decay); both rates follow the same schedule. Muon's ``muon_weight_dimension_numbers`` are given
+    explicitly, a ``MuonDimensionNumbers()`` (rows reduced, columns out: ``x @ W``) per hidden matrix
+    and None elsewhere: optax's default would send every 2-D leaf, embeddings and head included, to Muon.
+    """
+    rate = learning_rate_schedule(steps, lr, min_lr=min_lr, warmup=warmup, schedule=schedule, cooldown=cooldown)
+    if muon_lr is None:
+        return optax.chain(optax.clip_by_global_norm(clip),
+                           optax.adamw(rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask))
+    if hidden is None:
+        raise ValueError("optimizer: muon_lr needs hidden, the tree of which leaves are hidden matrices "
+                         "(fnnet.gpt.hidden_matrices(config))")
+    dimension_numbers = jax.tree.map(lambda is_hidden: MuonDimensionNumbers() if is_hidden else None, hidden)
+    muon_rate = learning_rate_schedule(steps, muon_lr, min_lr=min_lr * muon_lr / lr, warmup=warmup,
+                                       schedule=schedule, cooldown=cooldown)
     return optax.chain(optax.clip_by_global_norm(clip),
-                       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask))
+                       optax.contrib.muon(muon_rate, ns_steps=muon_ns_steps, adam_learning_rate=rate,
+                                          adam_b1=b1, adam_b2=b2,
+                                          muon_weight_dimension_numbers=dimension_numbers))
 
 
 def generate(model: Layer, params, prompt_ids, num_tokens: int, *, block_size: int, key,

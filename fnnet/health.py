@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 ELEMENTWISE = {"Relu": "relu", "Sigmoid": "σ", "Tanh": "tanh", "LeakyRelu": "leaky_relu", "Gelu": "gelu",
-               "Identity": "id"}
+               "Identity": "id", "ReluSquared": "relu²", "SoftCap": "softcap"}
 """The activation kinds that act unit by unit (``y[n, j]`` depends on ``x[n, j]`` alone), and the
 symbol :func:`fnnet.explain` writes for each."""
 FRACTION_HIGH = 0.5
@@ -32,7 +32,7 @@ derivative (``σ(1 − σ)``, ``1 − tanh²``) is below about 2 %, so little gr
 def activation_stats(kind: str, y, *, weights=None) -> dict:
     """The health of a layer's output ``y`` (any leading batch axes, units on the last axis), as
     JAX scalars (so it runs inside a compiled step too): ``mean``, ``std``, ``min``, ``max``,
-    ``zeros`` (fraction exactly 0); for ReLU, ``dead`` (fraction of units, last axis, that are 0
+    ``zeros`` (fraction exactly 0); for ReLU and ReLU², ``dead`` (fraction of units, last axis, that are 0
     for every example of the batch); for sigmoid and tanh, ``saturated`` (fraction of outputs
     within :data:`SATURATION` of their limits). ``weights``: optional 0/1 per example, on the
     leading axis of ``y`` (a feature map's or a sequence's axes follow it); every statistic is
@@ -59,7 +59,7 @@ def activation_stats(kind: str, y, *, weights=None) -> dict:
     stats = {"mean": centre, "std": jnp.sqrt(mean(jnp.square(flat - centre))),
              "min": jnp.min(jnp.where(kept, flat, jnp.inf)), "max": jnp.max(jnp.where(kept, flat, -jnp.inf)),
              "zeros": mean(flat == 0)}
-    if kind == "Relu" and not isinstance(y, (tuple, list)) and jnp.ndim(y) >= 1:
+    if kind in ("Relu", "ReluSquared") and not isinstance(y, (tuple, list)) and jnp.ndim(y) >= 1:
         silent = (y == 0) | ~real(y)  # dead: 0 for every real example
         stats["dead"] = jnp.mean(jnp.all(jnp.reshape(silent, (-1, jnp.shape(y)[-1])), axis=0))
     if kind == "Sigmoid":

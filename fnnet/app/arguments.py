@@ -8,7 +8,7 @@ import os
 import pathlib
 
 from fnnet.app import char_rnn, process, recipes, shakespeare
-from fnnet.app.choices import CHAR_RNN_MODELS, MODELS, TEXT as _TEXT, TEXT_MODELS
+from fnnet.app.choices import CHAR_RNN_MODELS, MODELS, TEXT as _TEXT, TEXT_MODELS, TEXT_RECIPE_NAMES
 from fnnet.app.recipes import RecipeError
 from fnnet.app.usage import UsageError
 
@@ -64,7 +64,7 @@ _TEXT_FLAGS = _GPT_FLAGS + ("seq_len", "windows")
 """The flags of ``fnnet train shakespeare`` alone (``--batch-size``, ``--lr``... serve every data set)."""
 
 
-_IMAGE_FLAGS = ("activation", "epochs", "optimizer", "schedule", "limit", "monitor", "recipe", "augment")
+_IMAGE_FLAGS = ("activation", "epochs", "optimizer", "schedule", "limit", "monitor", "augment")
 
 
 def _text_model(args, saved: dict) -> str:
@@ -76,10 +76,17 @@ def _text_model(args, saved: dict) -> str:
                          f"--block-size, --steps, --batch-size, --lr, --dropout; or --model "
                          f"{'/'.join(CHAR_RNN_MODELS)}: --layers, --hidden, --seq-len)")
     if args.model == "mlp":  # --model not given
-        return saved.get("model") if saved.get("model") in TEXT_MODELS else "gpt"
-    if args.model not in TEXT_MODELS:
+        model = saved.get("model") if saved.get("model") in TEXT_MODELS else "gpt"
+    elif args.model not in TEXT_MODELS:
         raise UsageError(f"--model {args.model} is not used by {_TEXT} (--model {', '.join(TEXT_MODELS)})")
-    return args.model
+    else:
+        model = args.model
+    recipe = getattr(args, "recipe", None)
+    if recipe is not None and (model != "gpt" or recipe not in TEXT_RECIPE_NAMES):
+        raise UsageError(f"--recipe {recipe} is not one of {_TEXT}'s GPT recipes ({', '.join(TEXT_RECIPE_NAMES)})"
+                         if model == "gpt" else
+                         f"--recipe is for {_TEXT}'s GPT ({', '.join(TEXT_RECIPE_NAMES)}), not --model {model}")
+    return model
 
 
 def _given_text_flags(args, model: str) -> list[str]:
@@ -122,6 +129,8 @@ def text_config_from_args(args) -> dict:
                          f"would be another model (drop --model, or give another --out)")
     config = dict(shakespeare.DEFAULTS) if model == "gpt" else dict(char_rnn.DEFAULTS, model=model)
     config.update(saved)  # the run's own settings where no flag is given (a converted model's form)
+    if model == "gpt" and getattr(args, "recipe", None) is not None:
+        config.update(shakespeare.RECIPES[args.recipe])  # then the flags given on top
     for name in _given_text_flags(args, model):
         config[name] = _hidden_width(args.hidden) if name == "hidden" else getattr(args, name)
     config["grad"], config["seed"] = args.grad, args.seed

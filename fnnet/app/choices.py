@@ -22,6 +22,8 @@ WINDOWS = ("random", "streams")
 """How a char-rnn's training windows are drawn (``--windows``; :data:`fnnet.train.language.WINDOWS`)."""
 CNN_RECIPE_NAMES = ("fast", "classic")
 """How ``--model cnn`` trains (``--recipe``; :data:`fnnet.app.recipes.CNN_RECIPES`)."""
+TEXT_RECIPE_NAMES = ("nanogpt", "speedrun")
+"""How ``fnnet train shakespeare``'s GPT trains (``--recipe``; :data:`fnnet.app.shakespeare.RECIPES`)."""
 
 CHECKPOINT_EVERY = 10.0
 """``fnnet train``'s seconds between checkpoints (``--checkpoint-every``): an MNIST epoch takes

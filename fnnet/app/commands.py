@@ -133,7 +133,8 @@ def _cmd_train(args) -> int:
 
         config = text_config_from_args(args)
         out = check_output_path(process.train_out(args), "--out", folder=True)
-        shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite)
+        shakespeare.run_train(config, out, resume=args.resume, verbose=not args.quiet, overwrite=args.overwrite,
+                              started=process.started())
     else:
         out = process.train_out(args)
         run_train(config_from_args(args), out, resume=args.resume, verbose=not args.quiet,

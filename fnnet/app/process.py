@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import sys
+import time
 
 import jax
 
@@ -22,6 +23,22 @@ from fnnet.train import TrainingDiverged
 
 XLA_CACHE_LIMIT = 2 * 1024**3
 """Bytes of compiled programs :func:`use_compilation_cache` keeps before it starts the folder again."""
+
+
+def started() -> float:
+    """The ``time.perf_counter()`` at which this process started (Linux: from ``/proc``, so Python's own
+    start and every import count), or at which this module was imported where that is not known."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+            since_boot = float(uptime.read().split()[0])
+        return time.perf_counter() - max(0.0, since_boot - start_ticks / ticks)
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
 
 
 def use_compilation_cache() -> pathlib.Path | None:

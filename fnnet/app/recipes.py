@@ -217,6 +217,9 @@ def settings(dataset: str, model: str = "mlp", recipe: str | None = None, **over
             raise RecipeError(f"--model {model} needs an image data set (mnist, fashion-mnist), not {dataset}")
         defaults.update(epochs=spec.cnn_epochs, lr=spec.cnn_lr)
         if model == "cnn":  # the recipe's settings where no flag is given
+            if recipe is not None and recipe not in CNN_RECIPES:
+                raise RecipeError(f"--recipe {recipe} is not a recipe of --model cnn ({', '.join(CNN_RECIPES)}); "
+                                  f"it is for {choices.TEXT}'s GPT")
             recipe = recipe or spec.cnn_recipe
             chosen = CNN_RECIPES[recipe]
             defaults.update(epochs=chosen.epochs or spec.cnn_epochs, lr=chosen.lr or spec.cnn_lr,
@@ -372,15 +375,20 @@ def build_optimizer(name: str, lr: float, weight_decay: float = 0.0, *, schedule
     return base[name]()
 
 
+GPT_FORM = {"bias": True, "tie_embeddings": False, "gelu_approximate": True, "norm": "layer", "rope": False,
+            "qk_norm": False, "mlp_activation": "gelu", "logit_cap": 0.0, "zero_init": False}
+"""The :class:`fnnet.gpt.GPTConfig` fields a GPT run's ``config.json`` may record beyond its size, with the
+value of a run that does not (fnnet's own GPT: nanoGPT's recipe)."""
+
+
 def gpt_config(config: dict) -> GPTConfig:
     """The :class:`fnnet.gpt.GPTConfig` of a GPT run's ``config.json`` (``fnnet train shakespeare``;
     a run ``fnnet convert nanogpt`` wrote also records ``bias``, ``tie_embeddings`` and
-    ``gelu_approximate``, which default to fnnet's own GPT)."""
+    ``gelu_approximate``, a ``--recipe speedrun`` run its form: :data:`GPT_FORM`)."""
+    form = {field: config.get(field, default) for field, default in GPT_FORM.items()}
     return GPTConfig(vocab_size=len(config["vocab"]), block_size=int(config["block_size"]),
                      num_layers=int(config["layers"]), num_heads=int(config["heads"]),
-                     features=int(config["features"]), dropout=float(config["dropout"]),
-                     bias=config.get("bias", True), tie_embeddings=config.get("tie_embeddings", False),
-                     gelu_approximate=config.get("gelu_approximate", True)).check()
+                     features=int(config["features"]), dropout=float(config["dropout"]), **form).check()
 
 
 def model_from_config(config: dict):

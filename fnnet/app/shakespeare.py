@@ -28,7 +28,7 @@ import jax
 
 from fnnet import charrnn, datasets, gpt
 from fnnet.app import char_rnn, jobs
-from fnnet.app.recipes import RecipeError, gpt_config
+from fnnet.app.recipes import GPT_FORM, RecipeError, gpt_config
 from fnnet.datasets import CharText
 from fnnet.interop import nanogpt
 from fnnet.summaries import summary
@@ -37,16 +37,43 @@ from fnnet.train.checkpointing import save_checkpoint
 from fnnet.train.state import init_state
 
 DEFAULTS = {
-    "dataset": "shakespeare", "model": "gpt", "loss": "softmax_cross_entropy",
+    "dataset": "shakespeare", "model": "gpt", "loss": "softmax_cross_entropy", "recipe": "nanogpt",
     "layers": 4, "heads": 4, "features": 128, "block_size": 64, "dropout": 0.0,
     "batch_size": 12, "steps": 2000, "lr": 2e-3, "min_lr": 1e-4, "warmup": 100, "weight_decay": 0.1,
+    "lr_schedule": "cosine", "cooldown": 0.0, "muon_lr": None, "muon_ns_steps": 5,
     "eval_interval": 250, "eval_batches": 20, "grad": "manual", "seed": 0,
 }
-"""``fnnet train shakespeare``'s settings (each has a flag: ``--layers``, ``--block-size``...)."""
+"""``fnnet train shakespeare``'s settings: nanoGPT's recipe (those with a flag: ``--layers``,
+``--block-size``, ``--steps``, ``--lr``...; ``lr_schedule``, ``cooldown``, ``muon_lr`` and
+``muon_ns_steps`` are the recipe's: :func:`fnnet.gpt.optimizer`'s ``schedule``, ``cooldown``,
+``muon_lr`` and ``muon_ns_steps``)."""
 
-MODEL_SETTINGS = ("dataset", "model", "layers", "heads", "features", "block_size", "dropout")
+_SPEEDRUN = {
+    "recipe": "speedrun", "features": 96, "heads": 3, "norm": "rms", "rope": True, "qk_norm": True,
+    "mlp_activation": "relu2", "logit_cap": 15.0, "zero_init": True,
+    "batch_size": 32, "steps": 240, "lr": 3e-3, "min_lr": 1e-4, "warmup": 20, "weight_decay": 0.0,
+    "lr_schedule": "wsd", "cooldown": 0.5, "muon_lr": 0.02, "muon_ns_steps": 3,
+    "eval_interval": 20, "eval_batches": 8,
+}
+RECIPES = {"nanogpt": {key: DEFAULTS[key] if key in DEFAULTS else GPT_FORM[key] for key in _SPEEDRUN},
+           "speedrun": _SPEEDRUN}
+"""``--recipe``'s settings on top of :data:`DEFAULTS` (flags given go on top of them): ``nanogpt``
+(the default) and ``speedrun``, the quickest way to a validation loss of 1.88 found on a 2-core CPU
+(docs/performance.md has its ablations): the GPT with RMSNorm, rotary positions, QK-norm, ReLU²,
+soft-capped logits and zero-initialised projections (:class:`fnnet.gpt.GPTConfig`), Muon on the
+hidden matrices (3 Newton-Schulz steps) and AdamW on the rest, warmup-stable-decay; 4 blocks of 96
+features in 3 heads, batch 32 of context 64, 240 steps. Its validation estimate (every 20 steps) takes 8
+batches of 32 windows of 64 (16,384 tokens; nanoGPT's recipe: 20 of 12, 15,360)."""
+
+MODEL_SETTINGS = ("dataset", "model", "layers", "heads", "features", "block_size", "dropout", "norm", "rope",
+                  "qk_norm", "mlp_activation", "logit_cap", "zero_init")
 """The settings that make the model (with ``bias``, ``tie_embeddings`` and ``gelu_approximate``, which
 only converted runs record): a resumed run must keep them."""
+
+RECORDED_LATER = {"recipe": "nanogpt", "lr_schedule": "cosine", "cooldown": 0.0, "muon_lr": None, "muon_ns_steps": 5,
+                  **{key: value for key, value in GPT_FORM.items() if key in MODEL_SETTINGS}}
+"""The settings a run written before they were recorded had (:func:`fnnet.app.jobs.prepare_run_dir`'s
+``saved_defaults``): so a resume of such a run continues it, and a ``--recipe`` change is refused."""
 
 TARGET_VAL_LOSS = 1.88
 """nanoGPT's validation loss for its CPU recipe (2,000 iterations, about 3 minutes on a laptop)."""
@@ -85,14 +112,22 @@ def _recipe(config: dict):
     char-rnn's (:func:`fnnet.app.char_rnn.recipe`)."""
     if char_rnn.is_char_rnn(config):
         return (*char_rnn.recipe(config), char_rnn.TARGET_VAL_LOSS, "the char-rnn target")
-    optimizer = gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"],
-                              warmup=config["warmup"], weight_decay=config["weight_decay"])
-    return (gpt.GPT(gpt_config(config)), optimizer, {"block_size": config["block_size"]}, TARGET_VAL_LOSS,
+    return (gpt.GPT(gpt_config(config)), optimizer(config), {"block_size": config["block_size"]}, TARGET_VAL_LOSS,
             "nanoGPT's target")
 
 
+def optimizer(config: dict):
+    """:func:`fnnet.gpt.optimizer` of a GPT run's settings (its recipe's schedule, and Muon if it has ``muon_lr``)."""
+    muon_lr = config.get("muon_lr")
+    return gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"], warmup=config["warmup"],
+                         weight_decay=config["weight_decay"], schedule=config.get("lr_schedule", "cosine"),
+                         cooldown=config.get("cooldown") or 0.3, muon_lr=muon_lr,
+                         muon_ns_steps=config.get("muon_ns_steps", 5),
+                         hidden=None if muon_lr is None else gpt.hidden_matrices(gpt_config(config)))
+
+
 def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verbose: bool = True,
-              sample_tokens: int = 500, overwrite: bool = False) -> dict:
+              sample_tokens: int = 500, overwrite: bool = False, started: float | None = None) -> dict:
     """Trains the GPT of ``config`` (:data:`DEFAULTS` with changes), or the char-rnn
     (:data:`fnnet.app.char_rnn.DEFAULTS` with changes), and writes the run folder.
 
@@ -106,10 +141,11 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     ignore = ("steps", "vocab", "eval_interval", "eval_batches")
     if resume and done_steps == 0:  # nothing trained yet (a converted model): the recipe may change
         ignore += tuple(key for key in DEFAULTS if key not in MODEL_SETTINGS)
-    replaced = jobs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=ignore)
-    started = time.perf_counter()
+    replaced = jobs.prepare_run_dir(out_dir, config, resume=resume, overwrite=overwrite, ignore=ignore,
+                                    saved_defaults=None if char_rnn.is_char_rnn(config) else RECORDED_LATER)
+    data_started = time.perf_counter()
     text = datasets.tiny_shakespeare()
-    data_seconds = time.perf_counter() - started
+    data_seconds = time.perf_counter() - data_started
     config = dict(config, vocab=text.vocab)
     model, optimizer, fit_options, target, whose = _recipe(config)
     window = char_rnn.validation_window(config)
@@ -143,7 +179,9 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         "data_seconds": data_seconds,
         "fit_seconds": fit_seconds,
         "seconds_to_val_loss": total_seconds,
+        "seconds_before_fit": fit_started - started,
         "seconds_to_target": seconds_to_target(history, target, fit_started - started, done_steps),
+        "steps_to_target": steps_to_target(history, target, done_steps),
         "grad": config["grad"],
         "history": history.to_dict(),
     }
@@ -164,15 +202,23 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
 
 
 def seconds_to_target(history, target: float, before_fit: float, resumed_at: int = 0) -> float | None:
-    """Wall seconds from the start of the job (data loading and compilation counted) to the end of
-    the first evaluation interval whose validation estimate is at most ``target``; ``None`` when
-    none is (or for a resumed run: its first session's clock is not kept)."""
+    """Wall seconds from the start of the command (``before_fit``: the seconds before training began,
+    imports, data loading and compilation counted) to the end of the first validation estimate at most
+    ``target``; ``None`` when none is (or for a resumed run: its first session's clock is not kept)."""
     if resumed_at:
         return None
     for val_loss, elapsed in zip(history.val_loss, history.elapsed):
         if val_loss <= target:
             return before_fit + elapsed
     return None
+
+
+def steps_to_target(history, target: float, resumed_at: int = 0) -> int | None:
+    """The optimizer steps done at the first validation estimate at most ``target`` (``None``: none
+    was, or a resumed run whose earlier estimates are another session's)."""
+    if resumed_at:
+        return None
+    return next((step for step, val_loss in zip(history.step, history.val_loss) if val_loss <= target), None)
 
 
 def sample(model, params, config: dict, prompt: str, num_tokens: int, *, temperature: float = 0.8,

@@ -33,7 +33,8 @@ from fnnet.gradcheck._report import Report, format_table
 from fnnet.layer import Layer, init_with_state
 from fnnet.layers import (GRU, LSTM, RNN, AvgPool, BatchNorm, Bidirectional, CausalSelfAttention, Conv, Conv1D, Dense,
                           Dropout, Embedding, Flatten, Gelu, GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool,
-                          PositionalEmbedding, Relu, Reshape, Sequences, Sigmoid, Softmax, Tanh, Unembed)
+                          PositionalEmbedding, Relu, ReluSquared, Reshape, RMSNorm, Sequences, Sigmoid, Softmax,
+                          SoftCap, Tanh, Unembed)
 from fnnet.tied import Tied
 
 
@@ -95,6 +96,8 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("Gelu", Gelu, (7,)),
     LayerCase("Gelu (exact)", Gelu(approximate=False), (7,)),
     LayerCase("Identity", Identity, (7,)),
+    LayerCase("ReluSquared", ReluSquared, (7,)),
+    LayerCase("SoftCap", SoftCap(2.0), (7,)),
     LayerCase("Flatten", Flatten, (2, 3)),
     LayerCase("Reshape", Reshape((3, -1)), (2, 3)),
     LayerCase("Conv 3x3 SAME", Conv(4, 3), (6, 5, 3)),
@@ -113,6 +116,8 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("LayerNorm", LayerNorm(), (7,)),
     LayerCase("LayerNorm (3-D input)", LayerNorm(), (3, 5)),
     LayerCase("LayerNorm (no bias)", LayerNorm(use_bias=False), (3, 5)),
+    LayerCase("RMSNorm (3-D input)", RMSNorm(), (3, 5)),
+    LayerCase("RMSNorm (no scale)", RMSNorm(use_scale=False), (7,)),
     LayerCase("BatchNorm (train)", BatchNorm(), (4, 4, 3)),
     LayerCase("BatchNorm (eval)", BatchNorm(), (4, 4, 3), train=False),
     LayerCase("Dropout (train)", Dropout(0.5), (7,)),
@@ -128,6 +133,10 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("CausalSelfAttention (4 heads, T = 1)", CausalSelfAttention(4), (1, 8)),
     LayerCase("CausalSelfAttention (4 heads, T < max_length)", CausalSelfAttention(4, max_length=10), (7, 8)),
     LayerCase("CausalSelfAttention (2 heads, no bias)", CausalSelfAttention(2, use_bias=False), (6, 4)),
+    LayerCase("CausalSelfAttention (2 heads, rope)", CausalSelfAttention(2, rope=True), (6, 8)),
+    LayerCase("CausalSelfAttention (2 heads, qk-norm)", CausalSelfAttention(2, qk_norm=True), (5, 4)),
+    LayerCase("CausalSelfAttention (2 heads, rope, qk-norm, no bias)",
+              CausalSelfAttention(2, rope=True, qk_norm=True, use_bias=False, max_length=8), (6, 8)),
     LayerCase("RNN", RNN(4), (5, 3)),
     LayerCase("RNN (relu, last step)", RNN(4, "relu", return_sequences=False), (5, 3)),
     LayerCase("LSTM", LSTM(4), (5, 3)),
@@ -136,6 +145,9 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("Bidirectional(LSTM)", Bidirectional(LSTM(4)), (5, 3)),
     LayerCase("TransformerBlock (GPT, 2 heads)", TransformerBlock(GPTConfig(block_size=6, num_layers=1, num_heads=2,
                                                                             features=4)), (6, 4)),
+    LayerCase("TransformerBlock (speedrun: RMSNorm, rope, qk-norm, ReluSquared)",
+              TransformerBlock(GPTConfig(block_size=6, num_layers=1, num_heads=2, features=8, norm="rms", rope=True,
+                                         qk_norm=True, mlp_activation="relu2")), (6, 8)),
     LayerCase("serial (Dense, Tanh, Dense, Softmax)", serial(Dense(5), Tanh, Dense(3), Softmax), (4,)),
     LayerCase("serial (nested)", serial(serial(Dense(5), Relu), Gelu, serial(Dense(2), Sigmoid)), (3,)),
     LayerCase("serial (Flatten, Dense)", serial(Flatten, Dense(3), LeakyRelu()), (2, 2)),
@@ -254,6 +266,8 @@ def builtin_cases():
         ("GPT (1 block) + softmax_cross_entropy over (B, T)", gpt_case),
         ("GPT (nanoGPT's form: tied head, no biases, exact GELU) + softmax_cross_entropy",
          functools.partial(gpt_case, tie_embeddings=True, bias=False, gelu_approximate=False)),
+        ("GPT (the speedrun's form: RMSNorm, rope, qk-norm, ReluSquared, soft cap) + softmax_cross_entropy",
+         functools.partial(gpt_case, norm="rms", rope=True, qk_norm=True, mlp_activation="relu2", logit_cap=3.0)),
     ]
 
 

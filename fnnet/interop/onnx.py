@@ -16,6 +16,8 @@ node(s) of the same formula, its params the graph's initializers, written with `
 ``GlobalAvgPool``              ``ReduceMean`` over the spatial axes
 ``BatchNorm``                  its running statistics folded into ``Mul`` + ``Add`` per channel
 ``LayerNorm``                  ``LayerNormalization(axis=-1)``
+``RMSNorm``                    ``x / Sqrt(ReduceMean(x·x) + ε) · scale`` (RMSNormalization is opset 23's)
+``ReluSquared``, ``SoftCap``   ``Pow(Relu(x), 2)``; ``c · Tanh(x / c)``
 ``Dropout``                    nothing (evaluation mode)
 ``Flatten`` / ``Reshape``      ``Reshape`` (the batch axis kept)
 ``Embedding``                  ``Gather`` (ids are int64)
@@ -23,7 +25,8 @@ node(s) of the same formula, its params the graph's initializers, written with `
 ``Bidirectional``              ``linear_before_reset=1``; ``direction="bidirectional"``),
                                transposed to time-major and back (:mod:`~fnnet.interop.onnx_recurrent`)
 ``PositionalEmbedding``        ``Add`` of the first ``T`` rows
-``CausalSelfAttention``        the projections, heads, masked ``Softmax`` and merge as ops
+``CausalSelfAttention``        the projections, heads, masked ``Softmax`` and merge as ops (QK-norm as RMSNorm's
+                               ops, rotary positions as ``cos``/``sin`` tables and a ``Split``/``Concat``)
 ``Unembed`` (a tied head)      ``MatMul`` by the ``Transpose`` of the shared table
 combinators                    their children in order; ``FanOut``, ``parallel``,
                                ``FanInSum`` (``Sum``), ``FanInConcat`` (``Concat``),
@@ -50,6 +53,7 @@ from fnnet.interop.pytorch import INSTALL, ConversionError
 from fnnet.layer import Layer, abstract_init, apply_with_state, describe_path, layer_children, layer_name
 from fnnet.layers._checks import window_geometry
 from fnnet.layers._sequences import Sequences
+from fnnet.layers.attention import QK_NORM_EPSILON, rope_tables
 
 DEFAULT_OPSET = 18
 """The ONNX opset written by default (``LayerNormalization`` needs 17; 18 takes reduction axes as inputs)."""
@@ -305,6 +309,34 @@ class _Graph:
             core = self.op("Erf", [self.op("Mul", [x, self.constant("k", 1 / math.sqrt(2))])])
         return self.op("Mul", [half, self.op("Add", [core, self.constant("one", 1.0)])], "gelu")
 
+    def _emit_ReluSquared(self, layer, spec, params, state, x, shape, label, where):
+        return self.op("Pow", [self.op("Relu", [x]), self.constant("two", 2.0)], "relu_squared")
+
+    def _emit_SoftCap(self, layer, spec, params, state, x, shape, label, where):  # c·tanh(x/c)
+        cap = float(spec["cap"])
+        core = self.op("Tanh", [self.op("Mul", [x, self.constant("inv_cap", 1.0 / cap)])])
+        return self.op("Mul", [core, self.constant("cap", cap)], "soft_cap")
+
+    def _rms_normalize(self, x, epsilon: float):
+        """``x / sqrt(mean(x²) + ε)`` over the last axis, as ops (ONNX's RMSNormalization needs opset 23)."""
+        square = self.op("Mul", [x, x])
+        mean = self.op("ReduceMean", [square], axes=[-1], keepdims=1) if self.opset < 18 else \
+            self.op("ReduceMean", [square, self.ints("axes", (-1,))], keepdims=1)
+        rms = self.op("Sqrt", [self.op("Add", [mean, self.constant("epsilon", float(epsilon))])])
+        return self.op("Div", [x, rms], "rms_normalized")
+
+    def _emit_RMSNorm(self, layer, spec, params, state, x, shape, label, where):
+        normalized = self._rms_normalize(x, spec["epsilon"])
+        return self.op("Mul", [normalized, self.constant("scale", params["scale"])]) if spec["use_scale"] else normalized
+
+    def _rotate(self, t, cos, sin, size):
+        """RoPE on ``t (N, H, T, D)``: ``t·cos + rotate_half(t)·sin``, ``rotate_half([a, b]) = [-b, a]``."""
+        first, second = self.name("first_half"), self.name("second_half")
+        self.nodes.append(self.helper.make_node("Split", [t, self.ints("halves", (size // 2,) * 2)],
+                                                [first, second], axis=-1))
+        turned = self.op("Concat", [self.op("Neg", [second]), first], axis=-1)
+        return self.op("Add", [self.op("Mul", [t, cos]), self.op("Mul", [turned, sin])], "rotated")
+
     def _channels_first(self, x, rank):
         """``(N, spatial..., C)`` -> ``(N, C, spatial...)``, and the permutation back."""
         to_first = (0, rank + 1) + tuple(range(1, rank + 1))
@@ -389,6 +421,12 @@ class _Graph:
         self.nodes.append(self.helper.make_node("Split", [qkv, self.ints("split", (features,) * 3)], names, axis=-1))
         split_heads = self.ints("heads", (0, 0, heads, size))          # (N, T, C) -> (N, T, H, D)
         q, k, v = (self.transpose(self.op("Reshape", [name, split_heads]), (0, 2, 1, 3)) for name in names)
+        if spec.get("qk_norm", False):
+            q, k = (self._rms_normalize(t, QK_NORM_EPSILON) for t in (q, k))
+        if spec.get("rope", False):
+            cos, sin = (np.asarray(table, np.float32) for table in rope_tables(length, size, spec["rope_base"]))
+            cos, sin = self.constant("rope_cos", cos), self.constant("rope_sin", sin)
+            q, k = (self._rotate(t, cos, sin, size) for t in (q, k))
         scores = self.op("Mul", [self.op("MatMul", [q, self.transpose(k, (0, 1, 3, 2))]),
                                  self.constant("scale", 1.0 / math.sqrt(size))], "scores")
         mask = np.where(np.tril(np.ones((length, length), bool)), 0.0, -np.inf)   # j > i: -inf, weight 0

@@ -218,3 +218,50 @@ def gelu(approximate: bool = True) -> Layer:
 
 Gelu: Layer = gelu(approximate=True)
 
+
+
+def _relu_squared_forward(z):
+    return jnp.square(jax.nn.relu(z)), z
+
+
+def _relu_squared_backward(z, dy):
+    return dy * 2 * jax.nn.relu(z)  # (relu(z)²)' = 2·relu(z): 0 for z <= 0, 2z above
+
+
+ReluSquared = _activation("ReluSquared", lambda z: jnp.square(jax.nn.relu(z)), _relu_squared_forward,
+                          _relu_squared_backward, doc="""ReLU²: ``relu(z)² = max(z, 0)²``, elementwise, any shape
+(the MLP activation of modded-nanogpt and Primer).
+
+Backward: ``dx = dy * 2·relu(z)`` (smooth at 0, unlike ReLU: both sides' slopes are 0 there).
+
+Example:
+  >>> import jax.numpy as jnp, fnnet
+  >>> fnnet.ReluSquared.apply((), jnp.array([-1.0, 0.5, 2.0]))
+  Array([0.  , 0.25, 4.  ], dtype=float32)
+""")
+
+
+def SoftCap(cap: float) -> Layer:
+    """A soft cap on logits: ``y = c · tanh(z / c)``, elementwise, any shape (Gemma 2's and
+    modded-nanogpt's head): about ``z`` while ``|z| << c``, never beyond ``±c``.
+
+    Backward: ``dx = dy · (1 - tanh²(z / c))``, from the saved ``t = tanh(z / c)`` (``y = c·t``).
+
+    Example:
+      >>> import jax.numpy as jnp, fnnet
+      >>> [round(float(v), 4) for v in fnnet.SoftCap(15.0).apply((), jnp.array([0.0, 1.0, 100.0]))]
+      [0.0, 0.9985, 15.0]
+    """
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0 or math.isinf(cap):
+        raise ValueError(f"SoftCap: cap must be a positive finite number, got {cap!r}")
+    cap = float(cap)
+
+    def forward(z):
+        t = jnp.tanh(z / cap)
+        return cap * t, t
+
+    def backward(t, dy):
+        return dy * (1 - t * t)  # d(c·tanh(z/c))/dz = c · (1 - tanh²) / c
+
+    return _activation(f"SoftCap({cap:g})", lambda z: forward(z)[0], forward, backward, doc=SoftCap.__doc__,
+                       layer_spec=spec("SoftCap", cap=cap))

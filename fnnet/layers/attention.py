@@ -15,6 +15,17 @@ and backward, from ``dy``, in the reverse order (``dO = split(dy · W_outᵀ)``)
     dW_qkv = xᵀ · d[q k v],  dx = d[q k v] · W_qkvᵀ       (and the output projection as in Dense)
 
 Masked entries have ``A = 0``, so they get ``dS = 0``: the backward needs no mask of its own.
+
+Two options act on ``q`` and ``k`` between the split and the scores (modded-nanogpt's):
+
+* **QK-norm** (``qk_norm=True``): ``q ← q̂ = q · r_q`` with ``r_q = 1 / sqrt(mean_D(q²) + ε)`` per
+  head and position (RMSNorm without a scale; ``k`` alike), so the scores stay bounded however
+  large the projections grow; backward ``dq = r_q · (dq̂ - q̂ · mean_D(dq̂ · q̂))``.
+* **Rotary positions** (``rope=True``, RoPE, Su et al. 2021): each of the ``D/2`` pairs
+  ``(q_i, q_{i+D/2})`` of position ``t`` turned by the angle ``t · θ_i``, ``θ_i = base^(-2i/D)``:
+  ``R_t q = q · cos + rotate_half(q) · sin`` with ``rotate_half([a, b]) = [-b, a]``, so that
+  ``(R_s q) · (R_t k)`` depends on ``s - t`` alone. A rotation's transpose is its inverse, so the
+  backward turns the gradient back: ``dq = dq_rot · cos - rotate_half(dq_rot · sin)``.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import jax.numpy as jnp
 from fnnet import initializers
 from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import check_param_keys, param_dtype
+from fnnet.layers.normalization import rms_normalize, rms_normalize_backward
 
 _PARAMS = {"w_qkv", "b_qkv", "w_out", "b_out"}
 
@@ -59,22 +71,83 @@ def causal_mask(length: int):
     return jnp.tril(jnp.ones((length, length), bool))
 
 
+QK_NORM_EPSILON = 1e-6
+"""The ε of QK-norm's ``1 / sqrt(mean(q²) + ε)``."""
+
+
+class Options(NamedTuple):
+    """How :func:`_attend` treats ``q`` and ``k`` before the scores (the module docstring)."""
+    num_heads: int
+    rope: bool = False
+    rope_base: float = 10000.0
+    qk_norm: bool = False
+
+
+def rope_tables(length: int, head_size: int, base: float = 10000.0, dtype=jnp.float32):
+    """``(cos, sin)``, each ``(T, D)``: the angles ``t · θ_i`` (``θ_i = base^(-2i/D)``, ``i < D/2``) of
+    positions ``0..T-1``, each angle written twice (columns ``i`` and ``i + D/2``: the pair it turns)."""
+    exact = jnp.promote_types(dtype, jnp.float32)  # the angles in float32 at least (float64 in float64)
+    inverse_frequencies = base ** (-jnp.arange(0, head_size, 2, dtype=exact) / head_size)  # (D/2,)
+    angles = jnp.arange(length, dtype=exact)[:, None] * inverse_frequencies[None, :]      # (T, D/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def _rotate_half(t):
+    """``[a, b] -> [-b, a]`` over the last axis (halves ``a``, ``b``): a quarter turn of every pair."""
+    first, second = jnp.split(t, 2, axis=-1)
+    return jnp.concatenate([-second, first], axis=-1)
+
+
+def rotate(t, cos, sin):
+    """RoPE: ``t (..., T, D)`` with pair ``(i, i + D/2)`` of position ``t`` turned by its angle."""
+    cos, sin = _lead(cos, t), _lead(sin, t)
+    return t * cos + _rotate_half(t) * sin
+
+
+def rotate_backward(d_rotated, cos, sin):
+    """``dt`` through :func:`rotate`: the transpose of a rotation turns back,
+    ``dt = d·cos + rotate_halfᵀ(d·sin)`` with ``rotate_halfᵀ = -rotate_half``."""
+    cos, sin = _lead(cos, d_rotated), _lead(sin, d_rotated)
+    return d_rotated * cos - _rotate_half(d_rotated * sin)
+
+
+def _lead(table, t):
+    """A ``(T, D)`` table given ``t``'s leading axes (size 1), to broadcast against it."""
+    return table[(None,) * (t.ndim - 2)]
+
+
 class AttentionResiduals(NamedTuple):
-    """What :func:`_attend` keeps for :func:`_attention_backward` (``H`` heads of ``D = C / H``)."""
+    """What :func:`_attend` keeps for :func:`_attention_backward` (``H`` heads of ``D = C / H``;
+    the last four are None unless QK-norm is on)."""
     x: jax.Array        # (..., T, C)      the layer's input
-    q: jax.Array        # (..., H, T, D)   queries
-    k: jax.Array        # (..., H, T, D)   keys
+    q: jax.Array        # (..., H, T, D)   queries as the scores use them (normed, turned)
+    k: jax.Array        # (..., H, T, D)   keys as the scores use them
     v: jax.Array        # (..., H, T, D)   values
     weights: jax.Array  # (..., H, T, T)   A = softmax(S), exactly 0 above the diagonal
     merged: jax.Array   # (..., T, C)      O = A·V with the heads merged, the output projection's input
+    q_hat: jax.Array | None = None      # (..., H, T, D)  QK-norm: q̂ = q · r_q, before the rotation
+    k_hat: jax.Array | None = None      # (..., H, T, D)  k̂ = k · r_k
+    q_inv_rms: jax.Array | None = None  # (..., H, T, 1)  r_q = 1 / sqrt(mean(q²) + ε)
+    k_inv_rms: jax.Array | None = None  # (..., H, T, 1)  r_k
 
 
-def _attend(params, x, num_heads: int):
+def _attend(params, x, options: Options):
     """The forward, ``x (..., T, C)`` -> ``(y, AttentionResiduals)``, on params already checked
     (no ``b_qkv`` / ``b_out`` keys: a layer without biases)."""
+    num_heads = options.num_heads
     # stage 1: [Q K V] = x·W_qkv + b_qkv, split into heads
     qkv = _plus_bias((_rows(x) @ params["w_qkv"]).reshape(x.shape[:-1] + (-1,)), params.get("b_qkv"))
     q, k, v = (_heads(part, num_heads) for part in jnp.split(qkv, 3, axis=-1))
+    normed = {}
+    # stage 1b (QK-norm): q̂ = q · r_q, k̂ = k · r_k per head and position
+    if options.qk_norm:
+        (q, q_inv_rms), (k, k_inv_rms) = rms_normalize(q, QK_NORM_EPSILON), rms_normalize(k, QK_NORM_EPSILON)
+        normed = {"q_hat": q, "k_hat": k, "q_inv_rms": q_inv_rms, "k_inv_rms": k_inv_rms}
+    # stage 1c (RoPE): q ← R_t q, k ← R_t k
+    if options.rope:
+        cos, sin = rope_tables(x.shape[-2], q.shape[-1], options.rope_base, q.dtype)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
     # stage 2: S = Q·Kᵀ/√D, causally masked
     scale = 1.0 / math.sqrt(x.shape[-1] // num_heads)
     scores = jnp.einsum("...qd,...kd->...qk", q, k) * scale
@@ -85,13 +158,14 @@ def _attend(params, x, num_heads: int):
     merged = _merge(jnp.einsum("...qk,...kd->...qd", weights, v))
     # stage 5: y = O·W_out + b_out
     y = _plus_bias((_rows(merged) @ params["w_out"]).reshape(x.shape), params.get("b_out"))
-    return y, AttentionResiduals(x, q, k, v, weights, merged)
+    return y, AttentionResiduals(x, q, k, v, weights, merged, **normed)
 
 
-def _attention_backward(params, residuals: AttentionResiduals, dy, num_heads: int):
+def _attention_backward(params, residuals: AttentionResiduals, dy, options: Options):
     """:func:`_attend`'s five stages in reverse, each under the forward line it differentiates:
     ``(params, residuals, dy (..., T, C))`` -> ``(dparams, dx)``, ``dparams`` with ``params``' keys."""
-    x, q, k, v, weights, merged = residuals
+    x, q, k, v, weights, merged = residuals[:6]
+    num_heads = options.num_heads
     batch_axes = tuple(range(x.ndim - 1))  # db: Σ over every example and position
     scale = 1.0 / math.sqrt(x.shape[-1] // num_heads)
     grads = {}
@@ -113,6 +187,14 @@ def _attention_backward(params, residuals: AttentionResiduals, dy, num_heads: in
     #   so dQ = dS·K/√D, dK = dSᵀ·Q/√D
     dq = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale
     dk = jnp.einsum("...qk,...qd->...kd", d_scores, q) * scale
+    # stage 1c (RoPE), through  q ← q·cos + rotate_half(q)·sin  (k alike): turned back
+    if options.rope:
+        cos, sin = rope_tables(x.shape[-2], q.shape[-1], options.rope_base, q.dtype)
+        dq, dk = rotate_backward(dq, cos, sin), rotate_backward(dk, cos, sin)
+    # stage 1b (QK-norm), through  q̂ = q · r_q:  dq = r_q · (dq̂ - q̂ · mean(dq̂ · q̂))  (k alike)
+    if options.qk_norm:
+        dq = rms_normalize_backward(residuals.q_hat, residuals.q_inv_rms, dq)
+        dk = rms_normalize_backward(residuals.k_hat, residuals.k_inv_rms, dk)
     # stage 1, through  [Q K V] = x·W_qkv + b_qkv, split into heads:
     #   qkv = _plus_bias((_rows(x) @ params["w_qkv"]).reshape(...), params.get("b_qkv")); q, k, v = _heads(split(qkv))
     #   so d[Q K V] = merged heads side by side, dW_qkv = xᵀ·d[Q K V], db_qkv = Σ d[Q K V], dx = d[Q K V]·W_qkvᵀ
@@ -123,7 +205,7 @@ def _attention_backward(params, residuals: AttentionResiduals, dy, num_heads: in
     return {key: grads[key].astype(params[key].dtype) for key in params}, dx.astype(x.dtype)
 
 
-def _check(name: str, keys: set, num_heads: int, max_length: int | None, params, x) -> int:
+def _check(name: str, keys: set, num_heads: int, max_length: int | None, params, x, rope: bool = False) -> int:
     """The layer's params and input ``x`` fit each other: an error naming the layer if not, else ``C``."""
     check_param_keys(name, params, keys)
     features = jnp.shape(params["w_out"])[0] if jnp.ndim(params["w_out"]) == 2 else None
@@ -135,6 +217,9 @@ def _check(name: str, keys: set, num_heads: int, max_length: int | None, params,
                          f"{', b_qkv (3C,), b_out (C,)' if 'b_qkv' in keys else ''}")
     if features % num_heads:
         raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
+    if rope and (features // num_heads) % 2:
+        raise ValueError(f"{name}: rotary positions turn pairs of features, so the head size must be even; "
+                         f"got {features} features / {num_heads} heads = {features // num_heads}")
     if jnp.ndim(x) < 2 or x.shape[-1] != features:
         raise ValueError(f"{name}: expected input of shape (..., T, {features}), got {jnp.shape(x)}")
     if max_length is not None and x.shape[-2] > max_length:
@@ -145,7 +230,8 @@ def _check(name: str, keys: set, num_heads: int, max_length: int | None, params,
 
 def CausalSelfAttention(num_heads: int, max_length: int | None = None,
                         w_init=initializers.normal(0.02), out_init=None, dtype=None, *,
-                        use_bias: bool = True) -> Layer:
+                        use_bias: bool = True, rope: bool = False, rope_base: float = 10000.0,
+                        qk_norm: bool = False) -> Layer:
     """Multi-head self-attention with a causal mask, on ``(..., T, C)`` input.
 
     Params ``{"w_qkv": (C, 3C), "b_qkv": (3C,), "w_out": (C, C), "b_out": (C,)}``: the fused
@@ -155,6 +241,10 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
     (GPT-2's; ``out_init`` overrides the output projection's, e.g. ``0.02 / √(2·layers)``),
     biases zero. The forward and the hand-written backward are in the module docstring, and
     in code in :func:`_attend` and :func:`_attention_backward` (its stages quote the forward).
+
+    ``rope=True`` turns q and k by rotary position embeddings (``rope_base`` the ``base`` of the
+    frequencies; the head size must be even), and ``qk_norm=True`` RMS-normalises each head's q and k
+    (no scale) first: the module docstring has both, forward and backward.
 
     Any sequence length works, since every position only sees earlier ones; ``max_length``
     (a GPT passes its block size) makes a longer input an error naming the layer.
@@ -170,7 +260,14 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         raise ValueError(f"CausalSelfAttention: num_heads must be a positive int, got {num_heads!r}")
     if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
         raise ValueError(f"CausalSelfAttention: max_length must be a positive int, got {max_length!r}")
-    name = f"CausalSelfAttention({num_heads} heads{'' if use_bias else ', no bias'})"
+    for flag, value in (("use_bias", use_bias), ("rope", rope), ("qk_norm", qk_norm)):
+        if not isinstance(value, bool):
+            raise ValueError(f"CausalSelfAttention: {flag} must be True or False, got {value!r}")
+    if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or not rope_base > 1:
+        raise ValueError(f"CausalSelfAttention: rope_base must be a number > 1, got {rope_base!r}")
+    options = Options(num_heads, rope, float(rope_base), qk_norm)
+    extras = (["no bias"] if not use_bias else []) + (["rope"] if rope else []) + (["qk-norm"] if qk_norm else [])
+    name = f"CausalSelfAttention({', '.join([f'{num_heads} heads'] + extras)})"
     keys = _PARAMS if use_bias else {"w_qkv", "w_out"}
     out_init = w_init if out_init is None else out_init
 
@@ -183,6 +280,9 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
             raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
         if max_length is not None and length > max_length:
             raise ValueError(f"{name}: sequence length {length} is longer than max_length {max_length}")
+        if rope and (features // num_heads) % 2:
+            raise ValueError(f"{name}: rotary positions turn pairs of features, so the head size must be even; "
+                             f"got {features} features / {num_heads} heads = {features // num_heads}")
         dtype_ = param_dtype(dtype)
         qkv_key, out_key = jax.random.split(key)
         params = {"w_qkv": w_init(qkv_key, (features, 3 * features), dtype_),
@@ -192,16 +292,16 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         return in_shape, {k: params[k] for k in keys}
 
     def apply(params, x):
-        _check(name, keys, num_heads, max_length, params, x)
-        return _attend(params, x, num_heads)[0]
+        _check(name, keys, num_heads, max_length, params, x, rope)
+        return _attend(params, x, options)[0]
 
     def forward(params, x):
-        _check(name, keys, num_heads, max_length, params, x)
-        return _attend(params, x, num_heads)
+        _check(name, keys, num_heads, max_length, params, x, rope)
+        return _attend(params, x, options)
 
     def backward(params, residuals, dy):
-        return _attention_backward(params, residuals, dy, num_heads)
+        return _attention_backward(params, residuals, dy, options)
 
     return make_layer(name, init, apply, forward, backward, doc=CausalSelfAttention.__doc__,
                       spec=spec("CausalSelfAttention", num_heads=num_heads, max_length=max_length,
-                                use_bias=use_bias))
+                                use_bias=use_bias, rope=rope, rope_base=float(rope_base), qk_norm=qk_norm))

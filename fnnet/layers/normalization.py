@@ -1,4 +1,4 @@
-"""Normalisation layers: BatchNorm (with running statistics as state) and LayerNorm.
+"""Normalisation layers: BatchNorm (with running statistics as state), LayerNorm and RMSNorm.
 
 Both normalise ``x̂ = (x - μ) / sqrt(σ² + ε)`` and then scale and shift,
 ``y = scale · x̂ + offset``. With ``m`` the number of values averaged, the full backward
@@ -10,7 +10,9 @@ constants) is, per normalised group::
     dx  = (1/m) · inv_std · (m · dx̂ - Σ dx̂ - x̂ · Σ(dx̂ · x̂))        inv_std = 1 / sqrt(σ² + ε)
 
 LayerNorm normalises each example over its last axis; BatchNorm each channel (the last
-axis) over the batch and all spatial positions.
+axis) over the batch and all spatial positions. RMSNorm divides by the root mean square
+alone (no mean is taken away, no offset added): ``x̂ = x · r``, ``r = 1 / sqrt(mean(x²) + ε)``,
+``y = scale · x̂``, and backward ``dx = r · (dx̂ - x̂ · mean(dx̂ · x̂))``.
 """
 
 from __future__ import annotations
@@ -219,3 +221,74 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
                       stateful_init=stateful_init, stateful_apply=stateful_apply,
                       stateful_forward=stateful_forward, spec=spec("BatchNorm", momentum=momentum, epsilon=epsilon))
 
+
+
+def rms_normalize(x, epsilon: float):
+    """``(x̂, r)``: ``x̂ = x · r`` with ``r = 1 / sqrt(mean(x²) + ε)`` over the last axis (``r`` keeps
+    it, size 1). What :func:`RMSNorm` and QK-norm in :func:`fnnet.CausalSelfAttention` do."""
+    inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + epsilon)
+    return x * inv_rms, inv_rms
+
+
+def rms_normalize_backward(x_hat, inv_rms, dx_hat):
+    """``dx`` through :func:`rms_normalize`, from ``dx̂``: since ``∂r/∂x_j = -r³ x_j / F``,
+    ``dx = r · dx̂ - x · r³ · mean(dx̂ · x) = r · (dx̂ - x̂ · mean(dx̂ · x̂))``."""
+    return inv_rms * (dx_hat - x_hat * jnp.mean(dx_hat * x_hat, axis=-1, keepdims=True))
+
+
+def RMSNorm(epsilon: float = 1e-6, dtype=None, *, use_scale: bool = True) -> Layer:
+    """Root-mean-square normalisation over the last axis: ``y = scale · x / sqrt(mean(x²) + ε)``.
+
+    As LayerNorm without the mean taken away and without an offset (Zhang & Sennrich 2019; Llama's
+    and modded-nanogpt's norm), so one reduction fewer. Params ``{"scale": (F,)}`` (ones), or
+    ``()`` with ``use_scale=False`` (modded-nanogpt's parameter-free ``F.rms_norm``). PyTorch's
+    ``nn.RMSNorm(F, eps=epsilon)`` computes the same.
+
+    Backward, with ``x̂ = x · r`` and ``r = 1 / sqrt(mean(x²) + ε)``::
+
+        dscale = Σ dy · x̂          dx̂ = dy · scale
+        dx     = r · (dx̂ - x̂ · mean(dx̂ · x̂))       (through r: ∂r/∂x_j = -r³ x_j / F)
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fnnet
+      >>> norm = fnnet.RMSNorm()
+      >>> _, params = norm.init(jax.random.PRNGKey(0), (4,))
+      >>> y = norm.apply(params, jnp.array([[1., -1., 2., -2.]]))
+      >>> round(float(jnp.sqrt(jnp.mean(y ** 2))), 4)
+      1.0
+    """
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
+        raise ValueError(f"RMSNorm: epsilon must be a number >= 0, got {epsilon!r}")
+    if not isinstance(use_scale, bool):
+        raise ValueError(f"RMSNorm: use_scale must be True or False, got {use_scale!r}")
+    name = "RMSNorm" if use_scale else "RMSNorm(no scale)"
+
+    def init(key, in_shape):
+        out_shape, params = _init_scale_offset(name, in_shape, dtype)
+        return out_shape, {"scale": params["scale"]} if use_scale else ()
+
+    def check(params, x):
+        if use_scale:
+            _check_scale_offset(name, params, x, ("scale",))
+        elif params != ():
+            raise ValueError(f"{name}: takes no params (()), got {type(params).__name__}")
+        elif jnp.ndim(x) == 0:
+            raise ValueError(f"{name}: expected an input with a feature axis, got shape ()")
+
+    def forward(params, x):
+        check(params, x)
+        x_hat, inv_rms = rms_normalize(x, epsilon)
+        y = x_hat * params["scale"][(None,) * (x.ndim - 1)] if use_scale else x_hat
+        return y, (x_hat, inv_rms)
+
+    def backward(params, residuals, dy):
+        x_hat, inv_rms = residuals
+        if not use_scale:
+            return (), rms_normalize_backward(x_hat, inv_rms, dy).astype(x_hat.dtype)
+        # through  y = scale · x̂:  dscale = Σ dy·x̂ over every example, dx̂ = dy · scale
+        dscale = jnp.sum(dy * x_hat, axis=tuple(range(dy.ndim - 1)))
+        dx = rms_normalize_backward(x_hat, inv_rms, dy * params["scale"][(None,) * (dy.ndim - 1)])
+        return {"scale": dscale.astype(params["scale"].dtype)}, dx.astype(x_hat.dtype)
+
+    return make_layer(name, init, lambda params, x: forward(params, x)[0], forward, backward, doc=RMSNorm.__doc__,
+                      spec=spec("RMSNorm", epsilon=epsilon, use_scale=use_scale))

@@ -278,6 +278,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
     Long (its docstring is a third of it): the loop reads top to bottom as the steps run; its parts live
     in :mod:`fnnet.train.checkpointing` and :mod:`fnnet.train.state`.
     """
+    called = time.perf_counter()  # history.elapsed counts from here: compilation included
     check_grad_mode(grad)
     ckpt_path = check_checkpoint_dir(checkpoint_dir, resume, overwrite, "fit_language_model")
     eval_block_size = block_size if eval_block_size is None else eval_block_size
@@ -313,7 +314,6 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         return (*step_windows(train_device, state, batch_size, block_size, windows), None)
 
     checkpoints = Checkpointer(ckpt_path, history, state, metadata=lambda done: dict(metadata or {}))
-    fit_started = time.perf_counter()
     done = int(state.step)
     with checkpoints.kept_on_interrupt():  # Ctrl-C, or the output gone (a pipe's reader, a full disk)
         while done < steps:
@@ -332,7 +332,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
             done += length
             history.append(step=done, train_loss=float(np.mean(losses)),
                            val_loss=float(val_estimate(state, val_device)), seconds=seconds,
-                           elapsed=time.perf_counter() - fit_started)
+                           elapsed=time.perf_counter() - called)
             checkpoints.finished(len(history), state)  # from here a Ctrl-C or a lost output keeps this interval
             if verbose:
                 print(history.line(-1, steps), flush=True, file=sys.stdout)
