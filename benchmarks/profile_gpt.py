@@ -42,7 +42,7 @@ import fnnet
 from contenders.gpt import BLOCK, FEATURES, HEADS, LAYERS, VOCAB, FnnetGPT, TorchGPT
 from fnnet import gpt
 from fnnet.layer import abstract_init, layer_children
-from profiling import REPEAT, layer_ms, timed
+from profiling import REPEAT, eager_ms, layer_ms, timed
 from run import cpu
 from workloads import WORKLOADS
 
@@ -136,18 +136,8 @@ def torch_products():
             torch.bmm(out, q.transpose(1, 2)), torch.bmm(scores.transpose(1, 2), out)
             torch.bmm(scores, q), torch.bmm(scores.transpose(1, 2), q)
 
-    def best_ms(fn, repeat):
-        fn()
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            for _ in range(repeat):
-                fn()
-            times.append((time.perf_counter() - started) / repeat * 1e3)
-        return statistics.median(times)
-
     big = torch.randn(1024, 1024)
-    return best_ms(one_step, REPEAT), 2 * 1024 ** 3 / best_ms(lambda: big @ big, 5) / 1e6
+    return eager_ms(one_step), 2 * 1024 ** 3 / eager_ms(lambda: big @ big, 5) / 1e6
 
 
 def xla_big_gemm() -> float:

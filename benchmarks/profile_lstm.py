@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from contenders.lstm import FnnetLSTM, TorchLSTM, cores, fnnet_model, optimizer, sizes
 from fnnet.layer import abstract_init, layer_children, layer_name
 from fnnet.layers import lstm as lstm_cell
-from profiling import REPEAT, layer_ms, timed
+from profiling import REPEAT, eager_ms, layer_ms, timed
 from workloads import WORKLOADS
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -197,16 +197,7 @@ def torch_products():
             for _ in range(T):
                 d = torch.mm(d, w.T).repeat(1, 4) * 0.1
 
-    def ms(fn):
-        fn()
-        kept = []
-        for _ in range(5):
-            started = time.perf_counter()
-            for _ in range(REPEAT):
-                fn()
-            kept.append((time.perf_counter() - started) / REPEAT * 1e3)
-        return statistics.median(kept)
-    return ms(big), ms(sequential)
+    return eager_ms(big), eager_ms(sequential)
 
 
 def thunk_trace(top: int = 20):

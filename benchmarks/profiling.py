@@ -27,6 +27,19 @@ def timed(fn, *args, rounds: int = 5, per: int = REPEAT) -> float:
     return statistics.median(times) / per * 1e3
 
 
+def eager_ms(fn, repeat: int = REPEAT, rounds: int = 5) -> float:
+    """Milliseconds per call of ``fn()`` run eagerly (PyTorch's products): the median of ``rounds``
+    timings of ``repeat`` calls each, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        times.append((time.perf_counter() - started) / repeat * 1e3)
+    return statistics.median(times)
+
+
 def layer_ms(layer, x, key) -> float:
     """Milliseconds of ``layer``'s forward (training mode) and hand-written backward on the batch
     ``x``, ``REPEAT`` times inside one jitted scan. Each iteration perturbs the input (or, for

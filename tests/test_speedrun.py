@@ -50,7 +50,7 @@ def test_muon_orthogonalises_the_hidden_matrices_and_adamw_takes_the_rest():
     grads = jax.tree.map(gradient, params)
     optimizer = gpt.optimizer(10, lr=1e-2, warmup=0, muon_lr=0.1, hidden=gpt.hidden_matrices(config),
                               schedule="wsd", clip=1e9)
-    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    updates, _ = jax.jit(optimizer.update)(grads, jax.jit(optimizer.init)(params), params)
     flat_updates, flat_hidden = jax.tree.leaves(updates), jax.tree.leaves(gpt.hidden_matrices(config))
     for update, grad, is_hidden in zip(flat_updates, jax.tree.leaves(grads), flat_hidden):
         if is_hidden:   # Newton-Schulz: the singular values pulled together (a raw gradient's are spread)
@@ -114,19 +114,21 @@ def test_cli_speedrun_resume_refuses_another_recipe_and_misplaced_recipes(speedr
     assert "--recipe speedrun is not a recipe of --model cnn" in capsys.readouterr().err
 
 
-def test_a_run_saved_before_recipes_resumes_as_nanogpt(tmp_path, shakespeare_data, monkeypatch):
-    """config.json without recipe, norm, rope... (fnnet before the speedrun): resuming keeps nanoGPT's recipe."""
-    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
-    out = tmp_path / "old"
-    flags = ["--eval-interval", "5", "--eval-batches", "1", "--layers", "1", "--heads", "2", "--features", "16",
-             "--block-size", "16", "--out", str(out), "--quiet"]
-    assert cli.main(["train", "shakespeare", "--steps", "5", *flags]) == 0
-    config = json.loads((out / "config.json").read_text())
-    for key in shakespeare.RECORDED_LATER:
-        config.pop(key, None)
-    (out / "config.json").write_text(json.dumps(config))
-    assert cli.main(["train", "shakespeare", "--steps", "10", "--resume", *flags]) == 0
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 10
+def test_a_run_saved_before_recipes_resumes_as_nanogpt_and_refuses_the_speedrun(tmp_path):
+    """A config.json without recipe, norm, rope... (fnnet before the speedrun) is a nanoGPT-recipe run:
+    resuming it with today's settings continues it; with --recipe speedrun's is refused."""
+    from fnnet.app import jobs
+    from fnnet.app.recipes import RecipeError
+    today = dict(shakespeare.DEFAULTS, vocab="abc")
+    old = {key: value for key, value in today.items() if key not in shakespeare.RECORDED_LATER}
+    (tmp_path / jobs.CONFIG_NAME).write_text(json.dumps(old))
+    (tmp_path / jobs.CHECKPOINT_NAME).write_bytes(b"a checkpoint")
+    assert jobs.prepare_run_dir(tmp_path, today, resume=True, overwrite=False,
+                                saved_defaults=shakespeare.RECORDED_LATER) == []
+    speedrun = dict(today, **shakespeare.RECIPES["speedrun"])
+    with pytest.raises(RecipeError, match="recipe: 'nanogpt' -> 'speedrun'"):
+        jobs.prepare_run_dir(tmp_path, speedrun, resume=True, overwrite=False,
+                             ignore=("steps", "eval_interval", "eval_batches"), saved_defaults=shakespeare.RECORDED_LATER)
 
 
 @pytest.mark.slow

@@ -249,8 +249,9 @@ def SoftCap(cap: float) -> Layer:
 
     Example:
       >>> import jax.numpy as jnp, fnnet
-      >>> [round(float(v), 4) for v in fnnet.SoftCap(15.0).apply((), jnp.array([0.0, 1.0, 100.0]))]
-      [0.0, 0.9985, 15.0]
+      >>> y = fnnet.SoftCap(15.0).apply((), jnp.array([0.0, 1.0, 100.0]))
+      >>> round(float(y[1]), 4), round(float(y[2]), 4)
+      (0.9985, 15.0)
     """
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0 or math.isinf(cap):
         raise ValueError(f"SoftCap: cap must be a positive finite number, got {cap!r}")
