@@ -131,6 +131,15 @@ def test_a_run_saved_before_recipes_resumes_as_nanogpt_and_refuses_the_speedrun(
                              ignore=("steps", "eval_interval", "eval_batches"), saved_defaults=shakespeare.RECORDED_LATER)
 
 
+def test_run_train_called_as_a_library_counts_from_its_own_start(tmp_path, shakespeare_data, monkeypatch):
+    monkeypatch.setenv("FNNET_DATA", str(shakespeare_data))
+    config = {**shakespeare.DEFAULTS, **shakespeare.RECIPES["speedrun"], "layers": 1, "features": 12, "steps": 10,
+              "eval_interval": 5, "eval_batches": 1, "block_size": 16}
+    metrics = shakespeare.run_train(config, tmp_path / "run", verbose=False, sample_tokens=0)
+    assert metrics["steps"] == 10 and 0 < metrics["seconds_before_fit"] < metrics["seconds_to_val_loss"]
+    assert metrics["steps_to_target"] is None and metrics["seconds_to_target"] is None
+
+
 @pytest.mark.slow
 def test_the_speedrun_recipe_reaches_the_target(shakespeare_data, tmp_path, monkeypatch):
     """The record from the command line: validation 1.88 within its steps (about 20 s here; the time is

@@ -134,8 +134,13 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     A folder that holds a run already needs ``resume`` (same settings but ``steps`` and the
     validation estimates' ``eval_interval`` and ``eval_batches``) or ``overwrite``
     (:func:`fnnet.app.jobs.prepare_run_dir`). A run that has trained no step yet (one
-    :func:`convert_nanogpt` wrote) takes any training settings: only the model must stay."""
+    :func:`convert_nanogpt` wrote) takes any training settings: only the model must stay.
 
+    ``started``: the ``time.perf_counter()`` at which the command started (the CLI passes its process's
+    start, :func:`fnnet.app.process.started`), from which ``metrics.json``'s ``seconds_to_target`` and
+    ``seconds_before_fit`` count; by default, this call's start."""
+
+    started = time.perf_counter() if started is None else started
     out_dir = pathlib.Path(out_dir)
     done_steps = jobs.trained_so_far(out_dir, config, resume=resume, unit="steps")
     ignore = ("steps", "vocab", "eval_interval", "eval_batches")
