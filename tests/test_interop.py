@@ -49,6 +49,7 @@ def _cases():
          (6, 6, 3), "image"),
         ("layernorm and dropout", lambda: nn.Sequential(
             nn.Linear(6, 8), nn.LayerNorm(8), nn.Dropout(0.3), nn.Linear(8, 3)), (6,), "features"),
+        ("rmsnorm", lambda: nn.Sequential(nn.Linear(6, 8), nn.RMSNorm(8, eps=1e-6), nn.Linear(8, 3)), (6,), "features"),
         ("flatten then layernorm", lambda: nn.Sequential(
             nn.Conv2d(2, 3, 3, padding=1), nn.Flatten(), nn.LayerNorm(48), nn.Linear(48, 3)), (4, 4, 2), "image"),
         ("embedding", lambda: nn.Sequential(nn.Embedding(11, 6), nn.Linear(6, 3)), (5,), "tokens"),

@@ -128,3 +128,15 @@ def test_rotary_scores_depend_on_the_offset_alone():
     scores = turned_q @ turned_k.T
     np.testing.assert_allclose(scores[5, 2], scores[9, 6], rtol=1e-12)
     np.testing.assert_allclose(scores[3, 3], q @ k.T, rtol=1e-12)  # no turn between equal positions
+
+
+def test_from_torch_converts_rmsnorm_without_a_scale_and_its_default_epsilon():
+    from fnnet.interop import ConversionError, from_torch, to_torch
+    module = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.RMSNorm(6, elementwise_affine=False))
+    model, params, _ = from_torch(module, (5,))      # float32; eps None: float32's machine epsilon, as torch
+    assert model.children[1].spec["epsilon"] == float(torch.finfo(torch.float32).eps)
+    x = _random((4, 5), 30).astype(np.float32)
+    y = np.asarray(model.apply(params, jnp.asarray(x)))
+    np.testing.assert_allclose(y, module(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConversionError, match="has no scale, so nothing in it says its width"):
+        to_torch(model, params)

@@ -9,6 +9,8 @@ Supported, both ways (torch → fnnet):
 ``BatchNorm1d`` / ``BatchNorm2d``       ``BatchNorm(momentum=1 - torch momentum, epsilon=eps)``;
                                         running mean and variance as the model state
 ``LayerNorm(features, bias=...)``       ``LayerNorm(epsilon=eps, use_bias=...)`` (the last axis)
+``RMSNorm(features, eps)``              ``RMSNorm(epsilon=eps, use_scale=elementwise_affine)`` (eps None: the
+                                        machine epsilon of its weight's dtype, or torch's default dtype)
 ``Embedding``                           ``Embedding(vocab, features)``
 ``Dropout(p)``                          ``Dropout(p)``
 ``MaxPool2d`` / ``AvgPool2d``           ``MaxPool`` / ``AvgPool`` (padding counted as zeros)
@@ -66,8 +68,8 @@ from fnnet.interop.pytorch_export import to_torch
 from fnnet.interop.recurrent_torch import check_picked, check_time_major, from_recurrent, picker_name, take_picker
 from fnnet.layer import Layer, init_with_state, is_stateful, layer_name
 from fnnet.layers import (AvgPool, BatchNorm, Conv, Conv1D, Dense, Dropout, Embedding, Flatten, Gelu,
-                          GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, Sigmoid, Softmax,
-                          Tanh)
+                          GlobalAvgPool, Identity, LayerNorm, LeakyRelu, MaxPool, Relu, Reshape, RMSNorm, Sigmoid,
+                          Softmax, Tanh)
 
 __all__ = ["ConversionError", "INSTALL", "from_torch", "import_torch", "jax_array", "to_torch"]
 
@@ -201,7 +203,7 @@ def _convert_module(torch, module, walk, key, where):
     if activation is not None:
         return _fill(activation, walk, key, {}, where)
     raise ConversionError(f"module {where} ({kind}) has no fnnet twin; supported: Linear, Conv1d, Conv2d, "
-                          f"BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, Dropout, MaxPool2d, AvgPool2d, "
+                          f"BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm, Embedding, Dropout, MaxPool2d, AvgPool2d, "
                           f"AdaptiveAvgPool2d(1), Flatten, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Softmax, Identity, "
                           f"RNN, LSTM, GRU and nested Sequentials")
 
@@ -286,6 +288,18 @@ def _from_layer_norm(nn, module, walk, key, where, kind):
     return _fill(LayerNorm(epsilon=module.eps, use_bias=use_bias), walk, key, values, where)
 
 
+def _from_rms_norm(nn, module, walk, key, where, kind):
+    """``RMSNorm`` over the last axis → ``RMSNorm`` (PyTorch's ``eps=None`` is its dtype's machine epsilon)."""
+    if len(module.normalized_shape) != 1 or walk.layout != "features":
+        raise ConversionError(f"module {where} ({kind}{tuple(module.normalized_shape)}): only an RMSNorm over "
+                              f"the last axis of features converts (fnnet's RMSNorm normalises the last axis)")
+    dtype = module.weight.dtype if module.weight is not None else import_torch().get_default_dtype()
+    epsilon = module.eps if module.eps is not None else float(import_torch().finfo(dtype).eps)
+    values = {} if module.weight is None else \
+        {"scale": _mixing_order(walk, jax_array(module.weight, f"module {where}: weight"))}
+    return _fill(RMSNorm(epsilon=epsilon, use_scale=module.weight is not None), walk, key, values, where)
+
+
 def _from_embedding(nn, module, walk, key, where, kind):
     """``Embedding`` → ``Embedding``."""
     if module.padding_idx is not None or module.max_norm is not None or module.scale_grad_by_freq \
@@ -331,6 +345,7 @@ _FROM_TORCH = {
     ("Conv1d", "Conv2d"): _from_conv,
     ("BatchNorm1d", "BatchNorm2d"): _from_batch_norm,
     ("LayerNorm",): _from_layer_norm,
+    ("RMSNorm",): _from_rms_norm,
     ("Embedding",): _from_embedding,
     ("Dropout",): _from_dropout,
     ("MaxPool2d", "AvgPool2d"): _from_pool,

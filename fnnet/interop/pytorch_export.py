@@ -113,7 +113,7 @@ def _to_module(torch, layer, params, state, walk, where):
     convert = _TO_TORCH.get(layer.spec.kind)
     if convert is None:
         raise ConversionError(f"{label} has no PyTorch twin in an nn.Sequential; supported: Dense, "
-                              f"Conv, Conv1D, BatchNorm, LayerNorm, Embedding, Dropout, MaxPool, AvgPool, "
+                              f"Conv, Conv1D, BatchNorm, LayerNorm, RMSNorm, Embedding, Dropout, MaxPool, AvgPool, "
                               f"GlobalAvgPool, Flatten, the activations, RNN, LSTM, GRU, Bidirectional and "
                               f"nested serial")
     return convert(torch, layer.spec, params, state, walk, label)
@@ -192,6 +192,20 @@ def _layer_norm(torch, spec, params, state, walk, label):
     return [norm]
 
 
+def _rms_norm(torch, spec, params, state, walk, label):
+    """``RMSNorm`` over the last axis of features: ``nn.RMSNorm(F, eps, elementwise_affine=use_scale)``."""
+    if walk.layout == "image":
+        raise ConversionError(f"{label} normalises the channels of an image; PyTorch's "
+                              f"RMSNorm on NCHW normalises the last (width) axis: no twin")
+    if not spec.get("use_scale", True):
+        raise ConversionError(f"{label} has no scale, so nothing in it says its width, which nn.RMSNorm needs: "
+                              f"use RMSNorm(use_scale=True) (ones) for the export")
+    scale = np.array(params["scale"])
+    norm = torch.nn.RMSNorm(scale.shape[0], eps=spec["epsilon"], dtype=torch_dtype(torch, scale))
+    norm.weight.copy_(tensor(torch, scale[inverse(walk.order)]))
+    return [norm]
+
+
 def _embedding(torch, spec, params, state, walk, label):
     """``Embedding``."""
     w = np.array(params["w"])
@@ -261,6 +275,7 @@ _TO_TORCH = {
     "Conv1D": _conv,
     "BatchNorm": _batch_norm,
     "LayerNorm": _layer_norm,
+    "RMSNorm": _rms_norm,
     "Embedding": _embedding,
     "Dropout": _dropout,
     "MaxPool": _pool,
