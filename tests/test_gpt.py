@@ -66,11 +66,12 @@ def test_attention_is_causal_and_takes_any_length_up_to_the_block(x64):
     layer = fnnet.CausalSelfAttention(2, max_length=8)
     _, params = layer.init(jax.random.PRNGKey(0), (8, 4))
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 4))
+    apply = jax.jit(layer.apply)                                    # one program per length, not op by op
     changed = x.at[:, 5:].set(100.0)                                # the future changes...
-    np.testing.assert_allclose(layer.apply(params, x)[:, :5], layer.apply(params, changed)[:, :5], rtol=1e-12)
-    short = layer.apply(params, x[:, :3])                           # ...a shorter sequence is a prefix
-    np.testing.assert_allclose(short, layer.apply(params, x)[:, :3], rtol=1e-12)
-    huge = layer.apply(params, 1e4 * x)                             # masked -inf entries stay finite
+    np.testing.assert_allclose(apply(params, x)[:, :5], apply(params, changed)[:, :5], rtol=1e-12)
+    short = apply(params, x[:, :3])                                 # ...a shorter sequence is a prefix
+    np.testing.assert_allclose(short, apply(params, x)[:, :3], rtol=1e-12)
+    huge = apply(params, 1e4 * x)                                   # masked -inf entries stay finite
     chex.assert_tree_all_finite(huge)
     _, residuals = layer.forward(params, 1e4 * x)
     chex.assert_tree_all_finite(layer.backward(params, residuals, jnp.ones_like(x)))

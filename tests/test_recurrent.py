@@ -138,6 +138,7 @@ def test_a_padded_batch_equals_each_sequence_run_alone_and_padding_gets_no_gradi
     """Outputs past a sequence's end are zero, its last-step output is its last valid step's (the
     initial carry for length 0), and the padding (NaN here) changes neither outputs nor gradients."""
     seq, last = KINDS[kind](), KINDS[kind](return_sequences=False)
+    forward, backward, last_apply = jax.jit(seq.forward), jax.jit(seq.backward), jax.jit(last.apply)  # compiled once
     params = _params64(seq)
     lengths = np.array([5, 2, 0, 2])
     kx, kc, kd = jax.random.split(jax.random.PRNGKey(1), 3)
@@ -147,12 +148,12 @@ def test_a_padded_batch_equals_each_sequence_run_alone_and_padding_gets_no_gradi
     for n, length in enumerate(lengths):
         padded[n, length:] = np.nan
     batch = Sequences(jnp.asarray(padded), jnp.asarray(lengths), initial)
-    y, residuals = seq.forward(params, batch)
-    h_n = last.apply(params, batch)
+    y, residuals = forward(params, batch)
+    h_n = last_apply(params, batch)
     dy = np.array(jax.random.normal(kd, (4, T, H), jnp.float64))
     dy_padded = dy.copy()
     dy_padded[np.arange(T)[None, :] >= lengths[:, None]] = np.nan   # whatever a loss says about the padding
-    dparams, dx = seq.backward(params, residuals, Sequences(jnp.asarray(dy_padded), None, None))
+    dparams, dx = backward(params, residuals, Sequences(jnp.asarray(dy_padded), None, None))
     chex.assert_tree_all_finite((y.x, h_n, dparams, dx.x, dx.initial))
     total = jax.tree.map(jnp.zeros_like, params)
     for n, length in enumerate(lengths):
@@ -163,10 +164,10 @@ def test_a_padded_batch_equals_each_sequence_run_alone_and_padding_gets_no_gradi
             np.testing.assert_allclose(h_n[n], first_h[0], **TOL)   # no step: the initial carry
             np.testing.assert_array_equal(np.asarray(dx.x[n]), 0.0)
             continue
-        y_alone, res_alone = seq.forward(params, alone)
+        y_alone, res_alone = forward(params, alone)
         np.testing.assert_allclose(y.x[n, :length], y_alone[0], **TOL)
-        np.testing.assert_allclose(h_n[n], last.apply(params, alone)[0], **TOL)
-        g_alone, dx_alone = seq.backward(params, res_alone, jnp.asarray(dy[n:n + 1, :length]))
+        np.testing.assert_allclose(h_n[n], last_apply(params, alone)[0], **TOL)
+        g_alone, dx_alone = backward(params, res_alone, jnp.asarray(dy[n:n + 1, :length]))
         total = jax.tree.map(jnp.add, total, g_alone)
         np.testing.assert_allclose(dx.x[n, :length], dx_alone.x[0], **TOL)
         np.testing.assert_array_equal(np.asarray(dx.x[n, length:]), 0.0)
@@ -184,12 +185,12 @@ def test_bidirectional_reverses_each_sequence_within_its_length(x64):
     params = _params64(bi)
     lengths = jnp.array([5, 3, 1])
     x = jax.random.normal(jax.random.PRNGKey(2), (3, T, F), jnp.float64)
-    y = bi.apply(params, Sequences(x, lengths)).x
-    h_n = bi_last.apply(params, Sequences(x, lengths))
-    gru = fnnet.GRU(H)
+    y = jax.jit(bi.apply)(params, Sequences(x, lengths)).x
+    h_n = jax.jit(bi_last.apply)(params, Sequences(x, lengths))
+    gru_apply = jax.jit(fnnet.GRU(H).apply)   # compiled once per length, not op by op
     for n, length in enumerate(lengths.tolist()):
-        forward = gru.apply(params["forward"], x[n, :length])
-        reverse = gru.apply(params["reverse"], x[n, :length][::-1])[::-1]
+        forward = gru_apply(params["forward"], x[n, :length])
+        reverse = gru_apply(params["reverse"], x[n, :length][::-1])[::-1]
         np.testing.assert_allclose(y[n, :length], np.concatenate([forward, reverse], -1), **TOL)
         np.testing.assert_array_equal(np.asarray(y[n, length:]), 0.0)
         np.testing.assert_allclose(h_n[n], np.concatenate([forward[-1], reverse[0]]), **TOL)

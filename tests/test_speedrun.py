@@ -27,7 +27,7 @@ def test_the_speedrun_form_has_no_positional_table_and_zero_projections():
     leaves = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(block)}
     zero = [key for key, leaf in leaves.items() if leaf.ndim == 2 and not jnp.any(leaf)]
     assert len(zero) == 2, zero                          # w_out of attention and the MLP's second Dense
-    logits = model.apply(params, jnp.zeros((3, 8), jnp.int32))
+    logits = jax.jit(model.apply)(params, jnp.zeros((3, 8), jnp.int32))
     assert logits.shape == (3, 8, 11) and float(jnp.max(jnp.abs(logits))) < 15.0
 
 
