@@ -2,6 +2,7 @@
 mode) and the same loss gradients for every parameter (fnnet's hand-written backward against torch
 autograd), in float64 and float32; fnnet → torch → fnnet is the identity."""
 
+import functools
 import subprocess
 import sys
 
@@ -105,10 +106,11 @@ def test_outputs_and_gradients_agree_in_float64(x64, name, factory, shape, kind)
     module = _built(factory, torch.float64, dropout=0.0)
     model, params, state = from_torch(module, shape)
     x_torch, x_fnnet = _inputs(shape, kind, torch.float64)
+    apply = jax.jit(functools.partial(fnnet.apply_with_state, model), static_argnames="train")  # not op by op
     for train in (False, True):
         module.train(train)
         y_torch = module(x_torch)
-        y_fnnet, _ = fnnet.apply_with_state(model, params, state, x_fnnet, train=train)
+        y_fnnet, _ = apply(params, state, x_fnnet, train=train)
         assert _relative(np.asarray(y_fnnet), y_torch.detach().numpy()) <= 1e-10, (name, train)
 
     # the gradients of one loss with respect to every parameter, in training mode
@@ -116,7 +118,7 @@ def test_outputs_and_gradients_agree_in_float64(x64, name, factory, shape, kind)
     target = torch.randn(y_torch.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     module.zero_grad()
     torch.mean((module(x_torch) - target) ** 2).backward()
-    grad_fn = fnnet.value_and_grad(model, fnnet.losses.mse, with_state=True)
+    grad_fn = jax.jit(fnnet.value_and_grad(model, fnnet.losses.mse, with_state=True), static_argnames="train")
     (value, _), grads = grad_fn(params, state, x_fnnet, target.numpy(), train=True)
     twin = to_torch(model, jax.tree.map(np.asarray, grads), state)   # the gradients in torch's layout
     scale = max(float(param.grad.abs().max()) for param in module.parameters())  # a conv bias before a
@@ -136,9 +138,10 @@ def test_float32_outputs_agree_and_fnnet_to_torch_to_fnnet_is_the_identity(name,
     module = _built(factory, torch.float32, dropout=0.0)
     model, params, state = from_torch(module, shape)
     x_torch, x_fnnet = _inputs(shape, kind, torch.float32)
+    apply = jax.jit(functools.partial(fnnet.apply_with_state, model), static_argnames="train")
     for train in (False, True):
         module.train(train)
-        y_fnnet, _ = fnnet.apply_with_state(model, params, state, x_fnnet, train=train)
+        y_fnnet, _ = apply(params, state, x_fnnet, train=train)
         assert y_fnnet.dtype == jnp.float32
         assert _relative(np.asarray(y_fnnet), module(x_torch).detach().numpy()) <= 1e-5, (name, train)
     again, params_again, state_again = from_torch(to_torch(model, params, state), shape)

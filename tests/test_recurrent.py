@@ -401,11 +401,16 @@ def test_min_char_rnn_step_equals_an_independent_numpy_bptt(x64):
     params = ({"w_ih": jnp.asarray(Wxh.T), "w_hh": jnp.asarray(Whh.T), "b_ih": jnp.asarray(bh[:, 0]),
                "b_hh": jnp.zeros(hidden)}, {"w": jnp.asarray(Why.T), "b": jnp.asarray(by[:, 0])})
     x = Sequences(jax.nn.one_hot(inputs, vocab, dtype=jnp.float64), None, jnp.asarray(hprev[:, 0]))
-    logits, residuals = model.forward(params, x)
     xent = fnnet.losses.softmax_cross_entropy
-    value = seq_length * xent.value(logits, jnp.asarray(targets))            # summed over the 25 steps
-    dlogits = seq_length * xent.grad(logits, jnp.asarray(targets))           # the loss's 1/N undone
-    (g_rnn, g_dense), dx = model.backward(params, residuals, dlogits)
+
+    @jax.jit   # one program, not op by op
+    def step(params, x, targets):
+        logits, residuals = model.forward(params, x)
+        value = seq_length * xent.value(logits, targets)                    # summed over the 25 steps
+        dlogits = seq_length * xent.grad(logits, targets)                   # the loss's 1/N undone
+        return value, model.backward(params, residuals, dlogits)
+
+    value, ((g_rnn, g_dense), dx) = step(params, x, jnp.asarray(targets))
     np.testing.assert_allclose(value, loss, rtol=1e-12)
     np.testing.assert_allclose(g_rnn["w_ih"].T, dWxh, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(g_rnn["w_hh"].T, dWhh, rtol=1e-10, atol=1e-13)
