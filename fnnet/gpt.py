@@ -45,7 +45,7 @@ from optax.contrib import MuonDimensionNumbers
 from fnnet import initializers
 from fnnet.combinators import Residual, serial
 from fnnet.tied import Tied
-from fnnet.layer import Layer, abstract_init, apply_with_state
+from fnnet.layer import Layer, abstract_init, apply_with_state, is_combinator_kind, layer_children
 from fnnet.layers import (CausalSelfAttention, Dense, Dropout, Embedding, Gelu, LayerNorm,
                           PositionalEmbedding, ReluSquared, RMSNorm, SoftCap, Unembed)
 from fnnet.sampling import check_request, pick_token
@@ -173,10 +173,9 @@ def hidden_matrices(config: GPTConfig):
     _, like, _ = abstract_init(model, (config.block_size,))
     if config.tie_embeddings:
         return jax.tree.map(lambda leaf: False, like)  # a tied model's blocks sit inside Tied's body
-    first_block = 1 + (0 if config.rope else 1) + (1 if config.dropout else 0)
-    blocks = range(first_block, first_block + config.num_layers)
-    return type(like)(jax.tree.map(lambda leaf, inside=index in blocks: inside and leaf.ndim == 2, layer_params)
-                      for index, layer_params in enumerate(like))
+    blocks = [is_combinator_kind(child, "serial") for child in layer_children(model)]  # the rest are single layers
+    return type(like)(jax.tree.map(lambda leaf, inside=block: inside and leaf.ndim == 2, layer_params)
+                      for block, layer_params in zip(blocks, like))
 
 
 def decay_mask(params):

@@ -121,7 +121,7 @@ def optimizer(config: dict):
     muon_lr = config.get("muon_lr")
     return gpt.optimizer(config["steps"], lr=config["lr"], min_lr=config["min_lr"], warmup=config["warmup"],
                          weight_decay=config["weight_decay"], schedule=config.get("lr_schedule", "cosine"),
-                         cooldown=config.get("cooldown") or 0.3, muon_lr=muon_lr,
+                         cooldown=config.get("cooldown", 0.0), muon_lr=muon_lr,
                          muon_ns_steps=config.get("muon_ns_steps", 5),
                          hidden=None if muon_lr is None else gpt.hidden_matrices(gpt_config(config)))
 

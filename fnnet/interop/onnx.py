@@ -319,9 +319,7 @@ class _Graph:
 
     def _rms_normalize(self, x, epsilon: float):
         """``x / sqrt(mean(x²) + ε)`` over the last axis, as ops (ONNX's RMSNormalization needs opset 23)."""
-        square = self.op("Mul", [x, x])
-        mean = self.op("ReduceMean", [square], axes=[-1], keepdims=1) if self.opset < 18 else \
-            self.op("ReduceMean", [square, self.ints("axes", (-1,))], keepdims=1)
+        mean = self._reduce_mean(self.op("Mul", [x, x]), [-1], keepdims=1)
         rms = self.op("Sqrt", [self.op("Add", [mean, self.constant("epsilon", float(epsilon))])])
         return self.op("Div", [x, rms], "rms_normalized")
 
@@ -377,10 +375,12 @@ class _Graph:
         return self._pool("AveragePool", spec, x, shape, count_include_pad=1)  # pads count as zeros, as fnnet's
 
     def _emit_GlobalAvgPool(self, layer, spec, params, state, x, shape, label, where):
-        axes = list(range(1, len(shape)))  # the spatial axes (axis 0 is the batch)
-        if self.opset < 18:                # before opset 18, ReduceMean took its axes as an attribute
-            return self.op("ReduceMean", [x], axes=axes, keepdims=0)
-        return self.op("ReduceMean", [x, self.ints("axes", axes)], keepdims=0)
+        return self._reduce_mean(x, list(range(1, len(shape))), keepdims=0)  # the spatial axes (0: the batch)
+
+    def _reduce_mean(self, x, axes: list, keepdims: int) -> str:
+        if self.opset < 18:  # before opset 18, ReduceMean took its axes as an attribute
+            return self.op("ReduceMean", [x], axes=axes, keepdims=keepdims)
+        return self.op("ReduceMean", [x, self.ints("axes", axes)], keepdims=keepdims)
 
     def _emit_BatchNorm(self, layer, spec, params, state, x, shape, label, where):
         if not state or "mean" not in state:

@@ -205,6 +205,15 @@ def _attention_backward(params, residuals: AttentionResiduals, dy, options: Opti
     return {key: grads[key].astype(params[key].dtype) for key in params}, dx.astype(x.dtype)
 
 
+def _check_heads(name: str, features: int, num_heads: int, rope: bool) -> None:
+    """``features`` split into ``num_heads`` heads (of an even size, for rotary positions), or an error naming the layer."""
+    if features % num_heads:
+        raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
+    if rope and (features // num_heads) % 2:
+        raise ValueError(f"{name}: rotary positions turn pairs of features, so the head size must be even; "
+                         f"got {features} features / {num_heads} heads = {features // num_heads}")
+
+
 def _check(name: str, keys: set, num_heads: int, max_length: int | None, params, x, rope: bool = False) -> int:
     """The layer's params and input ``x`` fit each other: an error naming the layer if not, else ``C``."""
     check_param_keys(name, params, keys)
@@ -215,11 +224,7 @@ def _check(name: str, keys: set, num_heads: int, max_length: int | None, params,
         shapes = ", ".join(f"{k} {jnp.shape(params[k])}" for k in sorted(keys))
         raise ValueError(f"{name}: params of shapes {shapes} do not fit w_qkv (C, 3C), w_out (C, C)"
                          f"{', b_qkv (3C,), b_out (C,)' if 'b_qkv' in keys else ''}")
-    if features % num_heads:
-        raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
-    if rope and (features // num_heads) % 2:
-        raise ValueError(f"{name}: rotary positions turn pairs of features, so the head size must be even; "
-                         f"got {features} features / {num_heads} heads = {features // num_heads}")
+    _check_heads(name, features, num_heads, rope)
     if jnp.ndim(x) < 2 or x.shape[-1] != features:
         raise ValueError(f"{name}: expected input of shape (..., T, {features}), got {jnp.shape(x)}")
     if max_length is not None and x.shape[-2] > max_length:
@@ -276,13 +281,9 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         if len(in_shape) < 2:
             raise ValueError(f"{name}: expected in_shape (T, features), got {in_shape}")
         length, features = in_shape[-2], in_shape[-1]
-        if features % num_heads:
-            raise ValueError(f"{name}: features {features} are not divisible by num_heads {num_heads}")
+        _check_heads(name, features, num_heads, rope)
         if max_length is not None and length > max_length:
             raise ValueError(f"{name}: sequence length {length} is longer than max_length {max_length}")
-        if rope and (features // num_heads) % 2:
-            raise ValueError(f"{name}: rotary positions turn pairs of features, so the head size must be even; "
-                             f"got {features} features / {num_heads} heads = {features // num_heads}")
         dtype_ = param_dtype(dtype)
         qkv_key, out_key = jax.random.split(key)
         params = {"w_qkv": w_init(qkv_key, (features, 3 * features), dtype_),

@@ -222,7 +222,6 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
                       stateful_forward=stateful_forward, spec=spec("BatchNorm", momentum=momentum, epsilon=epsilon))
 
 
-
 def rms_normalize(x, epsilon: float):
     """``(x̂, r)``: ``x̂ = x · r`` with ``r = 1 / sqrt(mean(x²) + ε)`` over the last axis (``r`` keeps
     it, size 1). What :func:`RMSNorm` and QK-norm in :func:`fnnet.CausalSelfAttention` do."""
