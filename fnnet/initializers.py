@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
+
+from fnnet import draws
 
 
 def _fans(shape) -> tuple[int, int]:
@@ -32,33 +33,33 @@ def glorot_uniform(key, shape, dtype=jnp.float32):
     """Glorot/Xavier uniform: ``U(-a, a)`` with ``a = sqrt(6 / (n_in + n_out))``."""
     n_in, n_out = _fans(shape)
     limit = math.sqrt(6.0 / (n_in + n_out))
-    return jax.random.uniform(key, shape, dtype, -limit, limit)
+    return draws.uniform(key, shape, dtype, -limit, limit)
 
 
 def glorot_normal(key, shape, dtype=jnp.float32):
     """Glorot/Xavier normal: ``N(0, 2 / (n_in + n_out))``."""
     n_in, n_out = _fans(shape)
-    return math.sqrt(2.0 / (n_in + n_out)) * jax.random.normal(key, shape, dtype)
+    return draws.normal(key, shape, dtype, scale=math.sqrt(2.0 / (n_in + n_out)))
 
 
 def he_uniform(key, shape, dtype=jnp.float32):
     """He/Kaiming uniform for ReLU nets: ``U(-a, a)`` with ``a = sqrt(6 / n_in)``."""
     n_in, _ = _fans(shape)
     limit = math.sqrt(6.0 / n_in)
-    return jax.random.uniform(key, shape, dtype, -limit, limit)
+    return draws.uniform(key, shape, dtype, -limit, limit)
 
 
 def he_normal(key, shape, dtype=jnp.float32):
     """He/Kaiming normal for ReLU nets: ``N(0, 2 / n_in)``."""
     n_in, _ = _fans(shape)
-    return math.sqrt(2.0 / n_in) * jax.random.normal(key, shape, dtype)
+    return draws.normal(key, shape, dtype, scale=math.sqrt(2.0 / n_in))
 
 
 def normal(stddev: float = 1e-2):
     """Returns an initialiser drawing from ``N(0, stddev**2)``."""
 
     def init(key, shape, dtype=jnp.float32):
-        return stddev * jax.random.normal(key, shape, dtype)
+        return draws.normal(key, shape, dtype, scale=stddev)
 
     return init
 
@@ -67,7 +68,7 @@ def uniform(scale: float = 1e-2):
     """Returns an initialiser drawing from ``U(-scale, scale)`` (the tutorials' small uniform)."""
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -scale, scale)
+        return draws.uniform(key, shape, dtype, -scale, scale)
 
     return init
 

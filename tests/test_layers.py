@@ -120,6 +120,43 @@ def test_initializer_statistics(init_fn, check):
     assert check(w)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_draws_are_jax_randoms_own_numbers_from_one_program_per_size_class(dtype, monkeypatch, caplog):
+    """fnnet.draws (what the initialisers and the gradient-check cases draw with) gives exactly
+    jax.random's numbers, scaled in the draw's dtype as ``scale * jax.random.normal`` is, eagerly,
+    under jit, past LARGEST and with threefry's partitionable counting off; and a new shape in a
+    size class compiles nothing new."""
+    from fnnet import draws
+
+    key = jax.random.PRNGKey(7)
+    shapes = [(), (1,), (0, 3), (5, 7), (3, 3, 4, 16), (784, 128), (4097,)]
+
+    def same(shape):
+        chex.assert_trees_all_equal(draws.normal(key, shape, dtype), jax.random.normal(key, shape, dtype))
+        chex.assert_trees_all_equal(draws.normal(key, shape, dtype, scale=0.05),
+                                    0.05 * jax.random.normal(key, shape, dtype))
+        chex.assert_trees_all_equal(draws.uniform(key, shape, dtype, -0.3, 0.3),
+                                    jax.random.uniform(key, shape, dtype, -0.3, 0.3))
+
+    for shape in shapes:
+        same(shape)
+    chex.assert_trees_all_equal(jax.jit(lambda k: draws.normal(k, (5, 7), dtype, scale=2.0))(key),
+                                2.0 * jax.random.normal(key, (5, 7), dtype))
+    monkeypatch.setattr(draws, "LARGEST", 16)
+    same((5, 7))
+    with jax.threefry_partitionable(False):
+        same((5, 7))
+    monkeypatch.undo()
+    draws.normal(key, (9, 11), dtype)              # this size class's program, compiled
+    caplog.clear()
+    with jax.log_compiles():
+        draws.normal(key, (13, 17), dtype)
+    assert "Compiling" not in caplog.text, caplog.text
+    with jax.log_compiles():                        # while jax.random compiles for each new shape
+        jax.random.normal(key, (3, 1, 37), dtype)
+    assert "Compiling" in caplog.text
+
+
 def test_a_layer_of_your_own_named_serial_is_a_leaf_everywhere():
     """One notion of a layer's kind (fnnet.layer.layer_kind, from its Spec): a user's layer that
     happens to be called "serial" is not mistaken for the serial combinator."""

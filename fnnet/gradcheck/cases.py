@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnnet import losses
+from fnnet import draws, losses
 from fnnet.combinators import FanInConcat, FanInSum, FanOut, Residual, parallel, serial
 from fnnet.gpt import GPT, GPTConfig, TransformerBlock
 from fnnet.gradcheck._checks import AUTODIFF_RTOL, FD_RTOL, check_layer, check_loss, check_model
@@ -65,15 +65,15 @@ class LayerCase(NamedTuple):
                 if self.lengths else None
             shapes, treedef = jax.tree.flatten(self.carry, is_leaf=_is_shape)
             initial = None if self.carry is None else jax.tree.unflatten(treedef, [
-                jax.random.normal(k, tuple(batch_shape) + s, dtype)
+                draws.normal(k, tuple(batch_shape) + s, dtype)
                 for k, s in zip(jax.random.split(carry_key, len(shapes)), shapes)])
-            return Sequences(jax.random.normal(x_key, tuple(batch_shape) + self.in_shape, dtype), lengths, initial)
+            return Sequences(draws.normal(x_key, tuple(batch_shape) + self.in_shape, dtype), lengths, initial)
         if self.vocab:
             return jax.random.randint(key, tuple(batch_shape) + self.in_shape, 0, self.vocab)
         if self.in_shape and isinstance(self.in_shape[0], tuple):
             keys = jax.random.split(key, len(self.in_shape))
-            return tuple(jax.random.normal(k, tuple(batch_shape) + s, dtype) for k, s in zip(keys, self.in_shape))
-        return jax.random.normal(key, tuple(batch_shape) + self.in_shape, dtype)
+            return tuple(draws.normal(k, tuple(batch_shape) + s, dtype) for k, s in zip(keys, self.in_shape))
+        return draws.normal(key, tuple(batch_shape) + self.in_shape, dtype)
 
     def init(self, key):
         """``(out_shape, params, state)`` of ``init_with_state`` for one example."""
@@ -217,7 +217,7 @@ def builtin_cases():
             model = serial(Conv(4, 3, use_bias=False), BatchNorm(), Relu, MaxPool(2),
                            Residual(serial(Conv(4, 3), Relu)), Dropout(0.25), GlobalAvgPool, Dense(3))
             _, params = model.init(k1, (8, 8, 2))
-            x = jax.random.normal(k2, (6, 8, 8, 2), jnp.float64)
+            x = draws.normal(k2, (6, 8, 8, 2), jnp.float64)
             labels = jax.random.randint(k3, (6,), 0, 3)
         return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
                            raise_on_failure=False)
@@ -239,18 +239,18 @@ def builtin_cases():
         with jax.enable_x64(True):
             model = serial(Dense(5), Tanh, Dense(4), Relu, Dense(3))
             _, params = model.init(k1, (6,))
-            x = jax.random.normal(k2, (8, 6), jnp.float64)
+            x = draws.normal(k2, (8, 6), jnp.float64)
             labels = jax.random.randint(k3, (8,), 0, 3)
         return check_model(model, losses.softmax_cross_entropy, params, x, labels, key=k4,
                            raise_on_failure=False)
 
     with jax.enable_x64(True):
-        logits = 3 * jax.random.normal(k1, (8, 3), jnp.float64)
-        probs = jax.random.uniform(k2, (8, 2), jnp.float64, 0.05, 0.95)
+        logits = draws.normal(k1, (8, 3), jnp.float64, scale=3)
+        probs = draws.uniform(k2, (8, 2), jnp.float64, 0.05, 0.95)
         bits = jax.random.bernoulli(k3, 0.5, (8, 2)).astype(jnp.float64)
         labels = jax.random.randint(k4, (8,), 0, 3)
         onehot = jax.nn.one_hot(labels, 3, dtype=jnp.float64)
-        seq_logits = 2 * jax.random.normal(k2, (3, 5, 7), jnp.float64)
+        seq_logits = draws.normal(k2, (3, 5, 7), jnp.float64, scale=2)
         seq_labels = jax.random.randint(k3, (3, 5), 0, 7)
     return [
         *[(case.name, layer_case(case)) for case in LAYER_CASES + SEQUENCE_CASES],
