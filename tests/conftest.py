@@ -30,6 +30,10 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
                                    "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
+# the interpreters the tests start (and the workers) keep fnnet's compiled bytecode in __pycache__, as
+# Python does by default: an environment that turns it off would compile every module again in each
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # data sets are found where a test puts them, never in a system folder a machine may happen to have
 # (/usr/share/datasets/fashion-mnist from Debian's package would satisfy a "missing data" test)
 os.environ.setdefault("FNNET_SYSTEM_DATA", os.path.join(tempfile.gettempdir(), "fnnet-tests-no-system-data"))
