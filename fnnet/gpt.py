@@ -208,12 +208,12 @@ def learning_rate_schedule(steps: int, lr: float, *, min_lr: float, warmup: int,
 
 
 def optimizer(steps: int, *, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int = 100,
-              weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.99,
+              weight_decay: float | None = None, b1: float = 0.9, b2: float = 0.99,
               clip: float = 1.0, schedule: str = "cosine", cooldown: float = 0.3,
               muon_lr: float | None = None, hidden=None, muon_ns_steps: int = 5) -> optax.GradientTransformation:
     """nanoGPT's recipe in optax: gradients clipped to global norm ``clip``, then AdamW with a
     linear warmup over ``warmup`` steps to ``lr`` and a cosine decay to ``min_lr`` at ``steps``;
-    weight decay on the matrices only (:func:`decay_mask`). ``schedule="wsd"``: warmup, stable,
+    weight decay ``weight_decay`` (default 0.1, nanoGPT's) on the matrices only (:func:`decay_mask`). ``schedule="wsd"``: warmup, stable,
     then a linear decay over the last ``cooldown`` of the steps (:func:`learning_rate_schedule`).
 
     With ``muon_lr``, the leaves where ``hidden`` (:func:`hidden_matrices`) is True are optimised
@@ -223,11 +223,17 @@ def optimizer(steps: int, *, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int
     decay); both rates follow the same schedule. Muon's ``muon_weight_dimension_numbers`` are given
     explicitly, a ``MuonDimensionNumbers()`` (rows reduced, columns out: ``x @ W``) per hidden matrix
     and None elsewhere: optax's default would send every 2-D leaf, embeddings and head included, to Muon.
+    Weight decay with Muon is refused, not ignored: optax's Muon would decay its AdamW's vectors (norms,
+    biases) too, against :func:`decay_mask`.
     """
     rate = learning_rate_schedule(steps, lr, min_lr=min_lr, warmup=warmup, schedule=schedule, cooldown=cooldown)
     if muon_lr is None:
         return optax.chain(optax.clip_by_global_norm(clip),
-                           optax.adamw(rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask))
+                           optax.adamw(rate, b1=b1, b2=b2, weight_decay=0.1 if weight_decay is None else weight_decay,
+                                       mask=decay_mask))
+    if weight_decay:
+        raise ValueError(f"optimizer: weight_decay={weight_decay} with muon_lr: Muon's optimizer has no weight decay "
+                         f"here (pass weight_decay=0 or None)")
     if hidden is None:
         raise ValueError("optimizer: muon_lr needs hidden, the tree of which leaves are hidden matrices "
                          "(fnnet.gpt.hidden_matrices(config))")

@@ -61,6 +61,17 @@ def test_muon_orthogonalises_the_hidden_matrices_and_adamw_takes_the_rest():
             np.testing.assert_allclose(np.abs(np.asarray(update)), 1e-2 * (1 + 0.9 * 0.1 / 0.19), rtol=1e-3)
 
 
+def test_weight_decay_with_muon_is_refused_not_ignored(capsys, tmp_path):
+    config = gpt.GPTConfig(vocab_size=11, block_size=8, num_layers=1, num_heads=2, features=8, **SPEEDRUN_FORM)
+    with pytest.raises(ValueError, match="weight_decay=0.1 with muon_lr"):
+        gpt.optimizer(10, muon_lr=0.1, hidden=gpt.hidden_matrices(config), weight_decay=0.1)
+    gpt.optimizer(10, muon_lr=0.1, hidden=gpt.hidden_matrices(config), weight_decay=0.0)
+    out = tmp_path / "run"
+    assert cli.main(["train", "shakespeare", "--recipe", "speedrun", "--weight-decay", "0.1", "--out", str(out)]) == 2
+    assert "--weight-decay 0.1: the speedrun recipe's Muon has no weight decay" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_warmup_stable_decay_schedule():
     schedule = gpt.learning_rate_schedule(100, 1.0, min_lr=0.1, warmup=10, schedule="wsd", cooldown=0.3)
     assert [round(float(schedule(s)), 4) for s in (0, 5, 10, 40, 70, 85, 100)] == [0.0, 0.5, 1.0, 1.0, 1.0, 0.55, 0.1]

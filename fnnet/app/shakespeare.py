@@ -104,6 +104,9 @@ def settings_error(config: dict) -> str | None:
             return f"--{name.replace('_', '-')} must be a positive integer, got {config[name]!r}"
     if not config["lr"] > 0:
         return f"--lr must be > 0, got {config['lr']}"
+    if config.get("muon_lr") is not None and config["weight_decay"]:
+        return (f"--weight-decay {config['weight_decay']:g}: the {config.get('recipe', 'speedrun')} recipe's Muon has "
+                f"no weight decay (leave --weight-decay out)")
     return None
 
 
