@@ -3,10 +3,10 @@
 Outside ``jit`` each call of ``jax.random.normal(key, shape)`` compiles a program for its own
 ``shape`` (JAX's threefry, about 40 ms on a CPU core), so building models of many shapes, layer
 by layer, spends most of its time compiling random-number generators. These functions draw the
-same numbers from one program per power-of-two length (at least :data:`SMALLEST`): with ``jax_threefry_partitionable`` on
-(JAX's default) entry ``i`` of a draw depends on the key and on ``i`` alone, counted in row-major
-order, so the first ``prod(shape)`` entries of a longer flat draw, reshaped, are exactly the
-draw of ``shape``. Under a transformation (``jit``, ``vmap``: the key is a tracer), with
+same numbers from one program per power-of-two length (at least :data:`SMALLEST`): with
+``jax_threefry_partitionable`` on (JAX's default) entry ``i`` of a draw depends on the key and on
+``i`` alone, counted in row-major order, so the first ``prod(shape)`` entries of a longer flat
+draw, reshaped, are exactly the draw of ``shape``. Under a transformation (``jit``, ``vmap``: the key is a tracer), with
 ``jax_threefry_partitionable`` off, or for a draw of more than :data:`LARGEST` entries (where
 drawing costs more than compiling), they call ``jax.random`` directly.
 
@@ -16,7 +16,8 @@ Example:
   >>> key = jax.random.PRNGKey(0)
   >>> bool((draws.normal(key, (3, 5)) == jax.random.normal(key, (3, 5))).all())
   True
-  >>> bool((draws.uniform(key, (7,), jnp.float32, -2.0, 2.0) == jax.random.uniform(key, (7,), jnp.float32, -2.0, 2.0)).all())
+  >>> u = draws.uniform(key, (7,), jnp.float32, -2.0, 2.0)
+  >>> bool((u == jax.random.uniform(key, (7,), jnp.float32, -2.0, 2.0)).all())
   True
 """
 

@@ -213,8 +213,9 @@ def optimizer(steps: int, *, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int
               muon_lr: float | None = None, hidden=None, muon_ns_steps: int = 5) -> optax.GradientTransformation:
     """nanoGPT's recipe in optax: gradients clipped to global norm ``clip``, then AdamW with a
     linear warmup over ``warmup`` steps to ``lr`` and a cosine decay to ``min_lr`` at ``steps``;
-    weight decay ``weight_decay`` (default 0.1, nanoGPT's) on the matrices only (:func:`decay_mask`). ``schedule="wsd"``: warmup, stable,
-    then a linear decay over the last ``cooldown`` of the steps (:func:`learning_rate_schedule`).
+    weight decay ``weight_decay`` (default 0.1, nanoGPT's) on the matrices only (:func:`decay_mask`).
+    ``schedule="wsd"``: warmup, stable, then a linear decay over the last ``cooldown`` of the steps
+    (:func:`learning_rate_schedule`).
 
     With ``muon_lr``, the leaves where ``hidden`` (:func:`hidden_matrices`) is True are optimised
     by Muon (``optax.contrib.muon``: momentum 0.95, Nesterov, the update orthogonalised by
