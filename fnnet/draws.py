@@ -46,8 +46,10 @@ def _drawn(sample, key, shape, dtype, scale):
     length = max(SMALLEST, 1 << max(size - 1, 0).bit_length())
     flat = np.asarray(sample(key, (length,), dtype))[:size].reshape(shape)
     # the scale multiplies in the draw's own dtype, as ``scale * jax.random.normal(...)`` does; a
-    # transfer, not ``jnp.asarray`` (which compiles a program per shape to stage the array)
-    return jax.device_put(flat if scale is None else scale * flat)
+    # transfer, not ``jnp.asarray`` (which compiles a program per shape to stage the array), to where
+    # jax.random would leave it: a committed key's devices, else the default device
+    out = flat if scale is None else scale * flat
+    return jax.device_put(out, key.sharding) if getattr(key, "committed", False) else jax.device_put(out)
 
 
 def normal(key, shape, dtype=jnp.float32, scale: float | None = None):

@@ -142,6 +142,9 @@ def test_draws_are_jax_randoms_own_numbers_from_one_program_per_size_class(dtype
         same(shape)
     chex.assert_trees_all_equal(jax.jit(lambda k: draws.normal(k, (5, 7), dtype, scale=2.0))(key),
                                 2.0 * jax.random.normal(key, (5, 7), dtype))
+    on_device = jax.device_put(key, jax.devices()[-1])      # a committed key: drawn where jax.random draws
+    assert draws.normal(on_device, (5, 7), dtype).devices() == jax.random.normal(on_device, (5, 7), dtype).devices()
+    assert draws.normal(on_device, (5, 7), dtype).committed
     monkeypatch.setattr(draws, "LARGEST", 16)
     same((5, 7))
     with jax.threefry_partitionable(False):
