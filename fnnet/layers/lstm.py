@@ -52,29 +52,34 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
     da (T, N, 4H), dh (T, N, H) or None)``, ``dh`` (the ``∂L/∂h_t`` the scan carries into each step,
     zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
     emits nothing more)."""
-    w_hh_t, hidden = params["w_hh"].T, params["w_hh"].shape[0]   # loop-invariant: transposed once
+    w_hh_t = params["w_hh"].T                                    # loop-invariant: transposed once
+    i, f, g, o = jnp.split(res.gates, 4, axis=-1)                # (T, N, H) each
+    tanh_c = jnp.tanh(res.c)
+    # What each stage below multiplies by depends on the forward's values alone: computed for every
+    # step at once, before the loop, so the loop keeps only what is sequential (products with dh, dc).
+    #   through  h = o * jnp.tanh(c):  dc += dh·o·(1 - tanh²(c_t)),  da_o = dh·tanh(c_t)·o(1 - o)
+    dc_per_dh = o * (1 - tanh_c * tanh_c)
+    da_o_per_dh = tanh_c * o * (1 - o)
+    #   through  c = f * c_prev + i * g  and  i, f, g = σ(a_i), σ(a_f), tanh(a_g):
+    #   da_i = dc·g·i(1 - i),  da_f = dc·c_{t-1}·f(1 - f),  da_g = dc·i·(1 - g²)
+    da_ifg_per_dc = jnp.concatenate([g * i * (1 - i), res.c_prev * f * (1 - f), i * (1 - g * g)], axis=-1)
 
     def step(carry, inputs):
         dh_next, dc_next = carry              # ∂L/∂h_t and ∂L/∂c_t from the steps after t
-        gates_t, c_prev, c, dy_t, m_t = inputs
-        i, f, g, o = split_gates(gates_t, hidden, 4)
+        dc_per_dh_t, da_o_per_dh_t, da_ifg_per_dc_t, f_t, dy_t, m_t = inputs
         zero = jnp.zeros_like(dh_next)
         dh = where_valid(m_t, dh_next if dy_t is None else dh_next + dy_t, zero)  # past the end: nothing to the cell
-        dc = where_valid(m_t, dc_next, zero)
-        # stage 4, through  h = o * jnp.tanh(c):  do = dh·tanh(c_t),  dc += dh·o·(1 - tanh²(c_t))
-        tanh_c = jnp.tanh(c)
-        do = dh * tanh_c
-        dc = dc + dh * o * (1 - tanh_c * tanh_c)
-        # stage 3, through  c = f * c_prev + i * g:  dc_{t-1} = dc·f, df = dc·c_{t-1}, di = dc·g, dg = dc·i
-        dc_prev, df, di, dg = dc * f, dc * c_prev, dc * g, dc * i
-        # stage 2, through  i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o):  σ' = σ(1 - σ), tanh' = 1 - tanh²
-        da = jnp.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=-1)
+        # stage 4, through  h = o * jnp.tanh(c):  dc += dh·o·(1 - tanh²(c_t))
+        dc = where_valid(m_t, dc_next, zero) + dh * dc_per_dh_t
+        # stages 3 and 2, through  c = f * c_prev + i * g  and the gates' σ and tanh:  da = (dc·g·i(1-i),
+        # dc·c_{t-1}·f(1-f), dc·i(1-g²), dh·tanh(c_t)·o(1-o));  dc_{t-1} = dc·f
+        da = jnp.concatenate([jnp.tile(dc, 3) * da_ifg_per_dc_t, dh * da_o_per_dh_t], axis=-1)
         #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ  (past the end the carry passes)
-        new_carry = (where_valid(m_t, da @ w_hh_t, dh_next), where_valid(m_t, dc_prev, dc_next))
+        new_carry = (where_valid(m_t, da @ w_hh_t, dh_next), where_valid(m_t, dc * f_t, dc_next))
         return new_carry, (da, dh) if carried else da
 
     start = (jnp.zeros_like(res.c[0]) if dh_last is None else dh_last, jnp.zeros_like(res.c[0]))
-    dcarry0, out = lax.scan(step, start, (res.gates, res.c_prev, res.c, dys, res.mask), reverse=True)
+    dcarry0, out = lax.scan(step, start, (dc_per_dh, da_o_per_dh, da_ifg_per_dc, f, dys, res.mask), reverse=True)
     return (dcarry0,) + (out if carried else (out, None))
 
 
@@ -114,6 +119,9 @@ def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init
         through the gates:                   da = (di·i(1-i), df·f(1-f), dg·(1-g²), do·o(1-o))
         through a = x_t·W_ih + h_{t-1}·W_hh: dh_{t-1} = da·W_hhᵀ
         once for all steps:  dW_ih = Σ x_tᵀ·da_t  dW_hh = Σ h_{t-1}ᵀ·da_t  db = Σ da_t  dx_t = da_t·W_ihᵀ
+
+    The factors that depend on the forward alone (``o·(1 - tanh²(c_t))``, ``g·i(1-i)``, ...) are computed
+    for every step before the reverse loop, which keeps only the products with ``dh`` and ``dc``.
 
     Args:
       hidden: ``H``, the size of ``h`` and ``c``.
