@@ -105,7 +105,7 @@ def settings_error(config: dict) -> str | None:
     if not config["lr"] > 0:
         return f"--lr must be > 0, got {config['lr']}"
     if config.get("muon_lr") is not None and config["weight_decay"]:
-        return (f"--weight-decay {config['weight_decay']:g}: the {config.get('recipe', 'speedrun')} recipe's Muon has "
+        return (f"--weight-decay {config['weight_decay']:g}: the {config['recipe']} recipe's Muon has "
                 f"no weight decay (leave --weight-decay out)")
     return None
 

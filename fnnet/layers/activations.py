@@ -219,7 +219,6 @@ def gelu(approximate: bool = True) -> Layer:
 Gelu: Layer = gelu(approximate=True)
 
 
-
 def _relu_squared_forward(z):
     return jnp.square(jax.nn.relu(z)), z
 
