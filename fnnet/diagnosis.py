@@ -46,6 +46,7 @@ from fnnet.layer import Layer, init_with_state, is_stateful, layer_children, lay
 from fnnet.tape import child_backward, child_forward
 from fnnet.losses import Loss, loss_kind, loss_name
 from fnnet.health import FRACTION_HIGH
+from fnnet.host import on_device
 from fnnet.tracing import check_labels, trace
 from fnnet.train.state import init_state
 from fnnet.train.steps import make_train_step
@@ -151,7 +152,7 @@ def _initial_loss(model, loss, params, state, x, y) -> Check:
         pred = child_forward(None, model, params, state, x)[0]
         return pred, loss.value(pred, y)
 
-    pred, value = evaluate(params, state, jnp.asarray(x), jnp.asarray(y))
+    pred, value = evaluate(params, state, on_device(x), on_device(y))
     value = float(value)
     expected = expected_initial_loss(loss, pred.shape)
     fresh = "at a fresh initialisation"
@@ -179,7 +180,7 @@ def _overfit(model, loss, params, state, x, y, key, steps, lrs) -> Check:
     optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=lrs[0])
     start = init_state(model, optimizer, key, x.shape[1:], params=params, model_state=state)
     step = make_train_step(model, loss, optimizer)
-    xb, yb = jnp.asarray(x), jnp.asarray(y)
+    xb, yb = on_device(x), on_device(y)
     regression = loss_kind(loss) == "regression"
 
     @jax.jit
@@ -246,7 +247,7 @@ def _independence(model, params, state, x, key) -> Check:
         cotangent = jnp.zeros_like(pred).at[0].set(jnp.ones_like(pred[0]))  # example 0's outputs only
         return child_backward(None, model, params, residuals, cotangent)[1]
 
-    dx = np.asarray(input_gradient(params, state, jnp.asarray(x)), np.float64)
+    dx = np.asarray(input_gradient(params, state, on_device(x)), np.float64)
     if not np.isfinite(dx).all():
         return Check(name, None, f"the input gradient has {int((~np.isfinite(dx)).sum())} NaN or inf entries: "
                                  f"nothing to compare (fnnet.debug_nans names the layer that made them)")

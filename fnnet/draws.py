@@ -39,6 +39,7 @@ padding to a power of two would cost more than it saves)."""
 def _drawn(sample, key, shape, dtype, scale):
     """``scale * sample(key, shape)``, from one draw of a power-of-two length when that is exact."""
     shape = tuple(int(n) for n in shape)
+    dtype = jnp.result_type(float) if dtype is None else dtype
     size = math.prod(shape)
     if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable or size > LARGEST:
         out = sample(key, shape, dtype)
@@ -52,11 +53,13 @@ def _drawn(sample, key, shape, dtype, scale):
     return jax.device_put(out, key.sharding) if getattr(key, "committed", False) else jax.device_put(out)
 
 
-def normal(key, shape, dtype=jnp.float32, scale: float | None = None):
-    """``jax.random.normal(key, shape, dtype)`` (times ``scale`` when given), the same numbers."""
+def normal(key, shape, dtype=None, scale: float | None = None):
+    """``jax.random.normal(key, shape, dtype)`` (times ``scale`` when given), the same numbers;
+    ``dtype`` None is JAX's default float, as for ``jax.random.normal``."""
     return _drawn(jax.random.normal, key, shape, dtype, scale)
 
 
-def uniform(key, shape, dtype=jnp.float32, minval: float = 0.0, maxval: float = 1.0):
-    """``jax.random.uniform(key, shape, dtype, minval, maxval)``, the same numbers."""
+def uniform(key, shape, dtype=None, minval: float = 0.0, maxval: float = 1.0):
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``, the same numbers (``dtype`` None:
+    JAX's default float)."""
     return _drawn(lambda k, s, d: jax.random.uniform(k, s, d, minval, maxval), key, shape, dtype, None)

@@ -17,7 +17,7 @@ import math
 
 import jax.numpy as jnp
 
-from fnnet import draws
+from fnnet import draws, host
 
 
 def _fans(shape) -> tuple[int, int]:
@@ -76,7 +76,7 @@ def uniform(scale: float = 1e-2):
 def zeros(key, shape, dtype=jnp.float32):
     """All zeros (the usual bias initialiser)."""
     del key
-    return jnp.zeros(shape, dtype)
+    return host.filled(shape, dtype, 0.0)
 
 
 def constant(value: float):
@@ -84,6 +84,6 @@ def constant(value: float):
 
     def init(key, shape, dtype=jnp.float32):
         del key
-        return jnp.full(shape, value, dtype)
+        return host.filled(shape, dtype, value)
 
     return init

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
 from fnnet.gradcheck._numerics import describe_counts, largest_finite, nonfinite_entries
+from fnnet.host import on_device
 from fnnet.layer import Layer, layer_label, layer_name, path_text
 from fnnet.losses import Loss, loss_name
 from fnnet.tape import subtree
@@ -63,7 +63,7 @@ def debug_nans(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, 
       >>> print(fnnet.debug_nans(model, fnnet.losses.mse, (first, relu, last), jnp.ones((4, 3)), jnp.zeros((4, 1))))
       layer 2 (Dense(1)) params: its params are not finite before the step: params['w'] has 1 inf (an earlier update made them so)
     """
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y = on_device(x), on_device(y)
     check_labels(model, loss, params, x, y, "debug_nans", state=state, key=key)
     leaves, value, pred, dpred, *_ = record_step(model, loss, params, x, y, state, key, train)
 

@@ -37,6 +37,7 @@ import numpy as np
 from fnnet.gradcheck import _one_layer
 from fnnet.gradcheck._numerics import describe_counts, nonfinite_counts, to_float64
 from fnnet.health import activation_stats, norm
+from fnnet.host import on_device
 from fnnet.layer import (Layer, apply_with_state, init_with_state, is_stateful, layer_kind, layer_name,
                          path_text)
 from fnnet.layer_tables import layer_tables, matrix, shape_text, tree_shape
@@ -266,7 +267,7 @@ def trace(model: Layer, loss: Loss, params, x, y, *, state=None, key=None, train
     is never ``OK``. The step is compiled once, with every layer's values as outputs, and so is
     the float64 check of all layers: trace a few examples, not an epoch.
     """
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y = on_device(x), on_device(y)
     check_labels(model, loss, params, x, y, "trace", state=state, key=key)
     calls, value, pred, dpred, consumers, is_output, stats = record_step(model, loss, params, x, y, state, key, train)
     checks = _checks(calls) if check else [_one_layer.LayerCheck(float("nan"), float("nan"), None)] * len(calls)

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import losses, train
+from fnnet import draws, losses, train
 
 
 def _shifted(image, dy, dx):
@@ -22,7 +22,7 @@ def _shifted(image, dy, dx):
 
 
 def test_random_translation_moves_each_image_by_its_own_shift_within_the_bound():
-    images = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (64, 7, 6, 2)) + 0.5)  # no zero pixels
+    images = np.asarray(draws.uniform(jax.random.PRNGKey(0), (64, 7, 6, 2)) + 0.5)  # no zero pixels
     shifted = np.asarray(train.random_translation(2)(jax.random.PRNGKey(1), jnp.asarray(images)))
     seen = set()
     for image, out in zip(images, shifted):
@@ -69,8 +69,8 @@ MODEL = fnnet.serial(fnnet.Dense(8), fnnet.Relu, fnnet.Dense(3))
 
 def _data(n=200):
     kx, kw = jax.random.split(jax.random.PRNGKey(3))
-    x = jax.random.normal(kx, (n, 5))
-    return x, jnp.argmax(x @ jax.random.normal(kw, (5, 3)), -1)
+    x = draws.normal(kx, (n, 5))
+    return x, jnp.argmax(x @ draws.normal(kw, (5, 3)), -1)
 
 
 def test_fit_augments_every_training_batch_and_never_the_eval_data():
@@ -88,7 +88,7 @@ def test_fit_augments_every_training_batch_and_never_the_eval_data():
 
 def test_augmented_runs_repeat_from_their_seed_and_resume_to_the_same_parameters(tmp_path):
     x, y = _data(120)
-    noise = lambda key, xb: xb + 0.3 * jax.random.normal(key, xb.shape)  # noqa: E731
+    noise = lambda key, xb: xb + 0.3 * draws.normal(key, xb.shape)  # noqa: E731
     options = dict(batch_size=32, key=jax.random.PRNGKey(4), verbose=False, augment=noise)
     whole, _ = train.fit(MODEL, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=3, **options)
     again, _ = train.fit(MODEL, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=3, **options)

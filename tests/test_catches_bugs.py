@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import gpt, gradcheck, losses, train
+from fnnet import draws, gpt, gradcheck, losses, train
 from fnnet.layers import conv
 from fnnet.layers.normalization import BatchStatistics, RunningStatistics
 
@@ -34,7 +34,7 @@ def _passes(layer, x, **mode):
     (fnnet.serial(fnnet.FanOut(2), fnnet.parallel(fnnet.BatchNorm(), fnnet.Dropout(0.5)), fnnet.FanInSum), (3,)),
 ], ids=["residual-dense-dropout", "parallel-batchnorm-dropout"])
 def test_stateful_combinators_pass_in_training_mode(x64, layer, in_shape):
-    x = jax.random.normal(jax.random.PRNGKey(1), (6,) + in_shape)
+    x = draws.normal(jax.random.PRNGKey(1), (6,) + in_shape)
     assert _passes(layer, x, train=True)
 
 
@@ -46,8 +46,9 @@ def test_gpt_with_dropout_is_gradient_checked_in_training_mode(x64):
                                    state=state, rng=jax.random.PRNGKey(2), train=True, raise_on_failure=False)
     assert report.passed, str(report)
     # dropout really is on: the loss in training mode differs from evaluation mode
-    train_logits = fnnet.apply_with_state(model, params, state, ids, key=jax.random.PRNGKey(2), train=True)[0]
-    eval_logits = fnnet.apply_with_state(model, params, state, ids, train=False)[0]
+    apply = jax.jit(lambda key, train: fnnet.apply_with_state(model, params, state, ids, key=key, train=train)[0],
+                    static_argnames="train")
+    train_logits, eval_logits = apply(jax.random.PRNGKey(2), train=True), apply(None, train=False)
     assert not np.allclose(train_logits, eval_logits)
 
 
@@ -114,7 +115,7 @@ def _parallel_swapping_states():
 ], ids=["batchnorm-missing-sum", "batchnorm-eval-when-train", "dropout-no-mask", "dropout-fresh-mask",
         "parallel-swapped-states"])
 def test_check_layer_and_check_model_catch_planted_stateful_bugs(x64, make_mutant, real, in_shape):
-    x = jax.random.normal(jax.random.PRNGKey(1), (5,) + in_shape)  # random inputs: ones would hide a mask bug
+    x = draws.normal(jax.random.PRNGKey(1), (5,) + in_shape)  # random inputs: ones would hide a mask bug
     mutant = make_mutant()
     if "parallel" in make_mutant.__name__:  # the two branches must start from different states
         _, params, state = fnnet.init_with_state(mutant, KEY, in_shape)
@@ -141,7 +142,7 @@ def test_causal_self_attention_equals_jax_dot_product_attention():
     heads, features, length = 2, 8, 5
     layer = fnnet.CausalSelfAttention(heads)
     _, params = layer.init(KEY, (length, features))
-    x = jax.random.normal(jax.random.PRNGKey(1), (3, length, features))
+    x = draws.normal(jax.random.PRNGKey(1), (3, length, features))
     qkv = x @ params["w_qkv"] + params["b_qkv"][None, None]
     q, k, v = (t.reshape(3, length, heads, features // heads) for t in jnp.split(qkv, 3, axis=-1))
     attended = jax.nn.dot_product_attention(q, k, v, is_causal=True)          # (B, T, heads, D)
@@ -166,16 +167,16 @@ def test_layernorm_values():
 
 def test_dropout_and_global_avg_pool_values():
     drop = fnnet.Dropout(0.25)
-    x = jax.random.normal(KEY, (400, 50))
+    x = draws.normal(KEY, (400, 50))
     y, _ = fnnet.apply_with_state(drop, (), (), x, key=jax.random.PRNGKey(3), train=True)
     kept = y != 0
     assert abs(float(kept.mean()) - 0.75) < 0.01
     np.testing.assert_allclose(y[kept], x[kept] / 0.75, rtol=1e-6)
-    images = jax.random.normal(KEY, (2, 3, 4, 5))
+    images = draws.normal(KEY, (2, 3, 4, 5))
     np.testing.assert_allclose(fnnet.GlobalAvgPool.apply((), images), images.mean((1, 2)), rtol=1e-6)
     fan = fnnet.serial(fnnet.FanOut(3), fnnet.parallel(fnnet.Identity, fnnet.Tanh, fnnet.Sigmoid), fnnet.FanInSum)
     _, params = fan.init(KEY, (4,))
-    v = jax.random.normal(KEY, (2, 4))
+    v = draws.normal(KEY, (2, 4))
     np.testing.assert_allclose(fan.apply(params, v), v + jnp.tanh(v) + jax.nn.sigmoid(v), rtol=1e-6)
 
 
@@ -191,7 +192,7 @@ def test_all_bfloat16_and_bf16_compute_train_like_float32(model, in_shape, vocab
         x = jax.random.randint(k1, (32,) + in_shape, 0, vocab)
         y = x % 3
     else:
-        x = jax.random.normal(k1, (32,) + in_shape)
+        x = draws.normal(k1, (32,) + in_shape)
         y = (x.mean((1, 2, 3)) > 0).astype(jnp.int32) + (x[:, 0, 0, 0] > 1)
     _, params32, state32 = fnnet.init_with_state(model, KEY, in_shape)
     cast = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)  # noqa: E731
@@ -224,13 +225,17 @@ def test_conv_dw_chunk_fallbacks(x64, batch, size, chunks):
     """The im2col dW splits N·positions into 4, 2 or 1 chunks: the 2 and 1 fallbacks against jax.vjp."""
     layer = fnnet.Conv(6, 3, padding="VALID")
     _, params = layer.init(KEY, (size, size, 4))            # taps·Cin = 36 > 32: the chunked product
-    x = jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 4))
+    x = draws.normal(jax.random.PRNGKey(1), (batch, size, size, 4))
     rows = batch * (size - 2) ** 2
     assert next(c for c in (4, 2, 1) if rows % c == 0) == chunks   # the case reaches the fallback it names
     if jax.default_backend() != "cpu":
         pytest.skip("the im2col dW is the CPU path; other backends use the convolution form")
-    dw = conv.conv_kernel_grad(x, jnp.ones((batch, size - 2, size - 2, 6)), (3, 3), (1, 1), ((0, 0), (0, 0)),
-                               (1, 1), 1, 2)
-    _, vjp = jax.vjp(lambda w: layer.apply(dict(params, w=w), x), params["w"])
-    chex.assert_trees_all_close(dw, vjp(jnp.ones((batch, size - 2, size - 2, 6)))[0], rtol=1e-10)
+    @jax.jit  # the chunked dW and jax.vjp's as one program
+    def both(params, x):
+        dy = jnp.ones((batch, size - 2, size - 2, 6))
+        dw = conv.conv_kernel_grad(x, dy, (3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 2)
+        return dw, jax.vjp(lambda w: layer.apply(dict(params, w=w), x), params["w"])[1](dy)[0]
+
+    dw, reference = both(params, x)
+    chex.assert_trees_all_close(dw, reference, rtol=1e-10)
     assert gradcheck.check_layer(layer, params, x).passed

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import checkpoint, train
+from fnnet import checkpoint, draws, train
 from fnnet.app import cli
 from test_cli import _one_line_error
 
@@ -60,7 +60,7 @@ def test_load_without_like_rebuilds_a_train_state(tmp_path):
 def test_model_applies_to_params_loaded_from_a_fit_checkpoint(tmp_path):
     """The file ``fnnet train`` writes: ``model.apply(fnnet.load(path)["params"], x)`` just works."""
     model = fnnet.serial(fnnet.Dense(5), fnnet.Relu, fnnet.Dense(3), fnnet.Relu, fnnet.Dense(1))
-    x = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
+    x = draws.normal(jax.random.PRNGKey(1), (16, 2))
     y = (x[:, :1] > 0).astype(jnp.float32)
     state, _ = train.fit(model, fnnet.losses.sigmoid_binary_cross_entropy, optax.adam(1e-2), (x, y), epochs=1,
                          batch_size=8, key=jax.random.PRNGKey(0), verbose=False, checkpoint_dir=tmp_path)

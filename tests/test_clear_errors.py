@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import losses, train
+from fnnet import draws, losses, train
 from fnnet.app import cli, commands
 from fnnet.train import language
 
@@ -85,7 +85,7 @@ def test_trace_of_a_run_with_a_bad_index_is_a_usage_error(bc_run, capsys, args, 
 def _small_problem():
     model = fnnet.serial(fnnet.Dense(4), fnnet.Relu, fnnet.Dense(3))
     _, params = model.init(jax.random.PRNGKey(0), (5,))
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (20, 5)), np.float32)
+    x = np.asarray(draws.normal(jax.random.PRNGKey(1), (20, 5)), np.float32)
     y = np.arange(20, dtype=np.int32) % 3
     return model, params, x, y
 
@@ -194,7 +194,7 @@ def test_print_run_is_a_short_summary(bc_run):
 
 def test_fit_target_shape_error_names_the_users_shape():
     model = fnnet.serial(fnnet.Dense(4), fnnet.Relu, fnnet.Dense(1))
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (455, 3)), np.float32)
+    x = np.asarray(draws.normal(jax.random.PRNGKey(0), (455, 3)), np.float32)
     y = np.zeros((455,), np.float32)
     with pytest.raises(ValueError, match=r"\(455,\)") as error:
         train.fit(model, losses.mse, optax.sgd(0.1), (x, y), epochs=1, batch_size=32, key=jax.random.PRNGKey(0),

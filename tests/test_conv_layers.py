@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fnnet
-from fnnet import gradcheck, losses, train
+from fnnet import draws, gradcheck, losses, train
 
 def _inputs(layer, in_shape, batch=3, seed=0, dtype=jnp.float64):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     _, params = layer.init(k1, in_shape)
     params = jax.tree.map(lambda p: p.astype(dtype), params)
-    return params, jax.random.normal(k2, (batch,) + in_shape, dtype)
+    return params, draws.normal(k2, (batch,) + in_shape, dtype)
 
 
 conv_specs = st.fixed_dictionaries({
@@ -54,7 +54,7 @@ def test_random_convolutions_backprop_exactly(spec):
             manual = layer.backward(params, layer.forward(params, x)[1], dy)
             return manual, jax.vjp(layer.apply, params, x)[1](dy)
 
-        dy = jax.random.normal(jax.random.PRNGKey(spec["seed"] + 1),
+        dy = draws.normal(jax.random.PRNGKey(spec["seed"] + 1),
                                jax.eval_shape(layer.apply, params, x).shape, jnp.float64)
         manual, reference = both(params, x, dy)
         chex.assert_trees_all_close(manual, reference, rtol=1e-10, atol=1e-12)
@@ -74,15 +74,19 @@ def test_every_kernel_gradient_path_is_exact(x64, monkeypatch, path, make, in_sh
         monkeypatch.setattr(conv, "_IM2COL_MAX_BYTES", 0)
     layer = make(3)
     params, x = _inputs(layer, in_shape + (channels,), batch=4)
-    y, residuals = layer.forward(params, x)
-    dy = jax.random.normal(jax.random.PRNGKey(5), y.shape, jnp.float64)
-    manual = layer.backward(params, residuals, dy)
-    chex.assert_trees_all_close(manual, jax.vjp(layer.apply, params, x)[1](dy), rtol=1e-10, atol=1e-12)
+    dy = draws.normal(jax.random.PRNGKey(5), jax.eval_shape(layer.apply, params, x).shape, jnp.float64)
+
+    @jax.jit  # the hand-written backward and jax.vjp's as one program
+    def both(params, x, dy):
+        return layer.backward(params, layer.forward(params, x)[1], dy), jax.vjp(layer.apply, params, x)[1](dy)
+
+    manual, reference = both(params, x, dy)
+    chex.assert_trees_all_close(manual, reference, rtol=1e-10, atol=1e-12)
 
 
 def test_max_pool_gives_each_window_one_maximum_like_reduce_window(x64):
     pool = fnnet.MaxPool(2, strides=1)  # overlapping windows, and whole windows of ReLU zeros
-    x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 2))))
+    x = jax.nn.relu(jnp.round(draws.normal(jax.random.PRNGKey(0), (2, 5, 5, 2))))
     y, residuals = pool.forward((), x)
     dy = jnp.ones_like(y)
     _, dx = pool.backward((), residuals, dy)
@@ -99,7 +103,7 @@ def test_max_pool_gives_each_window_one_maximum_like_reduce_window(x64):
 def test_batchnorm_trains_on_batch_statistics_and_evaluates_on_running_ones(x64):
     bn = fnnet.BatchNorm(momentum=0.8)
     _, params, state = fnnet.init_with_state(bn, jax.random.PRNGKey(0), (3, 3, 2))
-    x = 3 + 2 * jax.random.normal(jax.random.PRNGKey(1), (8, 3, 3, 2), jnp.float64)
+    x = 3 + 2 * draws.normal(jax.random.PRNGKey(1), (8, 3, 3, 2), jnp.float64)
     y, new_state = fnnet.apply_with_state(bn, params, state, x, train=True)
     np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-12)
     np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1, rtol=1e-4)

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import train
+from fnnet import draws, train
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
@@ -76,8 +76,8 @@ def test_two_processes_train_together_and_agree(tmp_path):
 
     # and they computed what one process on one device computes
     kx, kw = jax.random.split(jax.random.PRNGKey(0))
-    x = np.asarray(jax.random.normal(kx, (96, 6)))
-    y = np.asarray(jnp.argmax(x @ jax.random.normal(kw, (6, 3)), -1)).astype(np.int32)
+    x = np.asarray(draws.normal(kx, (96, 6)))
+    y = np.asarray(jnp.argmax(x @ draws.normal(kw, (6, 3)), -1)).astype(np.int32)
     model = fnnet.serial(fnnet.Dense(16), fnnet.Tanh, fnnet.Dense(3))
     state, history = train.fit(model, fnnet.losses.softmax_cross_entropy, optax.sgd(0.1), (x, y), epochs=3,
                                batch_size=16, key=jax.random.PRNGKey(1), verbose=False)

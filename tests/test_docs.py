@@ -8,7 +8,7 @@ import pytest
 
 import fnnet
 
-MODULES = ["fnnet.initializers", "fnnet.draws", "fnnet.layers.dense", "fnnet.layers.activations", "fnnet.layers.conv",
+MODULES = ["fnnet.initializers", "fnnet.draws", "fnnet.host", "fnnet.layers.dense", "fnnet.layers.activations", "fnnet.layers.conv",
            "fnnet.layers.pooling", "fnnet.layers.normalization", "fnnet.layers.dropout", "fnnet.layers.reshape",
            "fnnet.layer", "fnnet.combinators", "fnnet.app.recipes",
            "fnnet.gradients", "fnnet.gradcheck", "fnnet.gradcheck._checks", "fnnet.summaries", "fnnet.checkpoint", "fnnet.train.steps",

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import datasets, gpt, gradcheck, losses, train
+from fnnet import datasets, draws, gpt, gradcheck, losses, train
 from fnnet.app import cli, shakespeare
 from fnnet.train import language
 from onnx_checks import assert_run_exports
@@ -29,7 +29,7 @@ def test_embedding_backward_is_a_scatter_add(x64):
     layer = fnnet.Embedding(6, 3)
     _, params = layer.init(jax.random.PRNGKey(0), (4,))
     ids = jnp.array([[1, 1, 5, 0], [5, 5, 5, 1]])                   # repeated rows, unused rows 2-4
-    dy = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 3))
+    dy = draws.normal(jax.random.PRNGKey(1), (2, 4, 3))
     (grads, dx) = layer.backward(params, layer.forward(params, ids)[1], dy)
     expected = np.zeros((6, 3))
     for i, row in np.ndenumerate(np.asarray(ids)):
@@ -44,7 +44,7 @@ def test_layers_under_vmap_match_the_batch():
     model = gpt.GPT(config)
     _, params = model.init(jax.random.PRNGKey(0), (8,))
     ids = jax.random.randint(jax.random.PRNGKey(1), (3, 8), 0, 11)
-    dy = jax.random.normal(jax.random.PRNGKey(2), (3, 8, 11))
+    dy = draws.normal(jax.random.PRNGKey(2), (3, 8, 11))
 
     @jax.jit
     def batched(ids, dy):
@@ -65,7 +65,7 @@ def test_layers_under_vmap_match_the_batch():
 def test_attention_is_causal_and_takes_any_length_up_to_the_block(x64):
     layer = fnnet.CausalSelfAttention(2, max_length=8)
     _, params = layer.init(jax.random.PRNGKey(0), (8, 4))
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 4))
+    x = draws.normal(jax.random.PRNGKey(1), (2, 8, 4))
     apply = jax.jit(layer.apply)                                    # one program per length, not op by op
     changed = x.at[:, 5:].set(100.0)                                # the future changes...
     np.testing.assert_allclose(apply(params, x)[:, :5], apply(params, changed)[:, :5], rtol=1e-12)
@@ -78,7 +78,7 @@ def test_attention_is_causal_and_takes_any_length_up_to_the_block(x64):
 
 
 def test_softmax_cross_entropy_on_sequences_is_the_mean_over_tokens(x64):
-    logits = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 7))
+    logits = draws.normal(jax.random.PRNGKey(0), (3, 5, 7))
     labels = jax.random.randint(jax.random.PRNGKey(1), (3, 5), 0, 7)
     loss = losses.softmax_cross_entropy
     flat = loss.value(logits.reshape(15, 7), labels.reshape(15))

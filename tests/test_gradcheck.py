@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import fnnet
-from fnnet import gradcheck, losses
+from fnnet import draws, gradcheck, losses
 from fnnet.gradcheck import GradientMismatch
 
 
@@ -30,7 +30,7 @@ def _broken_dense(out_dim, flaw):
 def test_broken_layer_is_caught_and_named(flaw, param):
     layer = _broken_dense(3, flaw)
     _, params = layer.init(jax.random.PRNGKey(0), (3,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
+    x = draws.normal(jax.random.PRNGKey(1), (4, 3))
     with pytest.raises(gradcheck.GradientMismatch, match=f"parameter '{param}'") as info:
         gradcheck.check_layer(layer, params, x)
     assert not info.value.report.passed
@@ -39,8 +39,8 @@ def test_broken_layer_is_caught_and_named(flaw, param):
 def test_broken_layer_inside_model_names_its_index():
     model = fnnet.serial(fnnet.Dense(3), fnnet.Tanh, _broken_dense(3, "dx-without-w"), fnnet.Dense(1))
     _, params = model.init(jax.random.PRNGKey(0), (2,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
-    y = jax.random.normal(jax.random.PRNGKey(2), (5, 1))
+    x = draws.normal(jax.random.PRNGKey(1), (5, 2))
+    y = draws.normal(jax.random.PRNGKey(2), (5, 1))
     with pytest.raises(GradientMismatch, match=r"first layer whose backward disagrees is layer 2 \(Dense\): dx") as info:
         gradcheck.check_model(model, losses.mse, params, x, y)
     rows = {(row.layer, row.param): row.passed for row in info.value.report.rows}
@@ -57,7 +57,7 @@ def _broken_relu():
 def test_broken_parameter_free_layer_is_blamed_not_the_dense_before_it():
     model = fnnet.serial(fnnet.Dense(8), _broken_relu(), fnnet.Dense(2))
     _, params = model.init(jax.random.PRNGKey(0), (4,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (16, 4))
+    x = draws.normal(jax.random.PRNGKey(1), (16, 4))
     with pytest.raises(GradientMismatch) as info:
         gradcheck.check_model(model, losses.softmax_cross_entropy, params, x, jnp.arange(16) % 2)
     message = str(info.value).splitlines()[0]
@@ -70,7 +70,7 @@ def test_forward_that_differs_from_apply_is_caught_and_named():
     shifted = fnnet.Layer(dense.init, dense.apply,
                           lambda params, x: (dense.apply(params, x) + 1e-3, x), dense.backward, name="Shifted")
     _, params = shifted.init(jax.random.PRNGKey(0), (2,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
+    x = draws.normal(jax.random.PRNGKey(1), (4, 2))
     with pytest.raises(GradientMismatch, match="forward's output differs from apply's"):
         gradcheck.check_layer(shifted, params, x)
     model = fnnet.serial(fnnet.Dense(2), fnnet.Tanh, shifted)
@@ -84,7 +84,7 @@ def _relu_net_on_a_kink():
     """A ReLU net with pre-activations within 1e-9 of the kink: every finite-difference step crosses it."""
     model = fnnet.serial(fnnet.Dense(6), fnnet.Relu, fnnet.Dense(3))
     _, params = model.init(jax.random.PRNGKey(0), (4,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (8, 4))
+    x = draws.normal(jax.random.PRNGKey(1), (8, 4))
     with jax.enable_x64(True):
         params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
         x = x.astype(jnp.float64)
@@ -119,7 +119,7 @@ def test_broken_loss_is_caught():
 def test_report_rows_for_a_correct_model():
     model = fnnet.serial(fnnet.Dense(4), fnnet.Sigmoid, fnnet.serial(fnnet.Dense(2)))
     _, params = model.init(jax.random.PRNGKey(0), (3,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
+    x = draws.normal(jax.random.PRNGKey(1), (6, 3))
     report = gradcheck.check_model(model, losses.softmax_cross_entropy, params, x, jnp.arange(6) % 2)
     assert report.passed
     assert {(row.layer, row.param) for row in report.rows} == {

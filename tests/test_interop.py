@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fnnet
+from fnnet import draws
 from fnnet.layer import layer_children
 
 torch = pytest.importorskip("torch", reason="the interop extra: pip install 'fnnet[interop]'")
@@ -158,7 +159,7 @@ def test_an_fnnet_cnn_and_mlp_run_the_same_in_torch(x64):
     mlp = fnnet.serial(fnnet.Flatten, fnnet.Dense(32), fnnet.Tanh, fnnet.Dense(10))
     for model, shape in ((cnn, (12, 12, 1)), (mlp, (6, 6, 1))):
         _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), shape)
-        x = jax.random.normal(jax.random.PRNGKey(1), (3,) + shape)
+        x = draws.normal(jax.random.PRNGKey(1), (3,) + shape)
         y, _ = fnnet.apply_with_state(model, params, state, x, train=False)
         net = to_torch(model, params, state).eval()
         y_torch = net(torch.from_numpy(np.moveaxis(np.array(x), -1, 1).copy())).detach().numpy()

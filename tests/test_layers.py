@@ -12,6 +12,7 @@ import optax
 import pytest
 
 import fnnet
+from fnnet import draws
 
 
 def test_relu_derivative_at_zero_is_zero():
@@ -171,7 +172,7 @@ def test_a_layer_of_your_own_named_serial_is_a_leaf_everywhere():
     assert layer_kind(fnnet.Dense(3)) == "Dense" and is_combinator_kind(fnnet.serial(fnnet.Relu), "serial")
     model = fnnet.serial(fnnet.Dense(3), square, fnnet.Residual(square), fnnet.Dense(2))
     _, params = model.init(jax.random.PRNGKey(0), (4,))
-    x, y = jax.random.normal(jax.random.PRNGKey(1), (5, 4)), jnp.array([0, 1, 0, 1, 1])
+    x, y = draws.normal(jax.random.PRNGKey(1), (5, 4)), jnp.array([0, 1, 0, 1, 1])
     table = str(fnnet.summary(model, (4,)))
     assert "1  serial" in table and "Residual(serial)" in table
     trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, y)
@@ -194,7 +195,7 @@ def test_one_path_notation_everywhere(tmp_path):
                         lambda p, x: (x * x, x), broken_backward)
     model = fnnet.serial(fnnet.Dense(3), fnnet.Tanh, fnnet.Residual(square), fnnet.Dense(2))
     _, params = model.init(jax.random.PRNGKey(0), (4,))
-    x, y = jax.random.normal(jax.random.PRNGKey(1), (6, 4)), jnp.arange(6) % 2
+    x, y = draws.normal(jax.random.PRNGKey(1), (6, 4)), jnp.arange(6) % 2
     loss = fnnet.losses.softmax_cross_entropy
 
     nested = fnnet.serial(fnnet.Dense(3), fnnet.Residual(fnnet.serial(fnnet.Relu, fnnet.Dense(3))))

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import train
+from fnnet import draws, train
 from fnnet.gradients import loss_and_grads
 from fnnet.tape import recording
 from fnnet.tracing import activation_stats
@@ -64,7 +64,7 @@ def test_layer_health_of_a_padded_batch_is_the_real_rows_health():
     model = fnnet.serial(fnnet.Dense(16), fnnet.Relu, fnnet.Dense(8), fnnet.Sigmoid, fnnet.Dense(3))
     loss = fnnet.losses.softmax_cross_entropy
     _, params = model.init(jax.random.PRNGKey(0), (4,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (8, 4))
+    x = draws.normal(jax.random.PRNGKey(1), (8, 4))
     x = x.at[5:].set(-30.0)  # padding that would kill every ReLU unit and saturate every sigmoid
     y = jnp.array([0, 1, 2, 0, 1, 0, 0, 0])
     weights = jnp.array([1., 1., 1., 1., 1., 0., 0., 0.])
@@ -95,7 +95,7 @@ def test_fit_monitor_at_a_short_last_batch_sees_the_real_examples_only():
     model = fnnet.serial(fnnet.Dense(32), fnnet.Relu, fnnet.Dense(16), fnnet.Tanh, fnnet.Dense(3))
     loss, optimizer, key = fnnet.losses.softmax_cross_entropy, optax.sgd(0.01), jax.random.PRNGKey(1)
     n, batch_size = 130, 128
-    x = jax.random.normal(jax.random.PRNGKey(0), (n, 8)).at[0].set(0.0)
+    x = draws.normal(jax.random.PRNGKey(0), (n, 8)).at[0].set(0.0)
     y = jnp.argmax(x[:, :3], axis=1).astype(jnp.int32)
     _, history = train.fit(model, loss, optimizer, (x, y), epochs=3, batch_size=batch_size, key=key,
                            verbose=False, monitor=1)
@@ -111,8 +111,8 @@ def test_fit_monitor_at_a_short_last_batch_sees_the_real_examples_only():
     assert len(rows) == 2
     params, xr, yr = state.params, x[rows], y[rows]
 
-    relu_out = fnnet.serial(fnnet.Dense(32), fnnet.Relu).apply(params[:2], xr)
-    tanh_out = fnnet.serial(fnnet.Dense(32), fnnet.Relu, fnnet.Dense(16), fnnet.Tanh).apply(params[:4], xr)
+    relu_out = jax.jit(fnnet.serial(fnnet.Dense(32), fnnet.Relu).apply)(params[:2], xr)
+    tanh_out = jax.jit(fnnet.serial(fnnet.Dense(32), fnnet.Relu, fnnet.Dense(16), fnnet.Tanh).apply)(params[:4], xr)
     at = history.health_steps.index(2)
     recorded = {label: {stat: values[at] for stat, values in stats.items()} for label, stats in history.layers.items()}
     keep = ("mean", "std", "dead", "saturated")
@@ -121,7 +121,7 @@ def test_fit_monitor_at_a_short_last_batch_sees_the_real_examples_only():
     _assert_stats(recorded["layer 3 (Tanh)"], {k: v for k, v in _reference("Tanh", tanh_out).items() if k in keep},
                   rtol=1e-4)
     # ‖dθ‖ of each Dense: autodiff of the mean loss over the 2 real examples (the padding never reached it)
-    grads = jax.grad(lambda p: loss.value(model.apply(p, xr), yr))(params)
+    grads = jax.jit(jax.grad(lambda p: loss.value(model.apply(p, xr), yr)))(params)
     for index in (0, 2, 4):
         label = next(label for label in recorded if label.startswith(f"layer {index} "))
         expected = float(np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fnnet
+from fnnet import draws
 from fnnet.app import cli, recipes
 from fnnet.layer import make_layer
 from fnnet.pages import trace_page
@@ -109,7 +110,7 @@ def _silu_grad(z):
 def test_a_wrong_backward_is_shown_not_ok_and_nan_as_nan(browser, tmp_path, bug, says):
     model = fnnet.serial(fnnet.Dense(4), bug, fnnet.Dense(2))
     _, params = model.init(jax.random.PRNGKey(0), (3,))
-    x, y = jax.random.normal(jax.random.PRNGKey(1), (5, 3)), jnp.array([0, 1, 1, 0, 1])
+    x, y = draws.normal(jax.random.PRNGKey(1), (5, 3)), jnp.array([0, 1, 1, 0, 1])
     trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, y)
     assert not trace.layers[1].passed
     opened = Opened(browser, trace.to_html(tmp_path / "bug.html"))
@@ -159,7 +160,7 @@ def test_fnnet_trace_xor_html_writes_the_page(tmp_path, capsys):
 def test_large_layers_are_summarised(tmp_path):
     model = fnnet.serial(fnnet.Conv(6, 3), fnnet.Relu, fnnet.Flatten, fnnet.Dense(40), fnnet.Relu, fnnet.Dense(3))
     _, params = model.init(jax.random.PRNGKey(0), (12, 12, 1))
-    x, y = jax.random.normal(jax.random.PRNGKey(1), (4, 12, 12, 1)), jnp.array([0, 1, 2, 1])
+    x, y = draws.normal(jax.random.PRNGKey(1), (4, 12, 12, 1)), jnp.array([0, 1, 2, 1])
     trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, y)
     data = trace_page.trace_data(trace)
     conv, dense = data["layers"][0], data["layers"][3]
@@ -175,7 +176,7 @@ def test_combinators_are_drawn_as_branches_and_a_recurrent_layer_through_time(br
     model = fnnet.serial(fnnet.Dense(6), fnnet.Tanh, fnnet.Residual(fnnet.serial(fnnet.Dense(6), fnnet.Relu)),
                          fnnet.RNN(5, return_sequences=False), fnnet.Dense(3))
     _, params = model.init(jax.random.PRNGKey(0), (7, 4))
-    x, y = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 4)), jnp.array([0, 2, 1])
+    x, y = draws.normal(jax.random.PRNGKey(1), (3, 7, 4)), jnp.array([0, 2, 1])
     trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, y)
     opened = Opened(browser, trace.to_html(tmp_path / "residual.html"))
     page = opened.page

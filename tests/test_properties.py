@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fnnet
-from fnnet import losses
+from fnnet import draws, losses
 
 ACTIVATIONS = [fnnet.Relu, fnnet.Sigmoid, fnnet.Tanh, fnnet.Gelu, fnnet.Identity, fnnet.LeakyRelu(0.1)]
 
@@ -35,7 +35,7 @@ def test_random_mlp_manual_equals_autodiff(spec):
     with jax.enable_x64(True):
         out_shape, params = model.init(k1, (spec["in_dim"],))
         assert out_shape == (3,)
-        x = jax.random.normal(k2, (spec["batch"], spec["in_dim"]), jnp.float64)
+        x = draws.normal(k2, (spec["batch"], spec["in_dim"]), jnp.float64)
         if spec["loss"] == "softmax_cross_entropy":
             y = jax.random.randint(k3, (spec["batch"],), 0, 3)
         else:

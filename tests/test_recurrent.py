@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import Sequences
+from fnnet import Sequences, draws
 from fnnet.layer import init_with_state
 
 T, F, H = 5, 3, 4
@@ -36,7 +36,7 @@ def _cotangent(key, y):
     leaves, treedef = jax.tree.flatten(y)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(treedef, [
-        jax.random.normal(k, leaf.shape, leaf.dtype) if jnp.issubdtype(leaf.dtype, jnp.inexact)
+        draws.normal(k, leaf.shape, leaf.dtype) if jnp.issubdtype(leaf.dtype, jnp.inexact)
         else np.zeros(leaf.shape, jax.dtypes.float0) for k, leaf in zip(keys, leaves)])
 
 
@@ -46,7 +46,7 @@ def _floats(tree):
 
 def _carry(kind, key, shape):
     """A random initial carry for ``kind``: ``h_0``, or an LSTM's ``(h_0, c_0)``."""
-    h = jax.random.normal(key, shape, jnp.float64)
+    h = draws.normal(key, shape, jnp.float64)
     return (h, 0.5 * h[..., ::-1]) if kind == "LSTM" else h
 
 
@@ -56,7 +56,7 @@ def _inputs(kind, batch, bidirectional=False):
     """A Sequences of batch shape ``batch`` with random lengths (the first T, others down to 0) and an
     initial carry (for a Bidirectional, one per direction)."""
     kx, kl, kc = jax.random.split(jax.random.PRNGKey(sum(batch) + 7), 3)
-    x = jax.random.normal(kx, batch + (T, F), jnp.float64)
+    x = draws.normal(kx, batch + (T, F), jnp.float64)
     lengths = jax.random.randint(kl, batch, 0, T + 1).reshape(-1).at[0].set(T).reshape(batch)
     carry = _carry(kind, kc, batch + (H,))
     return Sequences(x, lengths, (carry, jax.tree.map(lambda a: -a, carry)) if bidirectional else carry)
@@ -75,7 +75,7 @@ def test_hand_backward_equals_vjp_of_apply_on_every_batch_shape_and_vmap(x64, ki
     make = (lambda **k: fnnet.Bidirectional(KINDS[base](**k))) if bidirectional else KINDS[kind]
     layers = [make(), make(return_sequences=False)]
     params = [_params64(layer) for layer in layers]
-    x23 = jax.random.normal(jax.random.PRNGKey(8), (2, 3, T, F), jnp.float64)
+    x23 = draws.normal(jax.random.PRNGKey(8), (2, 3, T, F), jnp.float64)
     inputs = [x23[0, 0], x23, _inputs(base, (5,), bidirectional), _inputs(base, (2, 3), bidirectional)]
     cases = [(0, x) for x in inputs] + [(1, inputs[0]), (1, inputs[3])]
 
@@ -142,7 +142,7 @@ def test_a_padded_batch_equals_each_sequence_run_alone_and_padding_gets_no_gradi
     params = _params64(seq)
     lengths = np.array([5, 2, 0, 2])
     kx, kc, kd = jax.random.split(jax.random.PRNGKey(1), 3)
-    x = np.array(jax.random.normal(kx, (4, T, F), jnp.float64))
+    x = np.array(draws.normal(kx, (4, T, F), jnp.float64))
     initial = _carry(kind, kc, (4, H))
     padded = x.copy()
     for n, length in enumerate(lengths):
@@ -150,7 +150,7 @@ def test_a_padded_batch_equals_each_sequence_run_alone_and_padding_gets_no_gradi
     batch = Sequences(jnp.asarray(padded), jnp.asarray(lengths), initial)
     y, residuals = forward(params, batch)
     h_n = last_apply(params, batch)
-    dy = np.array(jax.random.normal(kd, (4, T, H), jnp.float64))
+    dy = np.array(draws.normal(kd, (4, T, H), jnp.float64))
     dy_padded = dy.copy()
     dy_padded[np.arange(T)[None, :] >= lengths[:, None]] = np.nan   # whatever a loss says about the padding
     dparams, dx = backward(params, residuals, Sequences(jnp.asarray(dy_padded), None, None))
@@ -184,7 +184,7 @@ def test_bidirectional_reverses_each_sequence_within_its_length(x64):
     bi, bi_last = fnnet.Bidirectional(fnnet.GRU(H)), fnnet.Bidirectional(fnnet.GRU(H, return_sequences=False))
     params = _params64(bi)
     lengths = jnp.array([5, 3, 1])
-    x = jax.random.normal(jax.random.PRNGKey(2), (3, T, F), jnp.float64)
+    x = draws.normal(jax.random.PRNGKey(2), (3, T, F), jnp.float64)
     y = jax.jit(bi.apply)(params, Sequences(x, lengths)).x
     h_n = jax.jit(bi_last.apply)(params, Sequences(x, lengths))
     gru_apply = jax.jit(fnnet.GRU(H).apply)   # compiled once per length, not op by op
@@ -203,7 +203,7 @@ def test_bidirectional_reverses_each_sequence_within_its_length(x64):
 
 def test_a_stack_with_dropout_between_layers_on_arrays_and_on_padded_sequences(x64):
     key = jax.random.PRNGKey(5)
-    x = jax.random.normal(jax.random.PRNGKey(6), (3, T, F), jnp.float64)
+    x = draws.normal(jax.random.PRNGKey(6), (3, T, F), jnp.float64)
     lengths = jnp.array([5, 2, 4])
     plain = fnnet.serial(fnnet.LSTM(H), fnnet.Dropout(0.3), fnnet.LSTM(H, return_sequences=False))
     _, params, state = init_with_state(plain, jax.random.PRNGKey(0), (T, F))
@@ -287,7 +287,7 @@ def test_outputs_h_n_and_every_gradient_equal_pytorchs(x64, kind, config):
     torch = pytest.importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # torch: an optional dependency
     B = 3
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(11), (B, T, F), jnp.float64))
+    x = np.asarray(draws.normal(jax.random.PRNGKey(11), (B, T, F), jnp.float64))
     lengths = np.array([5, 2, 4])
     for num_layers, bidirectional, batch_first, padded in [CONFIGS[config]]:
         name = f"{kind}, {config}"
@@ -297,8 +297,8 @@ def test_outputs_h_n_and_every_gradient_equal_pytorchs(x64, kind, config):
         module = _torch_module(kind, num_layers, bidirectional, batch_first)
         _load(module, params, bidirectional)
         width = H * (2 if bidirectional else 1)
-        r = np.array(jax.random.normal(jax.random.PRNGKey(12), (B, T, width), jnp.float64))  # dL/dy
-        s = np.asarray(jax.random.normal(jax.random.PRNGKey(13), (B, width), jnp.float64))     # dL/dh_n
+        r = np.array(draws.normal(jax.random.PRNGKey(12), (B, T, width), jnp.float64))  # dL/dy
+        s = np.asarray(draws.normal(jax.random.PRNGKey(13), (B, width), jnp.float64))     # dL/dh_n
         if padded:
             r[np.arange(T)[None, :] >= lengths[:, None]] = 0.0   # padding: pad_packed_sequence's zeros
         # PyTorch: loss = Σ out·r + Σ h_n(last layer, both directions)·s
@@ -341,15 +341,19 @@ def test_the_initial_carry_and_its_gradient_equal_pytorchs_h0(x64, kind):
     params = _params64(layer, seed=3)
     module = _torch_module(kind, 1, False, True)
     _load(module, [params], False)
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(14), (2, T, F), jnp.float64))
+    x = np.asarray(draws.normal(jax.random.PRNGKey(14), (2, T, F), jnp.float64))
     initial = jax.tree.map(np.asarray, _carry(kind, jax.random.PRNGKey(15), (2, H)))
-    r = np.asarray(jax.random.normal(jax.random.PRNGKey(16), (2, T, H), jnp.float64))
+    r = np.asarray(draws.normal(jax.random.PRNGKey(16), (2, T, H), jnp.float64))
     h0 = [torch.tensor(a[None], requires_grad=True) for a in jax.tree.leaves(initial)]
     out, _ = module(torch.tensor(x), tuple(h0) if kind == "LSTM" else h0[0])
     (out * torch.tensor(r)).sum().backward()
-    y, residuals = layer.forward(params, Sequences(jnp.asarray(x), None, initial))
+    @jax.jit  # forward and backward as one program
+    def forward_backward(params, x, initial, r):
+        y, residuals = layer.forward(params, Sequences(x, None, initial))
+        return y, layer.backward(params, residuals, r)[1]
+
+    y, dx = forward_backward(params, x, initial, r)
     np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-10, atol=1e-12)
-    _, dx = layer.backward(params, residuals, jnp.asarray(r))
     for got, want in zip(jax.tree.leaves(dx.initial), h0):
         np.testing.assert_allclose(got, want.grad.numpy()[0], rtol=1e-9, atol=1e-11)
 
@@ -468,9 +472,14 @@ def test_mixed_dtypes_compute_in_the_wider_one_and_return_grads_in_the_params_dt
     for layer, param_dtype, x_dtype in ((fnnet.LSTM(4), jnp.bfloat16, jnp.float32),
                                         (fnnet.Bidirectional(fnnet.GRU(4)), jnp.float32, jnp.bfloat16)):
         _, params = layer.init(jax.random.PRNGKey(0), (5, 3))
-        params = jax.tree.map(lambda a: a.astype(param_dtype), params)
-        x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 3)).astype(x_dtype)
-        y, residuals = layer.forward(params, x)
-        assert y.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y)))
-        dparams, dx = layer.backward(params, residuals, jnp.ones_like(y))
+        params = jax.tree.map(lambda a: np.asarray(a).astype(param_dtype), params)   # cast on the host
+        x = np.asarray(draws.normal(jax.random.PRNGKey(1), (2, 5, 3))).astype(x_dtype)
+
+        @jax.jit  # forward and backward as one program
+        def forward_backward(params, x):
+            y, residuals = layer.forward(params, x)
+            return y, layer.backward(params, residuals, jnp.ones_like(y))
+
+        y, (dparams, dx) = forward_backward(params, x)
+        assert y.dtype == jnp.float32 and np.isfinite(np.asarray(y)).all()
         assert all(g.dtype == param_dtype for g in jax.tree.leaves(dparams)) and dx.dtype == x_dtype

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import checkpoint, losses, train
+from fnnet import checkpoint, draws, losses, train
 from fnnet.app import cli, recipes
 from fnnet.app.runs import Run, load_run
 
@@ -164,7 +164,7 @@ def test_image_classifier_example_builds_its_model_with_recipes(repo_root, monke
 # load_run on a fit() folder ---------------------------------------------------------------------------
 
 def test_load_run_reads_any_fit_checkpoint_folder(tmp_path):
-    x = jax.random.normal(jax.random.PRNGKey(0), (40, 5))
+    x = draws.normal(jax.random.PRNGKey(0), (40, 5))
     y = (x[:, 0] > 0).astype(jnp.int32)
     model = fnnet.serial(fnnet.Dense(8), fnnet.BatchNorm(), fnnet.Relu, fnnet.Dense(2))
     state, history = train.fit(model, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=3,

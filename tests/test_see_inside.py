@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import train
+from fnnet import draws, train
 from fnnet.app import cli, recipes
 
 XOR_X = np.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]])
@@ -50,7 +50,7 @@ def test_trace_reproduces_the_tutorials_xor_tables():
 def test_trace_walks_into_combinators_and_matches_the_gradients(x64):
     model = fnnet.serial(fnnet.Dense(6), fnnet.Tanh, fnnet.Residual(fnnet.serial(fnnet.Dense(6), fnnet.Relu)),
                          fnnet.LayerNorm(), fnnet.Dense(3))
-    x = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
+    x = draws.normal(jax.random.PRNGKey(0), (5, 4))
     y = jnp.array([0, 2, 1, 1, 0])
     _, params = model.init(jax.random.PRNGKey(1), (4,))
     loss = fnnet.losses.softmax_cross_entropy
@@ -91,7 +91,7 @@ def test_trace_says_not_ok_for_a_wrong_backward():
 def test_trace_of_a_model_with_state_in_train_mode():
     model = fnnet.serial(fnnet.Dense(8), fnnet.BatchNorm(), fnnet.Relu, fnnet.Dropout(0.5), fnnet.Dense(2))
     _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), (3,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
+    x = draws.normal(jax.random.PRNGKey(1), (6, 3))
     trace = fnnet.trace(model, fnnet.losses.softmax_cross_entropy, params, x, jnp.arange(6) % 2, state=state,
                         key=jax.random.PRNGKey(2), train=True)
     assert trace.passed and trace.train
@@ -141,7 +141,7 @@ def _injected_inf():
 
 def test_fit_names_the_layer_whose_backward_returned_inf():
     model = fnnet.serial(fnnet.Dense(8), fnnet.Relu, _injected_inf(), fnnet.Dense(3))
-    x = jax.random.normal(jax.random.PRNGKey(0), (64, 4))
+    x = draws.normal(jax.random.PRNGKey(0), (64, 4))
     with pytest.raises(train.TrainingDiverged) as caught:
         train.fit(model, fnnet.losses.softmax_cross_entropy, optax.sgd(0.1), (x, jnp.arange(64) % 3), epochs=2,
                   batch_size=16, key=jax.random.PRNGKey(0), verbose=False)
@@ -152,7 +152,7 @@ def test_fit_names_the_layer_whose_backward_returned_inf():
 
 def test_fit_locates_a_too_high_learning_rate():
     model = fnnet.serial(fnnet.Dense(32), fnnet.Relu, fnnet.Dense(3))
-    x = jax.random.normal(jax.random.PRNGKey(0), (64, 4))
+    x = draws.normal(jax.random.PRNGKey(0), (64, 4))
     with pytest.raises(train.TrainingDiverged) as caught:
         train.fit(model, fnnet.losses.softmax_cross_entropy, optax.sgd(1e8), (x, jnp.arange(64) % 3), epochs=5,
                   batch_size=16, key=jax.random.PRNGKey(0), verbose=False)
@@ -179,7 +179,7 @@ def test_debug_nans_on_demand():
 
 
 def _fit(model, optimizer, monitor, epochs=3, n=128, batch_size=32):
-    x = jax.random.normal(jax.random.PRNGKey(0), (n, 6))
+    x = draws.normal(jax.random.PRNGKey(0), (n, 6))
     y = (x[:, 0] + x[:, 1] > 0).astype(jnp.int32)
     return train.fit(model, fnnet.losses.softmax_cross_entropy, optimizer, (x, y), epochs=epochs,
                      batch_size=batch_size, key=jax.random.PRNGKey(1), verbose=False, monitor=monitor)
@@ -253,7 +253,7 @@ def test_doctor_passes_a_healthy_model_and_names_what_is_wrong():
                          lambda p, r, dy: ((), dy - jnp.mean(dy, axis=0, keepdims=True)), name="BatchCentre")
     broken = fnnet.serial(fnnet.Dense(16), centre,
                           fnnet.Dense(16, b_init=lambda k, s, d=jnp.float32: jnp.full(s, -100.0, d)), fnnet.Relu,
-                          fnnet.Dense(2, w_init=lambda k, s, d=jnp.float32: 300 * jax.random.normal(k, s, d)))
+                          fnnet.Dense(2, w_init=lambda k, s, d=jnp.float32: 300 * draws.normal(k, s, d)))
     _, params = broken.init(jax.random.PRNGKey(0), (5,))
     report = fnnet.doctor(broken, loss, params, (x, y), overfit_steps=20)
     by_name = {c.name: c for c in report.checks}

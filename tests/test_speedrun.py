@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fnnet import gpt
+from fnnet import draws, gpt
 from fnnet.app import cli, shakespeare
 from fnnet.train import language
 
@@ -44,7 +44,7 @@ def test_muon_orthogonalises_the_hidden_matrices_and_adamw_takes_the_rest():
     config = gpt.GPTConfig(vocab_size=11, block_size=8, num_layers=1, num_heads=2, features=8, **SPEEDRUN_FORM)
     _, params = gpt.GPT(config).init(jax.random.PRNGKey(0), (8,))
     def gradient(p):  # columns of scales 1 to 100: far from orthogonal
-        g = jax.random.normal(jax.random.PRNGKey(p.size), p.shape)
+        g = draws.normal(jax.random.PRNGKey(p.size), p.shape)
         return g * jnp.logspace(0, 2, p.shape[-1])[(None,) * (p.ndim - 1)] if p.ndim == 2 else g
 
     grads = jax.tree.map(gradient, params)

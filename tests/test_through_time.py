@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import train
+from fnnet import draws, train
 from fnnet.app import cli
 from fnnet.app.inspection import through_time_text
 from fnnet.through_time import TIME_VANISHING, through_time
@@ -48,7 +48,7 @@ def _stepwise_dh(layer, params, x, lengths, loss_of_outputs):
 
 def _data(seed=0):
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
-    x = jax.random.normal(keys[0], (N, T, F))
+    x = draws.normal(keys[0], (N, T, F))
     y = jax.random.randint(keys[1], (N, T), 0, CLASSES)
     return x, y, keys[2]
 
@@ -82,7 +82,7 @@ def test_padded_batch_gradient_through_time_is_jax_grads_and_zero_past_each_end(
         _, params = layer.init(key, (T, F))
         params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
         x = x.astype(jnp.float64)
-        dy = jax.random.normal(jax.random.PRNGKey(7), (N, T, H), jnp.float64)
+        dy = draws.normal(jax.random.PRNGKey(7), (N, T, H), jnp.float64)
         dy = jnp.where((jnp.arange(T)[None, :] < lengths[:, None])[:, :, None], dy, 0)
         seen = through_time(layer, params, fnnet.Sequences(x, lengths), dy)
         expected = _stepwise_dh(layer, params, x, lengths, lambda hs: jnp.sum(hs * dy))
@@ -133,7 +133,7 @@ def test_a_tanh_rnn_gradient_dies_within_a_few_steps_and_an_lstm_does_not():
     RNN's falls by about 0.45 per step back; the LSTM, forget gates biased open, keeps about 0.8 per
     step through its cell path (at the first step back both drop: ‖∂L/∂h_{T-1}‖ comes through W_hh)."""
     steps, hidden, sequences = 20, 16, 16
-    x = jax.random.normal(jax.random.PRNGKey(0), (sequences, steps, 1))
+    x = draws.normal(jax.random.PRNGKey(0), (sequences, steps, 1))
     y = (x[:, 0, 0] > 0).astype(jnp.int32)
     norms = {}
     for name, cell in (("rnn", fnnet.RNN), ("lstm", fnnet.LSTM)):
@@ -153,7 +153,7 @@ def test_a_tanh_rnn_gradient_dies_within_a_few_steps_and_an_lstm_does_not():
     assert per_step(rnn) < 0.55 and per_step(lstm) > 0.7  # measured 0.45 and 0.81
 
 def _monitored(model, steps=10):
-    x = jax.random.normal(jax.random.PRNGKey(0), (64, steps, 2))
+    x = draws.normal(jax.random.PRNGKey(0), (64, steps, 2))
     y = (x[:, 0, 0] > 0).astype(jnp.int32)
     _, history = train.fit(model, fnnet.losses.softmax_cross_entropy, optax.sgd(0.01), (x, y), epochs=1,
                            batch_size=16, key=jax.random.PRNGKey(1), verbose=False, monitor=1)

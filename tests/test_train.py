@@ -17,13 +17,13 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import checkpoint, losses, train
+from fnnet import checkpoint, draws, losses, train
 
 
 def _blobs(n=300, d=6, classes=3, seed=0):
     kx, kw = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(kx, (n, d))
-    y = jnp.argmax(x @ jax.random.normal(kw, (d, classes)), -1)
+    x = draws.normal(kx, (n, d))
+    y = jnp.argmax(x @ draws.normal(kw, (d, classes)), -1)
     return x, y
 
 
@@ -201,7 +201,7 @@ def test_weight_decay_through_optax_mask():
 
 
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
-    x = jax.random.normal(jax.random.PRNGKey(0), (64, 4))
+    x = draws.normal(jax.random.PRNGKey(0), (64, 4))
     y = x @ jnp.ones((4, 1)) * 10
     model = fnnet.serial(fnnet.Dense(1))
     with pytest.raises(train.TrainingDiverged, match=r"at epoch (\d+), step (\d+).*last good checkpoint") as info:
@@ -333,8 +333,8 @@ SMALL_MLP = fnnet.serial(fnnet.Dense(8), fnnet.Relu, fnnet.Dense(3))
 
 def _small_blobs(n=64, d=4, classes=3, seed=0):
     kx, kw = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(kx, (n, d))
-    return x, jnp.argmax(x @ jax.random.normal(kw, (d, classes)), -1)
+    x = draws.normal(kx, (n, d))
+    return x, jnp.argmax(x @ draws.normal(kw, (d, classes)), -1)
 
 
 def _fit(*args, **kwargs):
@@ -407,7 +407,7 @@ def test_nan_or_inf_in_data_is_refused():
 
 def test_params_made_with_the_batch_axis_are_explained():
     model = fnnet.serial(fnnet.Flatten, fnnet.Dense(3))
-    x = jax.random.normal(jax.random.PRNGKey(0), (32, 2, 5))
+    x = draws.normal(jax.random.PRNGKey(0), (32, 2, 5))
     y = jnp.zeros(32, jnp.int32)
     _, wrong = model.init(jax.random.PRNGKey(0), x.shape)          # the batch axis included
     with pytest.raises(ValueError, match=r"layer 1 \(Dense\(3\)\), param 'w' expected shape \(10, 3\).*"
@@ -435,7 +435,7 @@ def test_gradients_have_their_parameters_dtype():
     _, params = SMALL_MLP.init(jax.random.PRNGKey(0), (4,))
     bf16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     for grad_fn in (fnnet.value_and_grad, fnnet.autodiff_value_and_grad):
-        _, grads = grad_fn(SMALL_MLP, losses.softmax_cross_entropy)(bf16, x, y)   # float32 data
+        _, grads = jax.jit(grad_fn(SMALL_MLP, losses.softmax_cross_entropy))(bf16, x, y)   # float32 data
         chex.assert_trees_all_equal_shapes_and_dtypes(grads, bf16)
     state, history = _fit(SMALL_MLP, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), params=bf16)
     chex.assert_trees_all_equal_shapes_and_dtypes(state.params, bf16)
@@ -454,7 +454,7 @@ def test_mixed_precision_keeps_float32_master_params():
 
 def test_cnn_trains_with_bf16_params_on_float32_images_and_int_compute_dtype_is_refused():
     model = fnnet.serial(fnnet.Conv(4, 3), fnnet.Relu, fnnet.Flatten, fnnet.Dense(2))
-    x = jax.random.uniform(jax.random.PRNGKey(0), (16, 6, 6, 1))
+    x = draws.uniform(jax.random.PRNGKey(0), (16, 6, 6, 1))
     y = (x.mean((1, 2, 3)) > 0.5).astype(jnp.int32)
     _, params = model.init(jax.random.PRNGKey(1), (6, 6, 1))
     params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
@@ -506,7 +506,7 @@ def test_the_terminal_bar_moves_inside_each_epoch(monkeypatch):
         bars.append(self)
 
     monkeypatch.setattr(fitting._Progress, "__init__", on_a_terminal)
-    x = jax.random.normal(jax.random.PRNGKey(0), (200, 3))
+    x = draws.normal(jax.random.PRNGKey(0), (200, 3))
     y = (x[:, 0] > 0).astype(jnp.int32)
     train.fit(fnnet.serial(fnnet.Dense(4), fnnet.Dense(2)), losses.softmax_cross_entropy, optax.sgd(0.1),
               (x, y), epochs=2, batch_size=4, key=jax.random.PRNGKey(1))

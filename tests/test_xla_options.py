@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import fnnet
-from fnnet import losses, train, xla_options
+from fnnet import draws, losses, train, xla_options
 from fnnet.train.evaluation import evaluation_program
 
 CNN = fnnet.serial(fnnet.Conv(32, 3), fnnet.BatchNorm(), fnnet.Relu, fnnet.MaxPool(2), fnnet.Flatten, fnnet.Dense(3))
@@ -34,7 +34,7 @@ def test_only_models_with_a_convolution_get_options(monkeypatch):
 
 
 def test_the_options_move_convolutions_off_ynnpack_and_compute_the_same_step():
-    x = jax.random.normal(jax.random.PRNGKey(0), (32,) + SHAPE)
+    x = draws.normal(jax.random.PRNGKey(0), (32,) + SHAPE)
     y = jax.random.randint(jax.random.PRNGKey(1), (32,), 0, 3)
     optimizer = optax.sgd(0.1)  # not Adam: its first step is lr·sign(g), and BN makes the conv bias's g ~1e-9 noise
     model = fnnet.serial(fnnet.Conv(32, 3), fnnet.Relu, fnnet.MaxPool(2), fnnet.Flatten, fnnet.Dense(3))  # no BN:
@@ -59,7 +59,7 @@ def test_fit_and_evaluation_compile_with_the_options(monkeypatch):
         return chosen(model)
 
     monkeypatch.setattr(xla_options, "compiler_options", recorded)
-    x = jax.random.normal(jax.random.PRNGKey(0), (40,) + SHAPE)
+    x = draws.normal(jax.random.PRNGKey(0), (40,) + SHAPE)
     y = jax.random.randint(jax.random.PRNGKey(1), (40,), 0, 3)
     _, history = train.fit(CNN, losses.softmax_cross_entropy, optax.adam(1e-2), (x, y), epochs=2, batch_size=32,
                            key=jax.random.PRNGKey(0), eval_data=(x, y), verbose=False)
@@ -78,9 +78,9 @@ def test_the_trace_knows_its_options_and_conv_dw_in_either_form_matches_jax_vjp(
     xla_options.jit(lambda x: seen.append(xla_options.xla_convolutions()) or x, model)(1.0)
     assert seen == [False, True] and not xla_options.xla_convolutions()  # set only while tracing
     _, params = model.init(jax.random.PRNGKey(0), (13, 13, 3))
-    x = jax.random.normal(jax.random.PRNGKey(1), (4, 13, 13, 3))
+    x = draws.normal(jax.random.PRNGKey(1), (4, 13, 13, 3))
     y, vjp = jax.vjp(model.apply, params, x)
-    dy = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+    dy = draws.normal(jax.random.PRNGKey(2), y.shape)
     expected = vjp(dy)
 
     def hand_written(params, x, dy):

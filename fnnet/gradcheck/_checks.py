@@ -375,8 +375,7 @@ def check_loss(loss: Loss, pred, target, *, key=None, rtol: float = AUTODIFF_RTO
     subject = loss_name(loss)
     with jax.enable_x64(True):
         pred, target = _to_float64(pred), _to_float64(target)
-        manual = loss.grad(pred, target)
-        reference = jax.grad(loss.value)(pred, target)
+        manual, reference = _jit(lambda p, t: (loss.grad(p, t), jax.grad(loss.value)(p, t)))(pred, target)
         return _compare(subject, lambda path: (subject, "pred"), manual, reference,
                         lambda p: loss.value(p, target), pred, key, directions, rtol, fd_rtol,
                         raise_on_failure)

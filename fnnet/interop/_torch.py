@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet.host import on_device
+
 INSTALL = "pip install 'fnnet[interop]'"
 
 
@@ -50,12 +52,12 @@ def jax_array(tensor, what: str):
     names it in the error for float64 while JAX's x64 mode is off (never a silent cast)."""
     tensor = tensor.detach().cpu()
     if tensor.dtype == import_torch().bfloat16:  # numpy has no bfloat16: through float32, exact both ways
-        return jnp.asarray(tensor.float().numpy(), jnp.bfloat16)
+        return on_device(tensor.float().numpy().astype(jnp.bfloat16))
     value = tensor.numpy()
     if value.dtype == np.float64 and not jax.config.jax_enable_x64:
         raise ConversionError(f"{what} is float64 but JAX's x64 mode is off: enable it "
                               f"(jax.config.update('jax_enable_x64', True)) or convert module.float() first")
-    return jnp.asarray(value)
+    return on_device(value)
 
 
 def tensor(torch, value):

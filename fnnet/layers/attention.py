@@ -36,7 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnnet import initializers
+from fnnet import host, initializers
 from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import check_param_keys, param_dtype
 from fnnet.layers.normalization import rms_normalize, rms_normalize_backward
@@ -287,9 +287,9 @@ def CausalSelfAttention(num_heads: int, max_length: int | None = None,
         dtype_ = param_dtype(dtype)
         qkv_key, out_key = jax.random.split(key)
         params = {"w_qkv": w_init(qkv_key, (features, 3 * features), dtype_),
-                  "b_qkv": jnp.zeros((3 * features,), dtype_),
+                  "b_qkv": host.filled((3 * features,), dtype_),
                   "w_out": out_init(out_key, (features, features), dtype_),
-                  "b_out": jnp.zeros((features,), dtype_)}
+                  "b_out": host.filled((features,), dtype_)}
         return in_shape, {k: params[k] for k in keys}
 
     def apply(params, x):

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fnnet import host
 from fnnet.layer import Layer, as_shape, make_layer, spec
 from fnnet.layers._checks import check_param_keys, param_dtype
 
@@ -55,7 +56,7 @@ def _init_scale_offset(name, in_shape, dtype):
     if len(in_shape) == 0:
         raise ValueError(f"{name}: expected an input with a feature axis, got in_shape ()")
     features, dtype = in_shape[-1], param_dtype(dtype)
-    return in_shape, {"scale": jnp.ones((features,), dtype), "offset": jnp.zeros((features,), dtype)}
+    return in_shape, {"scale": host.filled((features,), dtype, 1.0), "offset": host.filled((features,), dtype)}
 
 
 def _normalized_backward(x_hat, inv_std, scale, dy, axes):
@@ -168,8 +169,8 @@ def BatchNorm(momentum: float = 0.9, epsilon: float = 1e-5, dtype=None) -> Layer
         out_shape, params = init(key, in_shape)
         features = out_shape[-1]
         state_dtype = params["scale"].dtype
-        return out_shape, params, {"mean": jnp.zeros((features,), state_dtype),
-                                   "var": jnp.ones((features,), state_dtype)}
+        return out_shape, params, {"mean": host.filled((features,), state_dtype),
+                                   "var": host.filled((features,), state_dtype, 1.0)}
 
     def apply(params, x):
         raise ValueError(f"{name} normalises with running statistics it keeps as state: call "

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import optax
 
-from fnnet import checkpoint, distributed, xla_options
+from fnnet import checkpoint, distributed, host, xla_options
 from fnnet.gradients import check_compute_dtype, check_grad_mode
 from fnnet.layer import Layer
 from fnnet.losses import Loss, loss_name
@@ -21,7 +21,7 @@ from fnnet.train.diverged import divergence_message, first_non_finite, located_d
 from fnnet.train.epochs import epoch_batches, gather, make_epoch
 from fnnet.train.evaluation import evaluate_arrays, evaluation_program, validate_targets
 from fnnet.train.history import History
-from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, owned_copy, state_shapes
+from fnnet.train.state import TrainingDiverged, TrainState, compile_ahead, init_state, state_shapes
 from fnnet.train import monitor as layer_monitor
 from fnnet.train.steps import check_monitor
 
@@ -281,7 +281,7 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
         with checkpoints.kept_on_interrupt():  # Ctrl-C, or the output gone (`fnnet train ... | head`, a full disk)
             for epoch in range(len(history), epochs):
                 start_step = int(state.step)
-                before = state if placement is None else owned_copy(state)  # replayed if the epoch diverges
+                before = state if placement is None else host.owned_copy(state)  # replayed if the epoch diverges
                 checkpoints.finished(epoch, before)  # a sharded `state` is donated to the epoch: its copy stays valid
                 started = time.perf_counter()
                 state, metrics = run_epoch(state, x, y)
@@ -308,7 +308,7 @@ def fit(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, train
                 for message in warnings if verbose else ():
                     print(f"fit: warning: {message}", file=sys.stderr, flush=True)
                 checkpoints.save_if_due(state, epoch + 1, last=epoch + 1 == epochs)
-                if on_epoch_end is not None and on_epoch_end(epoch + 1, owned_copy(state), history) is True:
+                if on_epoch_end is not None and on_epoch_end(epoch + 1, host.owned_copy(state), history) is True:
                     checkpoints.save_unsaved(state, epoch + 1)
                     break  # early stopping: the callback asked for it
     finally:

@@ -18,15 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet.host import on_device
 from fnnet.layer import ExampleShape, Layer, abstract_init, apply_with_state, describe_path
 from fnnet.losses import Loss, first_bad as _first_bad, loss_kind, loss_name
-
-
-def on_device(array):
-    """``array`` on the default device; a NumPy array is copied there once (no per-call copies)."""
-    # device_put copies a NumPy array to the device once; jnp.asarray would alias it and then be
-    # copied again at every jit boundary that needs an owned buffer (a dataset-sized copy each).
-    return array if isinstance(array, jax.Array) else jax.device_put(np.asarray(array))
 
 
 def check_finite(array, where: str, what: str) -> None:

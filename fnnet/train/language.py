@@ -30,6 +30,7 @@ import optax
 
 from fnnet import checkpoint
 from fnnet.gradients import check_grad_mode, per_example_loss
+from fnnet.host import on_device
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
 from fnnet.plots import pyplot, save_figure
@@ -294,7 +295,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                                 min_length=(batch_size if windows == "streams" else 1) * block_size + 1)
     val_tokens = check_tokens(val_tokens, vocab_size, "fit_language_model (val_tokens)",
                               min_length=eval_block_size + 1)
-    train_device, val_device = jnp.asarray(train_tokens), jnp.asarray(val_tokens)
+    train_device, val_device = on_device(train_tokens), on_device(val_tokens)
     run_interval, val_estimate = _programs(model, optimizer, block_size=block_size, batch_size=batch_size,
                                            eval_batches=eval_batches, grad=grad, compute_dtype=compute_dtype,
                                            windows=windows, eval_block_size=eval_block_size)

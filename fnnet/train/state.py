@@ -14,6 +14,7 @@ try:  # what keys jit's caches, as one thread sees it (JAX keeps no public name 
 except ImportError:
     _jax_trace_context = None
 
+from fnnet import host
 from fnnet.layer import Layer, init_with_state
 
 
@@ -45,11 +46,6 @@ class TrainingDiverged(FloatingPointError):
         self.step, self.layer_index, self.layer_name, self.where, self.path = step, layer_index, layer_name, where, path
 
 
-def owned_copy(tree):
-    """A copy of every array in ``tree`` in new buffers, so fnnet can donate them freely."""
-    return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
-
-
 def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_shape,
                params=None, model_state=None) -> TrainState:
     """A fresh :class:`TrainState`: ``model.init`` (unless ``params`` is given), the model's state
@@ -62,10 +58,10 @@ def init_state(model: Layer, optimizer: optax.GradientTransformation, key, in_sh
     if params is None:
         _, params, model_state = init_with_state(model, init_key, in_shape)
     else:
-        params = owned_copy(params)
-        model_state = owned_copy(model_state) if model_state is not None else \
+        params = host.owned_copy(params)
+        model_state = host.owned_copy(model_state) if model_state is not None else \
             init_with_state(model, init_key, in_shape)[2]
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key, model_state)
+    return TrainState(params, optimizer.init(params), host.filled((), jnp.int32), state_key, model_state)
 
 
 def state_shapes(model: Layer, optimizer: optax.GradientTransformation, key, in_shape, params=None) -> TrainState | None:
