@@ -161,6 +161,34 @@ def test_draws_are_jax_randoms_own_numbers_from_one_program_per_size_class(dtype
     assert "Compiling" in caplog.text
 
 
+def test_host_arrays_equal_jax_numpys_own_and_compile_nothing(caplog):
+    """fnnet.host (what the initialisers, checkpoints, conversions and TrainState copies use) gives
+    jnp's arrays (values, canonical dtypes) without compiling a program per shape; the caller's NumPy
+    array is never aliased, and owned_copy gives new buffers."""
+    from fnnet import host
+
+    for shape, dtype, value in (((), jnp.int32, 0), ((3,), jnp.bfloat16, 1.0), ((2, 5), jnp.float16, 0.5),
+                                ((4, 3), None, 0.0), ((2, 2), jnp.float64, 2.0)):   # float64: float32 without x64
+        chex.assert_trees_all_equal(host.filled(shape, dtype, value), jnp.full(shape, value, dtype))
+    with jax.enable_x64(True):
+        assert host.filled((2,), None).dtype == jnp.float64 and host.on_device(np.ones(2)).dtype == jnp.float64
+    values = np.arange(6.0).reshape(2, 3)
+    on_device = host.on_device(values)
+    chex.assert_trees_all_equal(on_device, jnp.asarray(values))
+    values[0, 0] = 100.0                                           # the caller's array changes later
+    assert float(on_device[0, 0]) == 0.0
+    assert host.on_device(on_device) is on_device and host.on_device([1, 2]).dtype == jnp.int32
+    tree = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    copied = host.owned_copy(tree)
+    chex.assert_trees_all_equal(copied, tree)
+    assert copied["w"].unsafe_buffer_pointer() != tree["w"].unsafe_buffer_pointer()
+    fresh = jax.device_put(np.arange(31.0))
+    caplog.clear()
+    with jax.log_compiles():                                       # new shapes: nothing compiles
+        host.filled((17, 19), jnp.float32, 0.25), host.on_device(np.ones((23, 29))), host.owned_copy(fresh)
+    assert "Compiling" not in caplog.text, caplog.text
+
+
 def test_a_layer_of_your_own_named_serial_is_a_leaf_everywhere():
     """One notion of a layer's kind (fnnet.layer.layer_kind, from its Spec): a user's layer that
     happens to be called "serial" is not mistaken for the serial combinator."""
