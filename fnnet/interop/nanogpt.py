@@ -27,10 +27,12 @@ from __future__ import annotations
 import pathlib
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from fnnet.gpt import GPT, GPTConfig
-from fnnet.interop.pytorch import ConversionError, import_torch, jax_array
+from fnnet.host import on_device
+from fnnet.interop._torch import host_array
+from fnnet.interop.pytorch import ConversionError, import_torch
 from fnnet.layer import Layer, abstract_init
 
 COMPILED_PREFIX = "_orig_mod."
@@ -112,7 +114,7 @@ def from_nanogpt(checkpoint, *, name: str | None = None) -> tuple[Layer, object,
     tensors = _Tensors(state_dict, where)
     wte = tensors.take("transformer.wte.weight", (config.vocab_size, config.features))
     head = tensors.take("lm_head.weight", (config.vocab_size, config.features))
-    if not bool(jnp.array_equal(wte, head)):
+    if not np.array_equal(wte, head):
         raise ConversionError(f"{where}: lm_head.weight differs from transformer.wte.weight; nanoGPT ties "
                               f"them (fnnet's GPTConfig(tie_embeddings=True)), so this is not its model")
     body = [{"pos": tensors.take("transformer.wpe.weight", (config.block_size, config.features))}]
@@ -120,7 +122,7 @@ def from_nanogpt(checkpoint, *, name: str | None = None) -> tuple[Layer, object,
         body.append(())
     body += [_block(tensors, f"transformer.h.{i}.", config) for i in range(config.num_layers)]
     body.append(_layer_norm(tensors, "transformer.ln_f.", config))
-    params = ({"w": wte}, tuple(body), ())
+    params = jax.tree.map(on_device, ({"w": wte}, tuple(body), ()))  # rearranged on the host, moved once
     tensors.check_all_used()
     model = GPT(config)
     like = abstract_init(model, (config.block_size,))[1]
@@ -149,7 +151,7 @@ class _Tensors:
         self.used.add(key)
         if tensor.dtype.is_floating_point and tensor.element_size() < 4:
             tensor = tensor.float()  # bfloat16 / float16: widened, exactly
-        return jax_array(tensor, f"{self.where}: {key}")
+        return host_array(tensor, f"{self.where}: {key}")
 
     def take_t(self, key: str, shape: tuple):
         """A ``Linear.weight`` ``(out, in)`` as fnnet's ``(in, out)``."""

@@ -61,9 +61,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnnet.combinators import serial
-from fnnet.interop._torch import INSTALL, ConversionError, Walk, flatten_order, import_torch, jax_array
+from fnnet.host import on_device
+from fnnet.interop._torch import INSTALL, ConversionError, Walk, flatten_order, host_array, import_torch, jax_array
 from fnnet.interop.pytorch_export import to_torch
 from fnnet.interop.recurrent_torch import check_picked, check_time_major, from_recurrent, picker_name, take_picker
 from fnnet.layer import Layer, init_with_state, is_stateful, layer_name
@@ -168,7 +170,8 @@ def _unpool(walk, key, where):
 
 def _fill(layer, walk, key, values: dict, where, state_values=None):
     """The layer's params (and state) from ``init`` at the current shape, with the converted
-    ``values`` in place of the initial ones (each checked against the shape init gives)."""
+    ``values`` (NumPy arrays, rearranged on the host) on the device in place of the initial ones
+    (each checked against the shape init gives)."""
     what = f"module {where} ({walk.module} → {layer_name(layer)})"
     hint = " (in_shape is one example in fnnet's layout: (H, W, C) for images)" if walk.layout == "image" else ""
     try:
@@ -179,9 +182,9 @@ def _fill(layer, walk, key, values: dict, where, state_values=None):
         if params[name].shape != value.shape:
             raise ConversionError(f"{what}: {name} has shape {value.shape}, the layer expects "
                                   f"{params[name].shape} on examples of shape {walk.shape}{hint}")
-        params = dict(params, **{name: value})
+        params = dict(params, **{name: on_device(value)})
     if state_values:
-        state = dict(state, **state_values)
+        state = dict(state, **{name: on_device(value) for name, value in state_values.items()})
     walk.shape = tuple(out_shape)
     return layer, params, state
 
@@ -215,13 +218,13 @@ def _from_linear(nn, module, walk, key, where, kind):
     if walk.layout != "features":
         raise ConversionError(f"module {where} ({kind}) acts on the last axis of a channels-first image; "
                               f"only a Linear after a Flatten (or on features) converts")
-    w = jax_array(module.weight, f"module {where}: weight").T
+    w = host_array(module.weight, f"module {where}: weight").T
     if walk.order is not None:
         w = w[walk.order]
         walk.order = None
     values = {"w": w}
     if module.bias is not None:
-        values["b"] = jax_array(module.bias, f"module {where}: bias")
+        values["b"] = host_array(module.bias, f"module {where}: bias")
     return _fill(Dense(module.out_features, use_bias=module.bias is not None), walk, key, values, where)
 
 
@@ -246,10 +249,10 @@ def _from_conv(nn, module, walk, key, where, kind):
     layer = maker(module.out_channels, tuple(module.kernel_size), strides=tuple(module.stride),
                   padding=padding, dilation=tuple(module.dilation), feature_group_count=module.groups,
                   use_bias=module.bias is not None)
-    w = jax_array(module.weight, f"module {where}: weight")
-    values = {"w": jnp.transpose(w, tuple(range(2, 2 + rank)) + (1, 0))}
+    w = host_array(module.weight, f"module {where}: weight")
+    values = {"w": np.transpose(w, tuple(range(2, 2 + rank)) + (1, 0))}
     if module.bias is not None:
-        values["b"] = jax_array(module.bias, f"module {where}: bias")
+        values["b"] = host_array(module.bias, f"module {where}: bias")
     return _fill(layer, walk, key, values, where)
 
 
@@ -264,9 +267,11 @@ def _from_batch_norm(nn, module, walk, key, where, kind):
     if isinstance(module, nn.BatchNorm2d) and walk.layout != "image":
         raise ConversionError(f"module {where} ({kind}) needs images; the examples have shape {walk.shape}")
     features = module.num_features
-    scale = jax_array(module.weight, f"module {where}: weight") if module.affine else jnp.ones(features)
-    offset = jax_array(module.bias, f"module {where}: bias") if module.affine else jnp.zeros(features)
-    mean, var = jax_array(module.running_mean, f"module {where}: running_mean"), jax_array(module.running_var, f"module {where}: running_var")
+    mean = host_array(module.running_mean, f"module {where}: running_mean")
+    var = host_array(module.running_var, f"module {where}: running_var")
+    default = jnp.result_type(float)
+    scale = host_array(module.weight, f"module {where}: weight") if module.affine else np.ones(features, default)
+    offset = host_array(module.bias, f"module {where}: bias") if module.affine else np.zeros(features, default)
     layer = BatchNorm(momentum=round(1.0 - module.momentum, 12), epsilon=module.eps)
     return _fill(layer, walk, key, {"scale": _mixing_order(walk, scale), "offset": _mixing_order(walk, offset)},
                  where, {"mean": _mixing_order(walk, mean), "var": _mixing_order(walk, var)})
@@ -278,13 +283,14 @@ def _from_layer_norm(nn, module, walk, key, where, kind):
         raise ConversionError(f"module {where} ({kind}{tuple(module.normalized_shape)}): only a LayerNorm over "
                               f"the last axis of features converts (fnnet's LayerNorm normalises the last axis)")
     features = module.normalized_shape[0]
-    scale = jax_array(module.weight, f"module {where}: weight") if module.weight is not None else jnp.ones(features)
+    scale = host_array(module.weight, f"module {where}: weight") if module.weight is not None else \
+        np.ones(features, jnp.result_type(float))
     values = {"scale": _mixing_order(walk, scale)}
     use_bias = module.bias is not None or module.weight is None  # LayerNorm(bias=False): no offset
     if module.bias is not None:
-        values["offset"] = _mixing_order(walk, jax_array(module.bias, f"module {where}: bias"))
+        values["offset"] = _mixing_order(walk, host_array(module.bias, f"module {where}: bias"))
     elif use_bias:
-        values["offset"] = jnp.zeros(features, scale.dtype)
+        values["offset"] = np.zeros(features, scale.dtype)
     return _fill(LayerNorm(epsilon=module.eps, use_bias=use_bias), walk, key, values, where)
 
 
@@ -296,7 +302,7 @@ def _from_rms_norm(nn, module, walk, key, where, kind):
     dtype = module.weight.dtype if module.weight is not None else import_torch().get_default_dtype()
     epsilon = module.eps if module.eps is not None else float(import_torch().finfo(dtype).eps)
     values = {} if module.weight is None else \
-        {"scale": _mixing_order(walk, jax_array(module.weight, f"module {where}: weight"))}
+        {"scale": _mixing_order(walk, host_array(module.weight, f"module {where}: weight"))}
     return _fill(RMSNorm(epsilon=epsilon, use_scale=module.weight is not None), walk, key, values, where)
 
 
@@ -307,7 +313,7 @@ def _from_embedding(nn, module, walk, key, where, kind):
         raise ConversionError(f"module {where} ({kind}): padding_idx, max_norm, scale_grad_by_freq and "
                               f"sparse have no fnnet twin")
     return _fill(Embedding(module.num_embeddings, module.embedding_dim), walk, key,
-                 {"w": jax_array(module.weight, f"module {where}: weight")}, where)
+                 {"w": host_array(module.weight, f"module {where}: weight")}, where)
 
 
 def _from_dropout(nn, module, walk, key, where, kind):
