@@ -121,7 +121,7 @@ def test_padded_batch_equals_batch_of_valid_examples():
         weights = (jnp.arange(40) < 25).astype(jnp.float32)
         masked, metrics = step(state, padded_x, padded_y, weights)
         chex.assert_trees_all_close(masked.params, valid.params, rtol=1e-5, atol=1e-6)
-        ref = losses.softmax_cross_entropy.value(MLP.apply(state.params, x[:25]), y[:25])
+        ref = jax.jit(lambda p: losses.softmax_cross_entropy.value(MLP.apply(p, x[:25]), y[:25]))(state.params)
         np.testing.assert_allclose(metrics["loss"], ref, rtol=1e-5)
 
 
@@ -165,7 +165,7 @@ def test_fit_learns_with_eval_history_and_plot(tmp_path):
     assert history.eval_accuracy[-1] > 0.85 and history.train_accuracy[-1] > 0.85
     result = train.evaluate(MLP, losses.softmax_cross_entropy, state.params, (x[500:], y[500:]), batch_size=7)
     np.testing.assert_allclose(result["accuracy"], history.eval_accuracy[-1], rtol=1e-6)
-    full = losses.softmax_cross_entropy.value(MLP.apply(state.params, x[500:]), y[500:])
+    full = jax.jit(lambda p: losses.softmax_cross_entropy.value(MLP.apply(p, x[500:]), y[500:]))(state.params)
     np.testing.assert_allclose(result["loss"], full, rtol=1e-5)
     probs = train.predict_proba(MLP, state.params, x[500:], losses.softmax_cross_entropy, batch_size=33)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
@@ -313,14 +313,15 @@ def test_shuffle_is_a_fresh_permutation_every_epoch():
     from fnnet import shuffle
 
     key = jax.random.PRNGKey(3)
-    orders = [np.asarray(shuffle.permutation(key, epoch, 1000)) for epoch in range(3)]
+    permutation = jax.jit(shuffle.permutation, static_argnums=2)                     # as fit runs it: compiled
+    orders = [np.asarray(permutation(key, epoch, 1000)) for epoch in range(3)]
     for order in orders:
         assert sorted(order.tolist()) == list(range(1000))
     assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
-    np.testing.assert_array_equal(orders[0], shuffle.permutation(key, 0, 1000))        # deterministic
-    assert not np.array_equal(orders[0], shuffle.permutation(jax.random.PRNGKey(4), 0, 1000))
+    np.testing.assert_array_equal(orders[0], permutation(key, 0, 1000))                # deterministic
+    assert not np.array_equal(orders[0], permutation(jax.random.PRNGKey(4), 0, 1000))
     # roughly uniform: where example 0 lands over many epochs
-    many = jax.vmap(lambda epoch: shuffle.permutation(key, epoch, 8))(jnp.arange(4000))
+    many = jax.jit(jax.vmap(lambda epoch: shuffle.permutation(key, epoch, 8)))(jnp.arange(4000))
     first = np.argmax(np.asarray(many) == 0, axis=1)
     assert np.bincount(first, minlength=8).min() > 4000 / 8 * 0.8
     assert np.corrcoef(np.arange(1000), orders[0])[0, 1] < 0.1                       # no leftover order
