@@ -24,13 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def on_device(array):
+def on_device(array, *, copy: bool = True):
     """``array`` on the default device, as ``jnp.asarray`` gives it (the same values and the same
     canonical dtype: float64 becomes float32 unless x64 is on); a JAX array (or a tracer) is
     returned as it is. A NumPy array is copied first: ``jax.device_put`` may keep using a NumPy
     array's own memory on the CPU, and the caller may change it later (a torch tensor's
-    ``.numpy()``, a buffer refilled in place)."""
-    return array if isinstance(array, jax.Array) else jax.device_put(np.array(array))
+    ``.numpy()``, a buffer refilled in place). ``copy=False`` skips that copy, for data used only
+    while the call that moved it runs (a data set during ``fit``: no second copy of its memory)."""
+    if isinstance(array, jax.Array):
+        return array
+    return jax.device_put(np.array(array) if copy else np.asarray(array))
 
 
 def filled(shape, dtype, value: float = 0.0):

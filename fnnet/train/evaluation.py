@@ -132,7 +132,7 @@ def validate_targets(model: Layer, loss: Loss, params, x, y, where: str, model_s
 def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):
     """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses), in
     evaluation mode with ``model_state``."""
-    x = inputs.on_device(x)
+    x = inputs.on_device(x, copy=False)
     apply = xla_options.jit(lambda p, s, x: apply_with_state(model, p, s, x, train=False)[0], model)
     return jnp.concatenate([apply(params, model_state, x[i:i + batch_size])
                             for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else \

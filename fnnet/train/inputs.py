@@ -44,7 +44,7 @@ def as_arrays(data, where: str):
         raise ValueError(f"{where}: data must be a pair (x, y), got {type(data).__name__}") from None
     for name, array in (("x", x), ("y", y)):
         check_finite(array, where, name)
-    x, y = on_device(x), on_device(y)
+    x, y = on_device(x, copy=False), on_device(y, copy=False)  # used while the call runs: no second copy
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(f"{where}: x and y must have the same number of examples on axis 0, "
                          f"got x {x.shape} and y {y.shape}")
