@@ -160,7 +160,7 @@ def test_an_fnnet_cnn_and_mlp_run_the_same_in_torch(x64):
     for model, shape in ((cnn, (12, 12, 1)), (mlp, (6, 6, 1))):
         _, params, state = fnnet.init_with_state(model, jax.random.PRNGKey(0), shape)
         x = draws.normal(jax.random.PRNGKey(1), (3,) + shape)
-        y, _ = fnnet.apply_with_state(model, params, state, x, train=False)
+        y, _ = jax.jit(lambda p, s, v: fnnet.apply_with_state(model, p, s, v, train=False))(params, state, x)
         net = to_torch(model, params, state).eval()
         y_torch = net(torch.from_numpy(np.moveaxis(np.array(x), -1, 1).copy())).detach().numpy()
         assert _relative(np.asarray(y), y_torch) <= 1e-10
@@ -189,9 +189,10 @@ def test_bfloat16_modules_convert_with_bfloat16_params():
     _, params32, state32 = from_torch(module.float(), (4, 4, 2))   # bfloat16 → float32 is exact
     module.to(torch.bfloat16)
     chex.assert_trees_all_equal((params, state),
-                                jax.tree.map(lambda v: v.astype(jnp.bfloat16), (params32, state32)))
+                                jax.tree.map(lambda v: np.asarray(v).astype(jnp.bfloat16), (params32, state32)))
     x_torch, x_fnnet = _inputs((4, 4, 2), "image", torch.float32)   # rounded to bfloat16 the same way
-    y, _ = fnnet.apply_with_state(model, params, state, jnp.asarray(x_fnnet, jnp.bfloat16))
+    y, _ = jax.jit(lambda p, s, v: fnnet.apply_with_state(model, p, s, v))(params, state,
+                                                                           np.asarray(x_fnnet).astype(jnp.bfloat16))
     assert y.dtype == jnp.bfloat16
     y_torch = module(x_torch.to(torch.bfloat16)).detach().float().numpy()
     assert _relative(np.asarray(y, np.float32), y_torch) <= 3e-2

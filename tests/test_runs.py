@@ -51,7 +51,7 @@ def test_load_run_for_every_data_set(tmp_path, monkeypatch, request, name):
     x = x_test[:7]  # xor has 4
     raw = np.asarray(run.predict(x))
     assert raw.shape == (len(x), spec.out_dim)
-    np.testing.assert_allclose(raw, run.model.apply(run.params, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(raw, jax.jit(run.model.apply)(run.params, x), rtol=1e-6, atol=1e-6)
     result = run.evaluate((x_test, y_test))  # run.evaluate() loads the same test split itself
     assert result["loss"] == pytest.approx(run.metrics["test_loss"], rel=1e-5)
     if run.task == "regression":

@@ -431,6 +431,19 @@ def test_a_loss_says_what_its_output_means():
         train.resolve_task(fnnet.Loss(losses.mse.value, losses.mse.grad, kind="multiclass"), None)
 
 
+def test_predicting_again_compiles_nothing(caplog):
+    """predict and predict_proba keep one compiled program per model (a loop of predictions, a CLI
+    command's several calls), not a new one at every call."""
+    x, _ = _small_blobs()
+    _, params = SMALL_MLP.init(jax.random.PRNGKey(0), (4,))
+    first = train.predict_proba(SMALL_MLP, params, x, losses.softmax_cross_entropy, batch_size=40)
+    caplog.clear()
+    with jax.log_compiles():
+        again = train.predict_proba(SMALL_MLP, params, np.asarray(x), losses.softmax_cross_entropy, batch_size=40)
+    assert "Compiling" not in caplog.text, caplog.text
+    np.testing.assert_array_equal(again, first)
+
+
 def test_gradients_have_their_parameters_dtype():
     x, y = _small_blobs()
     _, params = SMALL_MLP.init(jax.random.PRNGKey(0), (4,))

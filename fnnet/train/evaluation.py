@@ -129,11 +129,22 @@ def validate_targets(model: Layer, loss: Loss, params, x, y, where: str, model_s
         raise ValueError(f"{where}: {error}") from error
 
 
+@functools.lru_cache(maxsize=64)
+def _predictor(model: Layer):
+    """The jitted evaluation-mode apply :func:`predict` runs: one per model, so predicting in a loop
+    compiles once per batch shape, not at every call."""
+    return xla_options.jit(lambda p, s, x: apply_with_state(model, p, s, x, train=False)[0], model)
+
+
+_softmax = jax.jit(functools.partial(jax.nn.softmax, axis=-1))  # one program, not one per operation
+_sigmoid = jax.jit(jax.nn.sigmoid)
+
+
 def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):
     """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses), in
     evaluation mode with ``model_state``."""
     x = inputs.on_device(x, copy=False)
-    apply = xla_options.jit(lambda p, s, x: apply_with_state(model, p, s, x, train=False)[0], model)
+    apply = _predictor(model)
     return jnp.concatenate([apply(params, model_state, x[i:i + batch_size])
                             for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else \
         apply(params, model_state, x)
@@ -145,7 +156,7 @@ def predict_proba(model: Layer, params, x, loss: Loss, *, batch_size: int = 4096
     out = predict(model, params, x, batch_size=batch_size, model_state=model_state)
     kind = loss_kind(loss)
     if kind == "multiclass_logits":
-        return jax.nn.softmax(out, axis=-1)
+        return _softmax(out)
     if kind == "logits":
-        return jax.nn.sigmoid(out)
+        return _sigmoid(out)
     return out
