@@ -9,7 +9,6 @@ import pathlib
 import pickle
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -150,7 +149,7 @@ def test_converted_checkpoint_gives_nanogpts_logits_and_gradients(tmp_path, bias
     scale = max(float(g.abs().max()) for g in torch_grads.values())
     for (path_, ours_), (_, theirs) in zip(jax.tree_util.tree_leaves_with_path(grads),
                                           jax.tree_util.tree_leaves_with_path(grads_in_our_layout)):
-        error = float(jnp.max(jnp.abs(ours_ - theirs)))
+        error = float(np.max(np.abs(np.asarray(ours_) - np.asarray(theirs))))   # on the host: no program per shape
         assert error <= 1e-5 * scale, (jax.tree_util.keystr(path_), error, scale)
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits.detach().reshape(-1, 13), targets.reshape(-1))),
                                         rel=1e-5)

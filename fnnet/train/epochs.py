@@ -46,6 +46,10 @@ def whole_batch_count(n: int, batch_size: int) -> int:
     return n_full - 1 if remainder == 1 else n_full
 
 
+_batch_plan_program = jax.jit(batch_plan, static_argnums=(2, 3, 4))
+""":func:`batch_plan` as one compiled program (run eagerly, each of its operations would compile on its own)."""
+
+
 def epoch_batches(model: Layer, key, nonce, n: int, batch_size: int, *, shuffle: bool = True) -> list:
     """The ``(indices, weights)`` of each step of the epoch :func:`make_epoch` runs from a state
     with this ``key`` and step count ``nonce``, in order, on the host (``indices`` ``None``: the
@@ -53,7 +57,7 @@ def epoch_batches(model: Layer, key, nonce, n: int, batch_size: int, *, shuffle:
     (:mod:`fnnet.train.diverged`) needs to see the same batches."""
     if n <= batch_size:
         return [(None, None)]
-    order, weights = batch_plan(key, nonce, n, batch_size, shuffle)
+    order, weights = jax.device_get(_batch_plan_program(key, nonce, n, batch_size, shuffle))  # sliced on the host
     if not takes_whole_batches(model, n, batch_size):
         full = n % batch_size == 0
         return [(order[b], None if full else weights[b]) for b in range(order.shape[0])]
