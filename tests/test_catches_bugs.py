@@ -230,6 +230,7 @@ def test_conv_dw_chunk_fallbacks(x64, batch, size, chunks):
     assert next(c for c in (4, 2, 1) if rows % c == 0) == chunks   # the case reaches the fallback it names
     if jax.default_backend() != "cpu":
         pytest.skip("the im2col dW is the CPU path; other backends use the convolution form")
+
     @jax.jit  # the chunked dW and jax.vjp's as one program
     def both(params, x):
         dy = jnp.ones((batch, size - 2, size - 2, 6))
