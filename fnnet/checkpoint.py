@@ -213,7 +213,7 @@ def _nest(flat: dict[str, np.ndarray]):
 
     def listify(node):
         if not isinstance(node, dict):
-            return on_device(node)
+            return on_device(node, copy=False)  # read from the file just now: ours alone
         items = {k: listify(v) for k, v in node.items()}
         if items and sorted(items) == sorted(str(i) for i in range(len(items))):
             return [items[str(i)] for i in range(len(items))]
@@ -233,7 +233,7 @@ def _rebuild(path, skeleton, tensors: dict[str, np.ndarray], key_impls: dict[str
                 raise CheckpointError(f"{path}: its header's tree names {node!r}, which the file "
                                       f"does not hold (corrupted header)")
             used.add(node)
-            value = on_device(tensors[node])
+            value = on_device(tensors[node], copy=False)
             return jax.random.wrap_key_data(value, impl=key_impls[node]) if node in key_impls else value
         if isinstance(node, list):
             return [build(child) for child in node]
@@ -309,7 +309,7 @@ def load(path, like=None, *, prefix: str | None = None):
         if _is_prng_key(reference):
             want_shape = jax.random.key_data(reference).shape if isinstance(reference, jax.Array) \
                 else None
-            value = jax.random.wrap_key_data(on_device(value), impl=key_impls.get(prefix + name))
+            value = jax.random.wrap_key_data(on_device(value, copy=False), impl=key_impls.get(prefix + name))
             if want_shape is not None and jax.random.key_data(value).shape != want_shape:
                 raise CheckpointError(f"{path}: {prefix + name!r} has key data of shape "
                                       f"{jax.random.key_data(value).shape}, expected {want_shape}")
@@ -320,5 +320,5 @@ def load(path, like=None, *, prefix: str | None = None):
             raise CheckpointError(f"{path}: {prefix + name!r} is {value.dtype}{list(value.shape)}, expected "
                                   f"{want_dtype}{list(want_shape)}")
         sharding = getattr(reference, "sharding", None)
-        leaves.append(jax.device_put(value, sharding) if sharding is not None else on_device(value))
+        leaves.append(jax.device_put(value, sharding) if sharding is not None else on_device(value, copy=False))
     return jax.tree.unflatten(jax.tree.structure(like), leaves)

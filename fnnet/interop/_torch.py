@@ -48,15 +48,16 @@ class Walk:
 
 
 def host_array(tensor, what: str) -> np.ndarray:
-    """A torch tensor's values as a NumPy array of the same dtype (a copy; bfloat16 as ml_dtypes'),
-    for rearranging on the host before :func:`jax_array` or :func:`fnnet.host.on_device` moves it:
-    a transpose of a JAX array outside ``jit`` compiles a program per shape. ``what``
+    """A torch tensor's values as a NumPy array of the same dtype (bfloat16 as ml_dtypes'; otherwise
+    a view of the tensor's memory, which :func:`jax_array` and :func:`fnnet.host.on_device` copy when
+    they move it), for rearranging on the host first: a transpose of a JAX array outside ``jit``
+    compiles a program per shape. ``what``
     (``"module 0: weight"``) names it in the error for float64 while JAX's x64 mode is off (never a
     silent cast)."""
     tensor = tensor.detach().cpu()
     if tensor.dtype == import_torch().bfloat16:  # numpy has no bfloat16: through float32, exact both ways
         return tensor.float().numpy().astype(jnp.bfloat16)
-    value = tensor.numpy().copy()
+    value = tensor.numpy()
     if value.dtype == np.float64 and not jax.config.jax_enable_x64:
         raise ConversionError(f"{what} is float64 but JAX's x64 mode is off: enable it "
                               f"(jax.config.update('jax_enable_x64', True)) or convert module.float() first")

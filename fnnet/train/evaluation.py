@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from fnnet.distributed import DataParallel
 from fnnet.gradients import per_example_loss
+from fnnet.host import on_device
 from fnnet.layer import Layer, apply_with_state
 from fnnet.losses import Loss, check_targets, loss_kind
 from fnnet.train import inputs
@@ -143,7 +144,7 @@ _sigmoid = jax.jit(jax.nn.sigmoid)
 def predict(model: Layer, params, x, *, batch_size: int = 4096, model_state=()):
     """``model.apply`` over ``x`` in batches (the raw outputs: logits for fused losses), in
     evaluation mode with ``model_state``."""
-    x = inputs.on_device(x, copy=False)
+    x = on_device(x, copy=False)
     apply = _predictor(model)
     return jnp.concatenate([apply(params, model_state, x[i:i + batch_size])
                             for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else \
