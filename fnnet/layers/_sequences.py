@@ -228,8 +228,7 @@ def _last_carry(kind: str, residuals, h_last, carry0, batch: tuple):
     h_last = h_last.reshape(batch + h_last.shape[-1:])
     if kind != "LSTM":
         return h_last
-    c_last = residuals.c[-1] if residuals.c.shape[0] else carry0[1]
-    return h_last, c_last.reshape(batch + c_last.shape[-1:])
+    return h_last, residuals.c_last.reshape(batch + residuals.c_last.shape[-1:])
 
 
 def _forward(setup: _Setup, params, x):

@@ -15,13 +15,20 @@ from fnnet.layers._sequences import (Cell, input_grads, project, recurrent_layer
 
 
 class LSTMResiduals(NamedTuple):
-    """What :func:`lstm_forward` keeps for :func:`lstm_backward` (``N`` sequences, time first)."""
-    x: jax.Array             # (T, N, F)   the input, time-major
-    mask: jax.Array | None   # (T, N)      step t of sequence n is valid; None: all are
-    h_prev: jax.Array        # (T, N, H)   h_{t-1} (h_prev[0] = h_0)
-    c_prev: jax.Array        # (T, N, H)   c_{t-1} (c_prev[0] = c_0)
-    c: jax.Array             # (T, N, H)   c_t (= c_{t-1} past the end)
-    gates: jax.Array         # (T, N, 4H)  i, f, g, o after their nonlinearities, side by side
+    """What :func:`lstm_forward` keeps for :func:`lstm_backward` (``N`` sequences, time first): the input,
+    each step's ``h_{t-1}`` and what each stage of the backward multiplies by. Those factors depend on the
+    forward's values alone, so the forward's loop computes them while it holds the gates, and the reverse
+    loop keeps only what is sequential (products with ``dh`` and ``dc``)."""
+    x: jax.Array              # (T, N, F)   the input, time-major
+    mask: jax.Array | None    # (T, N)      step t of sequence n is valid; None: all are
+    h_prev: jax.Array         # (T, N, H)   h_{t-1} (h_prev[0] = h_0)
+    c_last: jax.Array         # (N, H)      each sequence's c after its last valid step (c_0 with no steps)
+    dc_per_dh: jax.Array      # (T, N, H)   o·(1 - tanh²(c_t))     through h = o·tanh(c):  dc += dh·this
+    da_o_per_dh: jax.Array    # (T, N, H)   tanh(c_t)·o(1 - o)                             da_o = dh·this
+    da_i_per_dc: jax.Array    # (T, N, H)   g·i(1 - i)             through c = f·c_{t-1} + i·g:  da_i = dc·this
+    da_f_per_dc: jax.Array    # (T, N, H)   c_{t-1}·f(1 - f)                               da_f = dc·this
+    da_g_per_dc: jax.Array    # (T, N, H)   i·(1 - g²)                                     da_g = dc·this
+    f: jax.Array              # (T, N, H)   the forget gate                                dc_{t-1} = dc·f
 
 
 def lstm_forward(params, x, mask, carry0):
@@ -40,11 +47,15 @@ def lstm_forward(params, x, mask, carry0):
         # stage 3: c_t = f·c_{t-1} + i·g  (past a sequence's end the carry stays)
         c = where_valid(m_t, f * c_prev + i * g, c_prev)
         # stage 4: h_t = o·tanh(c_t)
-        h = where_valid(m_t, o * jnp.tanh(c), h_prev)
-        return (h, c), (h, c, jnp.concatenate([i, f, g, o], axis=-1))
+        tanh_c = jnp.tanh(c)
+        h = where_valid(m_t, o * tanh_c, h_prev)
+        # what the backward's stages multiply by (the derivatives of stages 4, 3 and 2), see lstm_backward
+        factors = (o * (1 - tanh_c * tanh_c), tanh_c * o * (1 - o), g * i * (1 - i), c_prev * f * (1 - f),
+                   i * (1 - g * g), f)
+        return (h, c), (h, factors)
 
-    (h_last, _), (h, c, gates) = lax.scan(step, carry0, (ax, mask))
-    return h, h_last, LSTMResiduals(x, mask, shifted(carry0[0], h), shifted(carry0[1], c), c, gates)
+    (h_last, c_last), (h, factors) = lax.scan(step, carry0, (ax, mask))
+    return h, h_last, LSTMResiduals(x, mask, shifted(carry0[0], h), c_last, *factors)
 
 
 def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
@@ -52,35 +63,31 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
     da (T, N, 4H), dh (T, N, H) or None)``, ``dh`` (the ``∂L/∂h_t`` the scan carries into each step,
     zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
     emits nothing more)."""
-    w_hh_t = params["w_hh"].T                                    # loop-invariant: transposed once
-    i, f, g, o = jnp.split(res.gates, 4, axis=-1)                # (T, N, H) each
-    tanh_c = jnp.tanh(res.c)
-    # What each stage below multiplies by depends on the forward's values alone: computed for every
-    # step at once, before the loop, so the loop keeps only what is sequential (products with dh, dc).
-    #   through  h = o * jnp.tanh(c):  dc += dh·o·(1 - tanh²(c_t)),  da_o = dh·tanh(c_t)·o(1 - o)
-    dc_per_dh = o * (1 - tanh_c * tanh_c)
-    da_o_per_dh = tanh_c * o * (1 - o)
-    #   through  c = f * c_prev + i * g  and  i, f, g = σ(a_i), σ(a_f), tanh(a_g):
-    #   da_i = dc·g·i(1 - i),  da_f = dc·c_{t-1}·f(1 - f),  da_g = dc·i·(1 - g²)
-    da_ifg_per_dc = jnp.concatenate([g * i * (1 - i), res.c_prev * f * (1 - f), i * (1 - g * g)], axis=-1)
+    hidden = params["w_hh"].shape[0]
+    # loop-invariant: W_hh's four gate blocks, each transposed once, (H, H)
+    w_hh_gates_t = [w.T for w in split_gates(params["w_hh"], hidden, 4)]
 
     def step(carry, inputs):
         dh_next, dc_next = carry              # ∂L/∂h_t and ∂L/∂c_t from the steps after t
-        dc_per_dh_t, da_o_per_dh_t, da_ifg_per_dc_t, f_t, dy_t, m_t = inputs
+        dc_per_dh_t, da_o_per_dh_t, da_i_per_dc_t, da_f_per_dc_t, da_g_per_dc_t, f_t, dy_t, m_t = inputs
         zero = jnp.zeros_like(dh_next)
         dh = where_valid(m_t, dh_next if dy_t is None else dh_next + dy_t, zero)  # past the end: nothing to the cell
-        # stage 4, through  h = o * jnp.tanh(c):  dc += dh·o·(1 - tanh²(c_t))
+        # stage 4, through  h = o * tanh_c:  dc += dh·o·(1 - tanh²(c_t))
         dc = where_valid(m_t, dc_next, zero) + dh * dc_per_dh_t
         # stages 3 and 2, through  c = f * c_prev + i * g  and the gates' σ and tanh:  da = (dc·g·i(1-i),
         # dc·c_{t-1}·f(1-f), dc·i(1-g²), dh·tanh(c_t)·o(1-o));  dc_{t-1} = dc·f
-        da = jnp.concatenate([jnp.tile(dc, 3) * da_ifg_per_dc_t, dh * da_o_per_dh_t], axis=-1)
-        #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ  (past the end the carry passes)
-        new_carry = (where_valid(m_t, da @ w_hh_t, dh_next), where_valid(m_t, dc * f_t, dc_next))
+        da = (dc * da_i_per_dc_t, dc * da_f_per_dc_t, dc * da_g_per_dc_t, dh * da_o_per_dh_t)
+        #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ = Σ_gates da_gate·W_hh,gateᵀ  (past the
+        #   end the carry passes); a product per gate, (N, H)·(H, H): together faster than the one (N, 4H)·(4H, H)
+        dh_prev = sum(da_k @ w_k for da_k, w_k in zip(da, w_hh_gates_t))
+        new_carry = (where_valid(m_t, dh_prev, dh_next), where_valid(m_t, dc * f_t, dc_next))
         return new_carry, (da, dh) if carried else da
 
-    start = (jnp.zeros_like(res.c[0]) if dh_last is None else dh_last, jnp.zeros_like(res.c[0]))
-    dcarry0, out = lax.scan(step, start, (dc_per_dh, da_o_per_dh, da_ifg_per_dc, f, dys, res.mask), reverse=True)
-    return (dcarry0,) + (out if carried else (out, None))
+    start = (jnp.zeros_like(res.c_last) if dh_last is None else dh_last, jnp.zeros_like(res.c_last))
+    inputs = (res.dc_per_dh, res.da_o_per_dh, res.da_i_per_dc, res.da_f_per_dc, res.da_g_per_dc, res.f, dys, res.mask)
+    dcarry0, out = lax.scan(step, start, inputs, reverse=True)
+    da, dh = out if carried else (out, None)
+    return dcarry0, jnp.concatenate(da, axis=-1), dh     # the gates side by side again: (T, N, 4H)
 
 
 def lstm_backward(params, res: LSTMResiduals, dys, dh_last):
@@ -121,7 +128,9 @@ def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init
         once for all steps:  dW_ih = Σ x_tᵀ·da_t  dW_hh = Σ h_{t-1}ᵀ·da_t  db = Σ da_t  dx_t = da_t·W_ihᵀ
 
     The factors that depend on the forward alone (``o·(1 - tanh²(c_t))``, ``g·i(1-i)``, ...) are computed
-    for every step before the reverse loop, which keeps only the products with ``dh`` and ``dc``.
+    by the forward's loop, which holds the gates anyway, so the reverse loop keeps only the products with
+    ``dh`` and ``dc``; its ``da·W_hhᵀ`` is one ``(N, H)·(H, H)`` product per gate, the four gates' ``da``
+    side by side again after the loop for the products over all steps.
 
     Args:
       hidden: ``H``, the size of ``h`` and ``c``.
