@@ -484,3 +484,60 @@ def test_mixed_dtypes_compute_in_the_wider_one_and_return_grads_in_the_params_dt
         y, (dparams, dx) = forward_backward(params, x)
         assert y.dtype == jnp.float32 and np.isfinite(np.asarray(y)).all()
         assert all(g.dtype == param_dtype for g in jax.tree.leaves(dparams)) and dx.dtype == x_dtype
+
+
+# -- 6. da·W_hhᵀ in the reverse loop: one product or one per gate, whichever runs faster here ----------
+
+@pytest.mark.parametrize("form", ["whole", "per_gate"])
+def test_both_forms_of_the_reverse_loops_product_give_the_hand_backward_autodiffs_gradients(x64, monkeypatch, form):
+    """With FNNET_RECURRENT_PRODUCT forcing each form, the LSTM's and GRU's hand-written backward (padded
+    sequences from an initial carry, both output modes) and the gradient seen through time equal
+    autodiff's, in float64."""
+    monkeypatch.setenv("FNNET_RECURRENT_PRODUCT", form)
+    layers = [make(**k) for make in (KINDS["LSTM"], KINDS["GRU"]) for k in ({}, {"return_sequences": False})]
+    params = [_params64(layer) for layer in layers]
+    inputs = [_inputs(layer.spec.kind, (5,)) for layer in layers]
+
+    @jax.jit   # traced here, under this test's form
+    def both(params):
+        out = []
+        for layer, p, x in zip(layers, params, inputs):
+            y, residuals = layer.forward(p, x)
+            dy = _cotangent(jax.random.PRNGKey(3), y)
+            out.append((layer.backward(p, residuals, dy), jax.vjp(layer.apply, p, x)[1](dy)))
+        return out
+
+    for (dparams, dx), (dparams_ref, dx_ref) in jax.device_get(both(params)):
+        chex.assert_trees_all_close(dparams, dparams_ref, **TOL)
+        chex.assert_trees_all_close(_floats(dx), _floats(dx_ref), **TOL)
+
+
+def test_the_product_form_is_chosen_by_measurement_once_per_shape_or_by_the_environment(monkeypatch):
+    """Small products take the single product without timing; larger ones on the CPU are timed once per
+    shape (also while a jit traces the backward) and remembered; FNNET_RECURRENT_PRODUCT decides
+    instead, and a wrong value is an error naming it."""
+    from fnnet.layers import _recurrent_products as products
+
+    monkeypatch.delenv("FNNET_RECURRENT_PRODUCT", raising=False)
+    measured = []
+    timed = products._measured
+    monkeypatch.setattr(products, "_measured", lambda *shape: measured.append(shape) or timed(*shape))
+    assert products.per_gate_is_faster(50, 32, 4, "float32") is False and measured == []   # 50·4·32² < SMALLEST
+    assert products.per_gate_is_faster(64, 64, 1, "float32") is False and measured == []   # an RNN: one gate
+
+    @jax.jit
+    def traced(w_hh, da):
+        return products.gate_product(w_hh, da.shape[0])(jnp.split(da, 4, axis=-1))
+
+    w_hh = draws.normal(jax.random.PRNGKey(0), (64, 256)) / 8
+    da = draws.normal(jax.random.PRNGKey(1), (64, 256))
+    np.testing.assert_allclose(traced(w_hh, da), da @ w_hh.T, rtol=1e-5, atol=1e-5)
+    assert measured == [(64, 64, 4, "float32")]
+    assert isinstance(timed(64, 64, 4, "float32"), bool) and timed.cache_info().currsize >= 1
+
+    for form, per_gate in (("whole", False), ("per_gate", True)):
+        monkeypatch.setenv("FNNET_RECURRENT_PRODUCT", form)
+        assert products.per_gate_is_faster(2, 3, 4, "float64") is per_gate
+    monkeypatch.setenv("FNNET_RECURRENT_PRODUCT", "fast")
+    with pytest.raises(ValueError, match="FNNET_RECURRENT_PRODUCT must be auto, whole or per_gate, got 'fast'"):
+        products.per_gate_is_faster(50, 128, 4, "float32")

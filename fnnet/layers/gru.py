@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet.layer import Layer
+from fnnet.layers._recurrent_products import gate_product
 from fnnet.layers._sequences import (Cell, input_grads, project, recurrent_layer, rows, shifted, split_gates,
                                      where_valid)
 
@@ -50,7 +51,9 @@ def _gru_scan(params, res: GRUResiduals, dys, dh_last, carried: bool):
     (T, N, 3H) each, dh (T, N, H) or None)``, ``dh`` (the ``∂L/∂h_t`` the scan carries into each step,
     zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
     emits nothing more)."""
-    w_hh_t, hidden = params["w_hh"].T, params["w_hh"].shape[0]   # loop-invariant: transposed once
+    hidden = params["w_hh"].shape[0]
+    # du·W_hhᵀ, its transposed weights made once, outside the loop, in the form faster here (_recurrent_products)
+    times_w_hh_t = gate_product(params["w_hh"], res.h_prev.shape[1])
 
     def step(dh_next, inputs):
         gates_t, h_prev, dy_t, m_t = inputs
@@ -62,14 +65,16 @@ def _gru_scan(params, res: GRUResiduals, dys, dh_last, carried: bool):
         #   and  r, z = σ(a_r + u_r), σ(a_z + u_z):  da_r = du_r = dr·r(1 - r), da_z = du_z = dz·z(1 - z)
         da_n = dn * (1 - n * n)
         da_r, da_z = da_n * u_n * r * (1 - r), dz * z * (1 - z)
-        da_x = jnp.concatenate([da_r, da_z, da_n], axis=-1)
-        du = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+        du = (da_r, da_z, da_n * r)
         # stage 2, through  u = h_prev @ w_hh + b_hh:  dh_{t-1} += du·W_hhᵀ  (past the end the carry passes)
-        return where_valid(m_t, dh_prev + du @ w_hh_t, dh_next), ((da_x, du), dh) if carried else (da_x, du)
+        pieces = (da_r, da_z, da_n, du[2])
+        return where_valid(m_t, dh_prev + times_w_hh_t(du), dh_next), (pieces, dh) if carried else pieces
 
     dh0, out = lax.scan(step, jnp.zeros_like(res.h_prev[0]) if dh_last is None else dh_last,
                         (res.gates, res.h_prev, dys, res.mask), reverse=True)
-    return (dh0,) + (out if carried else (out, None))
+    (da_r, da_z, da_n, du_n), dh = out if carried else (out, None)
+    # the gates side by side again, (T, N, 3H): da_x for W_ih, du (with du_n = da_n·r) for W_hh
+    return dh0, (jnp.concatenate([da_r, da_z, da_n], axis=-1), jnp.concatenate([da_r, da_z, du_n], axis=-1)), dh
 
 
 def gru_backward(params, res: GRUResiduals, dys, dh_last):

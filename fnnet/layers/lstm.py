@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet.layer import Layer
+from fnnet.layers._recurrent_products import gate_product
 from fnnet.layers._sequences import (Cell, input_grads, project, recurrent_layer, rows, shifted, split_gates,
                                      where_valid)
 
@@ -63,9 +64,8 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
     da (T, N, 4H), dh (T, N, H) or None)``, ``dh`` (the ``∂L/∂h_t`` the scan carries into each step,
     zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
     emits nothing more)."""
-    hidden = params["w_hh"].shape[0]
-    # loop-invariant: W_hh's four gate blocks, each transposed once, (H, H)
-    w_hh_gates_t = [w.T for w in split_gates(params["w_hh"], hidden, 4)]
+    # da·W_hhᵀ, its transposed weights made once, outside the loop, in the form faster here (_recurrent_products)
+    times_w_hh_t = gate_product(params["w_hh"], res.c_last.shape[0])
 
     def step(carry, inputs):
         dh_next, dc_next = carry              # ∂L/∂h_t and ∂L/∂c_t from the steps after t
@@ -77,10 +77,8 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
         # stages 3 and 2, through  c = f * c_prev + i * g  and the gates' σ and tanh:  da = (dc·g·i(1-i),
         # dc·c_{t-1}·f(1-f), dc·i(1-g²), dh·tanh(c_t)·o(1-o));  dc_{t-1} = dc·f
         da = (dc * da_i_per_dc_t, dc * da_f_per_dc_t, dc * da_g_per_dc_t, dh * da_o_per_dh_t)
-        #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ = Σ_gates da_gate·W_hh,gateᵀ  (past the
-        #   end the carry passes); a product per gate, (N, H)·(H, H): together faster than the one (N, 4H)·(4H, H)
-        dh_prev = sum(da_k @ w_k for da_k, w_k in zip(da, w_hh_gates_t))
-        new_carry = (where_valid(m_t, dh_prev, dh_next), where_valid(m_t, dc * f_t, dc_next))
+        #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ  (past the end the carry passes)
+        new_carry = (where_valid(m_t, times_w_hh_t(da), dh_next), where_valid(m_t, dc * f_t, dc_next))
         return new_carry, (da, dh) if carried else da
 
     start = (jnp.zeros_like(res.c_last) if dh_last is None else dh_last, jnp.zeros_like(res.c_last))
@@ -129,8 +127,8 @@ def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init
 
     The factors that depend on the forward alone (``o·(1 - tanh²(c_t))``, ``g·i(1-i)``, ...) are computed
     by the forward's loop, which holds the gates anyway, so the reverse loop keeps only the products with
-    ``dh`` and ``dc``; its ``da·W_hhᵀ`` is one ``(N, H)·(H, H)`` product per gate, the four gates' ``da``
-    side by side again after the loop for the products over all steps.
+    ``dh`` and ``dc``. Its ``da·W_hhᵀ`` is one ``(N, 4H)·(4H, H)`` product, or four ``(N, H)·(H, H)`` ones
+    summed, whichever runs faster on this machine (``fnnet/layers/_recurrent_products.py``).
 
     Args:
       hidden: ``H``, the size of ``h`` and ``c``.
