@@ -12,8 +12,10 @@ T 50, batch 50, clip ±5 + Adam), in one process:
 3. **the step's matrix products alone**, as plain ``jnp.dot`` at the step's own shapes: the ones
    over all ``B·T = 2,500`` rows (``x·W_ih``, ``dW_ih``, ``dW_hh``, ``dx``, the head's three) and
    the sequential ones (per layer, 50 dependent ``(50, 128)·(128, 512)`` products forward and 50
-   ``(50, 512)·(512, 128)`` backward, each step waiting for the one before); the same products in
-   PyTorch (``torch.mm``, the same threads) when torch is installed;
+   ``(50, 512)·(512, 128)`` backward, each step waiting for the one before; the backward's in the
+   form the layer's reverse loop takes here, one product or four per gate:
+   ``fnnet/layers/_recurrent_products.py``); the same products in PyTorch (``torch.mm``, the same
+   threads) when torch is installed;
 4. with ``--trace``: the thunks of the compiled step, from ``jax.profiler``
    (``profile_thunks.py``'s summing, the top 20).
 
@@ -38,6 +40,7 @@ import jax.numpy as jnp
 from contenders.lstm import FnnetLSTM, TorchLSTM, cores, fnnet_model, optimizer, sizes
 from fnnet.layer import abstract_init, layer_children, layer_name
 from fnnet.layers import lstm as lstm_cell
+from fnnet.layers._recurrent_products import gate_product, per_gate_is_faster
 from profiling import REPEAT, eager_ms, layer_ms, timed
 from workloads import WORKLOADS
 
@@ -156,11 +159,12 @@ def xla_products():
     d0 = jax.random.normal(next(keys), (BATCH, G))
 
     def sequential(carry, h0, d0, w):
+        times_w_t = gate_product(w, BATCH)
         def forward(h, _):
             return (h @ w)[:, :HIDDEN] * 0.1, None          # each product waits for the one before
 
-        def backward(d, _):
-            return jnp.tile(d @ w.T, (1, 4)) * 0.1, None
+        def backward(d, _):   # da·W_hhᵀ in the form the layer's reverse loop uses here (one product, or per gate)
+            return jnp.tile(times_w_t(jnp.split(d, 4, axis=-1)), (1, 4)) * 0.1, None
         total = 0.0
         for layer in range(LAYERS):
             total += jnp.sum(jax.lax.scan(forward, h0 + (layer + 1) * carry, None, length=T)[0])
@@ -234,6 +238,8 @@ def main():
     steps = whole_steps()
     print(f"\nthe step's matrix products alone, {(big + sequential) / 1e9:.2f} GFLOP "
           f"({big / 1e9:.2f} over all {ROWS:,} rows, {sequential / 1e9:.2f} step by step):")
+    form = "per gate" if per_gate_is_faster(BATCH, HIDDEN, 4, "float32") else "one product"
+    print(f"  (the reverse loop's da·W_hhᵀ at this size, as the layer runs it here: {form})")
     print(f"  XLA    over all rows {xla_big:6.2f} ms ({big / xla_big / 1e6:4.0f} GFLOP/s)   step by step "
           f"{xla_seq:6.2f} ms ({sequential / xla_seq / 1e6:4.0f} GFLOP/s)   together {xla_big + xla_seq:6.2f} ms")
     if torch_ms:
@@ -253,7 +259,7 @@ def main():
         {"layers": rows, "products_gflop": {"all_rows": big / 1e9, "step_by_step": sequential / 1e9},
          "xla_products_ms": {"all_rows": xla_big, "step_by_step": xla_seq},
          "torch_products_ms": None if torch_ms is None else {"all_rows": torch_ms[0], "step_by_step": torch_ms[1]},
-         "step_ms": steps, "ratios": ratios, "threads": cores(), "thunks": thunks,
+         "reverse_loop_product": form, "step_ms": steps, "ratios": ratios, "threads": cores(), "thunks": thunks,
          "sizes": {"vocab": VOCAB, "hidden": HIDDEN, "layers": LAYERS, "T": T, "batch": BATCH}}, indent=2))
     print(f"wrote {out}")
 
