@@ -47,13 +47,18 @@ ROUNDS, CALLS = 7, 3
 
 def gate_product(w_hh, n: int):
     """``da ↦ da·W_hhᵀ`` for ``da`` given as the gates' pieces, ``G`` arrays ``(n, H)``, in the form
-    :func:`per_gate_is_faster` chose; ``W_hhᵀ`` (or its gate blocks) transposed once, here, outside the loop."""
+    :func:`per_gate_is_faster` chose for this shape."""
     hidden, width = w_hh.shape
-    gates = width // hidden
-    if per_gate_is_faster(n, hidden, gates, jnp.dtype(w_hh.dtype).name):
-        blocks = [w_hh[:, k * hidden:(k + 1) * hidden].T for k in range(gates)]   # (H, H) each
+    return _times_w_hh_t(w_hh, per_gate_is_faster(n, hidden, width // hidden, jnp.dtype(w_hh.dtype).name))
+
+
+def _times_w_hh_t(w_hh, per_gate: bool):
+    """``da ↦ da·W_hhᵀ`` in the form asked; ``W_hhᵀ`` (or its gate blocks) transposed once, here, outside the loop."""
+    hidden, width = w_hh.shape
+    if per_gate:
+        blocks = [w_hh[:, k * hidden:(k + 1) * hidden].T for k in range(width // hidden)]   # (H, H) each
         return lambda da: sum(piece @ block for piece, block in zip(da, blocks))
-    w_hh_t = w_hh.T                                                                # (G·H, H)
+    w_hh_t = w_hh.T                                                                          # (G·H, H)
     return lambda da: jnp.concatenate(da, axis=-1) @ w_hh_t
 
 
@@ -76,7 +81,7 @@ def _measured(n: int, hidden: int, gates: int, dtype: str) -> bool:
     with jax.ensure_compile_time_eval():        # run now, even while an outer jax.jit traces the backward
         w_hh = jnp.full((hidden, gates * hidden), 1.0 / hidden, dtype)
         factors = jnp.full((STEPS, gates, n, hidden), 0.25, dtype)
-        loops = {form: _loop(form == "per_gate", hidden, gates) for form in ("whole", "per_gate")}
+        loops = {form: _loop(form == "per_gate", gates) for form in ("whole", "per_gate")}
         seconds = {form: [] for form in loops}
         for loop in loops.values():
             jax.block_until_ready(loop(w_hh, factors))                  # compiles
@@ -90,16 +95,14 @@ def _measured(n: int, hidden: int, gates: int, dtype: str) -> bool:
     return statistics.median(seconds["per_gate"]) < MARGIN * statistics.median(seconds["whole"])
 
 
-def _loop(per_gate: bool, hidden: int, gates: int):
+def _loop(per_gate: bool, gates: int):
     """A reverse loop's skeleton: each step's gate pieces come from the carried ``dh`` and that step's
-    input (as the layers' loops read their factors), then ``da·W_hhᵀ``."""
+    input (as the layers' loops read their factors), then ``da·W_hhᵀ`` as the layers compute it."""
     def run(w_hh, factors):
-        blocks = [w_hh[:, k * hidden:(k + 1) * hidden].T for k in range(gates)]
-        w_hh_t = w_hh.T
+        times_w_hh_t = _times_w_hh_t(w_hh, per_gate)
 
         def step(dh, factors_t):
-            da = [factors_t[k] * 0.5 + dh for k in range(gates)]
-            product = sum(d @ b for d, b in zip(da, blocks)) if per_gate else jnp.concatenate(da, axis=-1) @ w_hh_t
+            product = times_w_hh_t([factors_t[k] * 0.5 + dh for k in range(gates)])
             return jnp.tanh(factors_t[0] + product), None
 
         return jax.lax.scan(step, jnp.zeros_like(factors[0, 0]), factors)[0]
