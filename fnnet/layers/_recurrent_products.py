@@ -31,6 +31,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from fnnet.layers._sequences import split_gates
+
 MARGIN = 0.8
 """The per-gate form is kept only when it takes less than this fraction of the single product's time."""
 
@@ -56,7 +58,7 @@ def _times_w_hh_t(w_hh, per_gate: bool):
     """``da ↦ da·W_hhᵀ`` in the form asked; ``W_hhᵀ`` (or its gate blocks) transposed once, here, outside the loop."""
     hidden, width = w_hh.shape
     if per_gate:
-        blocks = [w_hh[:, k * hidden:(k + 1) * hidden].T for k in range(width // hidden)]   # (H, H) each
+        blocks = [block.T for block in split_gates(w_hh, hidden, width // hidden)]          # (H, H) each
         return lambda da: sum(piece @ block for piece, block in zip(da, blocks))
     w_hh_t = w_hh.T                                                                          # (G·H, H)
     return lambda da: jnp.concatenate(da, axis=-1) @ w_hh_t

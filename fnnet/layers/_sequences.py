@@ -221,7 +221,7 @@ class _Setup(NamedTuple):
     use_bias: bool
 
 
-def _last_carry(kind: str, residuals, h_last, carry0, batch: tuple):
+def _last_carry(kind: str, residuals, h_last, batch: tuple):
     """The carry after each sequence's last valid step, in the batch layout ``initial`` takes: ``h_T``
     ``(..., H)``, for an LSTM the pair ``(h_T, c_T)`` (``c_T`` is the LSTM's last ``c``, which stays put
     past a sequence's end; with no steps at all, the carry is the one given)."""
@@ -248,7 +248,7 @@ def _forward(setup: _Setup, params, x):
         carry0 = jax.tree.map(lambda a: jnp.asarray(a).astype(dt).reshape(xs.shape[1], hidden), given.initial)
         carry0 = tuple(carry0) if cell.kind == "LSTM" else carry0
     h, h_last, residuals = cell.forward(_cast(params, dt), xs, mask, carry0, **dict(cell.options))
-    carry = _last_carry(cell.kind, residuals, h_last, carry0, given.batch)
+    carry = _last_carry(cell.kind, residuals, h_last, given.batch)
     if not setup.return_sequences:
         y = h_last.reshape(given.batch + (hidden,))
     else:
