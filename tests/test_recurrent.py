@@ -12,6 +12,7 @@ The torch ↔ fnnet mapping, written out here (the interop converters are elsewh
 
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -541,3 +542,49 @@ def test_the_product_form_is_chosen_by_measurement_once_per_shape_or_by_the_envi
     monkeypatch.setenv("FNNET_RECURRENT_PRODUCT", "fast")
     with pytest.raises(ValueError, match="FNNET_RECURRENT_PRODUCT must be auto, whole or per_gate, got 'fast'"):
         products.per_gate_is_faster(50, 128, 4, "float32")
+
+
+# -- 7. the LSTM's two forwards: apply runs the cell alone, forward also writes the backward's factors ---
+
+def _scan_carries(fn, *args):
+    """The shapes each ``lax.scan`` in ``fn``'s jaxpr carries from step to step."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                consts, carries = eqn.params["num_consts"], eqn.params["num_carry"]
+                found.append([v.aval.shape for v in eqn.invars[consts:consts + carries]])
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_lstm_apply_runs_the_cell_alone_and_forward_writes_the_gate_factors_where_a_x_was(x64):
+    """``apply`` (what autodiff differentiates) carries only ``(h, c)``; ``forward``'s loop also carries
+    the ``(T, N, 4H)`` buffer that holds ``a_x`` and, step by step, the gates' factors in its place (no
+    buffer of their own for XLA to zero-fill); both give the same outputs, and the factors are the
+    derivatives the LSTM's docstring names, computed here from the gates directly."""
+    layer = fnnet.LSTM(H)
+    params = _params64(layer)
+    x = _inputs("LSTM", (3,))
+    assert _scan_carries(layer.apply, params, x) == [[(3, H), (3, H)]]
+    assert _scan_carries(layer.forward, params, x)[0] == [(3, H), (3, H), (T, 3, 4 * H)]
+
+    y, residuals = jax.jit(layer.forward)(params, x)
+    chex.assert_trees_all_close(y.x, jax.jit(layer.apply)(params, x).x, **TOL)
+
+    plain = Sequences(x.x, None, x.initial)     # every step valid: the factors of every step are defined
+    cell = jax.jit(layer.forward)(params, plain)[1].cell
+    (h, c), b = x.initial, params["b_ih"] + params["b_hh"]
+    for t in range(T):      # the LSTM's equations, step by step
+        a = x.x[:, t] @ params["w_ih"] + h @ params["w_hh"] + b[None, :]
+        i, f, o = (jax.nn.sigmoid(a[:, k * H:(k + 1) * H]) for k in (0, 1, 3))
+        g = jnp.tanh(a[:, 2 * H:3 * H])
+        c_prev, c = c, f * c + i * g
+        h = o * jnp.tanh(c)
+        want = (g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), jnp.tanh(c) * o * (1 - o))
+        chex.assert_trees_all_close(cell.gate_factors[t], jnp.concatenate(want, axis=-1), **TOL)
+        chex.assert_trees_all_close((cell.dc_per_dh[t], cell.f[t]), (o * (1 - jnp.tanh(c) ** 2), f), **TOL)

@@ -196,12 +196,16 @@ class Cell(NamedTuple):
     * ``forward(params, x (T, N, F), mask (T, N) or None, carry0) -> (h (T, N, H), h_T (N, H), residuals)``,
       ``carry0`` ``h_0 (N, H)`` or an LSTM's ``(h_0, c_0)``; past a sequence's end the carry stays;
     * ``backward(params, residuals, dys (T, N, H) or None, dh_T (N, H) or None) -> (dparams, dx (T, N, F), dcarry0)``:
-      ``dys`` the outputs' gradients (sequence mode), or ``dh_T`` the last step's (last-step mode).
+      ``dys`` the outputs' gradients (sequence mode), or ``dh_T`` the last step's (last-step mode);
+    * ``apply`` (optional): ``forward`` without the residuals, ``(h, h_T)``, for a cell whose ``forward``
+      computes more than the outputs (the LSTM's computes the backward's factors, and in place: autodiff
+      of that loop would keep its whole buffer at every step).
     """
     kind: str
     forward: Callable
     backward: Callable
-    options: tuple = ()   # keyword arguments of both, as (name, value) pairs (the RNN's activation)
+    options: tuple = ()   # keyword arguments of each, as (name, value) pairs (the RNN's activation)
+    apply: Callable | None = None  # (params, x, mask, carry0) -> (h, h_T): the forward alone (None: forward's)
 
 
 class RecurrentResiduals(NamedTuple):
@@ -231,9 +235,10 @@ def _last_carry(kind: str, residuals, h_last, batch: tuple):
     return h_last, residuals.c_last.reshape(batch + residuals.c_last.shape[-1:])
 
 
-def _forward(setup: _Setup, params, x):
+def _forward(setup: _Setup, params, x, keep: bool = True):
     """``(y, RecurrentResiduals)``: the input checked and laid out ``(T, N, F)``, the cell's scan, the
-    outputs laid out again (zero past each sequence's end) or the last valid step's."""
+    outputs laid out again (zero past each sequence's end) or the last valid step's. ``keep=False``
+    (``apply``): the cell's ``apply`` where it has one, and ``(y, None)``."""
     name, cell, hidden = setup.name, setup.cell, setup.hidden
     given = parse_input(name, cell.kind, x, check_params(name, cell.kind, params, hidden, setup.use_bias), hidden)
     dt = _compute_dtype(given.data, params)
@@ -247,14 +252,18 @@ def _forward(setup: _Setup, params, x):
     else:
         carry0 = jax.tree.map(lambda a: jnp.asarray(a).astype(dt).reshape(xs.shape[1], hidden), given.initial)
         carry0 = tuple(carry0) if cell.kind == "LSTM" else carry0
-    h, h_last, residuals = cell.forward(_cast(params, dt), xs, mask, carry0, **dict(cell.options))
-    carry = _last_carry(cell.kind, residuals, h_last, given.batch)
+    if not keep and cell.apply is not None:
+        h, h_last = cell.apply(_cast(params, dt), xs, mask, carry0, **dict(cell.options))
+    else:
+        h, h_last, residuals = cell.forward(_cast(params, dt), xs, mask, carry0, **dict(cell.options))
     if not setup.return_sequences:
         y = h_last.reshape(given.batch + (hidden,))
     else:
         y = batch_major(h if mask is None else jnp.where(mask[:, :, None], h, 0), given.batch)
         y = y if given.lengths is None else Sequences(y, given.lengths)  # the lengths go on to the next layer
-    return y, RecurrentResiduals(x, residuals, carry)
+    if not keep:
+        return y, None
+    return y, RecurrentResiduals(x, residuals, _last_carry(cell.kind, residuals, h_last, given.batch))
 
 
 def _backward(setup: _Setup, params, residuals: RecurrentResiduals, dy):
@@ -283,8 +292,9 @@ def _backward(setup: _Setup, params, residuals: RecurrentResiduals, dy):
 def recurrent_layer(cell: Cell, hidden: int, *, doc: str, return_sequences: bool = True, use_bias: bool = True,
                     w_init=None, recurrent_init=None, b_init=None, dtype=None) -> Layer:
     """The :class:`fnnet.Layer` of ``cell`` with ``hidden`` units (the arguments are :func:`fnnet.RNN`'s);
-    its ``apply`` is its ``forward``'s output (a forward ``lax.scan`` in plain JAX, which autodiff
-    differentiates for the checks), its ``backward`` the cell's reverse scan."""
+    its ``apply`` is the cell's forward alone (``Cell.apply``, else its ``forward``'s output: a forward
+    ``lax.scan`` in plain JAX, which autodiff differentiates for the checks), its ``backward`` the cell's
+    reverse scan."""
     kind = cell.kind
     if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0:
         raise ValueError(f"{kind}: hidden must be a positive int, got {hidden!r}")
@@ -316,7 +326,7 @@ def recurrent_layer(cell: Cell, hidden: int, *, doc: str, return_sequences: bool
         return _forward(setup, params, x)
 
     def apply(params, x):
-        return _forward(setup, params, x)[0]
+        return _forward(setup, params, x, keep=False)[0]
 
     def backward(params, residuals, dy):
         return _backward(setup, params, residuals, dy)

@@ -25,38 +25,62 @@ class LSTMResiduals(NamedTuple):
     h_prev: jax.Array         # (T, N, H)   h_{t-1} (h_prev[0] = h_0)
     c_last: jax.Array         # (N, H)      each sequence's c after its last valid step (c_0 with no steps)
     dc_per_dh: jax.Array      # (T, N, H)   o·(1 - tanh²(c_t))     through h = o·tanh(c):  dc += dh·this
-    da_o_per_dh: jax.Array    # (T, N, H)   tanh(c_t)·o(1 - o)                             da_o = dh·this
-    da_i_per_dc: jax.Array    # (T, N, H)   g·i(1 - i)             through c = f·c_{t-1} + i·g:  da_i = dc·this
-    da_f_per_dc: jax.Array    # (T, N, H)   c_{t-1}·f(1 - f)                               da_f = dc·this
-    da_g_per_dc: jax.Array    # (T, N, H)   i·(1 - g²)                                     da_g = dc·this
-    f: jax.Array              # (T, N, H)   the forget gate                                dc_{t-1} = dc·f
+    f: jax.Array              # (T, N, H)   the forget gate        through c = f·c_{t-1} + i·g:  dc_{t-1} = dc·f
+    gate_factors: jax.Array   # (T, N, 4H)  (g·i(1-i), c_{t-1}·f(1-f), i·(1-g²), tanh(c_t)·o(1-o)), gate by gate:
+    #                                       da = (dc, dc, dc, dh)·this  (written where a_x was, step by step)
+
+
+def _step(w_hh, hidden: int, ax_t, h_prev, c_prev, m_t):
+    """Stages 2-4 of one step of :func:`lstm_forward` (and :func:`lstm_apply`): ``(h_t, c_t, (i, f, g, o, tanh(c_t)))``."""
+    # stage 2: (a_i, a_f, a_g, a_o) = a_x[t] + h_{t-1}·W_hh;  i, f, o = σ(·), g = tanh(·)
+    a_i, a_f, a_g, a_o = split_gates(ax_t + h_prev @ w_hh, hidden, 4)
+    i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+    # stage 3: c_t = f·c_{t-1} + i·g  (past a sequence's end the carry stays)
+    c = where_valid(m_t, f * c_prev + i * g, c_prev)
+    # stage 4: h_t = o·tanh(c_t)
+    tanh_c = jnp.tanh(c)
+    return where_valid(m_t, o * tanh_c, h_prev), c, (i, f, g, o, tanh_c)
+
+
+def _input_projection(params, x):
+    """Stage 1: ``a_x = x·W_ih + b_ih + b_hh``, every step at once, ``(T, N, 4H)``."""
+    return project(x, params["w_ih"], params["b_ih"] + params["b_hh"] if "b_ih" in params else None)
+
+
+def lstm_apply(params, x, mask, carry0):
+    """The forward alone, keeping nothing for a backward (the layer's ``apply``, what ``jax.grad``
+    differentiates for ``grad="autodiff"`` and the checks): ``(h (T, N, H), h_T (N, H))``."""
+    w_hh, hidden = params["w_hh"], params["w_hh"].shape[0]
+
+    def step(carry, inputs):
+        h, c, _ = _step(w_hh, hidden, inputs[0], *carry, inputs[1])
+        return (h, c), h
+
+    (h_last, _), h = lax.scan(step, carry0, (_input_projection(params, x), mask))
+    return h, h_last
 
 
 def lstm_forward(params, x, mask, carry0):
     """``x (T, N, F)``, ``mask (T, N)`` or None, ``carry0 = (h_0, c_0)`` each ``(N, H)`` ->
-    ``(h (T, N, H), h_T (N, H), LSTMResiduals)``."""
+    ``(h (T, N, H), h_T (N, H), LSTMResiduals)``: :func:`lstm_apply`'s steps, each also computing what
+    the backward multiplies by."""
     w_hh, hidden = params["w_hh"], params["w_hh"].shape[0]
-    # stage 1: a_x = x·W_ih + b_ih + b_hh, every step at once
-    ax = project(x, params["w_ih"], params["b_ih"] + params["b_hh"] if "b_ih" in params else None)
 
     def step(carry, inputs):
-        h_prev, c_prev = carry
-        ax_t, m_t = inputs
-        # stage 2: (a_i, a_f, a_g, a_o) = a_x[t] + h_{t-1}·W_hh;  i, f, o = σ(·), g = tanh(·)
-        a_i, a_f, a_g, a_o = split_gates(ax_t + h_prev @ w_hh, hidden, 4)
-        i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
-        # stage 3: c_t = f·c_{t-1} + i·g  (past a sequence's end the carry stays)
-        c = where_valid(m_t, f * c_prev + i * g, c_prev)
-        # stage 4: h_t = o·tanh(c_t)
-        tanh_c = jnp.tanh(c)
-        h = where_valid(m_t, o * tanh_c, h_prev)
-        # what the backward's stages multiply by (the derivatives of stages 4, 3 and 2), see lstm_backward
-        factors = (o * (1 - tanh_c * tanh_c), tanh_c * o * (1 - o), g * i * (1 - i), c_prev * f * (1 - f),
-                   i * (1 - g * g), f)
-        return (h, c), (h, factors)
+        h_prev, c_prev, ax_or_factors = carry   # steps >= t: a_x (still to read); steps < t: their gate factors
+        t, m_t = inputs
+        h, c, (i, f, g, o, tanh_c) = _step(w_hh, hidden, ax_or_factors[t], h_prev, c_prev, m_t)
+        # what the backward's stages multiply by (the derivatives of stages 4, 3 and 2), see lstm_backward;
+        # the gates' factors take a_x[t]'s place (read above, never again): no buffer of their own to fill
+        gate_factors = jnp.concatenate([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)],
+                                       axis=-1)
+        ax_or_factors = lax.dynamic_update_index_in_dim(ax_or_factors, gate_factors, t, 0)
+        return (h, c, ax_or_factors), (h, o * (1 - tanh_c * tanh_c), f)
 
-    (h_last, c_last), (h, factors) = lax.scan(step, carry0, (ax, mask))
-    return h, h_last, LSTMResiduals(x, mask, shifted(carry0[0], h), c_last, *factors)
+    steps = jnp.arange(x.shape[0])
+    (h_last, c_last, gate_factors), (h, dc_per_dh, f) = lax.scan(step, (*carry0, _input_projection(params, x)),
+                                                                 (steps, mask))
+    return h, h_last, LSTMResiduals(x, mask, shifted(carry0[0], h), c_last, dc_per_dh, f, gate_factors)
 
 
 def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
@@ -68,24 +92,26 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
     times_w_hh_t = gate_product(params["w_hh"], res.c_last.shape[0])
 
     def step(carry, inputs):
-        dh_next, dc_next = carry              # ∂L/∂h_t and ∂L/∂c_t from the steps after t
-        dc_per_dh_t, da_o_per_dh_t, da_i_per_dc_t, da_f_per_dc_t, da_g_per_dc_t, f_t, dy_t, m_t = inputs
+        dh_next, dc_next, factors_or_da = carry   # ∂L/∂h_t and ∂L/∂c_t from the steps after t; steps > t: their da
+        t, dc_per_dh_t, f_t, dy_t, m_t = inputs
         zero = jnp.zeros_like(dh_next)
         dh = where_valid(m_t, dh_next if dy_t is None else dh_next + dy_t, zero)  # past the end: nothing to the cell
         # stage 4, through  h = o * tanh_c:  dc += dh·o·(1 - tanh²(c_t))
         dc = where_valid(m_t, dc_next, zero) + dh * dc_per_dh_t
         # stages 3 and 2, through  c = f * c_prev + i * g  and the gates' σ and tanh:  da = (dc·g·i(1-i),
         # dc·c_{t-1}·f(1-f), dc·i(1-g²), dh·tanh(c_t)·o(1-o));  dc_{t-1} = dc·f
-        da = (dc * da_i_per_dc_t, dc * da_f_per_dc_t, dc * da_g_per_dc_t, dh * da_o_per_dh_t)
+        gate_factors = split_gates(factors_or_da[t], hidden, 4)
+        da = [grad * factor for grad, factor in zip((dc, dc, dc, dh), gate_factors)]
         #   and through  a = a_x[t] + h_prev @ w_hh:  dh_{t-1} = da·W_hhᵀ  (past the end the carry passes)
-        new_carry = (where_valid(m_t, times_w_hh_t(da), dh_next), where_valid(m_t, dc * f_t, dc_next))
-        return new_carry, (da, dh) if carried else da
+        factors_or_da = lax.dynamic_update_index_in_dim(factors_or_da, jnp.concatenate(da, axis=-1), t, 0)
+        new_carry = (where_valid(m_t, times_w_hh_t(da), dh_next), where_valid(m_t, dc * f_t, dc_next), factors_or_da)
+        return new_carry, dh if carried else None
 
-    start = (jnp.zeros_like(res.c_last) if dh_last is None else dh_last, jnp.zeros_like(res.c_last))
-    inputs = (res.dc_per_dh, res.da_o_per_dh, res.da_i_per_dc, res.da_f_per_dc, res.da_g_per_dc, res.f, dys, res.mask)
-    dcarry0, out = lax.scan(step, start, inputs, reverse=True)
-    da, dh = out if carried else (out, None)
-    return dcarry0, jnp.concatenate(da, axis=-1), dh     # the gates side by side again: (T, N, 4H)
+    hidden = res.c_last.shape[-1]
+    start = (jnp.zeros_like(res.c_last) if dh_last is None else dh_last, jnp.zeros_like(res.c_last), res.gate_factors)
+    steps = jnp.arange(res.f.shape[0])
+    (*dcarry0, da), dh = lax.scan(step, start, (steps, res.dc_per_dh, res.f, dys, res.mask), reverse=True)
+    return tuple(dcarry0), da, dh     # da: the gates side by side, (T, N, 4H), where the factors were
 
 
 def lstm_backward(params, res: LSTMResiduals, dys, dh_last):
@@ -126,9 +152,13 @@ def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init
         once for all steps:  dW_ih = Σ x_tᵀ·da_t  dW_hh = Σ h_{t-1}ᵀ·da_t  db = Σ da_t  dx_t = da_t·W_ihᵀ
 
     The factors that depend on the forward alone (``o·(1 - tanh²(c_t))``, ``g·i(1-i)``, ...) are computed
-    by the forward's loop, which holds the gates anyway, so the reverse loop keeps only the products with
-    ``dh`` and ``dc``. Its ``da·W_hhᵀ`` is one ``(N, 4H)·(4H, H)`` product, or four ``(N, H)·(H, H)`` ones
-    summed, whichever runs faster on this machine (``fnnet/layers/_recurrent_products.py``).
+    by ``forward``'s loop, which holds the gates anyway, so the reverse loop keeps only the products with
+    ``dh`` and ``dc``. The four gates' factors take the place of ``a_x[t]`` once step ``t`` has read it, and
+    the reverse loop writes ``da[t]`` over them in turn, so neither loop fills a buffer of its own (XLA zeroes
+    every ``lax.scan`` output before the loop writes it). ``apply`` runs the forward alone (:func:`lstm_apply`),
+    which is also what ``jax.grad`` differentiates. The reverse loop's ``da·W_hhᵀ`` is one
+    ``(N, 4H)·(4H, H)`` product, or four ``(N, H)·(H, H)`` ones summed, whichever runs faster on this
+    machine (``fnnet/layers/_recurrent_products.py``).
 
     Args:
       hidden: ``H``, the size of ``h`` and ``c``.
@@ -148,6 +178,6 @@ def LSTM(hidden: int, return_sequences: bool = True, w_init=None, recurrent_init
       >>> lstm.apply(params, fnnet.Sequences(jnp.ones((2, 5, 3)), initial=(h0, c0))).shape
       (2, 8)
     """
-    return recurrent_layer(Cell("LSTM", lstm_forward, lstm_backward), hidden, doc=LSTM.__doc__,
+    return recurrent_layer(Cell("LSTM", lstm_forward, lstm_backward, apply=lstm_apply), hidden, doc=LSTM.__doc__,
                            return_sequences=return_sequences, use_bias=use_bias, w_init=w_init,
                            recurrent_init=recurrent_init, b_init=b_init, dtype=dtype)
