@@ -3,9 +3,10 @@
 The ``lstm`` workload (``contenders/lstm.py``: Embedding(65, 128) → LSTM(128) × 2 → Dense(65),
 T 50, batch 50, clip ±5 + Adam), in one process:
 
-1. the whole step, as ``fit_language_model`` runs it (``make_interval``: windows drawn on the
-   device, forward, backward, clipping, Adam), with the hand-written backward and with
-   ``grad="autodiff"``, and PyTorch eager's step (``nn.LSTM``, oneDNN) when torch is installed;
+1. the whole step, as ``fnnet train shakespeare`` runs it (``make_interval``: windows drawn on the
+   device, forward, backward, clipping, Adam; data-parallel over one CPU device a core), with the
+   hand-written backward and with ``grad="autodiff"``, the hand-written one also on one device, and
+   PyTorch eager's step (``nn.LSTM``, oneDNN) when torch is installed;
 2. each layer of the model: forward and hand-written backward at its own input, and the second
    LSTM's forward scan alone, its backward scan alone, and ``jax.vjp`` of its ``apply`` (what
    ``grad="autodiff"`` runs), 10 times inside one jitted ``lax.scan``, the median of 5 timings;
@@ -16,7 +17,7 @@ T 50, batch 50, clip ±5 + Adam), in one process:
    form the layer's reverse loop takes here, one product or four per gate:
    ``fnnet/layers/_recurrent_products.py``); the same products in PyTorch (``torch.mm``, the same
    threads) when torch is installed;
-4. with ``--trace``: the thunks of the compiled step, from ``jax.profiler``
+4. with ``--trace``: the thunks of the compiled step on one device, from ``jax.profiler``
    (``profile_thunks.py``'s summing, the top 20).
 
 Writes ``benchmarks/results/lstm_profile.json``.
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from contenders.lstm import FnnetLSTM, TorchLSTM, cores, fnnet_model, optimizer, sizes
+from fnnet.app import process
 from fnnet.layer import abstract_init, layer_children, layer_name
 from fnnet.layers import lstm as lstm_cell
 from fnnet.layers._recurrent_products import gate_product, per_gate_is_faster
@@ -67,8 +69,11 @@ def workload(steps: int = REPEAT):
 
 
 def whole_steps():
-    """``{"manual", "autodiff", "torch"}``: ms per training step, each timed in turns with the others."""
-    runners = {"manual": FnnetLSTM(workload(), "manual"), "autodiff": FnnetLSTM(workload(), "autodiff")}
+    """``{"manual", "autodiff", "manual, one device", "torch"}``: ms per training step, each timed in turns
+    with the others; fnnet's data-parallel over one CPU device a core (as ``fnnet train shakespeare``),
+    and on one device."""
+    runners = {"manual": FnnetLSTM(workload(), "manual"), "autodiff": FnnetLSTM(workload(), "autodiff"),
+               "manual, one device": FnnetLSTM(workload(), "manual", data_parallel=False)}
     if importlib.util.find_spec("torch") is not None:
         runners["torch"] = TorchLSTM(workload())
     times = {name: [] for name in runners}
@@ -211,7 +216,7 @@ def thunk_trace(top: int = 20):
     from fnnet.train import language
     from profile_thunks import STEPS, op_names, thunk_times  # only with --trace (it loads the other contenders)
 
-    runner = FnnetLSTM(workload(STEPS), "manual")
+    runner = FnnetLSTM(workload(STEPS), "manual", data_parallel=False)   # one device's program, thunk by thunk
     model, opt = fnnet_model(VOCAB, HIDDEN, LAYERS), optimizer(WORKLOADS["lstm"].lr)
     jitted = jax.jit(language.make_interval(model, opt, block_size=T, batch_size=BATCH), static_argnums=2)
     args = (runner.state, runner.tokens, STEPS)                # not donated: traced three times
@@ -231,6 +236,7 @@ def main():
     parser.add_argument("--trace", action="store_true", help="also trace the compiled step (jax.profiler)")
     args = parser.parse_args()
     (HERE / "results").mkdir(exist_ok=True)
+    process.use_every_core()   # before JAX starts: the data-parallel step has its CPU devices (one a core)
     rows = layer_costs()
     big, sequential = product_flops()
     xla_big, xla_seq = xla_products()
@@ -252,7 +258,8 @@ def main():
     if "torch" in steps:
         ratios["manual/torch"] = steps["torch"] / steps["manual"]
     print("  " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
-          + f"; the products alone (XLA) are {(xla_big + xla_seq) / steps['manual']:.0%} of fnnet's step")
+          + f"; the products alone (XLA) are {(xla_big + xla_seq) / steps['manual, one device']:.0%} of fnnet's "
+          f"step on one device")
     thunks = thunk_trace() if args.trace else None
     out = HERE / "results" / "lstm_profile.json"
     out.write_text(json.dumps(

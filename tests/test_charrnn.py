@@ -69,6 +69,7 @@ def test_a_tiny_run_writes_its_folder_and_eval_matches(rnn_run, capsys, monkeypa
     metrics = json.loads((rnn_run / "metrics.json").read_text())
     assert metrics["steps"] == 20 and metrics["val_loss"] < 3.8 and metrics["target_val_loss"] == 1.65
     assert metrics["history"]["step"] == [10, 20] and metrics["tokens_per_second"] > 0
+    assert metrics["devices"] == 1   # this process's JAX runs on one CPU device (the suite's)
     assert (rnn_run / "loss.png").stat().st_size > 0 and (rnn_run / "sample.txt").read_text().startswith("ROMEO:")
     assert cli.main(["eval", str(rnn_run)]) == 0
     assert "matches metrics.json" in capsys.readouterr().out
@@ -188,3 +189,5 @@ def test_default_lstm_recipe_reaches_its_validation_target_within_ten_minutes(tm
     metrics = json.loads((tmp_path / "lstm" / "metrics.json").read_text())
     assert metrics["val_loss"] <= char_rnn.TARGET_VAL_LOSS, metrics["val_loss"]
     assert seconds <= 600, f"{seconds:.0f} s (val loss {metrics['val_loss']:.4f})"
+    cores = len(os.sched_getaffinity(0))   # one CPU device a core, as many as divide the batch of 50
+    assert metrics["devices"] == max(n for n in range(1, cores + 1) if 50 % n == 0), metrics["devices"]

@@ -38,6 +38,18 @@ def test_sharded_fit_matches_single_device(tmp_path, devices):
     assert result["batchnorm"] == (devices == 4)  # tests/scripts/sharded_batchnorm.py: global BN statistics
 
 
+@pytest.mark.multidevice
+def test_a_char_rnn_trains_data_parallel_over_two_cpu_devices_as_on_one(tmp_path, shakespeare_data):
+    """tests/scripts/sharded_language.py: fit_language_model over 2 CPU devices (each its share of every
+    step's windows, jax.shard_map) equals one device in float64 for the LSTM and the GRU; a padded batch's
+    data-parallel gradients are the mean over its valid examples; the CLI's char-rnn uses both devices."""
+    out = _run([os.path.join(SCRIPTS, "sharded_language.py"), str(tmp_path)],
+               env={"FNNET_DATA": str(shakespeare_data)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"devices": 2, "cli_devices": 2, "ok": True}
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

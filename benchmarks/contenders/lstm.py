@@ -10,7 +10,9 @@ throughput in tokens per second (``B·T = 2,500`` a step):
 * ``fnnet-manual`` / ``fnnet-autodiff``: :func:`fnnet.train.language.make_interval` (the loop of
   ``fit_language_model``: steps in one jitted ``lax.scan``, windows drawn on the device) with
   the LSTM's hand-written backprop through time, or with ``jax.grad`` of the same layers'
-  ``apply`` (the forward ``lax.scan``, differentiated by JAX);
+  ``apply`` (the forward ``lax.scan``, differentiated by JAX); data-parallel over one CPU device a
+  core, as ``fnnet train shakespeare`` trains a char-rnn (:func:`fnnet.app.process.core_mesh`: each
+  device its share of the batch, the gradients averaged);
 * ``torch-eager``: ``nn.Embedding`` → ``nn.LSTM(num_layers=2, batch_first=True)`` (on the CPU in
   float32 PyTorch runs it as oneDNN's fused LSTM, ``aten::mkldnn_rnn_layer``) → ``nn.Linear``,
   ``torch.optim.Adam`` after ``clip_grad_value_``, ``torch.set_num_threads`` = the cores this
@@ -65,20 +67,30 @@ def optimizer(lr):
 class FnnetLSTM:
     """The model through ``fnnet.train.language.make_interval``: ``steps`` steps in one jitted scan."""
 
-    def __init__(self, workload, grad):
+    def __init__(self, workload, grad, data_parallel: bool = True):
         import jax
 
-        from fnnet import train
+        from fnnet import distributed, train
+        from fnnet.app import process
         from fnnet.train import language
 
         vocab, hidden, layers, self.block, batch = sizes(workload)
+        if data_parallel:  # as `fnnet train shakespeare` trains a char-rnn: one CPU device a core, each its
+            process.use_every_core()  # share of the batch (one device where JAX runs already)
+        mesh = process.core_mesh(batch) if data_parallel else None
+        self.devices = 1 if mesh is None else mesh.devices.size
         self.w, self.steps = workload, max(1, workload.n // batch)
         model = fnnet_model(vocab, hidden, layers)
         opt = optimizer(workload.lr)
-        self.state = train.init_state(model, opt, jax.random.PRNGKey(0), (self.block,))
-        self.tokens = jax.device_put(random_tokens(vocab))
-        self.interval = jax.jit(language.make_interval(model, opt, block_size=self.block, batch_size=batch,
-                                                       grad=grad), static_argnums=2, donate_argnums=0)
+        state = train.init_state(model, opt, jax.random.PRNGKey(0), (self.block,))
+        interval = language.make_interval(model, opt, block_size=self.block, batch_size=batch, grad=grad, mesh=mesh)
+        if mesh is None:
+            self.state, self.tokens = state, jax.device_put(random_tokens(vocab))
+            self.interval = jax.jit(interval, static_argnums=2, donate_argnums=0)
+        else:
+            placement = distributed.DataParallel(mesh, batch)
+            self.state, self.tokens = placement.put_state(state), placement.put_data(random_tokens(vocab))
+            self.interval = jax.jit(interval, static_argnums=2, donate_argnums=0, out_shardings=placement.replicated)
 
     def run_epoch(self):
         import jax

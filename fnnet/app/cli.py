@@ -335,11 +335,13 @@ def _main(argv, *, whole_process: bool) -> int:
     if whole_process:  # the imports build ~10^6 objects that live as long as the process: Python's
         gc.disable()   # collector would scan them again and again, while they are built and after
     try:
-        from fnnet.app import commands  # only now: `fnnet --help` and a mistyped flag answer without loading JAX
+        from fnnet.app import commands, process  # only now: `fnnet --help` and a bad flag answer without JAX
     finally:
         if whole_process:
             gc.freeze()  # what the imports made: never scanned again (a process of its own only)
             gc.enable()
+    if whole_process and args.command == "train" and args.dataset == TEXT:
+        process.use_every_core()  # before JAX starts: a char-rnn trains with one CPU device a core
     return commands.run(args)
 
 

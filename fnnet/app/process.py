@@ -13,7 +13,7 @@ import time
 
 import jax
 
-from fnnet import datasets, train
+from fnnet import datasets, distributed, train
 from fnnet.app.recipes import RecipeError
 from fnnet.app.usage import UsageError
 from fnnet.checkpoint import CheckpointError, CheckpointWriteError
@@ -60,6 +60,36 @@ def use_compilation_cache() -> pathlib.Path | None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small programs are most of a small job
     return folder
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def use_every_core() -> None:
+    """Makes each CPU core this process may run on a JAX CPU device of its own (``jax_num_cpu_devices``),
+    so that a data-parallel program (:func:`core_mesh`) runs one share of the batch on each; a program
+    on one device runs as before (XLA's thread pool is the process's). Only while JAX has not started
+    (afterwards the count is fixed for the process) and when neither ``XLA_FLAGS``
+    (``--xla_force_host_platform_device_count``) nor ``jax_num_cpu_devices`` chose a count."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices > 0:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", cores())
+    except RuntimeError:  # JAX runs already (a caller's process): its devices stay as they are
+        pass
+
+
+def core_mesh(batch_size: int):
+    """A data mesh over this process's CPU devices (:func:`use_every_core`) for batches of ``batch_size``:
+    the most devices that divide it evenly; ``None`` where JAX computes on another platform or fewer than
+    two would take part."""
+    if jax.default_backend() != "cpu":
+        return None
+    devices = jax.local_devices()
+    count = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
+    return distributed.data_mesh(devices[:count]) if count > 1 else None
 
 
 def train_out(args) -> str:

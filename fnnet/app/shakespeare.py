@@ -27,7 +27,7 @@ import time
 import jax
 
 from fnnet import charrnn, datasets, gpt
-from fnnet.app import char_rnn, jobs
+from fnnet.app import char_rnn, jobs, process
 from fnnet.app.recipes import GPT_FORM, RecipeError, gpt_config
 from fnnet.datasets import CharText
 from fnnet.interop import nanogpt
@@ -139,10 +139,8 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
     (:func:`fnnet.app.jobs.prepare_run_dir`). A run that has trained no step yet (one
     :func:`convert_nanogpt` wrote) takes any training settings: only the model must stay.
 
-    ``started``: the ``time.perf_counter()`` at which the command started (the CLI passes its process's
-    start, :func:`fnnet.app.process.started`), from which ``metrics.json``'s ``seconds_to_target`` and
-    ``seconds_before_fit`` count; by default, this call's start."""
-
+    ``started``: the ``time.perf_counter()`` at which the command started (the CLI's process start), from
+    which ``metrics.json``'s ``seconds_to_target`` and ``seconds_before_fit`` count; default: this call's start."""
     started = time.perf_counter() if started is None else started
     out_dir = pathlib.Path(out_dir)
     done_steps = jobs.trained_so_far(out_dir, config, resume=resume, unit="steps")
@@ -165,12 +163,13 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
             print(summary(model, (window,)))
             print(f"tiny shakespeare: {len(text.train):,} training and {len(text.val):,} validation "
                   f"characters, vocabulary {text.vocab_size}")
+        mesh = _training_mesh(config, verbose)
         fit_started = time.perf_counter()
         state, history = language.fit_language_model(
             model, optimizer, text.train, text.val, **fit_options, batch_size=config["batch_size"],
             steps=config["steps"], eval_interval=config["eval_interval"], eval_batches=config["eval_batches"],
             key=jax.random.PRNGKey(config["seed"]), grad=config["grad"],
-            verbose=verbose, checkpoint_dir=out_dir, resume=resume, overwrite=overwrite)
+            verbose=verbose, checkpoint_dir=out_dir, resume=resume, overwrite=overwrite, mesh=mesh)
     fit_seconds = time.perf_counter() - fit_started
     result = language.evaluate_language_model(model, state.params, text.val, block_size=window,
                                               model_state=state.model_state)
@@ -191,6 +190,7 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
         "seconds_to_target": seconds_to_target(history, target, fit_started - started, done_steps),
         "steps_to_target": steps_to_target(history, target, done_steps),
         "grad": config["grad"],
+        "devices": 1 if mesh is None else mesh.devices.size,
         "history": history.to_dict(),
     }
     sample_started = time.perf_counter()
@@ -207,6 +207,25 @@ def run_train(config: dict, out_dir: pathlib.Path, *, resume: bool = False, verb
                                        jobs.SAMPLE_NAME: lambda path: path.write_text(text_out + "\n")},
                     verbose=verbose, report=report)
     return metrics
+
+
+def _data_parallel(config: dict) -> bool:
+    """Whether a run trains data-parallel over the CPU's cores: a char-rnn on random windows, whose loops
+    run on one core a device (docs/performance.md), where the GPT's operations use every core already;
+    streams keep each one's carry, which cannot be split."""
+    return char_rnn.is_char_rnn(config) and config["windows"] == "random"
+
+
+def _training_mesh(config: dict, verbose: bool):
+    """The mesh a run trains over (:func:`fnnet.app.process.core_mesh`; ``None``: one device), said when
+    ``verbose``. Its CPU devices are the process's: ``fnnet train shakespeare`` makes one a core
+    (:func:`fnnet.app.process.use_every_core`) in a process of its own, not when called from Python."""
+    mesh = process.core_mesh(config["batch_size"]) if _data_parallel(config) else None
+    if verbose and mesh is not None:
+        devices = mesh.devices.size
+        print(f"data-parallel on {devices} CPU devices (one a core), {config['batch_size'] // devices} windows "
+              f"each a step")
+    return mesh
 
 
 def seconds_to_target(history, target: float, before_fit: float, resumed_at: int = 0) -> float | None:

@@ -246,8 +246,8 @@ def _forward(setup: _Setup, params, x, keep: bool = True):
     mask = _valid_steps(given.lengths, xs.shape[0])
     if mask is not None:  # the padding is never read: not even a NaN there reaches dW_ih = Σ x_tᵀ·da_t
         xs = jnp.where(mask[:, :, None], xs, 0)
-    if given.initial is None:
-        zeros = jnp.zeros((xs.shape[1], hidden), dt)
+    if given.initial is None:  # zeros like the input's: under jax.shard_map they vary over devices as it does
+        zeros = jnp.zeros_like(xs[0, :, :1], dt, shape=(xs.shape[1], hidden))
         carry0 = (zeros, zeros) if cell.kind == "LSTM" else zeros
     else:
         carry0 = jax.tree.map(lambda a: jnp.asarray(a).astype(dt).reshape(xs.shape[1], hidden), given.initial)

@@ -34,6 +34,7 @@ from fnnet.host import on_device
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
 from fnnet.plots import pyplot, save_figure
+from fnnet.distributed import DataParallel
 from fnnet.train.checkpointing import Checkpointer, check_checkpoint_dir
 from fnnet.train.diverged import divergence_message, first_non_finite, located_divergence
 from fnnet.train.history import Record
@@ -167,9 +168,10 @@ def evaluate_language_model(model: Layer, params, tokens, *, block_size: int, ba
         def body(carry, batch):
             bx, by, bw = batch
             logits, _ = apply_with_state(model, params, model_state, bx, train=False)
-            return carry + jnp.sum(per_example_loss(softmax_cross_entropy, logits, by) * bw), None
+            return carry + jnp.sum(per_example_loss(softmax_cross_entropy, logits, by) * bw).astype(carry.dtype), None
 
-        return jax.lax.scan(body, jnp.zeros((), jnp.float32), (x, y, weights))[0]
+        # the sum in JAX's default float: float64 under x64 (a float64 model), else float32
+        return jax.lax.scan(body, jnp.zeros((), jnp.result_type(float)), (x, y, weights))[0]
 
     loss = float(total(params, model_state, x, y, weights)) / windows
     return {"loss": loss, "tokens": int(windows * block_size), "bits_per_token": loss / np.log(2)}
@@ -197,13 +199,15 @@ def step_windows(tokens, state: TrainState, batch_size: int, block_size: int, wi
 
 
 def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, block_size: int,
-                  batch_size: int, grad: str = "manual", compute_dtype=None, windows: str = "random"):
+                  batch_size: int, grad: str = "manual", compute_dtype=None, windows: str = "random", mesh=None):
     """``interval(state, tokens, length) -> (state, losses)``: ``length`` training steps in one
     ``lax.scan`` (``length`` static), each on random windows drawn on the device from
     ``fold_in(fold_in(state.key, DATA), state.step)`` (``windows="streams"``: :func:`stream_windows`);
     ``losses`` holds each step's batch loss. What :func:`fit_language_model` jits, and what the
-    benchmarks time."""
-    step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype)
+    benchmarks time. With ``mesh``, each device computes the gradients of its share of each step's
+    windows (:func:`fnnet.train.make_train_step`'s ``mesh``)."""
+    step_fn = make_train_step(model, softmax_cross_entropy, optimizer, grad=grad, compute_dtype=compute_dtype,
+                              mesh=mesh)
 
     def interval(state, tokens, length):
         def body(state, _):
@@ -217,12 +221,15 @@ def make_interval(model: Layer, optimizer: optax.GradientTransformation, *, bloc
 
 
 def _programs(model: Layer, optimizer, *, block_size: int, batch_size: int, eval_batches: int, grad: str,
-              compute_dtype, windows: str, eval_block_size: int):
+              compute_dtype, windows: str, eval_block_size: int, placement: DataParallel | None):
     """:func:`fit_language_model`'s two jitted programs: ``run_interval(state, tokens, length)``
     (:func:`make_interval`; not donated: the state before an interval replays a divergence) and
     ``val_estimate(state, tokens)`` (:func:`estimate_loss` on windows of a key of its own)."""
-    run_interval = jax.jit(make_interval(model, optimizer, block_size=block_size, batch_size=batch_size,
-                                         grad=grad, compute_dtype=compute_dtype, windows=windows), static_argnums=2)
+    interval = make_interval(model, optimizer, block_size=block_size, batch_size=batch_size, grad=grad,
+                             compute_dtype=compute_dtype, windows=windows,
+                             mesh=None if placement is None else placement.mesh)
+    run_interval = (jax.jit(interval, static_argnums=2) if placement is None else
+                    jax.jit(interval, static_argnums=2, out_shardings=placement.replicated))
 
     @jax.jit
     def val_estimate(state, tokens):
@@ -239,7 +246,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
                        compute_dtype=None, verbose: bool = True, checkpoint_dir=None,
                        resume: bool = False, metadata: dict | None = None,
                        overwrite: bool = False, windows: str = "random",
-                       eval_block_size: int | None = None) -> tuple[TrainState, LanguageHistory]:
+                       eval_block_size: int | None = None, mesh=None) -> tuple[TrainState, LanguageHistory]:
     """Trains a next-token model (e.g. :func:`fnnet.gpt.GPT`) on 1-D arrays of token ids.
 
     Every ``eval_interval`` steps (one compiled ``lax.scan``), it records the mean training
@@ -269,6 +276,12 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         for a model that keeps its carry, :func:`fnnet.layers.recurrent.Stateful`).
       eval_block_size: the validation estimate's window (default ``block_size``): a recurrent
         model trains on windows of one length and is estimated on the GPT's.
+      mesh: a ``jax.sharding.Mesh`` (e.g. :func:`fnnet.distributed.data_mesh`) to train data-parallel:
+        the state and the tokens replicated on its devices, each computing the gradients of its share
+        of every step's windows at the same time (``batch_size`` must divide evenly over them; not with
+        ``windows="streams"``, whose carries belong to their streams). On a CPU of several cores, as
+        many CPU devices (``jax.config.update("jax_num_cpu_devices", n)`` before JAX starts) run a
+        recurrent model's sequential loops side by side, where one device runs each loop on one core.
 
     Raises:
       TrainingDiverged: the loss became NaN or infinite (the message names the step); the last
@@ -290,16 +303,22 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
             raise ValueError(f"fit_language_model: {name} must be a positive int, got {value!r}")
     if windows not in WINDOWS:
         raise ValueError(f"fit_language_model: windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
+    if mesh is not None and windows == "streams":
+        raise ValueError("fit_language_model: windows='streams' keeps each stream's carry in the model's state; "
+                         "it cannot be split over a mesh (use windows='random')")
+    placement = None if mesh is None else DataParallel(mesh, batch_size)
     vocab_size = _vocab_size(model, block_size)
     train_tokens = check_tokens(train_tokens, vocab_size, "fit_language_model (train_tokens)",
                                 min_length=(batch_size if windows == "streams" else 1) * block_size + 1)
     val_tokens = check_tokens(val_tokens, vocab_size, "fit_language_model (val_tokens)",
                               min_length=eval_block_size + 1)
-    train_device, val_device = on_device(train_tokens), on_device(val_tokens)
+    place = on_device if placement is None else placement.put_data
+    train_device, val_device = place(train_tokens), place(val_tokens)
     run_interval, val_estimate = _programs(model, optimizer, block_size=block_size, batch_size=batch_size,
                                            eval_batches=eval_batches, grad=grad, compute_dtype=compute_dtype,
-                                           windows=windows, eval_block_size=eval_block_size)
-    shapes = state_shapes(model, optimizer, key, (block_size,), params)  # to compile while the model initialises
+                                           windows=windows, eval_block_size=eval_block_size, placement=placement)
+    # to compile while the model initialises (not over a mesh: the shapes carry no placement)
+    shapes = state_shapes(model, optimizer, key, (block_size,), params) if placement is None else None
     ahead = None if shapes is None else compile_ahead(
         shapes, lambda state: [(run_interval, (state, train_device, min(eval_interval, steps))),
                                (val_estimate, (state, val_device))])
@@ -310,6 +329,8 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
         history = LanguageHistory.from_dict(checkpoint.read_metadata(ckpt_path)["history"])
     if ahead is not None:
         ahead.join()
+    if placement is not None:
+        state = placement.put_state(state)
 
     def batch_of(state, b):  # the windows of the replayed steps
         return (*step_windows(train_device, state, batch_size, block_size, windows), None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fnnet import distributed
 from fnnet.gradients import check_compute_dtype, check_grad_mode, loss_and_grads
 from fnnet.layer import Layer, is_stateful
 from fnnet.tape import recording
@@ -19,7 +21,7 @@ from fnnet.train.tasks import correct, resolve_task
 
 def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, *,
                     grad: str = "manual", task: str | None = None, compute_dtype=None,
-                    monitor: int | None = None):
+                    monitor: int | None = None, mesh=None):
     """Returns a pure ``step(state, x, y, weights=None) -> (state, metrics)`` to ``jax.jit``.
 
     Args:
@@ -35,6 +37,10 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
         ``lax.cond`` (NaN on the other steps; ``monitor=1``: every step, no branch). Needs
         ``grad="manual"``. (:func:`make_epoch` avoids the branch: it scans ``monitor - 1``
         plain steps, then one observed step.)
+      mesh: a ``jax.sharding.Mesh``: each device of its first axis computes the loss and the
+        gradients of its share of the batch, in parallel, and the step applies their mean
+        (:func:`fnnet.distributed.loss_and_grads_over`; not with ``monitor``). The batch must
+        divide evenly over the devices; ``state`` is replicated on them.
 
     A model with state or randomness (BatchNorm, Dropout) runs in training mode with the
     key ``fold_in(state.key, state.step)``; its new state goes into ``state.model_state``.
@@ -56,14 +62,18 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
     check_grad_mode(grad)
     check_compute_dtype(compute_dtype)
     check_monitor(monitor, grad, "make_train_step")
+    if mesh is not None and monitor:
+        raise ValueError(f"make_train_step: monitor={monitor} reads one device's backward; it cannot be "
+                         "combined with mesh (data-parallel gradients)")
     task = resolve_task(loss, task)
+    gradients = loss_and_grads if mesh is None else functools.partial(distributed.loss_and_grads_over, mesh)
 
     stateful = is_stateful(model)
 
     def step(state: TrainState, x, y, weights=None):
         key = jax.random.fold_in(state.key, state.step) if stateful else None  # e.g. dropout masks
         with recording() if monitor else contextlib.nullcontext() as tape:
-            value, grads, pred, model_state = loss_and_grads(
+            value, grads, pred, model_state = gradients(
                 model, loss, state.params, x, y, grad=grad, weights=weights, compute_dtype=compute_dtype,
                 state=state.model_state, key=key, train=True)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
