@@ -1,6 +1,7 @@
 """Run with 2 fake CPU devices: a char-rnn trained data-parallel (each device its share of every
-step's windows, ``jax.shard_map``) against the same on one device, and the data-parallel gradients of a
-padded batch (weights) against one device's, in float64.
+step's windows, ``jax.shard_map``) against the same on one device, the data-parallel gradients of a
+padded batch (weights; a GRU) against one device's, in float64 (the CLI's char-rnn on the cores:
+the slow test of tests/test_charrnn.py).
 
 Usage: python sharded_language.py OUT_DIR   (prints one JSON line)
 """
@@ -36,14 +37,14 @@ def char_rnn(cell):
     return fnnet.serial(fnnet.Embedding(VOCAB, 8), cell(8), cell(8), fnnet.Dense(VOCAB))
 
 
-# 1. fit_language_model over the mesh equals the one-device run, for the gated cells (the layers' scans
+# 1. fit_language_model over the mesh equals the one-device run (the recurrent layers' scans
 #    under shard_map: their zero carries vary over the devices as the input does); the state replicated
-for cell in (fnnet.LSTM, fnnet.GRU):
+for cell in (fnnet.LSTM,):
     runs = {}
     for name, mesh_ in (("one", None), ("two", mesh)):
         runs[name] = language.fit_language_model(
-            char_rnn(cell), optax.adam(1e-2), tokens[:1500], tokens[1500:], block_size=T, batch_size=4, steps=6,
-            eval_interval=3, eval_batches=2, key=jax.random.PRNGKey(1), verbose=False, mesh=mesh_,
+            char_rnn(cell), optax.adam(1e-2), tokens[:1500], tokens[1500:], block_size=T, batch_size=4, steps=4,
+            eval_interval=2, eval_batches=2, key=jax.random.PRNGKey(1), verbose=False, mesh=mesh_,
             checkpoint_dir=os.path.join(out_dir, f"{cell.__name__}-{name}"))
     (one, one_history), (two, two_history) = runs["one"], runs["two"]
     chex.assert_trees_all_close(jax.device_get(two.params), jax.device_get(one.params), rtol=1e-10, atol=1e-12)
@@ -86,17 +87,4 @@ refused(lambda: language.fit_language_model(char_rnn(fnnet.LSTM), optax.adam(1e-
         "windows='streams' keeps each stream's carry")
 refused(lambda: train.make_train_step(model, loss, optax.sgd(0.1), monitor=1, mesh=mesh), "cannot be combined with mesh")
 
-# 4. `fnnet train shakespeare --model lstm` trains over every CPU device that divides its batch (here 2),
-#    records it in metrics.json, and eval reads the run as any other
-cli_devices = None
-if os.environ.get("FNNET_DATA"):
-    from fnnet.app import cli  # noqa: E402
-
-    out = os.path.join(out_dir, "cli")
-    assert cli.main(["train", "shakespeare", "--model", "lstm", "--layers", "1", "--hidden", "8", "--seq-len", "8",
-                     "--batch-size", "6", "--steps", "4", "--eval-interval", "2", "--eval-batches", "1",
-                     "--out", out, "--quiet"]) == 0
-    cli_devices = json.load(open(os.path.join(out, "metrics.json")))["devices"]
-    assert cli.main(["eval", out]) == 0
-
-print(json.dumps({"devices": len(jax.devices()), "cli_devices": cli_devices, "ok": True}))
+print(json.dumps({"devices": len(jax.devices()), "ok": True}))
