@@ -117,8 +117,9 @@ def loss_and_grads_over(mesh: Mesh, model, loss, params, x, y, *, weights=None, 
     """:func:`fnnet.gradients.loss_and_grads`, each device of ``mesh``'s first axis on its share of the
     batch at the same time (``jax.shard_map``; the batch must divide evenly): the loss and the gradients
     averaged over the shares (each weighted by its examples, or by the sum of its ``weights``: the mean
-    over the whole batch), the prediction in batch order, a new model state averaged over the devices;
-    a ``key`` is folded with the device's index (each share its own dropout masks).
+    over the whole batch), the prediction in batch order, a new model state averaged over the devices
+    (integer leaves: the largest); a ``key`` is folded with the device's index (each share its own
+    dropout masks, so a model with dropout draws other masks than on one device).
 
     Why a ``shard_map`` and not :class:`DataParallel`'s sharded batch: the XLA partitioner does not split
     a ``lax.scan``'s work over the devices (a char-rnn's step took longer on 2 CPU devices that way,

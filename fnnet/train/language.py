@@ -29,12 +29,12 @@ import numpy as np
 import optax
 
 from fnnet import checkpoint
+from fnnet.distributed import DataParallel
 from fnnet.gradients import check_grad_mode, per_example_loss
 from fnnet.host import on_device
 from fnnet.layer import Layer, abstract_init, apply_with_state
 from fnnet.losses import softmax_cross_entropy
 from fnnet.plots import pyplot, save_figure
-from fnnet.distributed import DataParallel
 from fnnet.train.checkpointing import Checkpointer, check_checkpoint_dir
 from fnnet.train.diverged import divergence_message, first_non_finite, located_divergence
 from fnnet.train.history import Record
