@@ -78,7 +78,6 @@ class FnnetLSTM:
         if data_parallel:  # as `fnnet train shakespeare` trains a char-rnn: one CPU device a core, each its
             process.use_every_core()  # share of the batch (one device where JAX runs already)
         mesh = process.core_mesh(batch) if data_parallel else None
-        self.devices = 1 if mesh is None else mesh.devices.size
         self.w, self.steps = workload, max(1, workload.n // batch)
         model = fnnet_model(vocab, hidden, layers)
         opt = optimizer(workload.lr)

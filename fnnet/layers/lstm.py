@@ -89,7 +89,7 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
     zero past a sequence's end) emitted only when ``carried`` (a Python bool: the training backward
     emits nothing more)."""
     # da·W_hhᵀ, its transposed weights made once, outside the loop, in the form faster here (_recurrent_products)
-    times_w_hh_t = gate_product(params["w_hh"], res.c_last.shape[0])
+    times_w_hh_t, hidden = gate_product(params["w_hh"], res.c_last.shape[0]), res.c_last.shape[-1]
 
     def step(carry, inputs):
         dh_next, dc_next, factors_or_da = carry   # ∂L/∂h_t and ∂L/∂c_t from the steps after t; steps > t: their da
@@ -107,7 +107,6 @@ def _lstm_scan(params, res: LSTMResiduals, dys, dh_last, carried: bool):
         new_carry = (where_valid(m_t, times_w_hh_t(da), dh_next), where_valid(m_t, dc * f_t, dc_next), factors_or_da)
         return new_carry, dh if carried else None
 
-    hidden = res.c_last.shape[-1]
     start = (jnp.zeros_like(res.c_last) if dh_last is None else dh_last, jnp.zeros_like(res.c_last), res.gate_factors)
     steps = jnp.arange(res.f.shape[0])
     (*dcarry0, da), dh = lax.scan(step, start, (steps, res.dc_per_dh, res.f, dys, res.mask), reverse=True)
