@@ -240,6 +240,17 @@ def _programs(model: Layer, optimizer, *, block_size: int, batch_size: int, eval
     return run_interval, val_estimate
 
 
+def _placement(mesh, batch_size: int, windows: str) -> DataParallel | None:
+    """Where :func:`fit_language_model` puts its state, tokens and batches for ``mesh`` (``None``: one device);
+    a batch that does not divide over it, or ``windows="streams"``, is a ValueError."""
+    if mesh is None:
+        return None
+    if windows == "streams":
+        raise ValueError("fit_language_model: windows='streams' keeps each stream's carry in the model's state; "
+                         "it cannot be split over a mesh (use windows='random')")
+    return DataParallel(mesh, batch_size)
+
+
 def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, train_tokens, val_tokens, *,
                        block_size: int, batch_size: int = 12, steps: int = 2000, eval_interval: int = 250,
                        eval_batches: int = 20, key, grad: str = "manual", params=None,
@@ -303,10 +314,7 @@ def fit_language_model(model: Layer, optimizer: optax.GradientTransformation, tr
             raise ValueError(f"fit_language_model: {name} must be a positive int, got {value!r}")
     if windows not in WINDOWS:
         raise ValueError(f"fit_language_model: windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
-    if mesh is not None and windows == "streams":
-        raise ValueError("fit_language_model: windows='streams' keeps each stream's carry in the model's state; "
-                         "it cannot be split over a mesh (use windows='random')")
-    placement = None if mesh is None else DataParallel(mesh, batch_size)
+    placement = _placement(mesh, batch_size, windows)
     vocab_size = _vocab_size(model, block_size)
     train_tokens = check_tokens(train_tokens, vocab_size, "fit_language_model (train_tokens)",
                                 min_length=(batch_size if windows == "streams" else 1) * block_size + 1)
